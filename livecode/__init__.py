@@ -1,0 +1,3 @@
+"""livecode: WebSocket-first real-time code execution server."""
+
+__version__ = "0.1.0"
