@@ -1,0 +1,136 @@
+"""The bus: publish/subscribe of events between workers and servers, with a per-channel history.
+
+Channels (the only ones in use):
+
+    execution:{id}   status, output and finished events of one execution (kept in history)
+    control:{id}     cancel and stdin messages for the worker running an execution (not kept)
+    session:{id}     session.updated events for the other sockets following a session (not kept)
+
+Two backends share the `Bus` protocol: `LocalBus` (one process, embedded mode) and `RedisBus`
+(any number of processes and hosts). `create_bus()` picks one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractContextManager
+from typing import Any, Final, Protocol
+
+__all__ = [
+    "HISTORY_TTL_S",
+    "RESYNC",
+    "Bus",
+    "BusUnavailable",
+    "Listener",
+    "Subscriber",
+    "control_channel",
+    "create_bus",
+    "execution_channel",
+    "session_channel",
+]
+
+# The type of the marker event a Subscriber yields on a channel after it lost its connection and
+# subscribed again: events on that channel may have been missed, so re-read the history.
+RESYNC: Final = "bus.resync"
+
+# How long a channel's history lives after its last kept event, unless expire() says sooner.
+HISTORY_TTL_S: Final = 3600.0
+
+
+class BusUnavailable(Exception):
+    """The bus backend cannot be reached (Redis down or unreachable)."""
+
+
+def execution_channel(execution_id: str) -> str:
+    """Return the channel carrying an execution's events."""
+    return f"execution:{execution_id}"
+
+
+def control_channel(execution_id: str) -> str:
+    """Return the channel carrying control messages (cancel, stdin) for an execution."""
+    return f"control:{execution_id}"
+
+
+def session_channel(session_id: str) -> str:
+    """Return the channel carrying session.updated events of a session."""
+    return f"session:{session_id}"
+
+
+class Listener(Protocol):
+    """A sync subscription to one channel, for worker threads."""
+
+    def get(self, timeout_s: float) -> dict[str, Any] | None:
+        """Return the next event, or None when none arrived within timeout_s."""
+        ...
+
+
+class Subscriber(Protocol):
+    """An async subscription to any number of channels, for the server loop.
+
+    Iterating yields `(channel, event)` pairs in publish order per channel. After a lost
+    connection is restored it yields `(channel, {"type": RESYNC})` for each channel. Events of a
+    channel already unsubscribed may still arrive shortly after `unsubscribe()`.
+    """
+
+    async def subscribe(self, *channels: str) -> None:
+        """Subscribe; returns once the subscription is active."""
+        ...
+
+    async def unsubscribe(self, *channels: str) -> None:
+        """Unsubscribe from the channels."""
+        ...
+
+    def __aiter__(self) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...
+
+    async def __anext__(self) -> tuple[str, dict[str, Any]]: ...
+
+    async def aclose(self) -> None:
+        """Close the subscription; iteration ends. Idempotent."""
+        ...
+
+
+class Bus(Protocol):
+    """Publish/subscribe with a per-channel history."""
+
+    def publish(self, channel: str, event: Mapping[str, Any], *, keep: bool = True) -> None:
+        """Deliver to every subscriber, and with keep=True append to the channel's history.
+
+        The history append and the delivery are atomic: a reader that subscribes first and then
+        reads the history misses nothing. Thread-safe; raises BusUnavailable.
+        """
+        ...
+
+    def history(self, channel: str) -> list[dict[str, Any]]:
+        """Return the kept events of a channel, in publish order."""
+        ...
+
+    def expire(self, channel: str, after_s: float) -> None:
+        """Drop the channel's history after_s seconds from now."""
+        ...
+
+    def listen(self, channel: str) -> AbstractContextManager[Listener]:
+        """Subscribe a worker thread to a channel; active when this returns."""
+        ...
+
+    def subscriber(self) -> Subscriber:
+        """Return a new async Subscriber (one connection each) for the server loop."""
+        ...
+
+    def ping(self) -> None:
+        """Return when the backend works; raise BusUnavailable when not."""
+        ...
+
+    def close(self) -> None:
+        """Release the backend's connections."""
+        ...
+
+
+def create_bus(redis_url: str | None) -> Bus:
+    """Return a RedisBus for a Redis URL, else a LocalBus (embedded mode)."""
+    if redis_url is None:
+        from livecode.bus.local import LocalBus
+
+        return LocalBus()
+    from livecode.bus.redis import RedisBus
+
+    return RedisBus(redis_url)

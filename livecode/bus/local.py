@@ -1,0 +1,197 @@
+"""In-process bus for embedded mode: worker threads publish into the server's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from livecode.bus import HISTORY_TTL_S
+
+__all__ = ["LocalBus"]
+
+logger = logging.getLogger(__name__)
+
+_CLOSED = None
+
+
+class LocalBus:
+    """A thread-safe bus inside one process; history in memory with expiry.
+
+    Events are JSON-encoded on publish and decoded for each reader, so every reader gets its
+    own dict and the encoding matches RedisBus.
+    """
+
+    def __init__(self, *, history_ttl_s: float = HISTORY_TTL_S) -> None:
+        self._history_ttl_s = history_ttl_s
+        self._lock = threading.Lock()
+        self._history: dict[str, list[str]] = {}
+        self._deadlines: dict[str, float] = {}
+        self._expiry_heap: list[tuple[float, str]] = []
+        self._subscribers: dict[str, set[_LocalSubscriber]] = {}
+        self._listeners: dict[str, set[_LocalListener]] = {}
+
+    def publish(self, channel: str, event: Mapping[str, Any], *, keep: bool = True) -> None:
+        """Deliver to every subscriber and, with keep=True, append to history (atomically)."""
+        data = json.dumps(event, separators=(",", ":"))
+        with self._lock:
+            now = time.monotonic()
+            self._drop_expired(now)
+            if keep:
+                self._history.setdefault(channel, []).append(data)
+                self._set_deadline(channel, now + self._history_ttl_s)
+            # Delivering under the lock keeps delivery order equal to history order.
+            for subscriber in self._subscribers.get(channel, ()):
+                subscriber._deliver(channel, data)
+            for listener in self._listeners.get(channel, ()):
+                listener._queue.put(data)
+
+    def history(self, channel: str) -> list[dict[str, Any]]:
+        """Return the kept events of a channel, in publish order."""
+        with self._lock:
+            self._drop_expired(time.monotonic())
+            kept = list(self._history.get(channel, ()))
+        return [json.loads(data) for data in kept]
+
+    def expire(self, channel: str, after_s: float) -> None:
+        """Drop the channel's history after_s seconds from now."""
+        with self._lock:
+            now = time.monotonic()
+            if channel in self._history:
+                self._set_deadline(channel, now + after_s)
+            self._drop_expired(now)
+
+    @contextmanager
+    def listen(self, channel: str) -> Iterator[_LocalListener]:
+        """Subscribe a worker thread to a channel; active when this returns."""
+        listener = _LocalListener()
+        with self._lock:
+            self._listeners.setdefault(channel, set()).add(listener)
+        try:
+            yield listener
+        finally:
+            with self._lock:
+                listeners = self._listeners.get(channel)
+                if listeners is not None:
+                    listeners.discard(listener)
+                    if not listeners:
+                        del self._listeners[channel]
+
+    def subscriber(self) -> _LocalSubscriber:
+        """Return a new async Subscriber bound to the loop that first subscribes."""
+        return _LocalSubscriber(self)
+
+    def ping(self) -> None:
+        """Always works: the bus lives in this process."""
+
+    def close(self) -> None:
+        """Forget every history; subscribers stay usable until closed."""
+        with self._lock:
+            self._history.clear()
+            self._deadlines.clear()
+            self._expiry_heap.clear()
+
+    def _add_subscriber(self, channel: str, subscriber: _LocalSubscriber) -> None:
+        with self._lock:
+            self._subscribers.setdefault(channel, set()).add(subscriber)
+
+    def _remove_subscriber(self, channel: str, subscriber: _LocalSubscriber) -> None:
+        with self._lock:
+            subscribers = self._subscribers.get(channel)
+            if subscribers is not None:
+                subscribers.discard(subscriber)
+                if not subscribers:
+                    del self._subscribers[channel]
+
+    def _set_deadline(self, channel: str, deadline: float) -> None:
+        self._deadlines[channel] = deadline
+        heapq.heappush(self._expiry_heap, (deadline, channel))
+
+    def _drop_expired(self, now: float) -> None:
+        # The heap may hold stale deadlines; the dict holds the current one per channel.
+        while self._expiry_heap and self._expiry_heap[0][0] <= now:
+            _, channel = heapq.heappop(self._expiry_heap)
+            deadline = self._deadlines.get(channel)
+            if deadline is not None and deadline <= now:
+                del self._deadlines[channel]
+                self._history.pop(channel, None)
+
+
+class _LocalListener:
+    """A worker thread's subscription: a queue.Queue filled by publish()."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[str] = queue.Queue()
+
+    def get(self, timeout_s: float) -> dict[str, Any] | None:
+        """Return the next event, or None when none arrived within timeout_s."""
+        try:
+            data = self._queue.get(timeout=max(timeout_s, 0.0))
+        except queue.Empty:
+            return None
+        event: dict[str, Any] = json.loads(data)
+        return event
+
+
+class _LocalSubscriber:
+    """An async subscription fed from any thread through loop.call_soon_threadsafe."""
+
+    def __init__(self, bus: LocalBus) -> None:
+        self._bus = bus
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
+        self._channels: set[str] = set()
+        self._is_closed = False
+
+    async def subscribe(self, *channels: str) -> None:
+        """Subscribe; active when this returns."""
+        if self._is_closed:
+            raise RuntimeError("subscribe() called on a closed subscriber")
+        self._loop = asyncio.get_running_loop()
+        for channel in channels:
+            if channel not in self._channels:
+                self._channels.add(channel)
+                self._bus._add_subscriber(channel, self)
+
+    async def unsubscribe(self, *channels: str) -> None:
+        """Unsubscribe from the channels."""
+        for channel in channels:
+            if channel in self._channels:
+                self._channels.discard(channel)
+                self._bus._remove_subscriber(channel, self)
+
+    def __aiter__(self) -> _LocalSubscriber:
+        return self
+
+    async def __anext__(self) -> tuple[str, dict[str, Any]]:
+        item = await self._queue.get()
+        if item is _CLOSED:
+            self._queue.put_nowait(_CLOSED)  # every later __anext__ ends too
+            raise StopAsyncIteration
+        channel, data = item
+        return channel, json.loads(data)
+
+    async def aclose(self) -> None:
+        """Close the subscription; iteration ends. Idempotent."""
+        if self._is_closed:
+            return
+        self._is_closed = True
+        await self.unsubscribe(*self._channels)
+        self._queue.put_nowait(_CLOSED)
+
+    def _deliver(self, channel: str, data: str) -> None:
+        # Called by publish() from any thread, under the bus lock.
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._queue.put_nowait, (channel, data))
+        except RuntimeError:  # the loop is closed: nobody is reading any more
+            logger.debug("dropped an event on %s: subscriber loop closed", channel)
