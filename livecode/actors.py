@@ -1,0 +1,191 @@
+"""The executor: what a worker thread does with one `execute` message.
+
+claim (RUNNING, attempt+1) -> runners sandbox run, each chunk published with its seq ->
+store.finish() -> only after that commit, `finished` is published.
+Cancel and interactive stdin arrive on the execution's control channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from livecode import events
+from livecode.bus import Bus, control_channel, execution_channel
+from livecode.store import Execution, Store
+from runners import Control, Limits, Program, Reason, Result, RunnerError, Sandbox, Status, Stream
+
+logger = logging.getLogger(__name__)
+
+# Followers that come later read final executions from the store; the bus history is only
+# needed until then, plus a margin for followers that read history just before the end.
+HISTORY_AFTER_FINAL_S = 60.0
+CONTROL_POLL_S = 0.05
+
+
+class Executor:
+    """Runs executions from the store in the sandbox. Thread-safe: one call per worker thread."""
+
+    def __init__(self, store: Store, bus: Bus, sandbox: Sandbox) -> None:
+        self.store = store
+        self.bus = bus
+        self.sandbox = sandbox
+
+    def execute(self, execution_id: str) -> None:
+        """Run one execution to its final state.
+
+        Idempotent: a redelivered message for an execution that is already running or final
+        does nothing.
+        """
+        log = logging.LoggerAdapter(logger, {"execution_id": execution_id})
+        channel = execution_channel(execution_id)
+        # Listen before claiming: a cancel sent once the execution is RUNNING must not be lost.
+        with self.bus.listen(control_channel(execution_id)) as listener:
+            execution = self.store.claim(execution_id)
+            if execution is None:
+                log.info("execution %s is not queued any more; skipped", execution_id)
+                return
+            self.bus.publish(channel, events.status_event(execution))
+            control = Control()
+            done = threading.Event()
+            relay = threading.Thread(
+                target=self._relay_control,
+                args=(execution_id, listener, control, done),
+                name=f"control-{execution_id[:8]}",
+                daemon=True,
+            )
+            relay.start()
+            try:
+                final = self._run(execution, control, log)
+            finally:
+                done.set()
+                relay.join()
+        self.bus.publish(channel, events.finished_event(final))
+        self.bus.expire(channel, HISTORY_AFTER_FINAL_S)
+        self.bus.expire(control_channel(execution_id), HISTORY_AFTER_FINAL_S)
+        log.info("execution %s finished: %s/%s", execution_id, final.status, final.reason)
+
+    def _run(
+        self, execution: Execution, control: Control, log: logging.LoggerAdapter[Any]
+    ) -> Execution:
+        channel = execution_channel(execution.id)
+        streamed = _Streamed()
+
+        def on_output(stream: Stream, text: str) -> None:
+            seq = streamed.add(str(stream), text)
+            self.bus.publish(channel, events.output_event(execution.id, str(stream), seq, text))
+
+        program = Program(
+            language=execution.language,
+            source=execution.source_code,
+            stdin=execution.stdin,
+            args=tuple(execution.args),
+            interactive=execution.interactive,
+        )
+        limits = Limits(**execution.limits)
+        try:
+            result = self.sandbox.run(program, limits, on_output, control)
+        except RunnerError as exc:
+            log.error("execution %s could not run: %s", execution.id, exc)
+            return self._finish(execution, streamed, _internal_error(str(exc)))
+        except Exception:
+            log.exception("execution %s failed inside the executor", execution.id)
+            return self._finish(execution, streamed, _internal_error("internal error"))
+        if result.reason == Reason.TIMEOUT and not result.stderr_truncated:
+            # The reference API reports a timeout in stderr; send it as a chunk too, so the
+            # streamed output and the stored one stay byte-equal.
+            notice = f"Execution exceeded {limits.wall_timeout_s:g} second timeout"
+            if result.stderr and not result.stderr.endswith("\n"):
+                notice = "\n" + notice
+            on_output(Stream.STDERR, notice)
+        return self._finish(execution, streamed, result)
+
+    def _finish(self, execution: Execution, streamed: _Streamed, result: Result) -> Execution:
+        # Store exactly what was streamed: the runner's texts equal the joined chunks, and an
+        # internal error keeps whatever reached followers before it.
+        final = self.store.finish(
+            execution.id,
+            status=str(result.status),
+            reason=str(result.reason),
+            exit_code=result.exit_code,
+            signal=result.signal,
+            stdout=streamed.text("stdout"),
+            stderr=streamed.text("stderr"),
+            compile_output=streamed.text("compile"),
+            stdout_truncated=result.stdout_truncated,
+            stderr_truncated=result.stderr_truncated,
+            execution_time_ms=result.wall_time_ms,
+            cpu_time_ms=result.cpu_time_ms,
+            memory_kb=result.memory_kb,
+            chunks=streamed.index,
+            error_message=result.message,
+        )
+        if final is None:  # someone else ended it first (e.g. deleted): report what is stored
+            return self.store.get_execution(execution.id, execution.owner)
+        return final
+
+    def _relay_control(
+        self, execution_id: str, listener: Any, control: Control, done: threading.Event
+    ) -> None:
+        """Turn control-channel messages (cancel, stdin) into Control calls until the run ends."""
+        seen: set[str] = set()
+        try:
+            for message in self.bus.history(control_channel(execution_id)):
+                self._apply(message, control, seen)
+            while not done.is_set():
+                message = listener.get(CONTROL_POLL_S)
+                if message is not None:
+                    self._apply(message, control, seen)
+        except Exception:
+            logger.exception("control relay of execution %s failed", execution_id)
+
+    @staticmethod
+    def _apply(message: dict[str, Any], control: Control, seen: set[str]) -> None:
+        message_id = message.get("id")
+        if message_id in seen:
+            return
+        if message_id:
+            seen.add(message_id)
+        if message.get("type") == "cancel":
+            control.cancel()
+        elif message.get("type") == "stdin":
+            data = message.get("data") or ""
+            if data:
+                control.write(data.encode())
+            if message.get("eof"):
+                control.close_stdin()
+
+
+class _Streamed:
+    """What has been published so far: the chunk index ([stream, n_chars] per seq) and texts."""
+
+    def __init__(self) -> None:
+        self.index: list[list[Any]] = []
+        self._parts: dict[str, list[str]] = {"stdout": [], "stderr": [], "compile": []}
+
+    def add(self, stream: str, text: str) -> int:
+        self.index.append([stream, len(text)])
+        self._parts[stream].append(text)
+        return len(self.index)
+
+    def text(self, stream: str) -> str:
+        return "".join(self._parts[stream])
+
+
+def _internal_error(message: str) -> Result:
+    return Result(
+        status=Status.FAILED,
+        reason=Reason.INTERNAL_ERROR,
+        exit_code=None,
+        signal=None,
+        stdout="",
+        stderr="",
+        compile_output="",
+        stdout_truncated=False,
+        stderr_truncated=False,
+        wall_time_ms=0,
+        cpu_time_ms=None,
+        memory_kb=None,
+        message=message,
+    )

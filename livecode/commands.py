@@ -1,0 +1,230 @@
+"""Commands shared by the WebSocket, REST and SSE edges.
+
+Each validates, clamps limits, writes to the store, enqueues and publishes. All are sync and
+thread-safe; the async edges call them with one `run_in_threadpool`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from typing import Any
+
+from livecode import events
+from livecode.bus import Bus, control_channel, execution_channel, session_channel
+from livecode.config import Settings
+from livecode.errors import Conflict, InvalidValue, NotFound, RateLimited, TooLarge, Unavailable
+from livecode.protocol import RunOptions
+from livecode.queue import Queue
+from livecode.ratelimit import RateLimiter
+from livecode.store import Execution, Session, Store
+from runners import Language, Limits, UnknownLanguage, resolve_language
+
+logger = logging.getLogger(__name__)
+
+QUEUE_FULL_RETRY_S = 5.0
+
+
+class Commands:
+    """The things a client can ask for, whichever edge it came through."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        bus: Bus,
+        queue: Queue,
+        rate_limiter: RateLimiter,
+        languages: tuple[Language, ...],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.bus = bus
+        self.queue = queue
+        self.rate_limiter = rate_limiter
+        self.languages = languages
+        self.ceiling = Limits(
+            wall_timeout_s=settings.wall_timeout_s,
+            compile_timeout_s=settings.compile_timeout_s,
+            memory_mb=settings.memory_mb,
+            max_processes=settings.max_processes,
+            output_limit_bytes=settings.output_limit_bytes,
+        )
+
+    # sessions
+
+    def create_session(self, language: str, source_code: str, owner: str = "") -> Session:
+        """Create a session in the canonical id of `language` (aliases accepted)."""
+        self._check_source(source_code)
+        return self.store.create_session(self._language(language).id, source_code, owner)
+
+    def open_session(self, session_id: str, owner: str = "") -> Session:
+        """The session, for a socket that starts following it."""
+        return self.store.get_session(session_id, owner)
+
+    def autosave(
+        self,
+        session_id: str,
+        source_code: str,
+        base_version: int | None,
+        owner: str = "",
+        origin: str | None = None,
+    ) -> Session:
+        """Save the source (committed on return) and tell every other follower of the session."""
+        self._check_source(source_code)
+        session = self.store.save_source(session_id, source_code, base_version, owner)
+        update = {
+            "type": "session.updated",
+            "session_id": session.id,
+            "version": session.version,
+            "source_code": session.source_code,
+            "origin": origin,
+        }
+        self._publish_quietly(session_channel(session.id), update, keep=False)
+        return session
+
+    def delete_session(self, session_id: str, owner: str = "") -> None:
+        """Delete a session and its executions; running ones are cancelled."""
+        for execution_id in self.store.delete_session(session_id, owner):
+            self._publish_quietly(control_channel(execution_id), _control("cancel"))
+
+    # executions
+
+    def run(self, session_id: str, options: RunOptions, owner: str = "") -> Execution:
+        """Queue a run of the session's current source."""
+        session = self.store.get_session(session_id, owner)
+        return self._queue_run(
+            session.language, session.source_code, options, owner, session_id=session.id
+        )
+
+    def run_once(self, language: str, source_code: str, options: RunOptions, owner: str = "") -> Execution:
+        """Queue a run without a session (POST /executions)."""
+        self._check_source(source_code)
+        return self._queue_run(self._language(language).id, source_code, options, owner)
+
+    def cancel(self, execution_id: str, owner: str = "") -> Execution:
+        """End an execution as CANCELLED: at once when queued, through its worker when running."""
+        execution = self.store.get_execution(execution_id, owner)
+        if execution.is_final:
+            return execution
+        cancelled = self.store.cancel_queued(execution_id)
+        if cancelled is not None:
+            channel = execution_channel(execution_id)
+            self._publish_quietly(channel, events.finished_event(cancelled))
+            self.bus.expire(channel, 60.0)
+            return cancelled
+        self.bus.publish(control_channel(execution_id), _control("cancel"))
+        return execution
+
+    def send_stdin(self, execution_id: str, data: str, eof: bool, owner: str = "") -> None:
+        """Pass data (and EOF) to an interactive execution's stdin."""
+        execution = self.store.get_execution(execution_id, owner)
+        if execution.is_final:
+            raise Conflict(f"execution {execution_id} has finished")
+        if not execution.interactive:
+            raise Conflict("stdin can only be sent to an execution started with interactive: true")
+        if len(data.encode()) > self.settings.max_stdin_bytes:
+            raise TooLarge(f"stdin is larger than {self.settings.max_stdin_bytes} bytes")
+        self.bus.publish(control_channel(execution_id), _control("stdin", data=data, eof=eof))
+
+    def get_execution(self, execution_id: str, owner: str = "") -> Execution:
+        return self.store.get_execution(execution_id, owner)
+
+    def final_events(self, execution_id: str) -> list[dict[str, Any]] | None:
+        """Every event of a final execution, from the store; None while it is not final."""
+        try:
+            execution = self.store.get_execution(execution_id)
+        except NotFound:
+            return None
+        return events.replay_events(execution) if execution.is_final else None
+
+    # helpers
+
+    def _queue_run(
+        self,
+        language: str,
+        source_code: str,
+        options: RunOptions,
+        owner: str,
+        session_id: str | None = None,
+    ) -> Execution:
+        stdin = options.stdin.encode() if options.stdin is not None else None
+        if stdin is not None and len(stdin) > self.settings.max_stdin_bytes:
+            raise TooLarge(f"stdin is larger than {self.settings.max_stdin_bytes} bytes")
+        requested = options.limits.model_dump(exclude_none=True) if options.limits else None
+        try:
+            limits = self.ceiling.clamp(requested)
+        except ValueError as exc:
+            raise InvalidValue(str(exc)) from None
+        self._language(language)  # the toolchain may have gone since the session was made
+        if session_id is not None:
+            retry_after = self.rate_limiter.hit(
+                f"session:{session_id}", self.settings.runs_per_minute, 60
+            )
+            if retry_after is not None:
+                raise RateLimited(
+                    f"at most {self.settings.runs_per_minute} runs a minute per session",
+                    retry_after=retry_after,
+                )
+        if self.store.count_queued() >= self.settings.queue_cap:
+            raise Unavailable("the queue is full; try again shortly", retry_after=QUEUE_FULL_RETRY_S)
+        execution = self.store.create_execution(
+            session_id=session_id,
+            language=language,
+            source_code=source_code,
+            stdin=stdin,
+            args=tuple(options.args),
+            limits=dataclasses.asdict(limits),
+            interactive=options.interactive,
+            owner=owner,
+            max_runs_per_session=self.settings.runs_per_session if session_id else None,
+        )
+        self.bus.publish(execution_channel(execution.id), events.status_event(execution))
+        try:
+            self.queue.enqueue(execution.id)
+        except Unavailable:
+            self.store.finish(
+                execution.id,
+                status="FAILED",
+                reason="internal_error",
+                exit_code=None,
+                signal=None,
+                stdout="",
+                stderr="",
+                compile_output="",
+                stdout_truncated=False,
+                stderr_truncated=False,
+                execution_time_ms=None,
+                cpu_time_ms=None,
+                memory_kb=None,
+                chunks=[],
+                error_message="the queue was unavailable",
+            )
+            raise
+        return execution
+
+    def _language(self, name: str) -> Language:
+        try:
+            language = resolve_language(name)
+        except UnknownLanguage:
+            known = ", ".join(language.id for language in self.languages)
+            raise InvalidValue(f"unknown language {name!r}; expected one of {known}") from None
+        if not language.available:
+            raise InvalidValue(f"{language.name} is not available on this server")
+        return language
+
+    def _check_source(self, source_code: str) -> None:
+        if len(source_code.encode()) > self.settings.max_source_bytes:
+            raise TooLarge(f"source_code is larger than {self.settings.max_source_bytes} bytes")
+
+    def _publish_quietly(self, channel: str, event: dict[str, Any], keep: bool = True) -> None:
+        # The write is committed already; a bus hiccup must not turn it into an error reply.
+        try:
+            self.bus.publish(channel, event, keep=keep)
+        except Exception:
+            logger.exception("could not publish on %s", channel)
+
+
+def _control(kind: str, **fields: Any) -> dict[str, Any]:
+    return {"type": kind, "id": uuid.uuid4().hex, **fields}

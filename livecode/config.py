@@ -1,0 +1,111 @@
+"""Settings: read once from LIVECODE_* (and DATABASE_URL / REDIS_URL), validated, frozen.
+
+Defaults give embedded mode (SQLite file, in-process broker and bus). A bad value stops the
+process with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_DATABASE_URL = "sqlite:///./livecode.db"
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the service can be told, with SPEC.md's defaults."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    wall_timeout_s: float = 30.0
+    compile_timeout_s: float = 30.0
+    memory_mb: int = 256
+    max_processes: int = 64
+    output_limit_bytes: int = 102400
+    max_source_bytes: int = 262144
+    max_stdin_bytes: int = 1048576
+    runs_per_minute: int = 10
+    runs_per_session: int = 100
+    queue_cap: int = 1000
+    allowed_origins: tuple[str, ...] = ()
+    sandbox: str = "bwrap"
+    worker_threads: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 2)
+    wait_cap_s: float = 30.0
+    broker_poll_ms: int = 10
+    log_level: str = "INFO"
+
+    @property
+    def is_distributed(self) -> bool:
+        """True when Redis carries the broker, bus and rate counters."""
+        return self.redis_url is not None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: object) -> Settings:
+        """Read LIVECODE_* variables; `overrides` (from CLI flags) win over the environment."""
+        values: dict[str, object] = {}
+        database_url = environ.get("LIVECODE_DATABASE_URL") or environ.get("DATABASE_URL")
+        if database_url:
+            values["database_url"] = _normalize_database_url(database_url)
+        redis_url = environ.get("LIVECODE_REDIS_URL") or environ.get("REDIS_URL")
+        if redis_url:
+            values["redis_url"] = redis_url
+        for field in dataclasses.fields(cls):
+            if field.name in ("database_url", "redis_url"):
+                continue
+            variable = "LIVECODE_" + field.name.upper()
+            raw = environ.get(variable)
+            if raw is None or raw == "":
+                continue
+            values[field.name] = _parse(variable, field.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first variable with an unusable value."""
+        positive = (
+            "port wall_timeout_s compile_timeout_s memory_mb max_processes output_limit_bytes "
+            "max_source_bytes max_stdin_bytes runs_per_minute runs_per_session queue_cap "
+            "worker_threads"
+        ).split()
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"LIVECODE_{name.upper()} must be positive")
+        if self.sandbox not in ("bwrap", "none"):
+            raise ConfigError("LIVECODE_SANDBOX must be 'bwrap' or 'none'")
+        if not self.database_url.startswith(("sqlite", "postgresql")):
+            raise ConfigError("LIVECODE_DATABASE_URL must be a sqlite:// or postgresql:// URL")
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://")):
+            raise ConfigError("LIVECODE_REDIS_URL must be a redis:// URL")
+
+
+def _normalize_database_url(url: str) -> str:
+    # Plain postgres:// URLs (Heroku style, the reference's DATABASE_URL) mean psycopg 3 here.
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _parse(variable: str, annotation: object, raw: str) -> object:
+    kind = str(annotation)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind.startswith("tuple"):
+            return tuple(item.strip() for item in raw.split(",") if item.strip())
+    except ValueError:
+        raise ConfigError(f"{variable}={raw!r} is not a valid {kind}") from None
+    return raw

@@ -1,0 +1,198 @@
+"""Wire schemas: every client message and request body, parsed once at the edge.
+
+WebSocket client messages (SPEC.md, "WebSocket /ws"), each with an optional `ref`:
+
+    create       {language, source_code}
+    open         {session_id}
+    autosave     {session_id, source_code, base_version?}
+    run          {session_id, stdin?, args?, limits?, interactive?}
+    subscribe    {execution_id, since?}
+    unsubscribe  {execution_id}
+    stdin        {execution_id, data, eof?}
+    cancel       {execution_id}
+    ping         {}
+
+REST bodies reuse the same fields: CreateSession, SaveSource, RunOptions, OneShotRun.
+Past this module nothing handles raw dicts.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from livecode.errors import BadRequest
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class RequestedLimits(_Message):
+    """What a client may ask for: each value lower than the server's, never higher."""
+
+    timeout_s: PositiveFloat | None = None
+    memory_mb: PositiveInt | None = None
+    max_processes: PositiveInt | None = None
+    output_limit_bytes: PositiveInt | None = None
+
+
+class RunOptions(_Message):
+    """Body of POST /code-sessions/{id}/run (optional) and the options of a WS run."""
+
+    stdin: str | None = None
+    args: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list, max_length=64)
+    limits: RequestedLimits | None = None
+    interactive: bool = False
+
+
+class CreateSession(_Message):
+    """Body of POST /code-sessions."""
+
+    language: Annotated[str, Field(min_length=1, max_length=32)]
+    source_code: str = ""
+
+
+class SaveSource(_Message):
+    """Body of PATCH /code-sessions/{id}."""
+
+    source_code: str
+    base_version: PositiveInt | None = None
+
+
+class OneShotRun(RunOptions):
+    """Body of POST /executions: a run without a session."""
+
+    language: Annotated[str, Field(min_length=1, max_length=32)]
+    source_code: str
+
+
+class _Client(_Message):
+    ref: Annotated[str, Field(max_length=256)] | None = None
+
+
+class CreateMessage(_Client):
+    type: Literal["create"]
+    language: Annotated[str, Field(min_length=1, max_length=32)]
+    source_code: str = ""
+
+
+class OpenMessage(_Client):
+    type: Literal["open"]
+    session_id: str
+
+
+class AutosaveMessage(_Client):
+    type: Literal["autosave"]
+    session_id: str
+    source_code: str
+    base_version: PositiveInt | None = None
+
+
+class RunMessage(_Client, RunOptions):
+    type: Literal["run"]
+    session_id: str
+
+
+class SubscribeMessage(_Client):
+    type: Literal["subscribe"]
+    execution_id: str
+    since: Annotated[int, Field(ge=0)] = 0
+
+
+class UnsubscribeMessage(_Client):
+    type: Literal["unsubscribe"]
+    execution_id: str
+
+
+class StdinMessage(_Client):
+    type: Literal["stdin"]
+    execution_id: str
+    data: str = ""
+    eof: bool = False
+
+
+class CancelMessage(_Client):
+    type: Literal["cancel"]
+    execution_id: str
+
+
+class PingMessage(_Client):
+    type: Literal["ping"]
+
+
+ClientMessage = Annotated[
+    CreateMessage
+    | OpenMessage
+    | AutosaveMessage
+    | RunMessage
+    | SubscribeMessage
+    | UnsubscribeMessage
+    | StdinMessage
+    | CancelMessage
+    | PingMessage,
+    Field(discriminator="type"),
+]
+MESSAGE_TYPES = (
+    "create open autosave run subscribe unsubscribe stdin cancel ping".split()
+)
+
+_client_message = TypeAdapter[ClientMessage](ClientMessage)
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
+def parse_message(text: str | bytes) -> ClientMessage:
+    """Parse one WebSocket text frame; raises BadRequest with a message a person can act on."""
+    data = _load_json(text)
+    if not isinstance(data, dict):
+        raise BadRequest("a message must be a JSON object")
+    kind = data.get("type")
+    if kind not in MESSAGE_TYPES:
+        raise BadRequest(f"unknown message type {kind!r}; expected one of {', '.join(MESSAGE_TYPES)}")
+    try:
+        return _client_message.validate_python(data)
+    except ValidationError as exc:
+        raise BadRequest(_describe(exc)) from None
+
+
+def ref_of(text: str | bytes) -> str | None:
+    """The `ref` of a message that failed to parse, so its error can still be matched."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    ref = data.get("ref") if isinstance(data, dict) else None
+    return ref if isinstance(ref, str) else None
+
+
+def parse_body(model: type[_Body], body: bytes, *, optional: bool = False) -> _Body:
+    """Parse a REST JSON body into `model`; an empty body is `{}` when `optional`."""
+    if optional and not body.strip():
+        return model()
+    data = _load_json(body)
+    if not isinstance(data, dict):
+        raise BadRequest("the request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest(_describe(exc)) from None
+
+
+def _load_json(text: str | bytes) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"invalid JSON: {exc}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        location = ".".join(str(part) for part in error["loc"] if part not in MESSAGE_TYPES)
+        problems.append(f"{location}: {error['msg']}" if location else error["msg"])
+    return "; ".join(problems)

@@ -1,0 +1,91 @@
+"""The queue: a Dramatiq broker (Redis, or in-process when embedded) and the `execute` actor.
+
+The web process only sends messages; worker processes (and embedded mode) also consume them
+with Dramatiq worker threads, each calling `Executor.execute(execution_id)`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+
+from livecode.config import Settings
+from livecode.errors import unavailable_on
+
+logger = logging.getLogger(__name__)
+
+QUEUE_NAME = "executions"
+# Dramatiq's TimeLimit is only a backstop: the sandbox owns the deadline and kills the tree.
+BACKSTOP_MARGIN_S = 60
+
+
+class Queue:
+    """Sends `execute` messages and, when given an executor, runs worker threads that take them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.broker: dramatiq.Broker
+        if settings.redis_url:
+            self.broker = RedisBroker(url=settings.redis_url, namespace="livecode-dramatiq")
+        else:
+            self.broker = StubBroker()
+            self.broker.emit_after("process_boot")
+        self._execute: Callable[[str], None] | None = None
+        backstop_ms = int(
+            (settings.wall_timeout_s + settings.compile_timeout_s + BACKSTOP_MARGIN_S) * 1000
+        )
+        self.actor: dramatiq.Actor[[str], None] = dramatiq.actor(
+            self._receive,
+            broker=self.broker,
+            actor_name="execute",
+            queue_name=QUEUE_NAME,
+            max_retries=0,
+            time_limit=backstop_ms,
+        )
+        self._worker: dramatiq.Worker | None = None
+
+    def enqueue(self, execution_id: str) -> None:
+        """Hand an execution to whichever worker is free. Raises Unavailable when Redis is down."""
+        with unavailable_on(redis.RedisError, message="the queue (Redis) is unavailable"):
+            self.actor.send(execution_id)
+
+    def start_workers(self, execute: Callable[[str], None], threads: int) -> None:
+        """Consume messages with `threads` worker threads in this process."""
+        if self._worker is not None:
+            raise RuntimeError("Queue.start_workers() was called twice")
+        self._execute = execute
+        self._worker = dramatiq.Worker(
+            self.broker,
+            queues={QUEUE_NAME},
+            worker_threads=threads,
+            worker_timeout=self.settings.broker_poll_ms,
+        )
+        self._worker.start()
+        logger.info("%d worker threads consuming %s", threads, QUEUE_NAME)
+
+    @property
+    def worker_threads(self) -> int:
+        """Threads consuming in this process (0 in a web process of distributed mode)."""
+        return len(self._worker.workers) if self._worker is not None else 0
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop consuming (letting running executions finish within `timeout_s`), then close."""
+        if self._worker is not None:
+            self._worker.stop(timeout=int(timeout_s * 1000))
+            self._worker = None
+        self.broker.close()
+
+    def _receive(self, execution_id: str) -> None:
+        if self._execute is None:
+            raise RuntimeError("an execute message reached a process without an executor")
+        self._execute(execution_id)
+
+    def describe(self) -> dict[str, Any]:
+        """Broker kind, for health answers."""
+        return {"broker": "redis" if self.settings.redis_url else "in-process"}

@@ -1,0 +1,183 @@
+"""The REST mirror of the WebSocket commands (SPEC.md, "REST"; the reference README's shapes)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from livecode import events, protocol
+from livecode.errors import BadRequest, LivecodeError
+from livecode.services import Services
+from livecode.store import Execution
+
+MAX_PAGE = 200
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+async def create_session(request: Request) -> Response:
+    body = protocol.parse_body(protocol.CreateSession, await request.body())
+    session = await run_in_threadpool(
+        _services(request).commands.create_session, body.language, body.source_code
+    )
+    return JSONResponse(events.session_json(session), status_code=201)
+
+
+async def get_session(request: Request) -> Response:
+    session = await run_in_threadpool(
+        _services(request).commands.open_session, request.path_params["session_id"]
+    )
+    return JSONResponse(events.session_json(session))
+
+
+async def save_session(request: Request) -> Response:
+    body = protocol.parse_body(protocol.SaveSource, await request.body())
+    session = await run_in_threadpool(
+        _services(request).commands.autosave,
+        request.path_params["session_id"],
+        body.source_code,
+        body.base_version,
+    )
+    return JSONResponse(
+        {
+            "session_id": session.id,
+            "status": session.status,
+            "version": session.version,
+            "updated_at": events.timestamp(session.updated_at),
+        }
+    )
+
+
+async def delete_session(request: Request) -> Response:
+    await run_in_threadpool(
+        _services(request).commands.delete_session, request.path_params["session_id"]
+    )
+    return Response(status_code=204)
+
+
+async def run_session(request: Request) -> Response:
+    options = protocol.parse_body(protocol.RunOptions, await request.body(), optional=True)
+    services = _services(request)
+    execution = await run_in_threadpool(
+        services.commands.run, request.path_params["session_id"], options
+    )
+    return await _accepted(request, services, execution)
+
+
+async def run_once(request: Request) -> Response:
+    body = protocol.parse_body(protocol.OneShotRun, await request.body())
+    services = _services(request)
+    execution = await run_in_threadpool(
+        services.commands.run_once, body.language, body.source_code, body
+    )
+    return await _accepted(request, services, execution)
+
+
+async def get_execution(request: Request) -> Response:
+    execution = await run_in_threadpool(
+        _services(request).commands.get_execution, request.path_params["execution_id"]
+    )
+    return JSONResponse(events.execution_json(execution))
+
+
+async def cancel_execution(request: Request) -> Response:
+    execution = await run_in_threadpool(
+        _services(request).commands.cancel, request.path_params["execution_id"]
+    )
+    return JSONResponse(
+        {"execution_id": execution.id, "status": str(execution.status)}, status_code=202
+    )
+
+
+async def list_executions(request: Request) -> Response:
+    limit = _int_param(request, "limit", 50)
+    if not 1 <= limit <= MAX_PAGE:
+        raise BadRequest(f"limit must be between 1 and {MAX_PAGE}")
+    executions = await run_in_threadpool(
+        _services(request).store.list_executions,
+        request.path_params["session_id"],
+        "",
+        limit,
+        request.query_params.get("before"),
+    )
+    return JSONResponse([events.execution_json(execution) for execution in executions])
+
+
+async def list_languages(request: Request) -> Response:
+    return JSONResponse(
+        [
+            {
+                "id": language.id,
+                "name": language.name,
+                "version": language.version,
+                "aliases": list(language.aliases),
+                "available": language.available,
+            }
+            for language in _services(request).languages
+        ]
+    )
+
+
+async def _accepted(request: Request, services: Services, execution: Execution) -> Response:
+    """202 with the queued execution; with ?wait=true, 200 and the final one if it ends in time."""
+    queued = {"execution_id": execution.id, "status": str(execution.status)}
+    if request.query_params.get("wait", "").lower() not in ("1", "true", "yes"):
+        return JSONResponse(queued, status_code=202)
+    assert services.relay is not None
+    try:
+        async with asyncio.timeout(services.settings.wait_cap_s):
+            async with services.relay.follow(execution.id) as stream:
+                async for event in stream:
+                    if event["type"] == "finished":
+                        return JSONResponse(_without_type(event))
+    except TimeoutError:
+        pass
+    return JSONResponse(queued, status_code=202)
+
+
+def _without_type(event: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in event.items() if key != "type"}
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+
+
+def error_response(exc: LivecodeError) -> Response:
+    """The JSON error body every endpoint answers with, plus Retry-After when there is one."""
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return JSONResponse(
+        {"error": {"code": exc.code, "message": exc.message}},
+        status_code=exc.http_status,
+        headers=headers,
+    )
+
+
+routes = [
+    Route("/code-sessions", create_session, methods=["POST"]),
+    Route("/code-sessions/{session_id}", get_session, methods=["GET"]),
+    Route("/code-sessions/{session_id}", save_session, methods=["PATCH"]),
+    Route("/code-sessions/{session_id}", delete_session, methods=["DELETE"]),
+    Route("/code-sessions/{session_id}/run", run_session, methods=["POST"]),
+    Route("/executions", run_once, methods=["POST"]),
+    Route("/executions/{execution_id}", get_execution, methods=["GET"]),
+    Route("/executions/{execution_id}/cancel", cancel_execution, methods=["POST"]),
+    Route("/executions/session/{session_id}", list_executions, methods=["GET"]),
+    Route("/languages", list_languages, methods=["GET"]),
+]

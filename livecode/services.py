@@ -1,0 +1,140 @@
+"""The long-lived parts of a process, opened and closed in written steps.
+
+A web process opens store, bus, queue, relay and commands; a worker process (and embedded
+mode, which is both) also opens the sandbox and consumes the queue with an Executor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+import redis
+
+from livecode.actors import Executor
+from livecode.bus import Bus, create_bus
+from livecode.commands import Commands
+from livecode.config import Settings
+from livecode.queue import Queue
+from livecode.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from livecode.relay import Relay
+from livecode.store import Store
+from runners import Language, Sandbox, SandboxConfig, detect_languages
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY_S = 5.0
+HEARTBEAT_TTL_S = 15
+HEARTBEAT_PREFIX = "livecode:worker:"
+
+
+@dataclasses.dataclass(slots=True)
+class Services:
+    """Everything the edges and the health checks need, owned by the app lifespan or the CLI."""
+
+    settings: Settings
+    store: Store
+    bus: Bus
+    queue: Queue
+    commands: Commands
+    languages: tuple[Language, ...]
+    redis: redis.Redis | None = None
+    relay: Relay | None = None  # type: ignore[assignment]
+    sandbox: Sandbox | None = None
+    sandbox_error: str | None = None
+    heartbeat: Heartbeat | None = None
+
+    def close(self) -> None:
+        """Stop consuming (running executions finish), then close what was opened."""
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+        self.queue.close()
+        if self.sandbox is not None:
+            self.sandbox.close()
+        self.bus.close()
+        self.store.close()
+        if self.redis is not None:
+            self.redis.close()
+
+
+def open_services(settings: Settings, *, consume: bool) -> Services:
+    """Open the parts of a process; `consume` adds the sandbox and worker threads."""
+    store = Store.from_url(settings.database_url)
+    if settings.database_url.startswith("sqlite"):
+        store.create_tables()
+    bus = create_bus(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+    limiter: RateLimiter = RedisRateLimiter(client) if client is not None else LocalRateLimiter()
+    queue = Queue(settings)
+    languages = detect_languages()
+    commands = Commands(settings, store, bus, queue, limiter, languages)
+    services = Services(settings, store, bus, queue, commands, languages, redis=client)
+    if consume:
+        if settings.sandbox == "none":
+            logger.warning(
+                "LIVECODE_SANDBOX=none: programs run WITHOUT the sandbox. "
+                "Never expose this server to anyone."
+            )
+        services.sandbox = Sandbox(
+            SandboxConfig(mode=settings.sandbox, slots=settings.worker_threads)
+        )
+        executor = Executor(store, bus, services.sandbox)
+        queue.start_workers(executor.execute, settings.worker_threads)
+        if client is not None:
+            services.heartbeat = Heartbeat(client, services)
+            services.heartbeat.start()
+    return services
+
+
+class Heartbeat:
+    """A worker process announces itself (threads, sandbox measures) in Redis every few seconds."""
+
+    def __init__(self, client: redis.Redis, services: Services) -> None:
+        self.client = client
+        self.services = services
+        self.key = f"{HEARTBEAT_PREFIX}{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        try:
+            self.client.delete(self.key)
+        except redis.RedisError:
+            pass
+
+    def _beat(self) -> None:
+        while True:
+            try:
+                self.client.set(self.key, json.dumps(self.describe()), ex=HEARTBEAT_TTL_S)
+            except redis.RedisError as exc:
+                logger.warning("heartbeat failed: %s", exc)
+            if self._stop.wait(HEARTBEAT_EVERY_S):
+                return
+
+    def describe(self) -> dict[str, Any]:
+        sandbox = self.services.sandbox
+        return {
+            "threads": self.services.queue.worker_threads,
+            "sandbox": sandbox.measures() if sandbox is not None else None,
+            "at": time.time(),
+        }
+
+
+def live_workers(client: redis.Redis) -> list[dict[str, Any]]:
+    """What every worker process announced in the last HEARTBEAT_TTL_S seconds."""
+    keys = list(client.scan_iter(match=f"{HEARTBEAT_PREFIX}*", count=100))
+    if not keys:
+        return []
+    return [json.loads(raw) for raw in client.mget(keys) if raw is not None]

@@ -1,0 +1,238 @@
+"""/ws: one socket, many sessions and executions (SPEC.md, "WebSocket /ws").
+
+A receive loop parses each frame (protocol.py) and carries it out with a command, in order;
+one send loop writes everything the socket gets, from replies and from the relay's follows.
+A bad message gets an `error` event and the socket stays open; flooding closes it (1008).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from livecode import events, protocol
+from livecode.bus import session_channel
+from livecode.errors import LivecodeError
+from livecode.services import Services
+
+logger = logging.getLogger(__name__)
+
+OUTBOX_SIZE = 1024
+FLOOD_RATE_PER_S = 50.0
+FLOOD_BURST = 200.0
+POLICY_VIOLATION = 1008
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    """Serve one client socket until it goes away."""
+    services: Services = websocket.app.state.services
+    if not origin_allowed(websocket, services.settings.allowed_origins):
+        await websocket.close(code=POLICY_VIOLATION)
+        return
+    await websocket.accept()
+    await Connection(websocket, services).serve()
+
+
+def origin_allowed(websocket: WebSocket, allowed: tuple[str, ...]) -> bool:
+    """Browsers send Origin: allow the configured ones, else only this server's own host."""
+    origin = websocket.headers.get("origin")
+    if origin is None or "*" in allowed:
+        return True
+    if allowed:
+        return origin.rstrip("/") in {item.rstrip("/") for item in allowed}
+    return urlsplit(origin).netloc == websocket.headers.get("host", "")
+
+
+class Connection:
+    """The state of one socket: what it follows, and its single outbox."""
+
+    def __init__(self, websocket: WebSocket, services: Services) -> None:
+        self.websocket = websocket
+        self.services = services
+        self.commands = services.commands
+        self.id = uuid.uuid4().hex
+        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(OUTBOX_SIZE)
+        self.follows: dict[str, asyncio.Task[None]] = {}
+        self.sessions: dict[str, asyncio.Task[None]] = {}
+        self._tokens = FLOOD_BURST
+        self._refilled_at = time.monotonic()
+
+    async def serve(self) -> None:
+        sender = asyncio.create_task(self._send_loop())
+        try:
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                if not self._take_token():
+                    logger.warning("socket %s flooded; closing", self.id)
+                    await self.websocket.close(code=POLICY_VIOLATION, reason="too many messages")
+                    break
+                text = message.get("text")
+                if text is None:
+                    text = (message.get("bytes") or b"").decode("utf-8", "replace")
+                await self._handle(text)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            for task in [*self.follows.values(), *self.sessions.values(), sender]:
+                task.cancel()
+            await asyncio.gather(
+                *self.follows.values(), *self.sessions.values(), sender, return_exceptions=True
+            )
+
+    async def _handle(self, text: str) -> None:
+        ref = None
+        try:
+            message = protocol.parse_message(text)
+            ref = message.ref
+            await self._dispatch(message)
+        except LivecodeError as exc:
+            await self._send(_error_event(exc, ref if ref is not None else protocol.ref_of(text)))
+        except Exception:
+            logger.exception("socket %s: message failed", self.id)
+            await self._send(
+                {"type": "error", "ref": ref, "code": "internal", "message": "internal error"}
+            )
+
+    async def _dispatch(self, message: protocol.ClientMessage) -> None:
+        commands = self.commands
+        ref = message.ref
+        match message:
+            case protocol.CreateMessage():
+                session = await run_in_threadpool(
+                    commands.create_session, message.language, message.source_code
+                )
+                await self._send({"type": "created", "ref": ref, "session": events.session_json(session)})
+                self._follow_session(session.id)
+            case protocol.OpenMessage():
+                session = await run_in_threadpool(commands.open_session, message.session_id)
+                await self._send({"type": "opened", "ref": ref, "session": events.session_json(session)})
+                self._follow_session(session.id)
+            case protocol.AutosaveMessage():
+                session = await run_in_threadpool(
+                    commands.autosave,
+                    message.session_id,
+                    message.source_code,
+                    message.base_version,
+                    "",
+                    self.id,
+                )
+                await self._send(
+                    {
+                        "type": "saved",
+                        "ref": ref,
+                        "session_id": session.id,
+                        "version": session.version,
+                        "updated_at": events.timestamp(session.updated_at),
+                    }
+                )
+            case protocol.RunMessage():
+                execution = await run_in_threadpool(commands.run, message.session_id, message)
+                await self._send(
+                    {
+                        "type": "queued",
+                        "ref": ref,
+                        "execution_id": execution.id,
+                        "status": str(execution.status),
+                    }
+                )
+                self._follow(execution.id, 0)
+            case protocol.SubscribeMessage():
+                await run_in_threadpool(commands.get_execution, message.execution_id)
+                self._follow(message.execution_id, message.since)
+            case protocol.UnsubscribeMessage():
+                task = self.follows.pop(message.execution_id, None)
+                if task is not None:
+                    task.cancel()
+                await self._send(
+                    {"type": "unsubscribed", "ref": ref, "execution_id": message.execution_id}
+                )
+            case protocol.StdinMessage():
+                await run_in_threadpool(
+                    commands.send_stdin, message.execution_id, message.data, message.eof
+                )
+            case protocol.CancelMessage():
+                await run_in_threadpool(commands.cancel, message.execution_id)
+            case protocol.PingMessage():
+                await self._send({"type": "pong", "ref": ref})
+
+    def _follow(self, execution_id: str, since: int) -> None:
+        previous = self.follows.pop(execution_id, None)
+        if previous is not None:
+            previous.cancel()
+        self.follows[execution_id] = asyncio.create_task(self._pump_execution(execution_id, since))
+
+    async def _pump_execution(self, execution_id: str, since: int) -> None:
+        try:
+            async with self.services.relay.follow(execution_id, since) as stream:
+                async for event in stream:
+                    await self.outbox.put(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("socket %s: following %s failed", self.id, execution_id)
+            await self.outbox.put(
+                {
+                    "type": "error",
+                    "code": "unavailable",
+                    "message": f"lost the event stream of execution {execution_id}; "
+                    "subscribe again with since",
+                    "execution_id": execution_id,
+                }
+            )
+        finally:
+            if self.follows.get(execution_id) is asyncio.current_task():
+                del self.follows[execution_id]
+
+    def _follow_session(self, session_id: str) -> None:
+        if session_id not in self.sessions:
+            self.sessions[session_id] = asyncio.create_task(self._pump_session(session_id))
+
+    async def _pump_session(self, session_id: str) -> None:
+        try:
+            async with self.services.relay.listen(session_channel(session_id)) as stream:
+                async for event in stream:
+                    if event.get("origin") == self.id:
+                        continue  # the saving socket got `saved`; others get the update
+                    await self.outbox.put({k: v for k, v in event.items() if k != "origin"})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("socket %s: following session %s failed", self.id, session_id)
+            self.sessions.pop(session_id, None)
+
+    async def _send(self, event: dict[str, Any]) -> None:
+        if event.get("ref", "") is None:
+            del event["ref"]
+        await self.outbox.put(event)
+
+    async def _send_loop(self) -> None:
+        while True:
+            event = await self.outbox.get()
+            await self.websocket.send_text(events.encode(event))
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(FLOOD_BURST, self._tokens + (now - self._refilled_at) * FLOOD_RATE_PER_S)
+        self._refilled_at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
+def _error_event(exc: LivecodeError, ref: str | None) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "error", "code": exc.code, "message": exc.message}
+    if ref is not None:
+        event["ref"] = ref
+    if exc.retry_after is not None:
+        event["retry_after"] = exc.retry_after
+    return event
