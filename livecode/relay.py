@@ -1,0 +1,340 @@
+"""Relay: one bus subscription per channel per process, fanned out to per-follower queues.
+
+`follow(execution_id, since)` gives a follower every event of an execution exactly once:
+
+1. subscribe to `execution:{id}` first (shared, reference-counted), so nothing published from
+   now on is missed;
+2. read the bus history (or, when it has no `finished`, the store's complete event list of a
+   final execution) and replay it: output events with seq > since, other events once each;
+3. go live, dropping any output with seq <= the last seq sent (the overlap between history and
+   live events) and anything after `finished`, which ends the iterator.
+
+A slow follower never blocks the others: each has a bounded queue. On overflow its live events
+are dropped until it drains its queue, then it re-syncs from the history (same steps 2-3), so it
+still gets every event. A gap in live output (events lost by the bus, e.g. a Redis reconnect)
+also re-syncs; a gap that the history cannot fill ends the follower with an error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+from livecode.bus import RESYNC, Bus, BusUnavailable, Subscriber, execution_channel
+
+__all__ = ["FOLLOWER_QUEUE_SIZE", "Relay"]
+
+logger = logging.getLogger(__name__)
+
+FOLLOWER_QUEUE_SIZE: Final = 1024
+
+Event = dict[str, Any]
+LoadFinal = Callable[[str], Awaitable[list[Event] | None]]
+
+# Markers a follower's get() returns; compared by identity, never sent.
+_CLOSED: Final[Event] = {"type": "relay.closed"}
+_OVERFLOW: Final[Event] = {"type": "relay.overflow"}
+
+
+class Relay:
+    """Relays bus events to followers in this server process.
+
+    Call `start()` before following and `close()` at shutdown (the lifespan owns it).
+    """
+
+    def __init__(
+        self, bus: Bus, load_final: LoadFinal, *, follower_queue_size: int = FOLLOWER_QUEUE_SIZE
+    ) -> None:
+        self._bus = bus
+        self._load_final = load_final
+        self._follower_queue_size = follower_queue_size
+        self._subscriber: Subscriber | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._channels: dict[str, _Channel] = {}
+        self._subscription_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._is_closed = False
+
+    @property
+    def subscribed_channels(self) -> frozenset[str]:
+        """Channels with at least one follower (one bus subscription each)."""
+        return frozenset(self._channels)
+
+    async def start(self) -> None:
+        """Open the bus subscriber and start reading it."""
+        if self._subscriber is not None:
+            raise RuntimeError("Relay.start() called twice")
+        self._subscriber = self._bus.subscriber()
+        self._reader = asyncio.create_task(self._read(self._subscriber), name="relay-reader")
+
+    async def close(self) -> None:
+        """End every follower, stop reading and close the subscriber. Idempotent."""
+        if self._is_closed:
+            return
+        self._is_closed = True
+        for channel in self._channels.values():
+            for follower in channel.followers:
+                follower.close()
+        self._channels.clear()
+        tasks = [*self._tasks, *([self._reader] if self._reader is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._subscriber is not None:
+            await self._subscriber.aclose()
+
+    @asynccontextmanager
+    async def follow(
+        self, execution_id: str, since: int = 0
+    ) -> AsyncIterator[AsyncIterator[Event]]:
+        """Follow an execution: events with output seq > since, then live ones, to `finished`.
+
+        Safe to cancel: leaving the block unsubscribes. Raises BusUnavailable when the bus is
+        down (on entry, or from the iterator while reading the history).
+        """
+        channel = execution_channel(execution_id)
+        follower = await self._attach(channel)
+        events = self._follow(execution_id, follower, since)
+        try:
+            yield events
+        finally:
+            self._detach(channel, follower)
+            await _close_quietly(events)
+
+    @asynccontextmanager
+    async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[Event]]:
+        """Follow the live events of any channel (e.g. session:{id}); no history, no end.
+
+        A follower too slow for its queue gets an error event and its iterator ends.
+        Safe to cancel: leaving the block unsubscribes.
+        """
+        follower = await self._attach(channel)
+        events = _listen(channel, follower)
+        try:
+            yield events
+        finally:
+            self._detach(channel, follower)
+            await _close_quietly(events)
+
+    async def _follow(
+        self, execution_id: str, follower: _Follower, since: int
+    ) -> AsyncIterator[Event]:
+        sent = _Sent(since)
+        for event in await self._catch_up(execution_id, follower, sent):
+            yield event
+        while not sent.is_finished:
+            event = await follower.get()
+            if event is _CLOSED:
+                yield _error("unavailable", "the server is shutting down")
+                return
+            if event is _OVERFLOW or event.get("type") == RESYNC:
+                if event is _OVERFLOW:
+                    logger.warning("follower of execution %s too slow: re-syncing", execution_id)
+                batch = await self._catch_up(execution_id, follower, sent)
+            elif sent.is_gap(event):
+                # Live output was lost (e.g. a Redis reconnect): the history has it.
+                batch = await self._catch_up(execution_id, follower, sent)
+                if sent.is_gap(event):
+                    for backlog_event in batch:
+                        yield backlog_event
+                    logger.error(
+                        "execution %s: output after seq %s lost", execution_id, sent.last_seq
+                    )
+                    yield _error("internal", "output lost")
+                    return
+                if sent.accept(event):
+                    batch.append(event)
+            else:
+                batch = [event] if sent.accept(event) else []
+            for batch_event in batch:
+                yield batch_event
+
+    async def _catch_up(self, execution_id: str, follower: _Follower, sent: _Sent) -> list[Event]:
+        """Return the backlog events not sent yet; live events queue again from here."""
+        follower.is_overflowed = False  # before the history read, so nothing falls between
+        return [event for event in await self._backlog(execution_id) if sent.accept(event)]
+
+    async def _backlog(self, execution_id: str) -> list[Event]:
+        # Must run after the subscription is active: then backlog + live events miss nothing.
+        history = await asyncio.to_thread(self._bus.history, execution_channel(execution_id))
+        if any(event.get("type") == "finished" for event in history):
+            return history
+        final = await self._load_final(execution_id)
+        return history if final is None else final
+
+    async def _attach(self, channel: str) -> _Follower:
+        if self._subscriber is None or self._is_closed:
+            raise RuntimeError("Relay is not running: await start() first, and not after close()")
+        follower = _Follower(self._follower_queue_size)
+        entry = self._channels.get(channel)
+        if entry is None:
+            entry = _Channel(asyncio.ensure_future(self._subscribe(channel)))
+            self._channels[channel] = entry
+        entry.followers.add(follower)
+        try:
+            # Shielded: one follower giving up must not cancel a subscription others await.
+            await asyncio.shield(entry.subscribed)
+        except BaseException:
+            self._detach(channel, follower)
+            raise
+        return follower
+
+    def _detach(self, channel: str, follower: _Follower) -> None:
+        # Sync, so that it runs even in a cancelled task; the unsubscribe runs in the background.
+        entry = self._channels.get(channel)
+        if entry is None or follower not in entry.followers:
+            return
+        entry.followers.discard(follower)
+        if entry.followers:
+            return
+        del self._channels[channel]
+        task = asyncio.create_task(self._unsubscribe(channel, entry.subscribed))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _subscribe(self, channel: str) -> None:
+        assert self._subscriber is not None
+        async with self._subscription_lock:
+            await self._subscriber.subscribe(channel)
+
+    async def _unsubscribe(self, channel: str, subscribed: asyncio.Future[None]) -> None:
+        assert self._subscriber is not None
+        try:
+            await subscribed
+        except Exception:
+            return  # never subscribed
+        async with self._subscription_lock:
+            if channel in self._channels:
+                return  # followed again meanwhile: keep the subscription
+            try:
+                await self._subscriber.unsubscribe(channel)
+            except BusUnavailable:
+                logger.warning("could not unsubscribe from %s: bus unavailable", channel)
+
+    async def _read(self, subscriber: Subscriber) -> None:
+        try:
+            async for channel, event in subscriber:
+                entry = self._channels.get(channel)
+                if entry is not None:
+                    for follower in entry.followers:
+                        follower.push(event)
+        except Exception:
+            logger.exception("relay stopped reading the bus")
+        # Reading ended: nothing more will arrive, so end every follower rather than hang.
+        for entry in self._channels.values():
+            for follower in entry.followers:
+                follower.close()
+
+
+class _Channel:
+    """One bus subscription and the followers sharing it."""
+
+    __slots__ = ("followers", "subscribed")
+
+    def __init__(self, subscribed: asyncio.Future[None]) -> None:
+        self.subscribed = subscribed
+        self.followers: set[_Follower] = set()
+
+
+class _Follower:
+    """A bounded queue of live events for one follower; never blocks the reader."""
+
+    __slots__ = ("_queue", "is_closed", "is_overflowed")
+
+    def __init__(self, size: int) -> None:
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(size)
+        self.is_overflowed = False
+        self.is_closed = False
+
+    def push(self, event: Event) -> None:
+        """Queue a live event; on overflow drop it and every next one until re-synced."""
+        if self.is_overflowed or self.is_closed:
+            return
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.is_overflowed = True
+
+    def close(self) -> None:
+        """End the follower: get() returns _CLOSED from now on."""
+        self.is_closed = True
+        try:
+            self._queue.put_nowait(_CLOSED)  # wake a get() waiting on an empty queue
+        except asyncio.QueueFull:
+            pass  # a full queue has no get() waiting
+
+    async def get(self) -> Event:
+        """Return the next live event, _OVERFLOW once drained after an overflow, or _CLOSED."""
+        if self.is_closed:
+            return _CLOSED
+        if self.is_overflowed and self._queue.empty():
+            return _OVERFLOW
+        return await self._queue.get()
+
+
+class _Sent:
+    """What a follower has been sent: the last output seq and every other event once."""
+
+    __slots__ = ("is_finished", "last_seq", "_seen")
+
+    def __init__(self, since: int) -> None:
+        self.last_seq = since
+        self.is_finished = False
+        self._seen: set[str] = set()
+
+    def is_gap(self, event: Event) -> bool:
+        """Return whether the event is output beyond the next seq."""
+        return event.get("type") == "output" and _seq(event) > self.last_seq + 1
+
+    def accept(self, event: Event) -> bool:
+        """Return whether to send the event, and count it as sent."""
+        if self.is_finished:
+            return False
+        if event.get("type") == "output":
+            seq = _seq(event)
+            if seq <= self.last_seq:
+                return False
+            self.last_seq = seq
+            return True
+        key = json.dumps(event, sort_keys=True, separators=(",", ":"))
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        if event.get("type") == "finished":
+            self.is_finished = True
+        return True
+
+
+async def _listen(channel: str, follower: _Follower) -> AsyncIterator[Event]:
+    while True:
+        event = await follower.get()
+        if event is _CLOSED:
+            return
+        if event is _OVERFLOW:
+            logger.warning("follower of %s too slow: ending it", channel)
+            yield _error("internal", "follower too slow")
+            return
+        if event.get("type") != RESYNC:
+            yield event
+
+
+def _seq(event: Event) -> int:
+    seq = event.get("seq")
+    return seq if isinstance(seq, int) else 0
+
+
+def _error(code: str, message: str) -> Event:
+    return {"type": "error", "code": code, "message": message}
+
+
+async def _close_quietly(events: AsyncIterator[Event]) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except RuntimeError:  # still running in another task; it ends with that task
+            pass
