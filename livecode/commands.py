@@ -51,6 +51,7 @@ class Commands:
             max_processes=settings.max_processes,
             output_limit_bytes=settings.output_limit_bytes,
         )
+        self.refusal: str | None = None  # why runs are refused (no sandbox), if they are
 
     # sessions
 
@@ -149,6 +150,8 @@ class Commands:
         owner: str,
         session_id: str | None = None,
     ) -> Execution:
+        if self.refusal is not None:
+            raise Unavailable(self.refusal, retry_after=60.0)
         stdin = options.stdin.encode() if options.stdin is not None else None
         if stdin is not None and len(stdin) > self.settings.max_stdin_bytes:
             raise TooLarge(f"stdin is larger than {self.settings.max_stdin_bytes} bytes")

@@ -26,7 +26,7 @@ from livecode.queue import Queue
 from livecode.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from livecode.relay import Relay
 from livecode.store import Store
-from runners import Language, Sandbox, SandboxConfig, detect_languages
+from runners import Language, Sandbox, SandboxConfig, SandboxUnavailable, detect_languages
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Services:
     commands: Commands
     languages: tuple[Language, ...]
     redis: redis.Redis | None = None
-    relay: Relay | None = None  # type: ignore[assignment]
+    relay: Relay | None = None
     sandbox: Sandbox | None = None
     sandbox_error: str | None = None
     heartbeat: Heartbeat | None = None
@@ -82,9 +82,15 @@ def open_services(settings: Settings, *, consume: bool) -> Services:
                 "LIVECODE_SANDBOX=none: programs run WITHOUT the sandbox. "
                 "Never expose this server to anyone."
             )
-        services.sandbox = Sandbox(
-            SandboxConfig(mode=settings.sandbox, slots=settings.worker_threads)
-        )
+        try:
+            services.sandbox = Sandbox(
+                SandboxConfig(mode=settings.sandbox, slots=settings.worker_threads)
+            )
+        except SandboxUnavailable as exc:
+            # No sandbox means no execution: serve everything else and say why runs fail.
+            logger.error("sandbox unavailable, executions are refused: %s", exc)
+            services.sandbox_error = commands.refusal = f"sandbox unavailable: {exc}"
+            return services
         executor = Executor(store, bus, services.sandbox)
         queue.start_workers(executor.execute, settings.worker_threads)
         if client is not None:

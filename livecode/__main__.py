@@ -1,0 +1,5 @@
+import sys
+
+from livecode.cli import main
+
+sys.exit(main())

@@ -1,0 +1,108 @@
+"""`livecode serve | worker | init-db`: read Settings once, then start the part asked for."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from livecode.config import ConfigError, Settings
+
+logger = logging.getLogger("livecode")
+
+# A frame carries at most a source (256 KiB) or stdin (1 MiB) plus JSON escaping; past this
+# uvicorn closes the socket, below it our own size checks answer with `too_large`.
+WS_MAX_FRAME_BYTES = 8 << 20
+SCHEMA_SQL = Path(__file__).resolve().parent.parent / "schema.sql"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="livecode", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="HTTP + WebSocket server (embedded: also workers)")
+    serve.add_argument("--host", help="listen address (LIVECODE_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (LIVECODE_PORT, default 8000)")
+    worker = commands.add_parser("worker", help="Dramatiq worker process (distributed mode)")
+    worker.add_argument("--threads", type=int, help="executions at once (LIVECODE_WORKER_THREADS)")
+    commands.add_parser("init-db", help="apply schema.sql to the configured PostgreSQL database")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = Settings.from_env(
+            os.environ,
+            host=getattr(args, "host", None),
+            port=getattr(args, "port", None),
+            worker_threads=getattr(args, "threads", None),
+        )
+    except ConfigError as exc:
+        print(f"livecode: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "serve":
+        return _serve(settings)
+    if args.command == "worker":
+        return _work(settings)
+    return _init_db(settings)
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from livecode.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        ws_max_size=WS_MAX_FRAME_BYTES,
+        timeout_graceful_shutdown=int(settings.wall_timeout_s + 5),
+    )
+    return 0
+
+
+def _work(settings: Settings) -> int:
+    from livecode.services import open_services
+
+    if not settings.is_distributed:
+        print("livecode worker needs LIVECODE_REDIS_URL (embedded serve has its own)", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    services = open_services(settings, consume=True)
+    if services.sandbox is None:
+        logger.error("%s", services.sandbox_error)
+        services.close()
+        return 1
+    logger.info("worker ready: %d threads", settings.worker_threads)
+    stop.wait()
+    logger.info("worker stopping: finishing running executions")
+    services.close()
+    return 0
+
+
+def _init_db(settings: Settings) -> int:
+    from livecode.store import Store
+
+    store = Store.from_url(settings.database_url)
+    try:
+        if settings.database_url.startswith("sqlite"):
+            store.create_tables()
+        else:
+            store.apply_schema_sql(SCHEMA_SQL)
+    finally:
+        store.close()
+    print(f"schema applied to {settings.database_url.split('@')[-1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

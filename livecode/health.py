@@ -1,0 +1,116 @@
+"""Health endpoints: liveness, and one check per dependency (200 when it works, 503 and why)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from livecode.services import Services, live_workers
+
+logger = logging.getLogger(__name__)
+
+Check = Callable[[Services], dict[str, Any]]
+
+
+class CheckFailed(Exception):
+    """A dependency does not work; the message says how."""
+
+
+def check_db(services: Services) -> dict[str, Any]:
+    try:
+        services.store.ping()
+    except Exception as exc:
+        raise CheckFailed(f"database unreachable: {type(exc).__name__}") from exc
+    backend = "postgresql" if services.settings.database_url.startswith("postgresql") else "sqlite"
+    return {"status": "connected", "database": backend}
+
+
+def check_redis(services: Services) -> dict[str, Any]:
+    if services.redis is None:
+        return {"status": "connected", "ping": "PONG", "mode": "embedded (in-process bus)"}
+    try:
+        services.redis.ping()
+    except Exception as exc:
+        raise CheckFailed(f"redis unreachable: {type(exc).__name__}") from exc
+    return {"status": "connected", "ping": "PONG"}
+
+
+def check_workers(services: Services) -> dict[str, Any]:
+    active_tasks = services.store.count_running()
+    if services.redis is None:
+        threads = services.queue.worker_threads
+        if threads == 0:
+            raise CheckFailed("no worker threads are running")
+        return {"status": "connected", "active_workers": threads, "active_tasks": active_tasks}
+    try:
+        workers = live_workers(services.redis)
+    except Exception as exc:
+        raise CheckFailed(f"redis unreachable: {type(exc).__name__}") from exc
+    if not workers:
+        raise CheckFailed("no worker process has reported in the last 15 seconds")
+    return {
+        "status": "connected",
+        "active_workers": sum(worker["threads"] for worker in workers),
+        "worker_processes": len(workers),
+        "active_tasks": active_tasks,
+    }
+
+
+def check_sandbox(services: Services) -> dict[str, Any]:
+    if services.sandbox is not None:
+        return {"status": "ok", **services.sandbox.measures()}
+    if services.sandbox_error is not None:
+        raise CheckFailed(services.sandbox_error)
+    if services.redis is not None:  # a web process: the workers own the sandboxes
+        try:
+            workers = live_workers(services.redis)
+        except Exception as exc:
+            raise CheckFailed(f"redis unreachable: {type(exc).__name__}") from exc
+        measured = [worker["sandbox"] for worker in workers if worker.get("sandbox")]
+        if not measured:
+            raise CheckFailed("no worker process has reported its sandbox")
+        return {"status": "ok", "workers": measured}
+    raise CheckFailed("no sandbox in this process")
+
+
+def check_ready(services: Services) -> dict[str, Any]:
+    parts = {"db": check_db, "redis": check_redis, "workers": check_workers, "sandbox": check_sandbox}
+    return {"status": "ready", "checks": {name: check(services)["status"] for name, check in parts.items()}}
+
+
+async def health(request: Request) -> Response:
+    now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+    return JSONResponse({"status": "healthy", "timestamp": now})
+
+
+def _endpoint(check: Check) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        services: Services = request.app.state.services
+        try:
+            return JSONResponse(await run_in_threadpool(check, services))
+        except CheckFailed as exc:
+            return JSONResponse(
+                {"status": "unavailable", "reason": str(exc)},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+
+    return endpoint
+
+
+routes = [
+    Route("/health", health, methods=["GET"]),
+    Route("/health/ready", _endpoint(check_ready), methods=["GET"]),
+    Route("/health/db", _endpoint(check_db), methods=["GET"]),
+    Route("/health/redis", _endpoint(check_redis), methods=["GET"]),
+    Route("/health/workers", _endpoint(check_workers), methods=["GET"]),
+    Route("/health/celery", _endpoint(check_workers), methods=["GET"]),
+    Route("/health/sandbox", _endpoint(check_sandbox), methods=["GET"]),
+]

@@ -1,0 +1,266 @@
+"""/openapi.json (every endpoint and schema) and /docs (Swagger UI served from the package)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import swagger_ui_bundle
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from livecode import __version__, protocol
+
+_TIMESTAMP = {"type": "string", "format": "date-time"}
+_STATUS = {"type": "string", "enum": ["QUEUED", "RUNNING", "COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"]}
+_REASON = {
+    "type": "string",
+    "enum": [
+        "exit", "compile_error", "runtime_error", "timeout", "memory_limit",
+        "output_limit", "cancelled", "internal_error",
+    ],
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "properties": {
+            "error": {
+                "type": "object",
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                "required": ["code", "message"],
+            }
+        },
+    },
+    "Session": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "session_id": {"type": "string", "format": "uuid"},
+            "language": {"type": "string"},
+            "source_code": {"type": "string"},
+            "status": {"type": "string", "enum": ["ACTIVE"]},
+            "version": {"type": "integer"},
+            "created_at": _TIMESTAMP,
+            "updated_at": _TIMESTAMP,
+        },
+    },
+    "SavedSession": {
+        "type": "object",
+        "properties": {
+            "session_id": {"type": "string", "format": "uuid"},
+            "status": {"type": "string"},
+            "version": {"type": "integer"},
+            "updated_at": _TIMESTAMP,
+        },
+    },
+    "Queued": {
+        "type": "object",
+        "properties": {
+            "execution_id": {"type": "string", "format": "uuid"},
+            "status": _STATUS,
+        },
+    },
+    "Execution": {
+        "type": "object",
+        "description": "Fields not yet known are omitted.",
+        "properties": {
+            "execution_id": {"type": "string", "format": "uuid"},
+            "session_id": {"type": "string", "format": "uuid"},
+            "language": {"type": "string"},
+            "status": _STATUS,
+            "reason": _REASON,
+            "exit_code": {"type": "integer"},
+            "signal": {"type": "integer"},
+            "stdout": {"type": "string"},
+            "stderr": {"type": "string"},
+            "compile_output": {"type": "string"},
+            "stdout_truncated": {"type": "boolean"},
+            "stderr_truncated": {"type": "boolean"},
+            "execution_time_ms": {"type": "integer"},
+            "cpu_time_ms": {"type": "integer"},
+            "memory_kb": {"type": "integer"},
+            "attempt": {"type": "integer"},
+            "queued_at": _TIMESTAMP,
+            "started_at": _TIMESTAMP,
+            "finished_at": _TIMESTAMP,
+            "created_at": _TIMESTAMP,
+        },
+    },
+    "Language": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "version": {"type": "string", "nullable": True},
+            "aliases": {"type": "array", "items": {"type": "string"}},
+            "available": {"type": "boolean"},
+        },
+    },
+    "Health": {"type": "object", "additionalProperties": True},
+}
+
+_ERRORS = {
+    "400": "bad JSON or field",
+    "404": "unknown session or execution",
+    "413": "source or stdin too large",
+    "422": "invalid value, e.g. unknown language",
+    "429": "rate limited (Retry-After)",
+    "503": "a dependency is down or the queue is full (Retry-After)",
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _body(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
+    return {
+        "required": required,
+        "content": {"application/json": {"schema": _ref(model.__name__)}},
+    }
+
+
+def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    if schema is None:
+        return {"description": description}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _operation(summary: str, answers: dict[str, Any], errors: str = "", **extra: Any) -> dict[str, Any]:
+    responses = dict(answers)
+    for status in errors.split():
+        responses[status] = _answer(_ERRORS[status], _ref("Error"))
+    return {"summary": summary, "responses": responses, **extra}
+
+
+_SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_EXECUTION_ID = {"name": "execution_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_WAIT = {"name": "wait", "in": "query", "schema": {"type": "boolean"},
+         "description": "wait (up to the wait cap) for the final execution"}
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI 3 document of every endpoint."""
+    schemas = dict(SCHEMAS)
+    for model in (protocol.CreateSession, protocol.SaveSource, protocol.RunOptions, protocol.OneShotRun):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    run_answers = {
+        "202": _answer("queued", _ref("Queued")),
+        "200": _answer("with ?wait=true: the final execution", _ref("Execution")),
+    }
+    health = {"200": _answer("works", _ref("Health")), "503": _answer("does not work", _ref("Health"))}
+    paths: dict[str, Any] = {
+        "/code-sessions": {
+            "post": _operation("Create a session", {"201": _answer("created", _ref("Session"))},
+                               "400 413 422", requestBody=_body(protocol.CreateSession)),
+        },
+        "/code-sessions/{session_id}": {
+            "parameters": [_SESSION_ID],
+            "get": _operation("Get a session", {"200": _answer("the session", _ref("Session"))}, "404"),
+            "patch": _operation(
+                "Autosave the source",
+                {"200": _answer("saved", _ref("SavedSession")),
+                 "409": _answer("base_version is stale", _ref("Error"))},
+                "400 404 413", requestBody=_body(protocol.SaveSource),
+            ),
+            "delete": _operation("Delete a session and its executions",
+                                 {"204": _answer("deleted")}, "404"),
+        },
+        "/code-sessions/{session_id}/run": {
+            "parameters": [_SESSION_ID, _WAIT],
+            "post": _operation("Run the session's source", run_answers, "400 404 413 422 429 503",
+                               requestBody=_body(protocol.RunOptions, required=False)),
+        },
+        "/executions": {
+            "post": _operation("Run source without a session", run_answers, "400 413 422 503",
+                               parameters=[_WAIT], requestBody=_body(protocol.OneShotRun)),
+        },
+        "/executions/{execution_id}": {
+            "parameters": [_EXECUTION_ID],
+            "get": _operation("Get an execution", {"200": _answer("the execution", _ref("Execution"))},
+                              "404"),
+        },
+        "/executions/{execution_id}/events": {
+            "parameters": [
+                _EXECUTION_ID,
+                {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer"}},
+            ],
+            "get": _operation(
+                "Server-Sent Events of an execution (status, output, finished), resumable",
+                {"200": {"description": "an event stream",
+                         "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+                "400 404",
+            ),
+        },
+        "/executions/{execution_id}/cancel": {
+            "parameters": [_EXECUTION_ID],
+            "post": _operation("Cancel an execution", {"202": _answer("cancelling", _ref("Queued"))},
+                               "404"),
+        },
+        "/executions/session/{session_id}": {
+            "parameters": [
+                _SESSION_ID,
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 50}},
+                {"name": "before", "in": "query", "schema": {"type": "string"},
+                 "description": "an execution id: list the ones created before it"},
+            ],
+            "get": _operation(
+                "List a session's executions, newest first",
+                {"200": _answer("executions", {"type": "array", "items": _ref("Execution")})},
+                "400 404",
+            ),
+        },
+        "/languages": {
+            "get": _operation("Languages and their versions",
+                              {"200": _answer("languages", {"type": "array", "items": _ref("Language")})}),
+        },
+        "/health": {"get": _operation("Liveness", {"200": _answer("alive", _ref("Health"))})},
+    }
+    for part in ("ready", "db", "redis", "workers", "celery", "sandbox"):
+        paths[f"/health/{part}"] = {"get": _operation(f"Health of {part}", health)}
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "livecode",
+            "version": __version__,
+            "description": "Real-time code execution. The WebSocket protocol is at /ws (see README).",
+        },
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+
+
+_DOCS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>livecode API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
+</body></html>
+"""
+
+
+async def openapi_json(request: Request) -> Response:
+    return JSONResponse(request.app.state.openapi)
+
+
+async def docs(request: Request) -> Response:
+    return HTMLResponse(_DOCS_PAGE)
+
+
+routes = [
+    Route("/openapi.json", openapi_json, methods=["GET"]),
+    Route("/docs", docs, methods=["GET"]),
+    Mount(
+        "/docs/static",
+        app=StaticFiles(directory=Path(swagger_ui_bundle.swagger_ui_path)),
+        name="swagger-static",
+    ),
+]
