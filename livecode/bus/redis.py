@@ -72,7 +72,7 @@ class RedisBus:
     def history(self, channel: str) -> list[dict[str, Any]]:
         """Return the kept events of a channel, in publish order."""
         with unavailable_on_redis_errors():
-            kept: list[bytes] = self._redis.lrange(self._history_key(channel), 0, -1)
+            kept: list[Any] = self._redis.lrange(self._history_key(channel), 0, -1)
         return [json.loads(data) for data in kept]
 
     def expire(self, channel: str, after_s: float) -> None:
@@ -86,7 +86,7 @@ class RedisBus:
     @contextmanager
     def listen(self, channel: str) -> Iterator[_RedisListener]:
         """Subscribe a worker thread to a channel; active when this returns."""
-        pubsub = self._redis.pubsub()
+        pubsub = self._redis.pubsub()  # type: ignore[no-untyped-call]
         try:
             with unavailable_on_redis_errors():
                 pubsub.subscribe(self._prefix + channel)
@@ -212,7 +212,7 @@ class _RedisSubscriber:
             except asyncio.CancelledError:
                 pass
         try:
-            await self._pubsub.aclose()
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
             await self._redis.aclose()
         except _REDIS_ERRORS:
             logger.debug("error while closing the Redis subscriber", exc_info=True)
