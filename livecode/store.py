@@ -1,0 +1,694 @@
+"""The store: every read and write of sessions and executions.
+
+``Store`` wraps a sync SQLAlchemy ``Engine`` and is thread-safe: the server's threadpool and
+the worker threads share one instance. Each method is one transaction. Each status move is one
+guarded ``UPDATE ... WHERE status IN (...)``, so a retried or redelivered call does nothing
+harmful: it returns ``None`` instead of moving the execution twice.
+
+A database that is down or unreachable raises :class:`livecode.errors.Unavailable`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import logging
+import os
+import re
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+
+from livecode import errors
+from livecode.tables import code_sessions, executions, metadata
+
+__all__ = ["Execution", "Session", "SessionStatus", "Status", "Store"]
+
+logger = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+POSTGRESQL_CONNECT_TIMEOUT_S = 5
+UNAVAILABLE_RETRY_AFTER_S = 1.0
+
+# Errors meaning "the database is not there right now" (also: the pool had no connection free).
+_DATABASE_DOWN: tuple[type[BaseException], ...] = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.TimeoutError,
+)
+
+
+class Status(enum.StrEnum):
+    """Where an execution is: QUEUED → RUNNING → one of the final states."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TIMEOUT = "TIMEOUT"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (Status.QUEUED, Status.RUNNING)
+
+
+class SessionStatus(enum.StrEnum):
+    """Where a session is. Only ACTIVE for now: deleted sessions are gone."""
+
+    ACTIVE = "ACTIVE"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Session:
+    """A code session: the source a user edits, versioned by each save."""
+
+    id: str
+    owner: str
+    language: str
+    source_code: str
+    status: SessionStatus
+    version: int
+    run_count: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Execution:
+    """One run of some source, with its final state once it has one.
+
+    ``chunks`` lists the output events as ``(stream, n_chars)`` in seq order, so a follower
+    joining after the end can be replayed the same events with the same seq numbers.
+    """
+
+    id: str
+    session_id: str | None
+    owner: str
+    language: str
+    source_code: str
+    stdin: bytes | None
+    args: tuple[str, ...]
+    limits: dict[str, Any]
+    interactive: bool
+    status: Status
+    reason: str | None
+    exit_code: int | None
+    signal: int | None
+    stdout: str | None
+    stderr: str | None
+    compile_output: str | None
+    stdout_truncated: bool
+    stderr_truncated: bool
+    execution_time_ms: int | None
+    cpu_time_ms: int | None
+    memory_kb: int | None
+    attempt: int
+    chunks: list[tuple[str, int]] | None
+    error_message: str | None
+    queued_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    created_at: dt.datetime
+
+    @property
+    def is_final(self) -> bool:
+        return self.status.is_final
+
+
+class Store:
+    """Sessions and executions in SQLite or PostgreSQL.
+
+    Thread-safe: share one instance between threads. Each method is one transaction.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Store:
+        """Build a store with an engine configured for the database the URL names.
+
+        SQLite (``sqlite:///./livecode.db``, the embedded default): WAL, ``synchronous=NORMAL``,
+        a busy timeout, foreign keys on, usable from any thread, and ``BEGIN IMMEDIATE`` for
+        writes. PostgreSQL: psycopg 3 (``postgresql://`` and ``postgres://`` are read as
+        ``postgresql+psycopg://``), pre-ping, a bounded pool, a connect timeout.
+        """
+        parsed = _normalize_url(make_url(url))
+        if parsed.get_backend_name() == "sqlite":
+            engine = sa.create_engine(parsed, connect_args={"check_same_thread": False})
+            _configure_sqlite(engine)
+        elif parsed.get_backend_name() == "postgresql":
+            engine = sa.create_engine(
+                parsed,
+                pool_pre_ping=True,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_timeout=10,
+                pool_recycle=1800,
+                connect_args={"connect_timeout": POSTGRESQL_CONNECT_TIMEOUT_S},
+            )
+        else:
+            engine = sa.create_engine(parsed, pool_pre_ping=True)
+        return cls(engine)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def create_tables(self) -> None:
+        """Create the tables that do not exist yet (``metadata.create_all``; embedded mode)."""
+        with self._database():
+            metadata.create_all(self.engine)
+
+    def apply_schema_sql(self, path: str | os.PathLike[str]) -> None:
+        """Apply a DDL file (``schema.sql``) in one transaction; used by ``livecode init-db``.
+
+        Statements are split on ``;`` once ``--`` comments are removed, so the file must keep
+        semicolons out of string literals.
+        """
+        with open(path, encoding="utf-8") as file:
+            statements = _split_sql(file.read())
+        with self._transaction(write=True) as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+
+    def ping(self) -> None:
+        """Run ``SELECT 1``; raises Unavailable when the database cannot answer."""
+        with self._transaction() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def create_session(self, language: str, source_code: str, owner: str = "") -> Session:
+        """Insert a new ACTIVE session at version 1."""
+        now = _now()
+        session = Session(
+            id=_new_id(),
+            owner=owner,
+            language=language,
+            source_code=source_code,
+            status=SessionStatus.ACTIVE,
+            version=1,
+            run_count=0,
+            created_at=now,
+            updated_at=now,
+        )
+        with self._transaction(write=True) as conn:
+            conn.execute(code_sessions.insert().values(**dataclasses.asdict(session)))
+        logger.debug("session %s created (%s)", session.id, language)
+        return session
+
+    def get_session(self, session_id: str, owner: str = "") -> Session:
+        """Return the session; NotFound when unknown, invalid or another owner's."""
+        session_id = _parse_id(session_id, "session")
+        with self._transaction() as conn:
+            row = (
+                conn.execute(
+                    sa.select(code_sessions).where(
+                        code_sessions.c.id == session_id, code_sessions.c.owner == owner
+                    )
+                )
+                .mappings()
+                .one_or_none()
+            )
+        if row is None:
+            raise errors.NotFound("session not found")
+        return _session(row)
+
+    def save_source(
+        self, session_id: str, source_code: str, base_version: int | None, owner: str = ""
+    ) -> Session:
+        """Replace the source and bump the version; committed before it returns.
+
+        With ``base_version``, the save applies only if the session is still at that version.
+
+        Raises:
+            NotFound: no such session for this owner.
+            VersionConflict: ``base_version`` is stale; nothing was changed.
+        """
+        session_id = _parse_id(session_id, "session")
+        guard = [code_sessions.c.id == session_id, code_sessions.c.owner == owner]
+        if base_version is not None:
+            guard.append(code_sessions.c.version == base_version)
+        with self._transaction(write=True) as conn:
+            row = (
+                conn.execute(
+                    code_sessions.update()
+                    .where(*guard)
+                    .values(
+                        source_code=source_code,
+                        version=code_sessions.c.version + 1,
+                        updated_at=_now(),
+                    )
+                    .returning(*code_sessions.c)
+                )
+                .mappings()
+                .one_or_none()
+            )
+            if row is None:
+                current = conn.execute(
+                    sa.select(code_sessions.c.version).where(
+                        code_sessions.c.id == session_id, code_sessions.c.owner == owner
+                    )
+                ).scalar_one_or_none()
+        if row is None:
+            if current is None:
+                raise errors.NotFound("session not found")
+            raise errors.VersionConflict(current)
+        return _session(row)
+
+    def delete_session(self, session_id: str, owner: str = "") -> list[str]:
+        """Delete the session and its executions; return the ids that were QUEUED or RUNNING.
+
+        The caller cancels those (their messages and programs may still be in flight).
+        Raises NotFound when there is no such session for this owner.
+        """
+        session_id = _parse_id(session_id, "session")
+        owned = [code_sessions.c.id == session_id, code_sessions.c.owner == owner]
+        with self._transaction(write=True) as conn:
+            # Lock the session first: an execution inserted concurrently either commits before
+            # (and is deleted below) or waits and then finds the session gone.
+            found = conn.execute(
+                sa.select(code_sessions.c.id).where(*owned).with_for_update()
+            ).scalar_one_or_none()
+            if found is None:
+                raise errors.NotFound("session not found")
+            # Deleted explicitly rather than left to ON DELETE CASCADE alone, to learn each
+            # one's status at the moment it went.
+            deleted = conn.execute(
+                executions.delete()
+                .where(executions.c.session_id == session_id)
+                .returning(executions.c.id, executions.c.status)
+            ).all()
+            conn.execute(code_sessions.delete().where(*owned))
+        active = [id_ for id_, status in deleted if not Status(status).is_final]
+        logger.debug("session %s deleted with %d executions", session_id, len(deleted))
+        return active
+
+    # -- executions --------------------------------------------------------------------------
+
+    def create_execution(
+        self,
+        *,
+        session_id: str | None,
+        language: str,
+        source_code: str,
+        stdin: bytes | None,
+        args: Sequence[str],
+        limits: Mapping[str, Any],
+        interactive: bool,
+        owner: str = "",
+        max_runs_per_session: int | None = None,
+    ) -> Execution:
+        """Insert a QUEUED execution, counting it against its session's runs.
+
+        With a session, its ``run_count`` goes up by one in the same transaction, guarded by
+        ``max_runs_per_session`` when given. Nothing is written when this raises.
+
+        Raises:
+            NotFound: no such session for this owner.
+            RateLimited: the session has used its ``max_runs_per_session`` runs.
+        """
+        if session_id is not None:
+            session_id = _parse_id(session_id, "session")
+        now = _now()
+        execution = Execution(
+            id=_new_id(),
+            session_id=session_id,
+            owner=owner,
+            language=language,
+            source_code=source_code,
+            stdin=stdin,
+            args=tuple(args),
+            limits=dict(limits),
+            interactive=interactive,
+            status=Status.QUEUED,
+            reason=None,
+            exit_code=None,
+            signal=None,
+            stdout=None,
+            stderr=None,
+            compile_output=None,
+            stdout_truncated=False,
+            stderr_truncated=False,
+            execution_time_ms=None,
+            cpu_time_ms=None,
+            memory_kb=None,
+            attempt=0,
+            chunks=None,
+            error_message=None,
+            queued_at=now,
+            started_at=None,
+            finished_at=None,
+            created_at=now,
+        )
+        with self._transaction(write=True) as conn:
+            if session_id is not None:
+                self._count_run(conn, session_id, owner, max_runs_per_session)
+            values = {f.name: getattr(execution, f.name) for f in dataclasses.fields(execution)}
+            values["args"] = list(execution.args)
+            conn.execute(executions.insert().values(**values))
+        logger.debug("execution %s queued (session %s)", execution.id, session_id)
+        return execution
+
+    def count_queued(self) -> int:
+        """Return how many executions are QUEUED (all owners): the queue's length."""
+        with self._transaction() as conn:
+            count = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(executions)
+                .where(executions.c.status == Status.QUEUED.value)
+            ).scalar_one()
+        return int(count)
+
+    def claim(self, execution_id: str) -> Execution | None:
+        """Move an execution to RUNNING and count the attempt.
+
+        Idempotent: returns None when the execution is not QUEUED (already taken, final, or
+        gone), so a redelivered message does nothing.
+        """
+        execution = self._move(
+            execution_id,
+            from_statuses=(Status.QUEUED,),
+            values={
+                "status": Status.RUNNING.value,
+                "attempt": executions.c.attempt + 1,
+                "started_at": _now(),
+            },
+        )
+        if execution is not None:
+            logger.debug("execution %s claimed (attempt %d)", execution.id, execution.attempt)
+        return execution
+
+    def finish(
+        self,
+        execution_id: str,
+        *,
+        status: Status,
+        reason: str | None,
+        exit_code: int | None,
+        signal: int | None,
+        stdout: str | None,
+        stderr: str | None,
+        compile_output: str | None,
+        stdout_truncated: bool,
+        stderr_truncated: bool,
+        execution_time_ms: int | None,
+        cpu_time_ms: int | None,
+        memory_kb: int | None,
+        chunks: Sequence[tuple[str, int]] | None,
+        error_message: str | None = None,
+    ) -> Execution | None:
+        """Write an execution's final state, from RUNNING (or QUEUED: an error before claim).
+
+        Idempotent: returns None when the execution is already final (or gone).
+        """
+        status = Status(status)
+        if not status.is_final:
+            raise RuntimeError(f"finish() expects a final status, got {status.value}")
+        execution = self._move(
+            execution_id,
+            from_statuses=(Status.QUEUED, Status.RUNNING),
+            values={
+                "status": status.value,
+                "reason": reason,
+                "exit_code": exit_code,
+                "signal": signal,
+                "stdout": stdout,
+                "stderr": stderr,
+                "compile_output": compile_output,
+                "stdout_truncated": stdout_truncated,
+                "stderr_truncated": stderr_truncated,
+                "execution_time_ms": execution_time_ms,
+                "cpu_time_ms": cpu_time_ms,
+                "memory_kb": memory_kb,
+                "chunks": None if chunks is None else [[s, n] for s, n in chunks],
+                "error_message": error_message,
+                "finished_at": _now(),
+            },
+        )
+        if execution is not None:
+            logger.debug("execution %s finished: %s (%s)", execution.id, status.value, reason)
+        return execution
+
+    def cancel_queued(self, execution_id: str) -> Execution | None:
+        """Move a QUEUED execution to CANCELLED (reason ``cancelled``, no output).
+
+        Returns None when it is not QUEUED: a RUNNING one is cancelled through its program.
+        """
+        execution = self._move(
+            execution_id,
+            from_statuses=(Status.QUEUED,),
+            values={
+                "status": Status.CANCELLED.value,
+                "reason": "cancelled",
+                "stdout": "",
+                "stderr": "",
+                "chunks": [],
+                "finished_at": _now(),
+            },
+        )
+        if execution is not None:
+            logger.debug("execution %s cancelled while queued", execution.id)
+        return execution
+
+    def get_execution(self, execution_id: str, owner: str = "") -> Execution:
+        """Return the execution; NotFound when unknown, invalid or another owner's."""
+        execution_id = _parse_id(execution_id, "execution")
+        with self._transaction() as conn:
+            row = (
+                conn.execute(
+                    sa.select(executions).where(
+                        executions.c.id == execution_id, executions.c.owner == owner
+                    )
+                )
+                .mappings()
+                .one_or_none()
+            )
+        if row is None:
+            raise errors.NotFound("execution not found")
+        return _execution(row)
+
+    def list_executions(
+        self, session_id: str, owner: str = "", limit: int = 50, before: str | None = None
+    ) -> list[Execution]:
+        """Return a session's executions, newest first (``created_at``, then id).
+
+        ``before`` is an execution id of the same session: only executions created before it
+        are listed (the next page).
+
+        Raises:
+            NotFound: no such session for this owner.
+            InvalidValue: ``limit`` below 1, or ``before`` not an execution of this session.
+        """
+        if limit < 1:
+            raise errors.InvalidValue("limit must be at least 1")
+        session_id = _parse_id(session_id, "session")
+        with self._transaction() as conn:
+            found = conn.execute(
+                sa.select(code_sessions.c.id).where(
+                    code_sessions.c.id == session_id, code_sessions.c.owner == owner
+                )
+            ).scalar_one_or_none()
+            if found is None:
+                raise errors.NotFound("session not found")
+            query = sa.select(executions).where(executions.c.session_id == session_id)
+            if before is not None:
+                cursor = conn.execute(
+                    sa.select(executions.c.created_at, executions.c.id).where(
+                        executions.c.id == _parse_cursor(before),
+                        executions.c.session_id == session_id,
+                    )
+                ).one_or_none()
+                if cursor is None:
+                    raise errors.InvalidValue("before: no such execution in this session")
+                query = query.where(
+                    sa.or_(
+                        executions.c.created_at < cursor.created_at,
+                        sa.and_(
+                            executions.c.created_at == cursor.created_at,
+                            executions.c.id < cursor.id,
+                        ),
+                    )
+                )
+            rows = (
+                conn.execute(
+                    query.order_by(executions.c.created_at.desc(), executions.c.id.desc()).limit(
+                        limit
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        return [_execution(row) for row in rows]
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @contextmanager
+    def _database(self) -> Iterator[None]:
+        with errors.unavailable_on(
+            *_DATABASE_DOWN,
+            message="database unavailable",
+            retry_after=UNAVAILABLE_RETRY_AFTER_S,
+        ):
+            yield
+
+    @contextmanager
+    def _transaction(self, *, write: bool = False) -> Iterator[sa.Connection]:
+        """One transaction; ``write`` makes SQLite take its write lock up front."""
+        with self._database(), self.engine.connect() as conn:
+            if write:
+                conn.execution_options(livecode_write=True)
+            with conn.begin():
+                yield conn
+
+    def _move(
+        self,
+        execution_id: str,
+        *,
+        from_statuses: tuple[Status, ...],
+        values: dict[str, Any],
+    ) -> Execution | None:
+        """One guarded UPDATE of an execution's status; None when the guard does not hold."""
+        try:
+            execution_id = _parse_id(execution_id, "execution")
+        except errors.NotFound:
+            return None
+        with self._transaction(write=True) as conn:
+            row = (
+                conn.execute(
+                    executions.update()
+                    .where(
+                        executions.c.id == execution_id,
+                        executions.c.status.in_([s.value for s in from_statuses]),
+                    )
+                    .values(**values)
+                    .returning(*executions.c)
+                )
+                .mappings()
+                .one_or_none()
+            )
+        return None if row is None else _execution(row)
+
+    @staticmethod
+    def _count_run(
+        conn: sa.Connection, session_id: str, owner: str, max_runs_per_session: int | None
+    ) -> None:
+        guard = [code_sessions.c.id == session_id, code_sessions.c.owner == owner]
+        if max_runs_per_session is not None:
+            guard.append(code_sessions.c.run_count < max_runs_per_session)
+        updated = conn.execute(
+            code_sessions.update()
+            .where(*guard)
+            .values(run_count=code_sessions.c.run_count + 1)
+            .returning(code_sessions.c.id)
+        ).scalar_one_or_none()
+        if updated is not None:
+            return
+        exists = conn.execute(
+            sa.select(code_sessions.c.id).where(
+                code_sessions.c.id == session_id, code_sessions.c.owner == owner
+            )
+        ).scalar_one_or_none()
+        if exists is None:
+            raise errors.NotFound("session not found")
+        raise errors.RateLimited(
+            f"session has used its {max_runs_per_session} runs", retry_after=None
+        )
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _parse_id(value: str, kind: str) -> str:
+    """Return the canonical form of a uuid string; anything else is simply not found."""
+    try:
+        return str(uuid.UUID(value))
+    except (TypeError, ValueError, AttributeError):
+        raise errors.NotFound(f"{kind} not found") from None
+
+
+def _parse_cursor(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except (TypeError, ValueError, AttributeError):
+        raise errors.InvalidValue("before: not an execution id") from None
+
+
+def _session(row: sa.RowMapping) -> Session:
+    return Session(
+        id=row["id"],
+        owner=row["owner"],
+        language=row["language"],
+        source_code=row["source_code"],
+        status=SessionStatus(row["status"]),
+        version=row["version"],
+        run_count=row["run_count"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _execution(row: sa.RowMapping) -> Execution:
+    values = {f.name: row[f.name] for f in dataclasses.fields(Execution)}
+    values["status"] = Status(row["status"])
+    values["args"] = tuple(row["args"] or ())
+    values["limits"] = dict(row["limits"] or {})
+    values["interactive"] = bool(row["interactive"])
+    values["stdout_truncated"] = bool(row["stdout_truncated"])
+    values["stderr_truncated"] = bool(row["stderr_truncated"])
+    if row["stdin"] is not None:
+        values["stdin"] = bytes(row["stdin"])
+    if row["chunks"] is not None:
+        values["chunks"] = [(str(stream), int(n)) for stream, n in row["chunks"]]
+    return Execution(**values)
+
+
+def _normalize_url(url: URL) -> URL:
+    if url.drivername in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    """Per-connection pragmas, and transactions we begin ourselves.
+
+    pysqlite's own transaction handling begins lazily and only before DML; we switch it off
+    and emit ``BEGIN`` (reads) or ``BEGIN IMMEDIATE`` (writes), so a write transaction takes
+    the write lock first and waits on the busy timeout instead of failing on a lock upgrade.
+    """
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        immediate = conn.get_execution_options().get("livecode_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _split_sql(script: str) -> list[str]:
+    without_comments = re.sub(r"--[^\n]*", "", script)
+    return [s.strip() for s in without_comments.split(";") if s.strip()]

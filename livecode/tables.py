@@ -1,0 +1,141 @@
+"""SQLAlchemy Core tables of the store, portable to SQLite and PostgreSQL.
+
+``schema.sql`` is the PostgreSQL DDL of exactly these tables; ``tests/test_schema.py`` proves
+they match. Change both together.
+
+Conventions:
+
+- ids are canonical uuid4 strings (36 characters), generated in Python, so JSON shows them as
+  they are stored and both databases hold the same thing;
+- timestamps are timezone-aware UTC datetimes (:class:`UTCDateTime`): ``timestamptz`` in
+  PostgreSQL, an ISO-like UTC string in SQLite;
+- JSON values (``args``, ``limits``, ``chunks``) are stored as JSON text (:class:`JSONText`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+__all__ = [
+    "EXECUTION_STATUSES",
+    "ID_LENGTH",
+    "JSONText",
+    "UTCDateTime",
+    "code_sessions",
+    "executions",
+    "metadata",
+]
+
+ID_LENGTH = 36
+EXECUTION_STATUSES = ("QUEUED", "RUNNING", "COMPLETED", "FAILED", "TIMEOUT", "CANCELLED")
+
+
+class UTCDateTime(sa.TypeDecorator[dt.datetime]):
+    """A timezone-aware datetime, stored in UTC and always read back as aware UTC.
+
+    SQLite has no time zones: values are converted to UTC before they are written (so they
+    sort as text) and tagged UTC when read.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"expected a timezone-aware datetime, got naive {value!r}")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+class JSONText(sa.TypeDecorator[Any]):
+    """A JSON value stored as compact text (``TEXT`` on both databases)."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return json.loads(value)
+
+
+metadata = sa.MetaData()
+
+code_sessions = sa.Table(
+    "code_sessions",
+    metadata,
+    sa.Column("id", sa.String(ID_LENGTH), primary_key=True),
+    sa.Column("owner", sa.Text, nullable=False, server_default=""),
+    sa.Column("language", sa.String(32), nullable=False),
+    sa.Column("source_code", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="ACTIVE"),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("run_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_code_sessions_owner", "owner"),
+)
+
+executions = sa.Table(
+    "executions",
+    metadata,
+    sa.Column("id", sa.String(ID_LENGTH), primary_key=True),
+    sa.Column(
+        "session_id",
+        sa.String(ID_LENGTH),
+        sa.ForeignKey("code_sessions.id", ondelete="CASCADE"),
+        nullable=True,
+    ),
+    sa.Column("owner", sa.Text, nullable=False, server_default=""),
+    sa.Column("language", sa.String(32), nullable=False),
+    sa.Column("source_code", sa.Text, nullable=False),
+    sa.Column("stdin", sa.LargeBinary, nullable=True),
+    sa.Column("args", JSONText, nullable=False, server_default="[]"),
+    sa.Column("limits", JSONText, nullable=False, server_default="{}"),
+    sa.Column("interactive", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("status", sa.String(16), nullable=False, server_default="QUEUED"),
+    sa.Column("reason", sa.String(32), nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("signal", sa.Integer, nullable=True),
+    sa.Column("stdout", sa.Text, nullable=True),
+    sa.Column("stderr", sa.Text, nullable=True),
+    sa.Column("compile_output", sa.Text, nullable=True),
+    sa.Column("stdout_truncated", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("stderr_truncated", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("execution_time_ms", sa.Integer, nullable=True),
+    sa.Column("cpu_time_ms", sa.Integer, nullable=True),
+    sa.Column("memory_kb", sa.Integer, nullable=True),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("chunks", JSONText, nullable=True),
+    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("queued_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=True),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.CheckConstraint(
+        "status IN ({})".format(", ".join(f"'{status}'" for status in EXECUTION_STATUSES)),
+        name="executions_status_check",
+    ),
+    sa.Index("ix_executions_session_id_created_at", "session_id", "created_at"),
+    sa.Index("ix_executions_status", "status"),
+)
