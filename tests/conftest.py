@@ -1,0 +1,116 @@
+"""Shared fixtures: a clean environment, real PostgreSQL and Redis, live servers in both modes."""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from livecode.config import Settings
+from tests.utils import LiveServer, run_process, run_server
+
+POSTGRES_URL = os.environ.get(
+    "LIVECODE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("LIVECODE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+SCHEMA_SQL = os.path.join(os.path.dirname(os.path.dirname(__file__)), "schema.sql")
+
+
+def missing_service(what: str) -> None:
+    """Skip locally; under CI a missing service is a failure, not a skip."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is not reachable, and CI must test against it")
+    pytest.skip(f"{what} is not reachable")
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("LIVECODE_") and not name.startswith("LIVECODE_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database with schema.sql applied; dropped at the end."""
+    name = f"livecode_t_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError:
+        admin.dispose()
+        missing_service("PostgreSQL")
+    url = POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    from livecode.store import Store
+
+    store = Store.from_url(url)
+    store.apply_schema_sql(SCHEMA_SQL)
+    store.close()
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A Redis database of its own (broker queues and counters are per database)."""
+    url = f"{REDIS_URL}/{random.randint(1, 15)}"
+    try:
+        client = redis.Redis.from_url(url)
+        client.ping()
+        client.flushdb()
+        client.close()
+    except redis.RedisError:
+        missing_service("Redis")
+    return url
+
+
+def embedded_settings(tmp_path_factory: pytest.TempPathFactory, **overrides: object) -> Settings:
+    database = tmp_path_factory.mktemp("embedded") / "livecode.db"
+    return Settings(database_url=f"sqlite:///{database}", worker_threads=2, **overrides)  # type: ignore[arg-type]
+
+
+def distributed_env(postgres_database: str, redis_url: str) -> dict[str, str]:
+    return {
+        "LIVECODE_DATABASE_URL": postgres_database,
+        "LIVECODE_REDIS_URL": redis_url,
+        "LIVECODE_WORKER_THREADS": "2",
+        "LIVECODE_LOG_LEVEL": "WARNING",
+    }
+
+
+@pytest.fixture(scope="module")
+def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with run_server(embedded_settings(tmp_path_factory)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def distributed_server(postgres_database: str, redis_url: str) -> Iterator[LiveServer]:
+    """A server in this process (no workers) and a separate `livecode worker` process."""
+    env = distributed_env(postgres_database, redis_url)
+    settings = Settings.from_env(env)
+    with run_process(["worker"], env), run_server(settings) as server:
+        yield server
+
+
+@pytest.fixture(params=["embedded", "distributed"])
+def server(request: pytest.FixtureRequest) -> LiveServer:
+    """The same tests against both modes."""
+    return request.getfixturevalue(f"{request.param}_server")  # type: ignore[no-any-return]

@@ -1,0 +1,159 @@
+"""Real servers for end-to-end tests: uvicorn on a free port, `livecode worker` processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import uvicorn
+from websockets.asyncio.client import ClientConnection, connect
+
+from livecode.app import create_app
+from livecode.config import Settings
+
+# One unit for every wait in the tests; scale it on a slow machine.
+TIMEOUT = 30.0 * float(os.environ.get("LIVECODE_TEST_TIMEOUT_SCALE", "1"))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    url: str
+    settings: Settings
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/ws"
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=TIMEOUT)
+
+
+@contextlib.contextmanager
+def run_server(settings: Settings, *, consume: bool | None = None) -> Iterator[LiveServer]:
+    """uvicorn serving create_app(settings) in a thread of this process."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings, consume=consume),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + TIMEOUT
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", settings)
+    finally:
+        server.should_exit = True
+        thread.join(TIMEOUT)
+
+
+def livecode_env(settings_env: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECODE_")}
+    env.update(settings_env)
+    env["PYTHONPATH"] = REPO
+    return env
+
+
+@contextlib.contextmanager
+def run_process(args: list[str], env: dict[str, str], ready_url: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A `python -m livecode ...` process, stopped with SIGTERM at the end."""
+    process = subprocess.Popen([sys.executable, "-m", "livecode", *args], env=livecode_env(env), cwd=REPO)
+    try:
+        if ready_url is not None:
+            wait_until_http_ok(ready_url, process)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_until_http_ok(url: str, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer 200 in time")
+
+
+class Socket:
+    """A real WebSocket client speaking JSON, with waits bounded by TIMEOUT."""
+
+    def __init__(self, connection: ClientConnection) -> None:
+        self.connection = connection
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.connection.send(json.dumps(message))
+
+    async def recv(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            return json.loads(await self.connection.recv())  # type: ignore[no-any-return]
+
+    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send with a fresh ref and return the answer that echoes it (skipping other events)."""
+        ref = f"r{time.monotonic_ns()}"
+        await self.send({**message, "ref": ref})
+        while True:
+            event = await self.recv()
+            if event.get("ref") == ref:
+                return event
+
+    async def until(self, kind: str, execution_id: str | None = None) -> list[dict[str, Any]]:
+        """Every event received up to and including the first of type `kind`."""
+        seen = []
+        while True:
+            event = await self.recv()
+            seen.append(event)
+            if event["type"] == kind and (execution_id is None or event.get("execution_id") == execution_id):
+                return seen
+
+
+@contextlib.asynccontextmanager
+async def ws_connect(server: LiveServer, **kwargs: Any) -> AsyncIterator[Socket]:
+    async with connect(server.ws_url, open_timeout=TIMEOUT, max_size=None, **kwargs) as connection:
+        yield Socket(connection)
+
+
+def outputs(events: list[dict[str, Any]], execution_id: str | None = None) -> list[dict[str, Any]]:
+    return [
+        e for e in events
+        if e["type"] == "output" and (execution_id is None or e["execution_id"] == execution_id)
+    ]
+
+
+def joined(events: list[dict[str, Any]], stream: str) -> str:
+    return "".join(e["data"] for e in outputs(events) if e["stream"] == stream)
