@@ -361,13 +361,11 @@ class Store:
 
     def count_queued(self) -> int:
         """Return how many executions are QUEUED (all owners): the queue's length."""
-        with self._transaction() as conn:
-            count = conn.execute(
-                sa.select(sa.func.count())
-                .select_from(executions)
-                .where(executions.c.status == Status.QUEUED.value)
-            ).scalar_one()
-        return int(count)
+        return self._count(Status.QUEUED)
+
+    def count_running(self) -> int:
+        """Return how many executions are RUNNING (all owners)."""
+        return self._count(Status.RUNNING)
 
     def claim(self, execution_id: str) -> Execution | None:
         """Move an execution to RUNNING and count the attempt.
@@ -392,7 +390,7 @@ class Store:
         self,
         execution_id: str,
         *,
-        status: Status,
+        status: Status | str,
         reason: str | None,
         exit_code: int | None,
         signal: int | None,
@@ -404,11 +402,12 @@ class Store:
         execution_time_ms: int | None,
         cpu_time_ms: int | None,
         memory_kb: int | None,
-        chunks: Sequence[tuple[str, int]] | None,
+        chunks: Sequence[Sequence[Any]] | None,
         error_message: str | None = None,
     ) -> Execution | None:
         """Write an execution's final state, from RUNNING (or QUEUED: an error before claim).
 
+        ``chunks`` is the output index, ``(stream, n_chars)`` per seq (tuples or lists).
         Idempotent: returns None when the execution is already final (or gone).
         """
         status = Status(status)
@@ -430,7 +429,7 @@ class Store:
                 "execution_time_ms": execution_time_ms,
                 "cpu_time_ms": cpu_time_ms,
                 "memory_kb": memory_kb,
-                "chunks": None if chunks is None else [[s, n] for s, n in chunks],
+                "chunks": None if chunks is None else [[str(s), int(n)] for s, n in chunks],
                 "error_message": error_message,
                 "finished_at": _now(),
             },
@@ -549,6 +548,15 @@ class Store:
                 conn.execution_options(livecode_write=True)
             with conn.begin():
                 yield conn
+
+    def _count(self, status: Status) -> int:
+        with self._transaction() as conn:
+            count = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(executions)
+                .where(executions.c.status == status.value)
+            ).scalar_one()
+        return int(count)
 
     def _move(
         self,

@@ -275,15 +275,17 @@ def test_run_count_cap_under_concurrency(store: Store) -> None:
     assert _row_count(store, executions) == 3
 
 
-def test_count_queued(store: Store) -> None:
-    """count_queued counts QUEUED executions only."""
-    assert store.count_queued() == 0
+def test_count_queued_and_running(store: Store) -> None:
+    """count_queued counts QUEUED executions only, count_running RUNNING ones."""
+    assert (store.count_queued(), store.count_running()) == (0, 0)
     first, second, third = (_execution(store) for _ in range(3))
     store.claim(first.id)
     store.cancel_queued(second.id)
-    assert store.count_queued() == 1
+    assert (store.count_queued(), store.count_running()) == (1, 1)
     store.claim(third.id)
-    assert store.count_queued() == 0
+    assert (store.count_queued(), store.count_running()) == (0, 2)
+    _finish(store, first.id)
+    assert (store.count_queued(), store.count_running()) == (0, 1)
 
 
 # -- status moves --------------------------------------------------------------------------
@@ -378,6 +380,15 @@ def test_finish_from_queued(store: Store) -> None:
     assert finished is not None
     assert finished.started_at is None and finished.attempt == 0
     assert finished.error_message == "sandbox unavailable" and finished.chunks == []
+
+
+def test_finish_accepts_plain_strings_and_list_chunks(store: Store) -> None:
+    """Callers may pass the status as a string and the chunk index as lists (JSON-shaped)."""
+    execution = _execution(store)
+    store.claim(execution.id)
+    finished = _finish(store, execution.id, status="TIMEOUT", chunks=[["stdout", 2]])
+    assert finished is not None and finished.status is Status.TIMEOUT
+    assert finished.chunks == [("stdout", 2)]
 
 
 def test_finish_needs_a_final_status(store: Store) -> None:
