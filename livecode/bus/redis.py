@@ -54,6 +54,11 @@ class RedisBus:
         self._history_ttl_ms = int(history_ttl_s * 1000)
         self._redis = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
 
+    @property
+    def prefix(self) -> str:
+        """The prefix of every key and pub/sub channel of this bus."""
+        return self._prefix
+
     def publish(self, channel: str, event: Mapping[str, Any], *, keep: bool = True) -> None:
         """Deliver to every subscriber and, with keep=True, append to history (one MULTI)."""
         data = json.dumps(event, separators=(",", ":"))
@@ -143,8 +148,10 @@ class _RedisSubscriber:
 
     def __init__(self, url: str, prefix: str) -> None:
         self._prefix = prefix
+        client_name = f"{prefix}subscriber"
+        # Named, so that CLIENT LIST tells the subscribers apart: "{prefix}subscriber".
         self._redis = redis.asyncio.Redis.from_url(
-            url, socket_connect_timeout=5, health_check_interval=30
+            url, socket_connect_timeout=5, health_check_interval=30, client_name=client_name
         )
         self._pubsub = self._redis.pubsub()
         self._queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()

@@ -1,0 +1,105 @@
+"""Bus fixtures: ``bus`` parametrized over ``local`` and ``redis``, and the anyio backend.
+
+Import the fixtures into a test module (``pytest_plugins`` is only allowed in the root
+conftest)::
+
+    from tests.conftest_bus import anyio_backend_fixture, bus_fixture  # noqa: F401
+
+The ``*_fixture`` names keep ruff's F811 quiet about test arguments named ``bus``.
+
+Redis comes from ``LIVECODE_TEST_REDIS_URL`` (default: the local server). Each test gets its
+own key prefix, and its keys are deleted afterwards. When Redis is unreachable the test is
+skipped, or failed when ``CI`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from livecode.bus import Bus
+from livecode.bus.local import LocalBus
+from livecode.bus.redis import RedisBus
+
+__all__ = [
+    "TIMEOUT_S",
+    "anyio_backend_fixture",
+    "bus_fixture",
+    "redis_bus_fixture",
+    "redis_url",
+    "require_redis",
+]
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
+
+# Read at import: an autouse fixture may clear LIVECODE_* before the tests run.
+_REDIS_URL = os.environ.get("LIVECODE_TEST_REDIS_URL") or DEFAULT_REDIS_URL
+_IN_CI = bool(os.environ.get("CI"))
+# The one unit every wait is scaled by; raise LIVECODE_TEST_TIMEOUT_S on a slow machine.
+TIMEOUT_S = float(os.environ.get("LIVECODE_TEST_TIMEOUT_S") or 10)
+_reachable: dict[str, str | None] = {}
+
+
+@pytest.fixture(name="anyio_backend")
+def anyio_backend_fixture() -> str:
+    """Run the anyio-marked tests on asyncio only (the server's loop)."""
+    return "asyncio"
+
+
+def redis_url() -> str:
+    """Return the Redis URL the tests use (``LIVECODE_TEST_REDIS_URL`` or the default)."""
+    return _REDIS_URL
+
+
+def require_redis() -> str:
+    """Return the URL if Redis answers; else skip the test (fail it under ``CI``)."""
+    url = redis_url()
+    if url not in _reachable:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3)
+        try:
+            client.ping()
+            _reachable[url] = None
+        except redis.exceptions.RedisError as exc:
+            _reachable[url] = f"Redis unreachable at {url}: {exc}"
+        finally:
+            client.close()
+    reason = _reachable[url]
+    if reason is not None:
+        if _IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture(name="redis_bus")
+def redis_bus_fixture() -> Iterator[RedisBus]:
+    """A RedisBus with a key prefix of its own, whose keys are deleted afterwards."""
+    url = require_redis()
+    prefix = f"livecode:test:{secrets.token_hex(6)}:"
+    bus = RedisBus(url, prefix=prefix)
+    try:
+        yield bus
+    finally:
+        bus.close()
+        client = redis.Redis.from_url(url)
+        try:
+            keys = list(client.scan_iter(match=f"{prefix}*"))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
+
+@pytest.fixture(name="bus", params=["local", "redis"])
+def bus_fixture(request: pytest.FixtureRequest) -> Iterator[Bus]:
+    """A bus of each kind: in-process and Redis."""
+    if request.param == "local":
+        local = LocalBus()
+        yield local
+        local.close()
+    else:
+        yield request.getfixturevalue("redis_bus")

@@ -1,0 +1,232 @@
+"""The bus, local and Redis: history, delivery across threads and processes, expiry."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from livecode.bus import (
+    Bus,
+    BusUnavailable,
+    control_channel,
+    create_bus,
+    execution_channel,
+    session_channel,
+)
+from livecode.bus.local import LocalBus
+from livecode.bus.redis import RedisBus
+from tests.conftest_bus import (
+    TIMEOUT_S,
+    anyio_backend_fixture,  # noqa: F401
+    bus_fixture,  # noqa: F401
+    redis_bus_fixture,  # noqa: F401
+    require_redis,
+)
+
+
+def output(seq: int) -> dict[str, Any]:
+    return {"type": "output", "execution_id": "e1", "stream": "stdout", "seq": seq, "data": "x"}
+
+
+def test_channel_names() -> None:
+    """Channel names are the SPEC's."""
+    assert execution_channel("a") == "execution:a"
+    assert control_channel("a") == "control:a"
+    assert session_channel("a") == "session:a"
+
+
+def test_create_bus_picks_the_backend() -> None:
+    """No Redis URL means the in-process bus."""
+    assert isinstance(create_bus(None), LocalBus)
+    distributed = create_bus("redis://127.0.0.1:1")
+    assert isinstance(distributed, RedisBus)
+    distributed.close()
+
+
+def test_history_keeps_publish_order(bus: Bus) -> None:
+    """Kept events come back in the order they were published."""
+    for seq in range(1, 51):
+        bus.publish("execution:e1", output(seq))
+    assert bus.history("execution:e1") == [output(seq) for seq in range(1, 51)]
+    assert bus.history("execution:other") == []
+
+
+def test_keep_false_is_not_in_history(bus: Bus) -> None:
+    """keep=False delivers without keeping."""
+    with bus.listen("control:e1") as listener:
+        bus.publish("control:e1", {"type": "cancel"}, keep=False)
+        assert listener.get(TIMEOUT_S) == {"type": "cancel"}
+    assert bus.history("control:e1") == []
+
+
+def test_expire_drops_history(bus: Bus) -> None:
+    """After expire(), the history is gone once the delay has passed."""
+    bus.publish("execution:e1", output(1))
+    bus.expire("execution:e1", 0.05)
+    deadline = time.monotonic() + TIMEOUT_S
+    while bus.history("execution:e1") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert bus.history("execution:e1") == []
+
+
+def test_expire_zero_drops_history_now(bus: Bus) -> None:
+    """expire(channel, 0) drops it at once."""
+    bus.publish("execution:e1", output(1))
+    bus.expire("execution:e1", 0)
+    assert bus.history("execution:e1") == []
+
+
+def test_listen_from_a_thread_receives(bus: Bus) -> None:
+    """A worker thread listening on control:{id} gets what another thread publishes, in order."""
+    received: list[dict[str, Any] | None] = []
+    ready = threading.Event()
+
+    def worker() -> None:
+        with bus.listen("control:e1") as listener:
+            ready.set()
+            for _ in range(3):
+                received.append(listener.get(TIMEOUT_S))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert ready.wait(TIMEOUT_S)
+    for n in range(3):
+        bus.publish("control:e1", {"type": "stdin", "data": str(n)}, keep=False)
+    thread.join(TIMEOUT_S)
+    assert received == [{"type": "stdin", "data": str(n)} for n in range(3)]
+
+
+def test_listener_get_times_out(bus: Bus) -> None:
+    """get() returns None when nothing arrives."""
+    with bus.listen("control:e1") as listener:
+        assert listener.get(0.05) is None
+
+
+@pytest.mark.anyio
+async def test_subscriber_receives_from_other_threads(bus: Bus) -> None:
+    """Events published from several threads all reach the loop, each thread's in order."""
+    subscriber = bus.subscriber()
+    await subscriber.subscribe("execution:a", "execution:b")
+    threads = [
+        threading.Thread(
+            target=lambda name=name: [
+                bus.publish(f"execution:{name}", {"n": n}) for n in range(200)
+            ]
+        )
+        for name in ("a", "b")
+    ]
+    for thread in threads:
+        thread.start()
+    received: dict[str, list[int]] = {"execution:a": [], "execution:b": []}
+    with anyio.fail_after(TIMEOUT_S):
+        async for channel, event in subscriber:
+            received[channel].append(event["n"])
+            if sum(map(len, received.values())) == 400:
+                break
+    for thread in threads:
+        thread.join()
+    await subscriber.aclose()
+    assert received == {"execution:a": list(range(200)), "execution:b": list(range(200))}
+
+
+@pytest.mark.anyio
+async def test_subscriber_stops_after_unsubscribe_and_aclose(bus: Bus) -> None:
+    """Unsubscribed channels deliver nothing more; aclose() ends the iteration."""
+    subscriber = bus.subscriber()
+    await subscriber.subscribe("session:s1", "session:s2")
+    await subscriber.unsubscribe("session:s1")
+    bus.publish("session:s1", {"n": 1}, keep=False)
+    bus.publish("session:s2", {"n": 2}, keep=False)
+    with anyio.fail_after(TIMEOUT_S):
+        assert await subscriber.__anext__() == ("session:s2", {"n": 2})
+    await subscriber.aclose()
+    await subscriber.aclose()
+    assert [item async for item in subscriber] == []
+
+
+@pytest.mark.anyio
+async def test_subscribe_then_history_misses_nothing(bus: Bus) -> None:
+    """Subscribed first, then history read: every event is in one or the other (or both)."""
+    channel = "execution:race"
+    done = threading.Event()
+
+    def publisher() -> None:
+        for seq in range(1, 1001):
+            bus.publish(channel, output(seq))
+        done.set()
+
+    thread = threading.Thread(target=publisher)
+    thread.start()
+    time.sleep(0.001)
+    subscriber = bus.subscriber()
+    await subscriber.subscribe(channel)
+    history = await anyio.to_thread.run_sync(bus.history, channel)
+    seen = {event["seq"] for event in history}
+    with anyio.fail_after(TIMEOUT_S):
+        while len(seen) < 1000:
+            _, event = await subscriber.__anext__()
+            seen.add(event["seq"])
+    thread.join()
+    await subscriber.aclose()
+    assert seen == set(range(1, 1001))
+
+
+@pytest.mark.anyio
+async def test_publish_from_another_process_reaches_the_subscriber(redis_bus: RedisBus) -> None:
+    """A worker process publishing on Redis reaches a subscriber in this process."""
+    subscriber = redis_bus.subscriber()
+    await subscriber.subscribe("execution:p1")
+    script = (
+        "import sys\n"
+        "from livecode.bus.redis import RedisBus\n"
+        "bus = RedisBus(sys.argv[1], prefix=sys.argv[2])\n"
+        "for seq in range(1, 4):\n"
+        "    bus.publish('execution:p1', {'type': 'output', 'seq': seq, 'pid': 'other'})\n"
+    )
+    url = require_redis()
+    await anyio.run_process([sys.executable, "-c", script, url, redis_bus.prefix], check=True)
+    with anyio.fail_after(TIMEOUT_S):
+        received = [await subscriber.__anext__() for _ in range(3)]
+    await subscriber.aclose()
+    assert [event["seq"] for _, event in received] == [1, 2, 3]
+    assert {channel for channel, _ in received} == {"execution:p1"}
+    assert [event["seq"] for event in redis_bus.history("execution:p1")] == [1, 2, 3]
+
+
+@pytest.mark.anyio
+async def test_subscriber_resyncs_after_a_lost_connection(redis_bus: RedisBus) -> None:
+    """When Redis drops the subscriber's connection, it subscribes again and says RESYNC."""
+    import redis
+
+    subscriber = redis_bus.subscriber()
+    await subscriber.subscribe("execution:k1")
+    client = redis.Redis.from_url(require_redis())
+    # Only this test's subscriber: other tests may share the server.
+    ids = [
+        info["id"]
+        for info in client.client_list(_type="pubsub")
+        if info["name"] == f"{redis_bus.prefix}subscriber"
+    ]
+    killed = sum(client.client_kill_filter(_id=client_id) for client_id in ids)
+    client.close()
+    assert killed
+    with anyio.fail_after(TIMEOUT_S):
+        assert await subscriber.__anext__() == ("execution:k1", {"type": "bus.resync"})
+        redis_bus.publish("execution:k1", output(1))
+        assert await subscriber.__anext__() == ("execution:k1", output(1))
+    await subscriber.aclose()
+
+
+def test_unreachable_redis_raises_bus_unavailable() -> None:
+    """A down Redis gives BusUnavailable, not a redis-py error."""
+    bus = RedisBus("redis://127.0.0.1:1")
+    with pytest.raises(BusUnavailable):
+        bus.ping()
+    with pytest.raises(BusUnavailable):
+        bus.publish("execution:e1", output(1))
+    bus.close()
