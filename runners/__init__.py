@@ -1,0 +1,36 @@
+"""runners: run untrusted Python, JavaScript and C++ programs in a sandbox, streaming output.
+
+A library: no HTTP, database, broker or environment variables. Usage::
+
+    with Sandbox(SandboxConfig()) as sandbox:
+        result = sandbox.run(Program("python", "print(1)"), Limits(), on_output=print)
+"""
+
+from __future__ import annotations
+
+from runners.control import Control
+from runners.errors import RunnerError, SandboxUnavailable, ToolchainMissing, UnknownLanguage
+from runners.languages import Language, detect_languages, resolve_language
+from runners.limits import Limits
+from runners.program import Program
+from runners.result import Reason, Result, Status, Stream
+from runners.sandbox import Sandbox, SandboxConfig
+
+__all__ = [
+    "Control",
+    "Language",
+    "Limits",
+    "Program",
+    "Reason",
+    "Result",
+    "RunnerError",
+    "Sandbox",
+    "SandboxConfig",
+    "SandboxUnavailable",
+    "Status",
+    "Stream",
+    "ToolchainMissing",
+    "UnknownLanguage",
+    "detect_languages",
+    "resolve_language",
+]

@@ -1,0 +1,159 @@
+"""Compiled artifacts: the binary cache, and the support files compiled programs link with.
+
+The cache maps sha256(source, compiler version, flags) to a binary, bounded in bytes and
+evicted least-recently-used (by mtime), shared by every process using the same work root.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+
+logger = logging.getLogger(__name__)
+
+_CLEAN_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+# linked into every C++ program: stdout is line-buffered even on a pipe, so `cout << x << '\n'`
+# reaches the caller line by line without the program flushing
+_LINEBUF_SOURCE = """\
+#include <cstdio>
+__attribute__((constructor(101))) static void livecode_line_buffered_stdout() {
+    setvbuf(stdout, nullptr, _IOLBF, 0);
+}
+"""
+_STDCXX_HEADER = "/usr/include/x86_64-linux-gnu/c++/12/bits/stdc++.h"
+
+
+class BinaryCache:
+    """Compiled binaries by key; safe to share between threads and processes."""
+
+    def __init__(self, directory: str, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        os.chmod(directory, 0o755)
+
+    @staticmethod
+    def key(source: str, compiler_version: str, flags: tuple[str, ...]) -> str:
+        """Return the cache key of a source compiled by this compiler with these flags."""
+        digest = hashlib.sha256()
+        for part in (compiler_version, "\0".join(flags), source):
+            digest.update(part.encode())
+            digest.update(b"\0\0")
+        return digest.hexdigest()
+
+    def checkout(self, key: str) -> str | None:
+        """Return a private hard link to the cached binary (remove it after use), or None."""
+        path = os.path.join(self.directory, key)
+        private = os.path.join(self.directory, f".use-{uuid.uuid4().hex}")
+        try:
+            os.link(path, private)  # eviction may unlink `path` meanwhile; the link stays valid
+            os.utime(path)
+        except FileNotFoundError:
+            return None
+        return private
+
+    def put(self, key: str, produced: str) -> None:
+        """Copy a freshly compiled binary into the cache (root-owned, 0755), then evict."""
+        fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".new-")
+        try:
+            # copy the bytes rather than moving the file: the sandbox owned it and could have
+            # left a symlink, hard link or setuid bit there
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+            with os.fdopen(fd, "wb") as out, open(os.open(produced, flags), "rb") as binary:
+                if not os.path.isfile(f"/proc/self/fd/{binary.fileno()}"):
+                    raise OSError(f"{produced} is not a regular file")
+                shutil.copyfileobj(binary, out, 1 << 20)
+            os.chmod(temporary, 0o755)
+            os.replace(temporary, os.path.join(self.directory, key))
+        except BaseException:
+            os.unlink(temporary)
+            raise
+        self._evict(keep=key)
+
+    def _evict(self, keep: str) -> None:
+        entries = []
+        for entry in os.scandir(self.directory):
+            if entry.name.startswith("."):
+                continue
+            try:
+                stat = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            entries.append((stat.st_mtime, stat.st_size, entry.path, entry.name))
+        total = sum(size for _mtime, size, _path, _name in entries)
+        for _mtime, size, path, name in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            if name == keep:
+                continue
+            try:
+                os.unlink(path)
+                total -= size
+            except FileNotFoundError:
+                pass
+
+
+def prepare_runtime(directory: str) -> None:
+    """Create the files every sandbox sees at /opt/livecode: passwd, group, linebuf.o."""
+    os.makedirs(os.path.join(directory, "pch", "bits"), mode=0o755, exist_ok=True)
+    _write_once(
+        os.path.join(directory, "passwd"),
+        b"root:x:0:0::/:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/tmp:/usr/sbin/nologin\n",
+    )
+    _write_once(os.path.join(directory, "group"), b"root:x:0:\nnogroup:x:65534:\n")
+    linebuf = os.path.join(directory, "linebuf.o")
+    if not os.path.exists(linebuf) and os.access("/usr/bin/g++", os.X_OK):
+        with tempfile.TemporaryDirectory() as scratch:
+            source = os.path.join(scratch, "linebuf.cpp")
+            with open(source, "w") as out:
+                out.write(_LINEBUF_SOURCE)
+            built = os.path.join(scratch, "linebuf.o")
+            _compile(["/usr/bin/g++", "-O2", "-c", source, "-o", built])
+            os.chmod(built, 0o644)
+            shutil.move(built, linebuf + ".tmp")
+            os.replace(linebuf + ".tmp", linebuf)
+
+
+def build_pch(directory: str, flags: tuple[str, ...]) -> bool:
+    """Build the precompiled <bits/stdc++.h> once (about 3 s); True when it is ready."""
+    bits = os.path.join(directory, "pch", "bits")
+    gch = os.path.join(bits, "stdc++.h.gch")
+    if os.path.exists(gch):
+        return True
+    if not os.path.exists(_STDCXX_HEADER):
+        return False
+    with open(os.path.join(directory, "pch.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it right now
+        if os.path.exists(gch):
+            return True
+        shutil.copyfile(_STDCXX_HEADER, os.path.join(bits, "stdc++.h"))
+        os.chmod(os.path.join(bits, "stdc++.h"), 0o644)
+        temporary = gch + ".tmp"
+        header = os.path.join(bits, "stdc++.h")
+        _compile(["/usr/bin/g++", *flags, "-x", "c++-header", header, "-o", temporary])
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, gch)
+    logger.info("precompiled header ready: %s", gch)
+    return True
+
+
+def _compile(argv: list[str]) -> None:
+    done = subprocess.run(argv, env=_CLEAN_ENV, capture_output=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise OSError(f"{' '.join(argv)} failed: {done.stderr.decode(errors='replace')}")
+
+
+def _write_once(path: str, content: bytes) -> None:
+    if os.path.exists(path):
+        return
+    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path))
+    with os.fdopen(fd, "wb") as out:
+        out.write(content)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)

@@ -1,0 +1,65 @@
+"""Control: how another thread cancels a run or feeds its stdin."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+
+class Control:
+    """Cancel a run, or write to its stdin while it runs. Thread-safe; one Control per run.
+
+    Calls made before the run starts take effect when it starts: a cancelled Control makes
+    run() return CANCELLED at once, and written data is delivered first.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._stdin_eof = False
+        self._stdin: list[bytes] = []
+        self._wake: Callable[[], None] | None = None
+
+    @property
+    def is_cancelled(self) -> bool:
+        """Whether cancel() was called."""
+        return self._cancelled
+
+    def cancel(self) -> None:
+        """Stop the run; it ends as CANCELLED. Idempotent."""
+        with self._lock:
+            self._cancelled = True
+            wake = self._wake
+        if wake is not None:
+            wake()
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to the program's stdin (interactive runs); ignored after close_stdin()."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"stdin data must be bytes, got {type(data).__name__}")
+        with self._lock:
+            if self._stdin_eof or not data:
+                return
+            self._stdin.append(bytes(data))
+            wake = self._wake
+        if wake is not None:
+            wake()
+
+    def close_stdin(self) -> None:
+        """Send EOF to the program's stdin once the data written so far is delivered."""
+        with self._lock:
+            self._stdin_eof = True
+            wake = self._wake
+        if wake is not None:
+            wake()
+
+    def _attach(self, wake: Callable[[], None] | None) -> None:
+        with self._lock:
+            self._wake = wake
+
+    def _take(self) -> tuple[bytes, bool, bool]:
+        """Return (pending stdin, stdin closed, cancelled) and clear the pending data."""
+        with self._lock:
+            data = b"".join(self._stdin)
+            self._stdin.clear()
+            return data, self._stdin_eof, self._cancelled

@@ -1,0 +1,250 @@
+"""Pump: moves bytes between a running program and the caller until the run is over.
+
+Reads stdout/stderr in large chunks against the wall deadline, decodes UTF-8 incrementally
+(a character is never split across chunks; invalid bytes become U+FFFD), caps each stream,
+feeds stdin (initial bytes, then interactive writes and EOF), and obeys Control.cancel().
+"""
+
+from __future__ import annotations
+
+import codecs
+import errno
+import fcntl
+import os
+import select
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from runners.control import Control
+from runners.errors import RunnerError
+from runners.result import Stream
+
+_READ_BYTES = 1 << 20
+_PIPE_BYTES = 1 << 20
+_KILL_GRACE_S = 15.0  # after a kill, the spawner reports within milliseconds; beyond this it is broken
+F_SETPIPE_SZ = 1031
+
+OnOutput = Callable[[Stream, str], None]
+
+
+class Process(Protocol):
+    """A started program as the pump sees it."""
+
+    def fileno(self) -> int: ...  # readable when the exit report is available
+    def kill(self) -> None: ...
+    def read_report(self) -> object: ...
+
+
+@dataclass(slots=True)
+class _Sink:
+    stream: Stream
+    limit_bytes: int
+    decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
+    )
+    parts: list[str] = field(default_factory=list)
+    size_bytes: int = 0
+    is_truncated: bool = False
+
+    def feed(self, data: bytes) -> tuple[str, bool]:
+        """Decode a chunk; return (text, whether the cap was just passed)."""
+        if self.is_truncated:
+            return "", False
+        room = self.limit_bytes - self.size_bytes
+        passed = len(data) > room
+        if passed:
+            data = data[:room]
+            self.is_truncated = True  # an incomplete trailing character stays in the decoder
+        self.size_bytes += len(data)
+        text = self.decoder.decode(data, final=False)
+        self.parts.append(text)
+        return text, passed
+
+    def finish(self) -> str:
+        if self.is_truncated:
+            return ""
+        text = self.decoder.decode(b"", final=True)
+        self.parts.append(text)
+        return text
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the pump saw: output per stream and why it stopped."""
+
+    texts: dict[Stream, str]
+    truncated: dict[Stream, bool]
+    report: object
+    timed_out: bool = False
+    cancelled: bool = False
+    output_limited: bool = False
+    error: BaseException | None = None  # raised by on_output; the run was killed
+
+
+def make_pipe(*, large: bool) -> tuple[int, int]:
+    """Return a close-on-exec pipe (read end, write end); large ones hold 1 MiB."""
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    if large:
+        try:
+            fcntl.fcntl(read_fd, F_SETPIPE_SZ, _PIPE_BYTES)
+        except OSError:
+            pass  # over /proc/sys/fs/pipe-max-size: the default size works, only slower
+    return read_fd, write_fd
+
+
+def pump(
+    process: Process,
+    outputs: dict[int, Stream],
+    stdin_fd: int | None,
+    stdin_data: bytes,
+    keep_stdin_open: bool,
+    wall_timeout_s: float,
+    limit_bytes: int,
+    on_output: OnOutput | None,
+    control: Control | None,
+) -> Outcome:
+    """Run the program's I/O to the end; closes the given fds. Returns when every process is gone."""
+    sinks = {fd: _Sink(stream, limit_bytes) for fd, stream in outputs.items()}
+    every_sink = list(sinks.values())
+    outcome = Outcome(texts={}, truncated={}, report=None)
+    wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    poller = select.poll()
+    pending = bytearray(stdin_data)
+    stdin_eof = not keep_stdin_open
+    killed_at: float | None = None
+
+    def wake() -> None:
+        try:
+            os.write(wake_w, b"!")
+        except OSError:
+            pass  # already awake (pipe full) or run over (closed)
+
+    def kill() -> None:
+        nonlocal killed_at
+        if killed_at is None:
+            killed_at = time.monotonic()
+            process.kill()
+
+    def emit(stream: Stream, text: str) -> None:
+        if text and on_output is not None and outcome.error is None:
+            try:
+                on_output(stream, text)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the runner after cleanup
+                outcome.error = exc
+                kill()
+
+    def close_stdin() -> None:
+        nonlocal stdin_fd
+        if stdin_fd is not None:
+            poller.unregister(stdin_fd)
+            os.close(stdin_fd)
+            stdin_fd = None
+
+    for fd in sinks:
+        poller.register(fd, select.POLLIN)
+    poller.register(process.fileno(), select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+    if stdin_fd is not None:
+        os.set_blocking(stdin_fd, False)
+        poller.register(stdin_fd, select.POLLOUT)
+    if control is not None:
+        control._attach(wake)
+        wake()  # pick up what was written or cancelled before the start
+    deadline = time.monotonic() + wall_timeout_s
+    try:
+        while sinks or outcome.report is None:
+            now = time.monotonic()
+            if killed_at is None and now >= deadline:
+                outcome.timed_out = True
+                kill()
+            if killed_at is not None and now - killed_at > _KILL_GRACE_S:
+                raise RunnerError("the sandbox did not end a killed run")
+            limit = deadline if killed_at is None else killed_at + _KILL_GRACE_S
+            timeout_ms = max(0, int((limit - now) * 1000) + 1)
+            if stdin_fd is not None:
+                if pending:
+                    poller.modify(stdin_fd, select.POLLOUT)
+                elif stdin_eof:
+                    close_stdin()
+                else:
+                    poller.modify(stdin_fd, 0)  # still notified of POLLERR (reader gone)
+            for fd, events in poller.poll(timeout_ms):
+                if fd in sinks:
+                    _read(fd, sinks, outcome, emit, kill, poller)
+                elif fd == wake_r:
+                    _drain(wake_r)
+                    if control is not None:
+                        data, eof, cancelled = control._take()
+                        if cancelled and not outcome.cancelled:
+                            outcome.cancelled = True
+                            kill()
+                        if keep_stdin_open:
+                            pending += data
+                            stdin_eof = stdin_eof or eof
+                elif fd == stdin_fd:
+                    if events & (select.POLLERR | select.POLLHUP):
+                        pending.clear()
+                        close_stdin()
+                    elif pending:
+                        try:
+                            written = os.write(stdin_fd, pending[: 1 << 16])
+                            del pending[:written]
+                        except BlockingIOError:
+                            pass
+                        except OSError:  # EPIPE: the program closed its stdin
+                            pending.clear()
+                            close_stdin()
+                elif fd == process.fileno() and outcome.report is None:
+                    outcome.report = process.read_report()
+                    poller.unregister(fd)
+                    close_stdin()
+    finally:
+        if control is not None:
+            control._attach(None)
+        close_stdin()
+        for fd in list(sinks):
+            os.close(fd)
+        os.close(wake_r)
+        os.close(wake_w)
+    for sink in every_sink:
+        outcome.texts[sink.stream] = "".join(sink.parts)
+        outcome.truncated[sink.stream] = sink.is_truncated
+    return outcome
+
+
+def _read(
+    fd: int,
+    sinks: dict[int, _Sink],
+    outcome: Outcome,
+    emit: Callable[[Stream, str], None],
+    kill: Callable[[], None],
+    poller: select.poll,
+) -> None:
+    sink = sinks[fd]
+    try:
+        data = os.read(fd, _READ_BYTES)
+    except OSError as exc:
+        if exc.errno == errno.EAGAIN:
+            return
+        data = b""
+    if not data:
+        emit(sink.stream, sink.finish())
+        poller.unregister(fd)
+        os.close(fd)
+        del sinks[fd]
+        return
+    text, passed = sink.feed(data)
+    emit(sink.stream, text)
+    if passed:
+        outcome.output_limited = True
+        kill()
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass

@@ -1,0 +1,55 @@
+"""What a run produces: output chunks by stream, and a final Result."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Stream(enum.StrEnum):
+    """Where an output chunk comes from."""
+
+    COMPILE = "compile"
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
+class Status(enum.StrEnum):
+    """Final status of a run, as SPEC.md names it."""
+
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TIMEOUT = "TIMEOUT"
+    CANCELLED = "CANCELLED"
+
+
+class Reason(enum.StrEnum):
+    """Why a run ended, as SPEC.md names it."""
+
+    EXIT = "exit"
+    COMPILE_ERROR = "compile_error"
+    RUNTIME_ERROR = "runtime_error"
+    TIMEOUT = "timeout"
+    MEMORY_LIMIT = "memory_limit"
+    OUTPUT_LIMIT = "output_limit"
+    CANCELLED = "cancelled"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The end of a run; stdout/stderr/compile_output equal the joined chunks given to on_output."""
+
+    status: Status
+    reason: Reason
+    exit_code: int | None
+    signal: int | None
+    stdout: str
+    stderr: str
+    compile_output: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+    wall_time_ms: int
+    cpu_time_ms: int | None
+    memory_kb: int | None
+    message: str | None = None

@@ -1,0 +1,301 @@
+"""One run, top to bottom: compile (C++, or a cache hit) -> execute -> collect -> Result.
+
+Knows nothing of isolation: it hands a ``Job`` to a slot of the sandbox and pumps the I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from runners.cache import BinaryCache
+from runners.control import Control
+from runners.errors import RunnerError
+from runners.languages import CXX_FLAGS, Language
+from runners.limits import Limits
+from runners.pump import OnOutput, Outcome, Process, make_pipe, pump
+from runners.result import Reason, Result, Status, Stream
+
+logger = logging.getLogger(__name__)
+
+_RUN_FILE_BYTES = 16 << 20
+_COMPILE_FILE_BYTES = 64 << 20
+_COMPILE_MIN_PROCESSES = 16  # g++ runs cc1plus, as and ld (collect2) one after another
+_OOM_TAIL_CHARS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One process to start in a slot: a compile or a run stage."""
+
+    argv: tuple[str, ...]  # templates: {source} {binary} {runtime} {heap_mb}
+    source_name: str
+    source: bytes
+    binary: str | None  # run stage: host path of the compiled program, seen at {binary}
+    out_dir: str | None  # compile stage: host dir, writable, where {binary} is produced
+    wall_timeout_s: float
+    memory_mb: int
+    max_processes: int
+    file_size_bytes: int
+    limit_address_space: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ExitReport:
+    """How the job's processes ended, with what they used."""
+
+    exit_code: int | None
+    signal: int | None
+    cpu_time_ms: int | None
+    memory_kb: int | None
+    oom_killed: bool
+
+
+class Slot(Protocol):
+    """What the runner needs from a sandbox slot."""
+
+    uid: int | None
+
+    def start(self, job: Job, stdin_fd: int, stdout_fd: int, stderr_fd: int) -> Process: ...
+
+
+def run_program(
+    slot: Slot,
+    cache: BinaryCache,
+    scratch_dir: str,
+    program_source: str,
+    program_args: tuple[str, ...],
+    stdin: bytes | None,
+    interactive: bool,
+    language: Language,
+    limits: Limits,
+    on_output: OnOutput | None,
+    control: Control | None,
+) -> Result:
+    """Compile if needed, execute, and return the Result; every process is gone on return."""
+    source = program_source.encode("utf-8", errors="surrogatepass")
+    compile_output = ""
+    binary: str | None = None
+    try:
+        if language.is_compiled:
+            assert language.version is not None
+            key = cache.key(program_source, language.version, CXX_FLAGS)
+            binary = cache.checkout(key)
+            if binary is None:
+                failed, compile_output = _compile(
+                    slot, cache, key, scratch_dir, source, language, limits, on_output, control
+                )
+                if failed is not None:
+                    return failed
+                binary = cache.checkout(key)
+                if binary is None:
+                    raise RunnerError("the compiled program vanished from the cache")
+        job = Job(
+            argv=(*language.run_argv, *program_args),
+            source_name=language.source_file,
+            source=b"" if language.is_compiled else source,
+            binary=binary,
+            out_dir=None,
+            wall_timeout_s=limits.wall_timeout_s,
+            memory_mb=limits.memory_mb,
+            max_processes=limits.max_processes,
+            file_size_bytes=_RUN_FILE_BYTES,
+            limit_address_space=language.limit_address_space,
+        )
+        return _execute(slot, job, stdin, interactive, language, limits, on_output, control,
+                        compile_output)
+    finally:
+        if binary is not None:
+            os.unlink(binary)
+
+
+def _compile(
+    slot: Slot,
+    cache: BinaryCache,
+    key: str,
+    scratch_dir: str,
+    source: bytes,
+    language: Language,
+    limits: Limits,
+    on_output: OnOutput | None,
+    control: Control | None,
+) -> tuple[Result | None, str]:
+    assert language.compile_argv is not None
+    out_dir = tempfile.mkdtemp(dir=scratch_dir, prefix="out-")
+    try:
+        if slot.uid is not None:
+            os.chown(out_dir, slot.uid, slot.uid)
+        os.chmod(out_dir, 0o700)
+        job = Job(
+            argv=language.compile_argv,
+            source_name=language.source_file,
+            source=source,
+            binary=None,
+            out_dir=out_dir,
+            wall_timeout_s=limits.compile_timeout_s,
+            memory_mb=limits.compile_memory_mb,
+            max_processes=max(limits.max_processes, _COMPILE_MIN_PROCESSES),
+            file_size_bytes=_COMPILE_FILE_BYTES,
+            limit_address_space=True,
+        )
+        started = time.monotonic()
+        # stdout and stderr share one pipe, so the compiler's messages keep their order
+        read_fd, write_fd = make_pipe(large=True)
+        outcome, report = _start_and_pump(
+            slot, job, None, False, {read_fd: Stream.COMPILE}, write_fd, write_fd, limits,
+            on_output, control,
+        )
+        wall_ms = int((time.monotonic() - started) * 1000)
+        text = outcome.texts[Stream.COMPILE]
+        produced = os.path.join(out_dir, "main")
+        ok = (
+            report.exit_code == 0
+            and not (outcome.timed_out or outcome.cancelled or outcome.output_limited)
+            and os.path.lexists(produced)
+        )
+        if ok:
+            cache.put(key, produced)
+            return None, text
+        if outcome.cancelled:
+            status, reason, message = Status.CANCELLED, Reason.CANCELLED, "Cancelled"
+        elif outcome.timed_out or report.signal == signal.SIGXCPU:
+            status, reason = Status.TIMEOUT, Reason.TIMEOUT
+            message = f"Compilation exceeded {limits.compile_timeout_s:g} second timeout"
+        elif report.oom_killed:
+            status, reason = Status.FAILED, Reason.COMPILE_ERROR
+            message = f"Compilation exceeded the {limits.compile_memory_mb} MB memory limit"
+        else:
+            status, reason, message = Status.FAILED, Reason.COMPILE_ERROR, "Compilation failed"
+        return Result(
+            status=status,
+            reason=reason,
+            exit_code=report.exit_code,
+            signal=report.signal,
+            stdout="",
+            stderr="",
+            compile_output=text,
+            stdout_truncated=False,
+            stderr_truncated=False,
+            wall_time_ms=wall_ms,
+            cpu_time_ms=report.cpu_time_ms,
+            memory_kb=report.memory_kb,
+            message=message,
+        ), text
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _execute(
+    slot: Slot,
+    job: Job,
+    stdin: bytes | None,
+    interactive: bool,
+    language: Language,
+    limits: Limits,
+    on_output: OnOutput | None,
+    control: Control | None,
+    compile_output: str,
+) -> Result:
+    started = time.monotonic()
+    stdout_r, stdout_w = make_pipe(large=True)
+    stderr_r, stderr_w = make_pipe(large=True)
+    outcome, report = _start_and_pump(
+        slot, job, stdin, interactive, {stdout_r: Stream.STDOUT, stderr_r: Stream.STDERR},
+        stdout_w, stderr_w, limits, on_output, control,
+    )
+    wall_ms = int((time.monotonic() - started) * 1000)
+    stderr_text = outcome.texts[Stream.STDERR]
+    message: str | None = None
+    if outcome.cancelled:
+        status, reason, message = Status.CANCELLED, Reason.CANCELLED, "Cancelled"
+    elif outcome.output_limited:
+        status, reason = Status.FAILED, Reason.OUTPUT_LIMIT
+        streams = [s.value for s in (Stream.STDOUT, Stream.STDERR) if outcome.truncated[s]]
+        message = (
+            f"Output exceeded the {limits.output_limit_bytes} byte limit on {' and '.join(streams)}"
+        )
+    elif outcome.timed_out:
+        status, reason = Status.TIMEOUT, Reason.TIMEOUT
+        message = f"Execution exceeded {limits.wall_timeout_s:g} second timeout"
+    elif report.signal == signal.SIGXCPU:
+        status, reason = Status.TIMEOUT, Reason.TIMEOUT
+        message = f"Execution exceeded {limits.wall_timeout_s:g} seconds of CPU time"
+    elif report.exit_code != 0 and (
+        report.oom_killed
+        or any(marker in stderr_text[-_OOM_TAIL_CHARS:] for marker in language.oom_markers)
+    ):
+        status, reason = Status.FAILED, Reason.MEMORY_LIMIT
+        message = f"Memory limit of {limits.memory_mb} MB exceeded"
+    elif report.exit_code == 0:
+        status, reason = Status.COMPLETED, Reason.EXIT
+    else:
+        status, reason = Status.FAILED, Reason.RUNTIME_ERROR
+    return Result(
+        status=status,
+        reason=reason,
+        exit_code=report.exit_code,
+        signal=report.signal,
+        stdout=outcome.texts[Stream.STDOUT],
+        stderr=stderr_text,
+        compile_output=compile_output,
+        stdout_truncated=outcome.truncated[Stream.STDOUT],
+        stderr_truncated=outcome.truncated[Stream.STDERR],
+        wall_time_ms=wall_ms,
+        cpu_time_ms=report.cpu_time_ms,
+        memory_kb=report.memory_kb,
+        message=message,
+    )
+
+
+def _start_and_pump(
+    slot: Slot,
+    job: Job,
+    stdin: bytes | None,
+    interactive: bool,
+    outputs: dict[int, Stream],
+    stdout_w: int,
+    stderr_w: int,
+    limits: Limits,
+    on_output: OnOutput | None,
+    control: Control | None,
+) -> tuple[Outcome, ExitReport]:
+    stdin_r: int | None = None
+    stdin_w: int | None = None
+    try:
+        if stdin or interactive:
+            stdin_r, stdin_w = make_pipe(large=False)
+        else:
+            stdin_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        process = slot.start(job, stdin_r, stdout_w, stderr_w)
+    except BaseException:
+        for fd in (*outputs, stdin_w):
+            if fd is not None:
+                os.close(fd)
+        raise
+    finally:
+        # our copies of the child's ends must go, or EOF never comes
+        for fd in {stdin_r, stdout_w, stderr_w}:
+            if fd is not None:
+                os.close(fd)
+    outcome = pump(
+        process,
+        outputs,
+        stdin_w,
+        stdin or b"",
+        interactive,
+        job.wall_timeout_s,
+        limits.output_limit_bytes,
+        on_output,
+        control,
+    )
+    if outcome.error is not None:
+        raise outcome.error
+    report = outcome.report
+    assert isinstance(report, ExitReport)
+    return outcome, report

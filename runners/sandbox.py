@@ -1,0 +1,652 @@
+"""The sandbox: the only module that knows isolation.
+
+Each Sandbox claims ``slots`` host-unique slot indexes (flock on lock files). Slot N runs as host
+uid 61000+N (uid 65534 inside bwrap's user namespace), with its own memory, pids, cpu and
+cpuacct cgroups when we are root on cgroup v1, and a long-lived spawner process that lives in
+those cgroups (see _spawner.py): runs inherit the cgroups without a per-run move. Each run is
+``bwrap`` with new user/pid/net/ipc/uts/mount namespaces, read-only /usr, size-capped tmpfs
+/tmp and /box, a read-only root, an empty environment, a seccomp deny-list and rlimits.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import math
+import os
+import queue
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from runners.cache import BinaryCache, build_pch, prepare_runtime
+from runners.control import Control
+from runners.errors import RunnerError, SandboxUnavailable, ToolchainMissing
+from runners.languages import CXX_FLAGS, resolve_language
+from runners.limits import Limits
+from runners.program import Program
+from runners.result import Reason, Result, Status, Stream
+from runners.runner import ExitReport, Job, run_program
+from runners.seccomp import build_filter
+
+logger = logging.getLogger(__name__)
+
+MODES = ("bwrap", "none")
+SLOT_UID_BASE = 61000
+_SLOT_LOCK_DIR = "/run/livecode-slots"
+_MAX_SLOT_INDEX = 1000
+_CGROUP_ROOT = "/sys/fs/cgroup"
+_CGROUP_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
+_CPU_PERIOD_US = 100_000  # quota = period: at most one core per run
+_BOX = "/box"
+_OUT = "/out"
+_RUNTIME = "/opt/livecode"
+_TMPFS_BYTES = 64 << 20
+_SANDBOX_PROCESSES = 2  # bwrap and its pid 1 count against the run's process budget
+_NOFILE = 256
+_SPAWNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_spawner.py")
+_SANDBOX_ENV = ("PATH", "/usr/bin:/bin", "HOME", "/tmp", "LANG", "C.UTF-8")
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxConfig:
+    """How to sandbox: mode "bwrap" (default) or "none" (unsandboxed, on explicit request)."""
+
+    mode: str = "bwrap"
+    slots: int = 2
+    work_root: str | None = None
+    cache_bytes: int = 256 << 20
+
+
+class Sandbox:
+    """Runs programs in isolation, ``slots`` at a time. Thread-safe; use as a context manager."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        if config.mode not in MODES:
+            raise ValueError(f"sandbox mode must be one of {MODES}, got {config.mode!r}")
+        if config.slots < 1:
+            raise ValueError(f"sandbox slots must be at least 1, got {config.slots}")
+        self.config = config
+        self._is_root = os.geteuid() == 0
+        self._bwrap = shutil.which("bwrap", path="/usr/bin:/bin:/usr/local/bin")
+        if config.mode == "bwrap" and self._bwrap is None:
+            raise SandboxUnavailable(
+                "bwrap (bubblewrap) is not installed: install it, or ask for the unsandboxed "
+                "mode explicitly (sandbox mode 'none')"
+            )
+        if config.mode == "none":
+            logger.warning(
+                "SANDBOX DISABLED (mode 'none'): untrusted programs run unsandboxed on this host"
+            )
+        self._bwrap_version = _bwrap_version(self._bwrap) if self._bwrap else None
+        default_root = f"/var/tmp/livecode-runners-{os.geteuid()}"
+        self.work_root = os.path.abspath(config.work_root or default_root)
+        os.makedirs(self.work_root, mode=0o711, exist_ok=True)
+        os.chmod(self.work_root, 0o711)  # slot uids traverse it to the runtime and cache
+        self._runtime = os.path.join(self.work_root, "runtime")
+        self._scratch = os.path.join(self.work_root, "scratch")
+        os.makedirs(self._scratch, mode=0o711, exist_ok=True)
+        prepare_runtime(self._runtime)
+        self._seccomp = os.path.join(self.work_root, "seccomp.bpf")
+        self._has_seccomp = config.mode == "bwrap" and build_filter(self._seccomp)
+        self.cache = BinaryCache(os.path.join(self.work_root, "cache"), config.cache_bytes)
+        self._slots: list[_Slot] = []
+        self._free: queue.Queue[_Slot] = queue.Queue()
+        self._closed = False
+        try:
+            for index, lock in _claim_slot_indexes(config.slots, self._is_root, self.work_root):
+                slot = _Slot(self, index, lock)
+                self._slots.append(slot)
+                self._free.put(slot)
+            if config.mode == "bwrap":
+                self._probe()
+        except BaseException:
+            self.close()
+            raise
+        # building the PCH takes seconds: in the background; compiles use it once it exists
+        self._pch = threading.Thread(target=self._build_pch, name="runners-pch", daemon=True)
+        self._pch.start()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def run(
+        self,
+        program: Program,
+        limits: Limits,
+        on_output: Callable[[Stream, str], None] | None = None,
+        control: Control | None = None,
+    ) -> Result:
+        """Run a program to its end and return the Result; blocks while all slots are busy.
+
+        on_output is called from this thread with each chunk as it is produced. Raises
+        UnknownLanguage / ToolchainMissing for a bad language, RunnerError for our faults.
+        Thread-safe.
+        """
+        language = resolve_language(program.language)
+        if not language.available:
+            raise ToolchainMissing(f"{language.name} is not installed here ({language.toolchain})")
+        if self._closed:
+            raise RunnerError("the sandbox is closed")
+        slot = self._wait_for_slot(control)
+        if slot is None:
+            return _cancelled_result()
+        try:
+            return run_program(
+                slot,
+                self.cache,
+                self._scratch,
+                program.source,
+                program.args,
+                program.stdin,
+                program.interactive,
+                language,
+                limits,
+                on_output,
+                control,
+            )
+        except RunnerError:
+            raise
+        except OSError as exc:
+            raise RunnerError(f"sandbox failure: {exc}") from exc
+        finally:
+            self._free.put(slot)
+
+    def measures(self) -> dict[str, Any]:
+        """Which isolation measures are active (for /health/sandbox)."""
+        is_bwrap = self.config.mode == "bwrap"
+        slot = self._slots[0] if self._slots else None
+        cgroups = {c: bool(slot and c in slot.cgroups) for c in ("memory", "pids", "cpu")}
+        rlimits = ["cpu", "fsize", "nofile", "nproc", "core", "as (python, c++)"]
+        return {
+            "mode": self.config.mode,
+            "bwrap": self._bwrap_version,
+            "namespaces": ["user", "pid", "net", "ipc", "uts", "mount"] if is_bwrap else [],
+            "uid_per_slot": bool(slot and slot.uid is not None),
+            "slot_uids": [s.uid for s in self._slots],
+            "cgroup": cgroups,
+            "cpuacct": bool(slot and "cpuacct" in slot.cgroups),
+            "seccomp": self._has_seccomp,
+            "rlimits": rlimits,
+            "memory_limit": "memory cgroup" if cgroups["memory"] else "RLIMIT_AS only",
+            "read_only_root": is_bwrap,
+            "clean_environment": True,
+            "network": "none" if is_bwrap else "host",
+            "capabilities": "none" if is_bwrap else "inherited",
+            "slots": len(self._slots),
+            "precompiled_header": os.path.exists(_pch_file(self._runtime)),
+        }
+
+    def close(self) -> None:
+        """Stop the spawners and free the slots. Idempotent."""
+        self._closed = True
+        for slot in self._slots:
+            slot.close()
+        self._slots.clear()
+
+    def _wait_for_slot(self, control: Control | None) -> _Slot | None:
+        while True:
+            if control is not None and control.is_cancelled:
+                return None
+            try:
+                return self._free.get(timeout=0.05 if control is not None else 1.0)
+            except queue.Empty:
+                if self._closed:
+                    raise RunnerError("the sandbox is closed") from None
+
+    def _probe(self) -> None:
+        """Start /usr/bin/true in the sandbox once, so a broken bwrap fails here, clearly."""
+        slot = self._free.get()
+        try:
+            job = Job(("/usr/bin/true",), "probe", b"", None, None, 10.0, 64, 8, 1 << 20, True)
+            null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            try:
+                process = slot.start(job, null, null, err_w)
+            except RunnerError as exc:
+                raise SandboxUnavailable(f"bwrap does not work here: {exc}") from exc
+            finally:
+                os.close(null)
+                os.close(err_w)
+            report = process.wait()
+            with os.fdopen(err_r, "rb") as err:
+                detail = err.read().decode(errors="replace").strip()
+            if report.exit_code != 0:
+                raise SandboxUnavailable(f"bwrap does not work here: {detail or report}")
+        finally:
+            self._free.put(slot)
+
+    def _build_pch(self) -> None:
+        try:
+            build_pch(self._runtime, CXX_FLAGS)
+        except Exception:
+            logger.exception("precompiled header build failed; C++ compiles without it")
+
+    def job_argv(self, slot: _Slot, job: Job) -> tuple[list[str], list[str] | None]:
+        """Return (argv to exec, working directory or None) for a job in this mode."""
+        heap_mb = max(16, int(job.memory_mb * 0.75))
+        if self.config.mode == "none":
+            return self._job_argv_unsandboxed(slot, job, heap_mb)
+        names = {
+            "source": f"{_BOX}/{job.source_name}",
+            "binary": f"{_OUT}/main" if job.out_dir else f"{_BOX}/main",
+            "runtime": _RUNTIME,
+            "heap_mb": str(heap_mb),
+        }
+        argv = [
+            self._bwrap or "bwrap",
+            "--unshare-all",
+            "--unshare-user",
+            "--disable-userns",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop", "ALL",
+            "--uid", "65534",
+            "--gid", "65534",
+            "--hostname", "sandbox",
+            "--ro-bind", "/usr", "/usr",
+            "--symlink", "usr/bin", "/bin",
+            "--symlink", "usr/lib", "/lib",
+            "--symlink", "usr/lib64", "/lib64",
+            "--symlink", "usr/sbin", "/sbin",
+            "--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache",
+            "--ro-bind", f"{self._runtime}/passwd", "/etc/passwd",
+            "--ro-bind", f"{self._runtime}/group", "/etc/group",
+            "--ro-bind", self._runtime, _RUNTIME,
+            "--proc", "/proc",
+            "--dev", "/dev",
+            "--size", str(_TMPFS_BYTES), "--tmpfs", "/tmp",
+            "--size", str(_TMPFS_BYTES), "--tmpfs", _BOX,
+        ]  # fmt: skip
+        if job.source:
+            argv += ["--file", "3", names["source"]]  # fd 3: a memfd holding the source
+        if job.binary:
+            argv += ["--ro-bind", job.binary, names["binary"]]
+        if job.out_dir:
+            argv += ["--bind", job.out_dir, _OUT]
+        argv += ["--chdir", _BOX, "--remount-ro", "/", "--clearenv"]
+        for index in range(0, len(_SANDBOX_ENV), 2):
+            argv += ["--setenv", _SANDBOX_ENV[index], _SANDBOX_ENV[index + 1]]
+        if self._has_seccomp:
+            argv += ["--seccomp", "4"]  # fd 4: the BPF filter
+        argv += ["--", *(part.format(**names) for part in job.argv)]
+        return argv, None
+
+    def _job_argv_unsandboxed(
+        self, slot: _Slot, job: Job, heap_mb: int
+    ) -> tuple[list[str], list[str] | None]:
+        run_dir = slot.unsandboxed_dir()
+        names = {
+            "source": f"{run_dir}/{job.source_name}",
+            "binary": f"{job.out_dir}/main" if job.out_dir else (job.binary or ""),
+            "runtime": self._runtime,
+            "heap_mb": str(heap_mb),
+        }
+        if job.source:
+            with open(names["source"], "wb") as out:
+                out.write(job.source)
+        return [part.format(**names) for part in job.argv], [run_dir]
+
+    def seccomp_fd(self) -> int | None:
+        """Open the seccomp filter for one bwrap start (bwrap reads it from the fd)."""
+        if not self._has_seccomp:
+            return None
+        return os.open(self._seccomp, os.O_RDONLY | os.O_CLOEXEC)
+
+
+class _Slot:
+    """One run at a time: a host uid, cgroups, and a spawner process living in them."""
+
+    def __init__(self, sandbox: Sandbox, index: int, lock_fd: int) -> None:
+        self.sandbox = sandbox
+        self.index = index
+        self.lock_fd = lock_fd
+        self.uid: int | None = SLOT_UID_BASE + index if sandbox._is_root else None
+        self.cgroups: dict[str, str] = _make_cgroups(index) if sandbox._is_root else {}
+        self.spawner: subprocess.Popen[bytes] | None = None
+        self.sock: socket.socket | None = None
+        self._run_dir: str | None = None
+        self._start_spawner()
+
+    def _start_spawner(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+        try:
+            self.spawner = subprocess.Popen(
+                [python, "-I", "-S", _SPAWNER, str(theirs.fileno()), *self.cgroups.values()],
+                pass_fds=(theirs.fileno(),),
+                env={"PATH": "/usr/bin:/bin"},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        ready = ours.recv(4096)
+        if not ready:
+            ours.close()
+            raise RunnerError(f"the spawner of slot {self.index} failed to start")
+        self.sock = ours
+
+    def start(self, job: Job, stdin_fd: int, stdout_fd: int, stderr_fd: int) -> _Started:
+        """Start a job in this slot; the returned handle reports its end."""
+        if self.spawner is None or self.spawner.poll() is not None:
+            logger.warning("spawner of slot %d died; restarting it", self.index)
+            self._stop_spawner()
+            self._start_spawner()
+        assert self.sock is not None
+        argv, cwd = self.sandbox.job_argv(self, job)
+        fds = [stdin_fd, stdout_fd, stderr_fd]
+        extra: list[int] = []
+        if self.sandbox.config.mode == "bwrap":
+            source_fd = os.memfd_create("source", os.MFD_CLOEXEC)
+            extra.append(source_fd)
+            os.write(source_fd, job.source)
+            os.lseek(source_fd, 0, os.SEEK_SET)
+            seccomp_fd = self.sandbox.seccomp_fd()
+            if seccomp_fd is not None:
+                extra.append(seccomp_fd)
+        before = self._prepare_cgroups(job)
+        request = {
+            "op": "run",
+            "argv": argv,
+            "env": {} if self.sandbox.config.mode == "bwrap" else _unsandboxed_env(cwd),
+            "rlimits": _rlimits(job, has_memcg="memory" in self.cgroups),
+            "uid": self.uid,
+            "gid": self.uid,
+            "cwd": cwd[0] if cwd else None,
+        }
+        try:
+            socket.send_fds(self.sock, [json.dumps(request).encode()], fds + extra)
+        finally:
+            for fd in extra:
+                os.close(fd)
+        reply = self._receive()
+        if "error" in reply:
+            raise RunnerError(f"cannot start the program: {reply['error']}")
+        return _Started(self, before)
+
+    def _receive(self) -> dict[str, Any]:
+        assert self.sock is not None
+        message = self.sock.recv(1 << 16)
+        if not message:
+            raise RunnerError(f"the spawner of slot {self.index} died")
+        reply: dict[str, Any] = json.loads(message)
+        return reply
+
+    def _prepare_cgroups(self, job: Job) -> dict[str, int]:
+        before: dict[str, int] = {}
+        memory = self.cgroups.get("memory")
+        if memory:
+            baseline = _read_int(memory, "memory.usage_in_bytes")
+            # the spawner's own pages are charged here too: the program gets its full limit
+            _set_memory_limit(memory, (job.memory_mb << 20) + baseline)
+            _write(memory, "memory.max_usage_in_bytes", 0)
+            before["memory"] = baseline
+            before["oom_kill"] = _oom_kills(memory)
+        pids = self.cgroups.get("pids")
+        if pids:
+            _write(pids, "pids.max", job.max_processes + _SANDBOX_PROCESSES + 1)
+        cpuacct = self.cgroups.get("cpuacct")
+        if cpuacct:
+            before["cpu_ns"] = _read_int(cpuacct, "cpuacct.usage")
+        return before
+
+    def finish(self, reply: dict[str, Any], before: dict[str, int]) -> ExitReport:
+        """Turn the spawner's exit report and the cgroup counters into an ExitReport."""
+        status = int(reply["exit"])
+        exit_code: int | None = None
+        signal_number: int | None = None
+        if os.WIFSIGNALED(status):
+            signal_number = os.WTERMSIG(status)
+        else:
+            exit_code = os.WEXITSTATUS(status)
+            if self.sandbox.config.mode == "bwrap" and 128 < exit_code <= 128 + 64:
+                # bwrap's pid 1 reports a program killed by signal N as exit 128+N
+                exit_code, signal_number = None, exit_code - 128
+        cpu_ms = int((reply["utime"] + reply["stime"]) * 1000)
+        memory_kb: int | None = int(reply["maxrss"]) or None
+        oom_killed = False
+        if "cpu_ns" in before:
+            cpu_ms = (_read_int(self.cgroups["cpuacct"], "cpuacct.usage") - before["cpu_ns"]) // 1_000_000
+        if "memory" in before:
+            memory = self.cgroups["memory"]
+            peak = _read_int(memory, "memory.max_usage_in_bytes") - before["memory"]
+            memory_kb = max(peak // 1024, memory_kb or 0)
+            oom_killed = _oom_kills(memory) > before["oom_kill"]
+        if signal_number == signal.SIGKILL and oom_killed is False and "memory" not in before:
+            oom_killed = False
+        return ExitReport(exit_code, signal_number, cpu_ms, memory_kb, oom_killed)
+
+    def unsandboxed_dir(self) -> str:
+        """A fresh host run directory for mode "none", owned by the slot's uid."""
+        if self._run_dir is not None:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+        self._run_dir = os.path.join(self.sandbox._scratch, f"run-{self.index}-{time.time_ns()}")
+        os.mkdir(self._run_dir, 0o700)
+        if self.uid is not None:
+            os.chown(self._run_dir, self.uid, self.uid)
+        return self._run_dir
+
+    def cleanup_run(self) -> None:
+        if self._run_dir is not None:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+            self._run_dir = None
+
+    def _stop_spawner(self) -> None:
+        if self.sock is not None:
+            self.sock.close()  # EOF: the spawner kills any run and exits
+            self.sock = None
+        if self.spawner is not None:
+            try:
+                self.spawner.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.spawner.kill()
+                self.spawner.wait()
+            self.spawner = None
+
+    def close(self) -> None:
+        self._stop_spawner()
+        self.cleanup_run()
+        for directory in self.cgroups.values():
+            try:
+                os.rmdir(directory)
+            except OSError:
+                pass
+        os.close(self.lock_fd)
+
+
+class _Started:
+    """A job running in a slot, as the pump sees it."""
+
+    def __init__(self, slot: _Slot, before: dict[str, int]) -> None:
+        self.slot = slot
+        self.before = before
+        self._report: ExitReport | None = None
+
+    def fileno(self) -> int:
+        assert self.slot.sock is not None
+        return self.slot.sock.fileno()
+
+    def kill(self) -> None:
+        if self._report is None and self.slot.sock is not None:
+            self.slot.sock.send(b'{"op": "kill"}')
+
+    def read_report(self) -> ExitReport:
+        try:
+            self._report = self.slot.finish(self.slot._receive(), self.before)
+        finally:
+            self.slot.cleanup_run()
+        return self._report
+
+    def wait(self) -> ExitReport:
+        return self.read_report()
+
+
+def _cancelled_result() -> Result:
+    return Result(
+        status=Status.CANCELLED,
+        reason=Reason.CANCELLED,
+        exit_code=None,
+        signal=None,
+        stdout="",
+        stderr="",
+        compile_output="",
+        stdout_truncated=False,
+        stderr_truncated=False,
+        wall_time_ms=0,
+        cpu_time_ms=None,
+        memory_kb=None,
+        message="Cancelled",
+    )
+
+
+def _rlimits(job: Job, has_memcg: bool) -> list[tuple[int, int, int]]:
+    cpu_s = math.ceil(job.wall_timeout_s)
+    limits = [
+        (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),
+        (resource.RLIMIT_FSIZE, job.file_size_bytes, job.file_size_bytes),
+        (resource.RLIMIT_NOFILE, _NOFILE, _NOFILE),
+        (resource.RLIMIT_NPROC, job.max_processes + _SANDBOX_PROCESSES, job.max_processes + 2),
+        (resource.RLIMIT_CORE, 0, 0),
+    ]
+    if job.limit_address_space:
+        # with a memory cgroup the cgroup is the limit, AS only turns huge allocations into a
+        # clean MemoryError / bad_alloc; without one AS is all we have
+        megabytes = max(job.memory_mb * 4, 1024) if has_memcg else max(job.memory_mb, 128)
+        limits.append((resource.RLIMIT_AS, megabytes << 20, megabytes << 20))
+    return limits
+
+
+def _unsandboxed_env(cwd: list[str] | None) -> dict[str, str]:
+    home = cwd[0] if cwd else "/tmp"
+    return {"PATH": "/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8"}
+
+
+def _claim_slot_indexes(count: int, is_root: bool, work_root: str) -> list[tuple[int, int]]:
+    """Lock the first ``count`` free slot indexes on this host (flock; freed when we exit)."""
+    directory = _SLOT_LOCK_DIR if is_root else os.path.join(work_root, "slots")
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    claimed: list[tuple[int, int]] = []
+    for index in range(_MAX_SLOT_INDEX):
+        fd = os.open(os.path.join(directory, f"slot-{index}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                continue
+            raise
+        claimed.append((index, fd))
+        if len(claimed) == count:
+            return claimed
+    for _index, fd in claimed:
+        os.close(fd)
+    raise RunnerError(f"no free sandbox slot on this host (all {_MAX_SLOT_INDEX} in use)")
+
+
+def _make_cgroups(index: int) -> dict[str, str]:
+    """Create (or reuse) the slot's cgroups where cgroup v1 is writable; {} otherwise."""
+    made: dict[str, str] = {}
+    for controller in _CGROUP_CONTROLLERS:
+        base = os.path.join(_CGROUP_ROOT, controller)
+        if not os.path.exists(os.path.join(base, "cgroup.procs")):
+            continue
+        directory = os.path.join(base, "livecode", f"slot{index}")
+        try:
+            os.makedirs(directory, exist_ok=True)
+            _kill_leftovers(directory)  # a crashed previous owner of this slot
+            if controller == "cpu":
+                _write(directory, "cpu.cfs_period_us", _CPU_PERIOD_US)
+                _write(directory, "cpu.cfs_quota_us", _CPU_PERIOD_US)
+            if controller == "memory":
+                try:
+                    _write(directory, "memory.swappiness", 0)
+                except OSError:
+                    pass
+        except OSError as exc:
+            logger.warning("cgroup %s unavailable for slot %d: %s", controller, index, exc)
+            continue
+        made[controller] = directory
+    return made
+
+
+def _kill_leftovers(directory: str) -> None:
+    with open(os.path.join(directory, "cgroup.procs")) as procs:
+        for line in procs:
+            try:
+                os.kill(int(line), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+
+
+def _set_memory_limit(directory: str, limit_bytes: int) -> None:
+    current = _read_int(directory, "memory.limit_in_bytes")
+    has_memsw = os.path.exists(os.path.join(directory, "memory.memsw.limit_in_bytes"))
+    # memsw must stay >= the memory limit at every step
+    order = ["memory.limit_in_bytes"]
+    if has_memsw:
+        order = (
+            ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"]
+            if limit_bytes > current
+            else ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+        )
+    for name in order:
+        try:
+            _write(directory, name, limit_bytes)
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            _write(directory, "memory.force_empty", 0)  # page cache of the last run
+            _write(directory, name, limit_bytes)
+
+
+def _oom_kills(directory: str) -> int:
+    with open(os.path.join(directory, "memory.oom_control")) as control:
+        for line in control:
+            name, _, value = line.partition(" ")
+            if name == "oom_kill":
+                return int(value)
+    return 0
+
+
+def _read_int(directory: str, name: str) -> int:
+    with open(os.path.join(directory, name)) as file:
+        return int(file.read().split()[0])
+
+
+def _write(directory: str, name: str, value: int) -> None:
+    with open(os.path.join(directory, name), "w") as file:
+        file.write(str(value))
+
+
+def _bwrap_version(bwrap: str) -> str | None:
+    try:
+        done = subprocess.run(
+            [bwrap, "--version"], capture_output=True, text=True, env={}, timeout=10, check=False
+        )
+    except OSError:
+        return None
+    return done.stdout.strip().removeprefix("bubblewrap ") or None
+
+
+def _pch_file(runtime: str) -> str:
+    return os.path.join(runtime, "pch", "bits", "stdc++.h.gch")
