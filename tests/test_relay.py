@@ -1,0 +1,342 @@
+"""The relay: every follower gets each output exactly once, in order, then finished."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from livecode.bus import Bus, Subscriber, execution_channel
+from livecode.relay import Relay
+from tests.conftest_bus import (
+    TIMEOUT_S,
+    anyio_backend_fixture,  # noqa: F401
+    bus_fixture,  # noqa: F401
+    redis_bus_fixture,  # noqa: F401
+)
+
+pytestmark = pytest.mark.anyio
+
+Event = dict[str, Any]
+
+
+def execution_events(execution_id: str, n: int) -> list[Event]:
+    """A status event, n outputs with seq 1..n, and finished."""
+    return [
+        {"type": "status", "execution_id": execution_id, "status": "RUNNING", "attempt": 1},
+        *(
+            {
+                "type": "output",
+                "execution_id": execution_id,
+                "stream": "stdout" if seq % 3 else "stderr",
+                "seq": seq,
+                "data": f"line {seq}\n",
+            }
+            for seq in range(1, n + 1)
+        ),
+        {"type": "finished", "execution_id": execution_id, "status": "COMPLETED"},
+    ]
+
+
+class FakeStore:
+    """load_final backed by a dict: the events of executions that are final."""
+
+    def __init__(self) -> None:
+        self.final: dict[str, list[Event]] = {}
+
+    async def load_final(self, execution_id: str) -> list[Event] | None:
+        return self.final.get(execution_id)
+
+
+class CountingBus:
+    """A bus whose subscribers count subscribe/unsubscribe calls per channel."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self.subscribes: list[str] = []
+        self.unsubscribes: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bus, name)
+
+    def subscriber(self) -> Subscriber:
+        return _CountingSubscriber(self._bus.subscriber(), self)
+
+
+class _CountingSubscriber:
+    def __init__(self, subscriber: Subscriber, counts: CountingBus) -> None:
+        self._subscriber = subscriber
+        self._counts = counts
+
+    async def subscribe(self, *channels: str) -> None:
+        self._counts.subscribes.extend(channels)
+        await self._subscriber.subscribe(*channels)
+
+    async def unsubscribe(self, *channels: str) -> None:
+        self._counts.unsubscribes.extend(channels)
+        await self._subscriber.unsubscribe(*channels)
+
+    def __aiter__(self) -> AsyncIterator[tuple[str, Event]]:
+        return self._subscriber.__aiter__()
+
+    async def aclose(self) -> None:
+        await self._subscriber.aclose()
+
+
+@pytest.fixture
+async def store() -> FakeStore:
+    return FakeStore()
+
+
+@pytest.fixture
+async def relay(bus: Bus, store: FakeStore) -> AsyncIterator[Relay]:
+    relay = Relay(bus, store.load_final)
+    await relay.start()
+    yield relay
+    await relay.close()
+
+
+def publish(bus: Bus, events: list[Event], *, pause_every: int = 0) -> None:
+    """Publish events as a worker does: outputs and status kept, in order."""
+    for n, event in enumerate(events, 1):
+        bus.publish(execution_channel(event["execution_id"]), event)
+        if pause_every and n % pause_every == 0:
+            time.sleep(0.001)
+
+
+def in_thread(target: Any, *args: Any, **kwargs: Any) -> threading.Thread:
+    thread = threading.Thread(target=target, args=args, kwargs=kwargs, daemon=True)
+    thread.start()
+    return thread
+
+
+async def collect(events: AsyncIterator[Event]) -> list[Event]:
+    with anyio.fail_after(TIMEOUT_S):
+        return [event async for event in events]
+
+
+def assert_complete(received: list[Event], events: list[Event], since: int = 0) -> None:
+    """Outputs seq since+1..n exactly once, in order, joined as published; finished last, once."""
+    outputs = [event for event in received if event["type"] == "output"]
+    expected = [event for event in events if event["type"] == "output" and event["seq"] > since]
+    assert [event["seq"] for event in outputs] == [event["seq"] for event in expected]
+    assert "".join(event["data"] for event in outputs) == "".join(e["data"] for e in expected)
+    assert [event["type"] for event in received].count("finished") == 1
+    assert received[-1] == events[-1]
+
+
+async def test_follow_from_the_start_gets_every_event(bus: Bus, relay: Relay) -> None:
+    """A follower there before the run gets exactly the events published."""
+    events = execution_events("e1", 50)
+    async with relay.follow("e1") as followed:
+        thread = in_thread(publish, bus, events)
+        received = await collect(followed)
+    thread.join()
+    assert received == events
+
+
+async def test_late_follower_gets_every_output_once(bus: Bus, relay: Relay) -> None:
+    """Joining mid-run: history, then live, seq 1..n contiguous, then finished."""
+    events = execution_events("e1", 200)
+    publish(bus, events[:100])
+    async with relay.follow("e1") as followed:
+        thread = in_thread(publish, bus, events[100:])
+        received = await collect(followed)
+    thread.join()
+    assert received[0] == events[0]
+    assert_complete(received, events)
+
+
+async def test_since_gets_only_later_outputs(bus: Bus, relay: Relay) -> None:
+    """A reconnect with since=k gets status events and the outputs after k only."""
+    events = execution_events("e1", 30)
+    publish(bus, events[:20])
+    async with relay.follow("e1", since=12) as followed:
+        thread = in_thread(publish, bus, events[20:])
+        received = await collect(followed)
+    thread.join()
+    assert received[0]["type"] == "status"
+    assert_complete(received, events, since=12)
+
+
+async def test_follower_after_the_end_gets_the_stored_events(
+    bus: Bus, relay: Relay, store: FakeStore
+) -> None:
+    """History expired: the store's events of the final execution are replayed."""
+    events = execution_events("e1", 10)
+    publish(bus, events)
+    bus.expire(execution_channel("e1"), 0)
+    store.final["e1"] = events
+    async with relay.follow("e1") as followed:
+        assert await collect(followed) == events
+    async with relay.follow("e1", since=7) as followed:
+        assert_complete(await collect(followed), events, since=7)
+
+
+async def test_finished_after_the_store_commit_arrives_live(
+    bus: Bus, relay: Relay, store: FakeStore
+) -> None:
+    """History without finished and not final yet: finished still arrives live and ends it."""
+    events = execution_events("e1", 5)
+    publish(bus, events[:-1])
+    async with relay.follow("e1") as followed:
+        iterator = aiter(followed)
+        with anyio.fail_after(TIMEOUT_S):
+            first = [await anext(iterator) for _ in range(6)]
+        publish(bus, events[-1:])
+        rest = await collect(iterator)
+    assert first + rest == events
+
+
+async def test_empty_history_goes_live(bus: Bus, relay: Relay) -> None:
+    """A queued execution (nothing published yet) is followed live."""
+    events = execution_events("e1", 5)
+    async with relay.follow("e1") as followed:
+        iterator = aiter(followed)
+        task = asyncio.ensure_future(collect(iterator))
+        await asyncio.sleep(0.05)
+        publish(bus, events)
+        assert await task == events
+
+
+async def test_two_followers_share_one_subscription(bus: Bus, store: FakeStore) -> None:
+    """Two followers of one execution both get everything over a single bus subscription."""
+    counting = CountingBus(bus)
+    relay = Relay(counting, store.load_final)  # type: ignore[arg-type]
+    await relay.start()
+    events = execution_events("e1", 100)
+    try:
+        async with relay.follow("e1") as first, relay.follow("e1") as second:
+            assert relay.subscribed_channels == {"execution:e1"}
+            thread = in_thread(publish, bus, events)
+            received = await asyncio.gather(collect(first), collect(second))
+        thread.join()
+    finally:
+        await relay.close()
+    assert received == [events, events]
+    assert counting.subscribes == ["execution:e1"]
+
+
+async def test_followers_joining_while_the_worker_publishes(bus: Bus, relay: Relay) -> None:
+    """2000 outputs published while followers join at random moments: each gets them all once."""
+    events = execution_events("e1", 2000)
+    rng = random.Random(7)
+
+    async def follower(delay_s: float, since: int) -> tuple[int, list[Event]]:
+        await asyncio.sleep(delay_s)
+        async with relay.follow("e1", since=since) as followed:
+            return since, await collect(followed)
+
+    thread = in_thread(publish, bus, events, pause_every=50)
+    results = await asyncio.gather(
+        *(follower(rng.uniform(0, 0.1), rng.choice([0, 0, 0, 500, 1999])) for _ in range(30))
+    )
+    thread.join()
+    for since, received in results:
+        assert_complete(received, events, since=since)
+
+
+async def test_slow_follower_resyncs_without_blocking_others(
+    bus: Bus, store: FakeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A follower slower than its queue still gets everything; a fast one is not held back."""
+    relay = Relay(bus, store.load_final, follower_queue_size=8)
+    await relay.start()
+    events = execution_events("e1", 300)
+    fast_done = asyncio.Event()
+
+    async def slow() -> list[Event]:
+        received = []
+        async with relay.follow("e1") as followed:
+            async for event in followed:
+                received.append(event)
+                if not fast_done.is_set():
+                    await asyncio.sleep(0.002)
+        return received
+
+    async def fast() -> list[Event]:
+        async with relay.follow("e1") as followed:
+            received = await collect(followed)
+        fast_done.set()
+        return received
+
+    try:
+        tasks = asyncio.gather(slow(), fast())
+        await asyncio.sleep(0.05)
+        thread = in_thread(publish, bus, events)
+        with anyio.fail_after(TIMEOUT_S):
+            slow_received, fast_received = await tasks
+        thread.join()
+    finally:
+        await relay.close()
+    assert fast_received == events
+    assert_complete(slow_received, events)
+    assert "too slow: re-syncing" in caplog.text
+
+
+async def test_cancelled_follow_unsubscribes(bus: Bus, store: FakeStore) -> None:
+    """Cancelling a follower leaves no subscription behind."""
+    counting = CountingBus(bus)
+    relay = Relay(counting, store.load_final)  # type: ignore[arg-type]
+    await relay.start()
+    entered = asyncio.Event()
+
+    async def follow_forever() -> None:
+        async with relay.follow("e1") as followed:
+            entered.set()
+            async for _ in followed:
+                pass
+
+    try:
+        task = asyncio.ensure_future(follow_forever())
+        with anyio.fail_after(TIMEOUT_S):
+            await entered.wait()
+        assert relay.subscribed_channels == {"execution:e1"}
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert relay.subscribed_channels == frozenset()
+        with anyio.fail_after(TIMEOUT_S):
+            while counting.unsubscribes != ["execution:e1"]:
+                await asyncio.sleep(0.01)
+    finally:
+        await relay.close()
+
+
+async def test_listen_relays_live_session_events(bus: Bus, relay: Relay) -> None:
+    """listen() gives the live events of any channel, sharing the subscription."""
+    update = {"type": "session.updated", "session_id": "s1", "version": 2}
+    async with relay.listen("session:s1") as first, relay.listen("session:s1") as second:
+        bus.publish("session:s1", update, keep=False)
+        with anyio.fail_after(TIMEOUT_S):
+            assert await anext(aiter(first)) == update
+            assert await anext(aiter(second)) == update
+    assert relay.subscribed_channels == frozenset()
+
+
+async def test_close_ends_followers_with_an_error(bus: Bus, store: FakeStore) -> None:
+    """Shutting down ends every follower with an `unavailable` error, never a hang."""
+    relay = Relay(bus, store.load_final)
+    await relay.start()
+    async with relay.follow("e1") as followed:
+        task = asyncio.ensure_future(collect(followed))
+        await asyncio.sleep(0.05)
+        await relay.close()
+        received = await task
+    assert received == [
+        {"type": "error", "code": "unavailable", "message": "the server is shutting down"}
+    ]
+
+
+async def test_follow_needs_start(bus: Bus, store: FakeStore) -> None:
+    """Following before start() is a misuse and says so."""
+    relay = Relay(bus, store.load_final)
+    with pytest.raises(RuntimeError, match="start"):
+        async with relay.follow("e1"):
+            pass
