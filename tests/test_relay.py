@@ -11,14 +11,17 @@ from typing import Any
 
 import anyio
 import pytest
+import redis
 
 from livecode.bus import Bus, Subscriber, execution_channel
+from livecode.bus.redis import RedisBus
 from livecode.relay import Relay
 from tests.conftest_bus import (
     TIMEOUT_S,
     anyio_backend_fixture,  # noqa: F401
     bus_fixture,  # noqa: F401
     redis_bus_fixture,  # noqa: F401
+    require_redis,
 )
 
 pytestmark = pytest.mark.anyio
@@ -340,3 +343,35 @@ async def test_follow_needs_start(bus: Bus, store: FakeStore) -> None:
     with pytest.raises(RuntimeError, match="start"):
         async with relay.follow("e1"):
             pass
+
+
+async def test_follower_survives_a_lost_redis_connection(
+    redis_bus: RedisBus, store: FakeStore
+) -> None:
+    """Events published while the relay's Redis connection is down come from the history."""
+    relay = Relay(redis_bus, store.load_final)
+    await relay.start()
+    events = execution_events("e1", 100)
+    try:
+        async with relay.follow("e1") as followed:
+            iterator = aiter(followed)
+            publish(redis_bus, events[:40])
+            with anyio.fail_after(TIMEOUT_S):
+                received = [await anext(iterator) for _ in range(40)]
+            kill_subscribers(redis_bus)
+            publish(redis_bus, events[40:])
+            received += await collect(iterator)
+    finally:
+        await relay.close()
+    assert received == events
+
+
+def kill_subscribers(redis_bus: RedisBus) -> None:
+    """Drop the pub/sub connections of this bus's subscribers (only this test's)."""
+    client = redis.Redis.from_url(require_redis())
+    try:
+        for info in client.client_list(_type="pubsub"):
+            if info["name"] == f"{redis_bus.prefix}subscriber":
+                client.client_kill_filter(_id=info["id"])
+    finally:
+        client.close()
