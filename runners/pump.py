@@ -23,6 +23,8 @@ from runners.result import Stream
 
 _READ_BYTES = 1 << 20
 _PIPE_BYTES = 1 << 20
+_HOLD_S = 0.005  # a partial line waits this long for the rest of its writes (python -u: 4 writes)
+_HOLD_CHARS = 1 << 16
 _KILL_GRACE_S = 15.0  # after a kill, the spawner reports within milliseconds; beyond this it is broken
 F_SETPIPE_SZ = 1031
 
@@ -47,6 +49,9 @@ class _Sink:
     parts: list[str] = field(default_factory=list)
     size_bytes: int = 0
     is_truncated: bool = False
+    held: list[str] = field(default_factory=list)  # decoded, not yet given to on_output
+    held_chars: int = 0
+    held_since: float = 0.0
 
     def feed(self, data: bytes) -> tuple[str, bool]:
         """Decode a chunk; return (text, whether the cap was just passed)."""
@@ -61,6 +66,26 @@ class _Sink:
         text = self.decoder.decode(data, final=False)
         self.parts.append(text)
         return text, passed
+
+    def hold(self, text: str, now: float) -> None:
+        """Keep text until its line is complete, so one print is one chunk."""
+        if text:
+            if not self.held:
+                self.held_since = now
+            self.held.append(text)
+            self.held_chars += len(text)
+
+    def release(self, now: float, force: bool = False) -> str:
+        """Return the held text if it is due: a whole line, large, or held long enough."""
+        if not self.held:
+            return ""
+        due = self.held[-1].endswith("\n") or self.held_chars >= _HOLD_CHARS
+        if not (force or due or now - self.held_since >= _HOLD_S):
+            return ""
+        text = "".join(self.held)
+        self.held.clear()
+        self.held_chars = 0
+        return text
 
     def finish(self) -> str:
         if self.is_truncated:
@@ -162,6 +187,9 @@ def pump(
             if killed_at is not None and now - killed_at > _KILL_GRACE_S:
                 raise RunnerError("the sandbox did not end a killed run")
             limit = deadline if killed_at is None else killed_at + _KILL_GRACE_S
+            for sink in every_sink:
+                if sink.held:
+                    limit = min(limit, sink.held_since + _HOLD_S)
             timeout_ms = max(0, int((limit - now) * 1000) + 1)
             if stdin_fd is not None:
                 if pending:
@@ -200,6 +228,9 @@ def pump(
                     outcome.report = process.read_report()
                     poller.unregister(fd)
                     close_stdin()
+            now = time.monotonic()
+            for sink in every_sink:
+                emit(sink.stream, sink.release(now))
     finally:
         if control is not None:
             control._attach(None)
@@ -229,15 +260,18 @@ def _read(
         if exc.errno == errno.EAGAIN:
             return
         data = b""
+    now = time.monotonic()
     if not data:
-        emit(sink.stream, sink.finish())
+        sink.hold(sink.finish(), now)
+        emit(sink.stream, sink.release(now, force=True))
         poller.unregister(fd)
         os.close(fd)
         del sinks[fd]
         return
     text, passed = sink.feed(data)
-    emit(sink.stream, text)
+    sink.hold(text, now)
     if passed:
+        emit(sink.stream, sink.release(now, force=True))
         outcome.output_limited = True
         kill()
 

@@ -1,0 +1,192 @@
+"""Runs in each language: hello, stdin, args, unicode, errors, limits, streaming, control, cache."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from runners import Control, Limits, Program, Reason, Sandbox, Status, Stream
+from tests.runners.conftest import FAST, LANGUAGES, Chunks, program, requires_bwrap, run
+
+pytestmark = requires_bwrap
+
+HELLO = {
+    "python": "print('hello, world')",
+    "javascript": "console.log('hello, world')",
+    "c++": '#include <iostream>\nint main() { std::cout << "hello, world" << std::endl; }',
+}
+ECHO = {
+    "python": "import sys\nprint(sys.stdin.read().upper(), *sys.argv[1:])",
+    "javascript": "const s = require('fs').readFileSync(0, 'utf8');\n"
+    "console.log(s.toUpperCase(), ...process.argv.slice(2))",
+    "c++": "#include <bits/stdc++.h>\nint main(int argc, char** argv) {\n"
+    "  std::string s, l; while (std::getline(std::cin, l)) s += l + '\\n';\n"
+    "  for (auto& c : s) c = toupper(c); std::cout << s;\n"
+    "  for (int i = 1; i < argc; i++) std::cout << ' ' << argv[i]; std::cout << '\\n'; }",
+}
+CRASH = {
+    "python": "raise SystemExit(3)",
+    "javascript": "process.exit(3)",
+    "c++": "int main() { return 3; }",
+}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_hello_world(sandbox: Sandbox, language: str) -> None:
+    result, _ = run(sandbox, Program(language, HELLO[language]))
+    assert (result.status, result.reason, result.exit_code) == (Status.COMPLETED, Reason.EXIT, 0)
+    assert result.stdout == "hello, world\n"
+    assert result.stderr == ""
+    assert result.wall_time_ms >= 0 and result.cpu_time_ms is not None
+    assert result.memory_kb and result.memory_kb > 0
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_stdin_and_args(sandbox: Sandbox, language: str) -> None:
+    prog = Program(language, ECHO[language], stdin=b"abc\n", args=("x y", "é"))
+    result, _ = run(sandbox, prog)
+    assert result.status is Status.COMPLETED, result
+    assert result.stdout.startswith("ABC\n")
+    assert result.stdout.rstrip().endswith("x y é")
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_nonzero_exit_is_a_runtime_error(sandbox: Sandbox, language: str) -> None:
+    result, _ = run(sandbox, Program(language, CRASH[language]))
+    assert (result.status, result.reason, result.exit_code) == (
+        Status.FAILED,
+        Reason.RUNTIME_ERROR,
+        3,
+    )
+
+
+def test_uncaught_exception_is_a_runtime_error_with_traceback(sandbox: Sandbox) -> None:
+    result, _ = run(sandbox, Program("python", "def f():\n    1/0\nf()"))
+    assert (result.status, result.reason, result.exit_code) == (
+        Status.FAILED,
+        Reason.RUNTIME_ERROR,
+        1,
+    )
+    assert "ZeroDivisionError" in result.stderr
+
+
+def test_cpp_abort_reports_the_signal(sandbox: Sandbox) -> None:
+    result, _ = run(sandbox, Program("c++", "#include <cstdlib>\nint main() { std::abort(); }"))
+    assert (result.status, result.reason, result.signal) == (Status.FAILED, Reason.RUNTIME_ERROR, 6)
+
+
+def test_compile_error_streams_the_compiler_message(sandbox: Sandbox) -> None:
+    source = f"// {uuid.uuid4()}\nint main() {{ return undefined_name; }}"
+    result, chunks = run(sandbox, Program("c++", source))
+    assert (result.status, result.reason) == (Status.FAILED, Reason.COMPILE_ERROR)
+    assert "undefined_name" in result.compile_output and "error" in result.compile_output
+    assert any(stream is Stream.COMPILE for stream, _ in chunks.calls)
+    assert result.stdout == ""
+
+
+def test_unicode_is_decoded_without_splitting_characters(sandbox: Sandbox) -> None:
+    result, chunks = run(sandbox, program("utf8_split", "python"))
+    assert result.stdout == "a€\nbad \ufffd\ufffd end\n\ufffd"
+    for _stream, text in chunks.calls:
+        assert not text.startswith("\u20ac") or text.startswith("€\n")  # "€" arrived whole
+    assert "a" in [text for _s, text in chunks.calls]  # the chunk before the split char
+
+
+def test_cache_hit_skips_the_compiler(sandbox: Sandbox) -> None:
+    source = f'#warning "compiled {uuid.uuid4()}"\nint main() {{ return 0; }}'
+    first, _ = run(sandbox, Program("c++", source))
+    second, chunks = run(sandbox, Program("c++", source))
+    assert first.status is second.status is Status.COMPLETED
+    assert "compiled" in first.compile_output  # the compiler ran and warned
+    assert second.compile_output == ""  # no compiler, no warning
+    assert not [s for s, _ in chunks.calls if s is Stream.COMPILE]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_output_streams_line_by_line_without_flushing(sandbox: Sandbox, language: str) -> None:
+    arrivals: list[tuple[float, str]] = []
+
+    def on_output(stream: Stream, text: str) -> None:
+        if stream is Stream.STDOUT:
+            arrivals.append((time.monotonic(), text))
+
+    result = sandbox.run(program("stream_lines", language), FAST, on_output=on_output)
+    assert result.status is Status.COMPLETED, result
+    assert [text for _t, text in arrivals] == [f"tick {i}\n" for i in range(4)]
+    gaps = [b[0] - a[0] for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    assert all(gap > 0.15 for gap in gaps), gaps
+
+
+def test_interactive_stdin_write_then_eof(sandbox: Sandbox) -> None:
+    control = Control()
+    seen: list[str] = []
+
+    def on_output(stream: Stream, text: str) -> None:
+        seen.append(text)
+        if text == "ready\n":
+            threading.Thread(target=lambda: (control.write(b"hello\n"), control.close_stdin())).start()
+
+    prog = program("echo_upper", "python", interactive=True)
+    result = sandbox.run(prog, FAST, on_output=on_output, control=control)
+    assert result.status is Status.COMPLETED, result
+    assert result.stdout == "ready\nHELLO\neof\n"
+
+
+def test_cancel_mid_run(sandbox: Sandbox) -> None:
+    control = Control()
+
+    def on_output(stream: Stream, text: str) -> None:
+        threading.Timer(0.1, control.cancel).start()
+
+    started = time.monotonic()
+    prog = Program("python", "import time\nprint('started')\ntime.sleep(60)")
+    result = sandbox.run(prog, Limits(wall_timeout_s=30), on_output=on_output, control=control)
+    assert (result.status, result.reason) == (Status.CANCELLED, Reason.CANCELLED)
+    assert result.stdout == "started\n"
+    assert time.monotonic() - started < 5
+
+
+def test_cancel_before_start_returns_at_once(sandbox: Sandbox) -> None:
+    control = Control()
+    control.cancel()
+    result = sandbox.run(Program("python", "print(1)"), FAST, control=control)
+    assert result.status is Status.CANCELLED
+
+
+def test_exception_in_on_output_kills_the_run_and_propagates(sandbox: Sandbox) -> None:
+    def on_output(stream: Stream, text: str) -> None:
+        raise KeyError("consumer broke")
+
+    with pytest.raises(KeyError):
+        sandbox.run(Program("python", "import time\nprint(1)\ntime.sleep(60)"), FAST, on_output)
+    run(sandbox, Program("python", "print(2)"))  # nothing left behind, the slot works
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_output_limit_keeps_exactly_the_first_bytes(sandbox: Sandbox, language: str) -> None:
+    result, _ = run(sandbox, program("flood", language))
+    expected = "".join(f"line {i} ✓\n" for i in range(5000)).encode()[: FAST.output_limit_bytes]
+    assert (result.status, result.reason) == (Status.FAILED, Reason.OUTPUT_LIMIT)
+    assert result.stdout_truncated and not result.stderr_truncated
+    assert result.stdout == expected.decode(errors="ignore")
+    assert result.message and "limit" in result.message
+
+
+def test_output_limit_at_the_default_100_kib(sandbox: Sandbox) -> None:
+    result, _ = run(sandbox, program("flood", "python"), Limits(wall_timeout_s=10))
+    expected = "".join(f"line {i} ✓\n" for i in range(20000)).encode()[:102400]
+    assert result.reason is Reason.OUTPUT_LIMIT and result.stdout_truncated
+    assert result.stdout.encode() == expected.decode(errors="ignore").encode()
+    assert len(result.stdout.encode()) in range(102400 - 3, 102401)
+
+
+def test_stderr_limit_is_per_stream(sandbox: Sandbox) -> None:
+    source = "import sys\nprint('ok')\nwhile True: sys.stderr.write('e' * 1000)"
+    result, _ = run(sandbox, Program("python", source))
+    assert result.reason is Reason.OUTPUT_LIMIT
+    assert result.stderr_truncated and not result.stdout_truncated
+    assert result.stderr == "e" * FAST.output_limit_bytes
+    assert result.stdout == "ok\n"
