@@ -1,0 +1,243 @@
+"""End-to-end benchmark of the service, beside the bare interpreter and runners alone.
+
+Prints, for a python hello world: bare `/usr/bin/python3 -c`, the `runners` sandboxed run, and
+run -> finished over a real WebSocket (embedded, and distributed with PostgreSQL + Redis + a
+separate worker process), with medians, p99 and the difference to bare; runs/s at
+concurrency 1, 4, 16 against bare and runners-only; autosaves/s over one WS and over REST.
+
+    python3 bench/bench_service.py [--runs 200] [--seconds 5]
+
+Servers run as separate processes so the client does not share their GIL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import httpx
+import sqlalchemy as sa
+from websockets.asyncio.client import connect
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from runners import Limits, Program, Sandbox, SandboxConfig  # noqa: E402
+
+HELLO = "print('Hello World')"
+PYTHON = "/usr/bin/python3"
+POSTGRES_URL = os.environ.get("LIVECODE_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("LIVECODE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+UNLIMITED = {"LIVECODE_RUNS_PER_MINUTE": "100000000", "LIVECODE_RUNS_PER_SESSION": "100000000"}
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def report(name: str, samples_ms: list[float], bare_ms: float | None = None) -> float:
+    median = statistics.median(samples_ms)
+    line = f"{name:<44} median {median:7.2f} ms   p90 {percentile(samples_ms, 0.9):7.2f}   p99 {percentile(samples_ms, 0.99):7.2f}"
+    if bare_ms is not None:
+        line += f"   +{median - bare_ms:6.2f} ms over bare ({median / bare_ms:4.2f}x)"
+    print(line, flush=True)
+    return median
+
+
+def bare_run() -> None:
+    subprocess.run([PYTHON, "-c", HELLO], env={"PATH": "/usr/bin:/bin"}, stdout=subprocess.PIPE, check=True)
+
+
+def timed(function: Callable[[], None], runs: int) -> list[float]:
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        function()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def runs_per_second(function: Callable[[], None], concurrency: int, seconds: float) -> float:
+    done = 0
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def loop() -> None:
+        nonlocal done
+        while time.monotonic() < deadline:
+            function()
+            with lock:
+                done += 1
+
+    threads = [threading.Thread(target=loop) for _ in range(concurrency)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return done / (time.monotonic() - started)
+
+
+@contextlib.contextmanager
+def process(args: list[str], env: dict[str, str]) -> Iterator[None]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECODE_")}
+    full_env.update(env, PYTHONPATH=REPO, LIVECODE_LOG_LEVEL="WARNING")
+    child = subprocess.Popen([sys.executable, "-m", "livecode", *args], env=full_env, cwd=REPO)
+    try:
+        yield
+    finally:
+        child.terminate()
+        child.wait(60)
+
+
+def wait_ready(url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/health/workers", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not become ready")
+
+
+async def ws_latencies(url: str, runs: int) -> list[float]:
+    async with connect(url.replace("http", "ws") + "/ws", max_size=None) as ws:
+        await ws.send(json.dumps({"type": "create", "language": "python", "source_code": HELLO}))
+        session_id = json.loads(await ws.recv())["session"]["id"]
+        samples = []
+        for _ in range(runs + 5):
+            started = time.perf_counter()
+            await ws.send(json.dumps({"type": "run", "session_id": session_id}))
+            while True:
+                event = json.loads(await ws.recv())
+                if event["type"] == "finished":
+                    assert event["stdout"] == "Hello World\n", event
+                    break
+                if event["type"] == "error":
+                    raise RuntimeError(event)
+            samples.append((time.perf_counter() - started) * 1000)
+        return samples[5:]
+
+
+async def ws_throughput(url: str, concurrency: int, seconds: float) -> float:
+    deadline = time.monotonic() + seconds
+    done = 0
+
+    async def client() -> None:
+        nonlocal done
+        async with connect(url.replace("http", "ws") + "/ws", max_size=None) as ws:
+            await ws.send(json.dumps({"type": "create", "language": "python", "source_code": HELLO}))
+            session_id = json.loads(await ws.recv())["session"]["id"]
+            while time.monotonic() < deadline:
+                await ws.send(json.dumps({"type": "run", "session_id": session_id}))
+                while True:
+                    event = json.loads(await ws.recv())
+                    if event["type"] == "finished":
+                        break
+                    if event["type"] == "error":
+                        raise RuntimeError(event)
+                done += 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return done / (time.monotonic() - started)
+
+
+async def autosaves(url: str, seconds: float) -> tuple[float, float]:
+    async with connect(url.replace("http", "ws") + "/ws") as ws:
+        await ws.send(json.dumps({"type": "create", "language": "python", "source_code": ""}))
+        session_id = json.loads(await ws.recv())["session"]["id"]
+        count, deadline = 0, time.monotonic() + seconds
+        started = time.monotonic()
+        while time.monotonic() < deadline:
+            await ws.send(json.dumps({"type": "autosave", "session_id": session_id, "source_code": f"x = {count}"}))
+            assert json.loads(await ws.recv())["type"] == "saved"
+            count += 1
+        ws_rate = count / (time.monotonic() - started)
+    with httpx.Client(base_url=url) as client:
+        count, deadline = 0, time.monotonic() + seconds
+        started = time.monotonic()
+        while time.monotonic() < deadline:
+            assert client.patch(f"/code-sessions/{session_id}", json={"source_code": f"y = {count}"}).status_code == 200
+            count += 1
+        rest_rate = count / (time.monotonic() - started)
+    return ws_rate, rest_rate
+
+
+def measure_mode(name: str, url: str, runs: int, seconds: float, bare_ms: float) -> dict[str, float]:
+    wait_ready(url)
+    figures = {"median": report(f"{name}: WS run -> finished", asyncio.run(ws_latencies(url, runs)), bare_ms)}
+    for concurrency in (1, 4, 16):
+        figures[f"rps{concurrency}"] = asyncio.run(ws_throughput(url, concurrency, seconds))
+    ws_rate, rest_rate = asyncio.run(autosaves(url, seconds / 2))
+    print(f"{name}: autosaves/s  one WS {ws_rate:7.0f}   REST {rest_rate:7.0f}", flush=True)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    print(f"python hello world, {args.runs} runs each; throughput over {args.seconds:g} s\n")
+
+    bare_ms = report("bare /usr/bin/python3 -c", timed(bare_run, args.runs))
+    with Sandbox(SandboxConfig(slots=4)) as sandbox:
+        program, limits = Program("python", HELLO), Limits()
+        sandboxed = lambda: sandbox.run(program, limits)  # noqa: E731
+        timed(sandboxed, 10)
+        report("runners, full sandbox", timed(sandboxed, args.runs), bare_ms)
+        runners_rps = {c: runs_per_second(sandboxed, c, args.seconds) for c in (1, 4, 16)}
+    bare_rps = {c: runs_per_second(bare_run, c, args.seconds) for c in (1, 4, 16)}
+
+    port = 18000 + os.getpid() % 1000
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"LIVECODE_DATABASE_URL": f"sqlite:///{tmp}/bench.db", "LIVECODE_PORT": str(port), **UNLIMITED}
+        with process(["serve"], env):
+            embedded = measure_mode("embedded", f"http://127.0.0.1:{port}", args.runs, args.seconds, bare_ms)
+
+    database = f"livecode_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{database}"'))
+    try:
+        env = {
+            "LIVECODE_DATABASE_URL": POSTGRES_URL.rsplit("/", 1)[0] + "/" + database,
+            "LIVECODE_REDIS_URL": REDIS_URL,
+            "LIVECODE_PORT": str(port + 1),
+            **UNLIMITED,
+        }
+        subprocess.run([sys.executable, "-m", "livecode", "init-db"], env={**os.environ, **env}, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        with process(["worker"], env), process(["serve"], env):
+            distributed = measure_mode("distributed", f"http://127.0.0.1:{port + 1}", args.runs, args.seconds, bare_ms)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+    print("\nruns/s (python hello world)      c=1      c=4     c=16")
+    print(f"  bare                        {bare_rps[1]:7.1f}  {bare_rps[4]:7.1f}  {bare_rps[16]:7.1f}")
+    print(f"  runners only (sandboxed)    {runners_rps[1]:7.1f}  {runners_rps[4]:7.1f}  {runners_rps[16]:7.1f}")
+    for name, figures in (("embedded", embedded), ("distributed", distributed)):
+        rates = [figures[f"rps{c}"] for c in (1, 4, 16)]
+        ratios = "  ".join(f"{rate / bare_rps[c]:5.0%}" for rate, c in zip(rates, (1, 4, 16)))
+        print(f"  service, {name:<18} {rates[0]:7.1f}  {rates[1]:7.1f}  {rates[2]:7.1f}   of bare: {ratios}")
+    print(
+        f"\nmedian over bare: embedded +{embedded['median'] - bare_ms:.2f} ms (target <= 10), "
+        f"distributed +{distributed['median'] - bare_ms:.2f} ms (target <= 20)"
+    )
+
+
+if __name__ == "__main__":
+    main()

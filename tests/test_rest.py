@@ -1,0 +1,223 @@
+"""The REST API over a real server, in embedded and distributed mode (reference README flow)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.utils import TIMEOUT, LiveServer
+
+HELLO = "print('Hello World')"
+SLEEPER = "import time\nprint('started', flush=True)\ntime.sleep(60)"
+
+
+def wait_final(client: httpx.Client, execution_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        execution = client.get(f"/executions/{execution_id}").json()
+        if execution["status"] not in ("QUEUED", "RUNNING"):
+            return execution  # type: ignore[no-any-return]
+        time.sleep(0.05)
+    raise AssertionError(f"execution {execution_id} did not finish")
+
+
+def wait_status(client: httpx.Client, execution_id: str, status: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while client.get(f"/executions/{execution_id}").json()["status"] != status:
+        assert time.monotonic() < deadline, f"execution never reached {status}"
+        time.sleep(0.05)
+
+
+def test_reference_flow(server: LiveServer) -> None:
+    """Create, autosave, read, run, poll, list and delete, with the reference's JSON shapes."""
+    with server.client() as client:
+        created = client.post("/code-sessions", json={"language": "python", "source_code": "print(1)"})
+        assert created.status_code == 201
+        session = created.json()
+        assert session["status"] == "ACTIVE" and session["version"] == 1
+        session_id = session["session_id"]
+
+        saved = client.patch(f"/code-sessions/{session_id}", json={"source_code": HELLO})
+        assert saved.status_code == 200
+        assert saved.json() == {**saved.json(), "session_id": session_id, "status": "ACTIVE", "version": 2}
+
+        read = client.get(f"/code-sessions/{session_id}").json()
+        assert {k: read[k] for k in ("id", "language", "source_code", "status")} == {
+            "id": session_id, "language": "python", "source_code": HELLO, "status": "ACTIVE",
+        }
+        assert read["created_at"].endswith("Z") and read["updated_at"] >= read["created_at"]
+
+        queued = client.post(f"/code-sessions/{session_id}/run")
+        assert queued.status_code == 202
+        assert queued.json()["status"] == "QUEUED"
+        execution_id = queued.json()["execution_id"]
+
+        execution = wait_final(client, execution_id)
+        assert execution["status"] == "COMPLETED" and execution["reason"] == "exit"
+        assert execution["stdout"] == "Hello World\n" and execution["stderr"] == ""
+        assert execution["exit_code"] == 0 and execution["execution_time_ms"] >= 0
+        assert execution["queued_at"] <= execution["started_at"] <= execution["finished_at"]
+
+        listed = client.get(f"/executions/session/{session_id}").json()
+        assert [item["execution_id"] for item in listed] == [execution_id]
+        assert listed[0]["status"] == "COMPLETED"
+
+        assert client.delete(f"/code-sessions/{session_id}").status_code == 204
+        assert client.get(f"/code-sessions/{session_id}").status_code == 404
+        gone = client.get(f"/executions/{execution_id}")
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"
+
+
+def test_execution_keeps_the_source_it_ran(server: LiveServer) -> None:
+    """Autosaving after a run does not change what the run executed."""
+    with server.client() as client:
+        session_id = client.post("/code-sessions", json={"language": "py", "source_code": HELLO}).json()["session_id"]
+        first = client.post(f"/code-sessions/{session_id}/run?wait=true").json()
+        client.patch(f"/code-sessions/{session_id}", json={"source_code": "print('changed')"})
+        assert client.get(f"/executions/{first['execution_id']}").json()["stdout"] == "Hello World\n"
+        second = client.post(f"/code-sessions/{session_id}/run?wait=true").json()
+        assert second["stdout"] == "changed\n"
+        listed = client.get(f"/executions/session/{session_id}").json()
+        assert [e["execution_id"] for e in listed] == [second["execution_id"], first["execution_id"]]
+        page = client.get(f"/executions/session/{session_id}?limit=1&before={second['execution_id']}").json()
+        assert [e["execution_id"] for e in page] == [first["execution_id"]]
+
+
+@pytest.mark.parametrize(
+    ("language", "source", "stdout"),
+    [
+        ("python", "import sys\nprint(sys.stdin.read().upper(), sys.argv[1:])", "HI ['a', 'b']\n"),
+        ("javascript", "const fs=require('fs');console.log(fs.readFileSync(0,'utf8').toUpperCase(), process.argv.slice(2))", "HI [ 'a', 'b' ]\n"),
+        ("c++", "#include <iostream>\n#include <string>\nint main(int c,char**v){std::string s;std::cin>>s;for(auto&ch:s)ch=toupper(ch);std::cout<<s<<' '<<v[1]<<v[2]<<'\\n';}", "HI ab\n"),
+    ],
+)
+def test_one_shot_run_with_stdin_and_args(server: LiveServer, language: str, source: str, stdout: str) -> None:
+    """POST /executions?wait=true runs without a session and answers with the final execution."""
+    with server.client() as client:
+        answer = client.post(
+            "/executions?wait=true",
+            json={"language": language, "source_code": source, "stdin": "hi", "args": ["a", "b"]},
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "COMPLETED", answer.json()
+        assert answer.json()["stdout"] == stdout
+
+
+def test_compile_error_and_runtime_error(server: LiveServer) -> None:
+    with server.client() as client:
+        broken = client.post("/executions?wait=true", json={"language": "cpp", "source_code": "int main() { return x; }"}).json()
+        assert (broken["status"], broken["reason"]) == ("FAILED", "compile_error")
+        assert "x" in broken["compile_output"] and "error" in broken["compile_output"]
+        crash = client.post("/executions?wait=true", json={"language": "python", "source_code": "1/0"}).json()
+        assert (crash["status"], crash["reason"], crash["exit_code"]) == ("FAILED", "runtime_error", 1)
+        assert "ZeroDivisionError" in crash["stderr"]
+
+
+def test_timeout_is_reported_like_the_reference(server: LiveServer) -> None:
+    with server.client() as client:
+        answer = client.post(
+            "/executions?wait=true",
+            json={"language": "python", "source_code": "while True: pass", "limits": {"timeout_s": 1}},
+        ).json()
+        assert (answer["status"], answer["reason"]) == ("TIMEOUT", "timeout")
+        assert answer["stderr"].endswith("Execution exceeded 1 second timeout")
+
+
+def test_cancel_a_running_execution(server: LiveServer) -> None:
+    with server.client() as client:
+        execution_id = client.post("/executions", json={"language": "python", "source_code": SLEEPER}).json()["execution_id"]
+        wait_status(client, execution_id, "RUNNING")
+        answer = client.post(f"/executions/{execution_id}/cancel")
+        assert answer.status_code == 202
+        final = wait_final(client, execution_id)
+        assert (final["status"], final["reason"]) == ("CANCELLED", "cancelled")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("POST", "/code-sessions", b"{not json", 400, "bad_request"),
+        ("POST", "/code-sessions", {"source_code": "x"}, 400, "bad_request"),
+        ("POST", "/code-sessions", {"language": "cobol", "source_code": "x"}, 422, "bad_request"),
+        ("POST", "/code-sessions", {"language": "python", "source_code": "x" * 262145}, 413, "too_large"),
+        ("POST", "/executions", {"language": "python", "source_code": "", "stdin": "x" * 1048577}, 413, "too_large"),
+        ("POST", "/executions", {"language": "python", "source_code": "", "limits": {"timeout_s": -1}}, 400, "bad_request"),
+        ("POST", "/executions", {"language": "python", "source_code": "", "limits": {"cpu": 1}}, 400, "bad_request"),
+        ("GET", "/code-sessions/00000000-0000-0000-0000-000000000000", None, 404, "not_found"),
+        ("GET", "/executions/not-a-uuid", None, 404, "not_found"),
+        ("POST", "/code-sessions/00000000-0000-0000-0000-000000000000/run", None, 404, "not_found"),
+        ("GET", "/nowhere", None, 404, "not_found"),
+    ],
+)
+def test_bad_requests_get_clear_errors(
+    server: LiveServer, method: str, path: str, body: Any, status: int, code: str
+) -> None:
+    with server.client() as client:
+        content = body if isinstance(body, bytes) else None
+        answer = client.request(method, path, content=content, json=None if content else body)
+        assert answer.status_code == status, answer.text
+        assert answer.json()["error"]["code"] == code
+        assert answer.json()["error"]["message"]
+        assert "Traceback" not in answer.text
+
+
+def test_stale_base_version_is_a_conflict_and_changes_nothing(server: LiveServer) -> None:
+    with server.client() as client:
+        session_id = client.post("/code-sessions", json={"language": "python", "source_code": "a"}).json()["session_id"]
+        assert client.patch(f"/code-sessions/{session_id}", json={"source_code": "b", "base_version": 1}).json()["version"] == 2
+        stale = client.patch(f"/code-sessions/{session_id}", json={"source_code": "c", "base_version": 1})
+        assert stale.status_code == 409 and stale.json()["error"]["code"] == "conflict"
+        session = client.get(f"/code-sessions/{session_id}").json()
+        assert (session["source_code"], session["version"]) == ("b", 2)
+
+
+def test_runs_per_minute_are_limited(server: LiveServer) -> None:
+    with server.client() as client:
+        session_id = client.post("/code-sessions", json={"language": "python", "source_code": "pass"}).json()["session_id"]
+        answers = [client.post(f"/code-sessions/{session_id}/run") for _ in range(11)]
+        assert [a.status_code for a in answers] == [202] * 10 + [429]
+        assert answers[-1].json()["error"]["code"] == "rate_limited"
+        assert 1 <= int(answers[-1].headers["Retry-After"]) <= 60
+        assert len(client.get(f"/executions/session/{session_id}").json()) == 10
+
+
+def test_languages_report_real_versions(server: LiveServer) -> None:
+    with server.client() as client:
+        languages = {language["id"]: language for language in client.get("/languages").json()}
+    assert set(languages) == {"python", "javascript", "c++"}
+    assert languages["python"]["version"].startswith("3.")
+    assert languages["javascript"]["version"].lstrip("v").startswith("20")
+    assert "js" in languages["javascript"]["aliases"] and "cpp" in languages["c++"]["aliases"]
+    assert all(language["available"] for language in languages.values())
+
+
+def test_health_endpoints(server: LiveServer) -> None:
+    with server.client() as client:
+        assert client.get("/health").json()["status"] == "healthy"
+        for part in ("ready", "db", "redis", "workers", "celery", "sandbox"):
+            answer = client.get(f"/health/{part}")
+            assert answer.status_code == 200, (part, answer.text)
+        assert client.get("/health/redis").json()["ping"] == "PONG"
+        assert client.get("/health/celery").json()["active_workers"] >= 1
+        assert client.get("/health/db").json()["status"] == "connected"
+
+
+def test_openapi_and_local_swagger_ui(embedded_server: LiveServer) -> None:
+    with embedded_server.client() as client:
+        document = client.get("/openapi.json").json()
+        for path in (
+            "/code-sessions", "/code-sessions/{session_id}", "/code-sessions/{session_id}/run",
+            "/executions", "/executions/{execution_id}", "/executions/{execution_id}/events",
+            "/executions/{execution_id}/cancel", "/executions/session/{session_id}", "/languages",
+            "/health", "/health/celery", "/health/sandbox",
+        ):
+            assert path in document["paths"], path
+        assert {"Execution", "Session", "Error", "CreateSession", "OneShotRun"} <= set(document["components"]["schemas"])
+        page = client.get("/docs")
+        assert page.status_code == 200 and "/docs/static/swagger-ui-bundle.js" in page.text
+        assert "://" not in page.text  # every asset from this server, no CDN
+        bundle = client.get("/docs/static/swagger-ui-bundle.js")
+        assert bundle.status_code == 200 and len(bundle.content) > 100_000

@@ -1,0 +1,55 @@
+"""Server-Sent Events: the same events as the WebSocket, resumable with Last-Event-ID."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from tests.utils import TIMEOUT, LiveServer, joined, outputs
+
+SOURCE = "import time\nfor i in range(5):\n    print('n', i)\n    time.sleep(0.1)\n"
+
+
+def read_events(server: LiveServer, execution_id: str, **headers: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every (id, event) of the stream until `finished`."""
+    events = []
+    with httpx.stream("GET", f"{server.url}/executions/{execution_id}/events", headers=headers, timeout=TIMEOUT) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        fields: dict[str, str] = {}
+        for line in response.iter_lines():
+            if line:
+                name, _, value = line.partition(": ")
+                fields[name] = value
+                continue
+            event = json.loads(fields["data"])
+            assert fields["event"] == event["type"]
+            events.append((fields["id"], event))
+            fields = {}
+            if event["type"] == "finished":
+                break
+    return events
+
+
+def test_sse_streams_and_resumes(server: LiveServer) -> None:
+    with server.client() as client:
+        execution_id = client.post("/executions", json={"language": "python", "source_code": SOURCE}).json()["execution_id"]
+    streamed = read_events(server, execution_id)
+    events = [event for _, event in streamed]
+    assert events[-1]["type"] == "finished" and events[-1]["status"] == "COMPLETED"
+    assert joined(events, "stdout") == events[-1]["stdout"] == "".join(f"n {i}\n" for i in range(5))
+    seqs = [e["seq"] for e in outputs(events)]
+    assert seqs == list(range(1, len(seqs) + 1))
+    # Resume after the second output, as a browser's EventSource does with Last-Event-ID.
+    resumed = [event for _, event in read_events(server, execution_id, **{"Last-Event-ID": "2"})]
+    assert [e["seq"] for e in outputs(resumed)] == seqs[2:]
+    assert joined(events[:0] + outputs(events)[:2], "stdout") + joined(resumed, "stdout") == events[-1]["stdout"]
+
+
+def test_sse_unknown_execution_is_404(server: LiveServer) -> None:
+    answer = httpx.get(f"{server.url}/executions/00000000-0000-0000-0000-000000000000/events")
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
+    bad = httpx.get(f"{server.url}/executions/x/events?since=-3")
+    assert bad.status_code in (400, 404)

@@ -1,0 +1,224 @@
+"""The WebSocket protocol message by message, against real servers in both modes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.utils import LiveServer, Socket, joined, outputs, ws_connect
+
+pytestmark = pytest.mark.anyio
+
+LINES = "import time\nfor i in range(4):\n    print('line', i)\n    time.sleep(0.3)\n"
+STREAMING = {
+    "python": LINES,
+    "javascript": "let i=0;const t=setInterval(()=>{console.log('line',i);if(++i==4)clearInterval(t)},300);",
+    "c++": "#include <iostream>\n#include <thread>\n#include <chrono>\nint main(){for(int i=0;i<4;i++){std::cout<<\"line \"<<i<<'\\n';std::this_thread::sleep_for(std::chrono::milliseconds(300));}}",
+}
+
+
+async def create(ws: Socket, source: str, language: str = "python") -> dict:
+    answer = await ws.request({"type": "create", "language": language, "source_code": source})
+    assert answer["type"] == "created", answer
+    return answer["session"]
+
+
+async def run(ws: Socket, session_id: str, **options: object) -> str:
+    answer = await ws.request({"type": "run", "session_id": session_id, **options})
+    assert answer["type"] == "queued" and answer["status"] == "QUEUED", answer
+    return answer["execution_id"]
+
+
+async def test_run_streams_status_output_and_finished(server: LiveServer) -> None:
+    """run -> queued (ref echoed), status events, output with seq 1..n, then finished."""
+    async with ws_connect(server) as ws:
+        session = await create(ws, "print('a')\nprint('é' * 3)\nimport sys; print('oops', file=sys.stderr)")
+        execution_id = await run(ws, session["id"])
+        seen = await ws.until("finished", execution_id)
+    statuses = [e["status"] for e in seen if e["type"] == "status"]
+    assert statuses[:2] == ["QUEUED", "RUNNING"]
+    chunks = outputs(seen)
+    assert [e["seq"] for e in chunks] == list(range(1, len(chunks) + 1))
+    finished = seen[-1]
+    assert finished["status"] == "COMPLETED"
+    assert joined(seen, "stdout") == finished["stdout"] == "a\n" + "é" * 3 + "\n"
+    assert joined(seen, "stderr") == finished["stderr"] == "oops\n"
+    with server.client() as client:
+        stored = client.get(f"/executions/{execution_id}").json()
+    assert stored["stdout"] == finished["stdout"] and stored["stderr"] == finished["stderr"]
+
+
+@pytest.mark.parametrize("language", ["python", "javascript", "c++"])
+async def test_output_arrives_line_by_line_without_flushing(server: LiveServer, language: str) -> None:
+    """A loop of plain print / console.log / cout << '\\n' with sleeps arrives as it is written."""
+    async with ws_connect(server) as ws:
+        session = await create(ws, STREAMING[language], language)
+        execution_id = await run(ws, session["id"])
+        arrivals = []
+        loop = asyncio.get_running_loop()
+        while True:
+            event = await ws.recv()
+            if event["type"] == "output":
+                arrivals.append((loop.time(), event["data"]))
+            if event["type"] == "finished":
+                break
+    assert "".join(data for _, data in arrivals) == "".join(f"line {i}\n" for i in range(4))
+    assert len(arrivals) == 4, arrivals
+    gaps = [later[0] - earlier[0] for earlier, later in zip(arrivals, arrivals[1:])]
+    assert all(gap > 0.15 for gap in gaps), gaps
+
+
+async def test_late_subscriber_gets_everything_once(server: LiveServer) -> None:
+    """A socket that subscribes after the run finished gets the same events, with the same seq."""
+    async with ws_connect(server) as ws:
+        session = await create(ws, "for i in range(3000): print(i)")
+        execution_id = await run(ws, session["id"])
+        live = await ws.until("finished", execution_id)
+    async with ws_connect(server) as late:
+        await late.send({"type": "subscribe", "execution_id": execution_id})
+        replayed = await late.until("finished", execution_id)
+        await late.send({"type": "subscribe", "execution_id": execution_id, "since": 2})
+        resumed = await late.until("finished", execution_id)
+    assert [(e["seq"], e["data"]) for e in outputs(replayed)] == [(e["seq"], e["data"]) for e in outputs(live)]
+    assert joined(replayed, "stdout") == "".join(f"{i}\n" for i in range(3000))
+    assert [e["seq"] for e in outputs(resumed)] == [e["seq"] for e in outputs(live)][2:]
+
+
+async def test_reconnect_with_since_mid_run(server: LiveServer) -> None:
+    """A socket that drops mid-run and resubscribes with `since` misses nothing, repeats nothing."""
+    source = "import time\nfor i in range(8):\n    print('tick', i)\n    time.sleep(0.15)\n"
+    async with ws_connect(server) as first:
+        session = await create(first, source)
+        execution_id = await run(first, session["id"])
+        before = []
+        while len(outputs(before)) < 2:
+            before.append(await first.recv())
+    last_seq = outputs(before)[-1]["seq"]
+    async with ws_connect(server) as second:
+        await second.send({"type": "subscribe", "execution_id": execution_id, "since": last_seq})
+        after = await second.until("finished", execution_id)
+    seqs = [e["seq"] for e in outputs(before) + outputs(after)]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert joined(before, "stdout") + joined(after, "stdout") == after[-1]["stdout"]
+    assert after[-1]["stdout"] == "".join(f"tick {i}\n" for i in range(8))
+
+
+async def test_two_sockets_on_one_session(server: LiveServer) -> None:
+    """Autosave answers `saved` after the commit; the other follower gets `session.updated`."""
+    async with ws_connect(server) as editor, ws_connect(server) as viewer:
+        session = await create(editor, "v1")
+        opened = await viewer.request({"type": "open", "session_id": session["id"]})
+        assert opened["type"] == "opened" and opened["session"]["source_code"] == "v1"
+        saved = await editor.request({"type": "autosave", "session_id": session["id"], "source_code": "v2", "base_version": 1})
+        assert saved["type"] == "saved" and saved["version"] == 2 and saved["updated_at"]
+        update = await viewer.recv()
+        assert update == {"type": "session.updated", "session_id": session["id"], "version": 2, "source_code": "v2"}
+        stale = await viewer.request({"type": "autosave", "session_id": session["id"], "source_code": "x", "base_version": 1})
+        assert stale["type"] == "error" and stale["code"] == "conflict"
+        pong = await editor.request({"type": "ping"})
+        assert pong["type"] == "pong"  # the editor received no echo of its own save before this
+    with server.client() as client:
+        assert client.get(f"/code-sessions/{session['id']}").json()["source_code"] == "v2"
+
+
+async def test_interactive_stdin(server: LiveServer) -> None:
+    source = "import sys\nfor line in sys.stdin:\n    print(line.strip().upper())\nprint('bye')"
+    async with ws_connect(server) as ws:
+        session = await create(ws, source)
+        execution_id = await run(ws, session["id"], interactive=True)
+        seen = []
+        while not any(e["type"] == "status" and e["status"] == "RUNNING" for e in seen):
+            seen.append(await ws.recv())
+        await ws.send({"type": "stdin", "execution_id": execution_id, "data": "hello\n"})
+        while "HELLO\n" not in joined(seen, "stdout"):
+            seen.append(await ws.recv())
+        await ws.send({"type": "stdin", "execution_id": execution_id, "data": "again\n", "eof": True})
+        seen += await ws.until("finished", execution_id)
+    assert seen[-1]["status"] == "COMPLETED"
+    assert seen[-1]["stdout"] == "HELLO\nAGAIN\nbye\n"
+
+
+async def test_cancel_over_the_socket(server: LiveServer) -> None:
+    async with ws_connect(server) as ws:
+        session = await create(ws, "import time\nprint('go', flush=True)\ntime.sleep(60)")
+        execution_id = await run(ws, session["id"])
+        seen = []
+        while "go\n" not in joined(seen, "stdout"):
+            seen.append(await ws.recv())
+        await ws.send({"type": "cancel", "execution_id": execution_id})
+        finished = (await ws.until("finished", execution_id))[-1]
+    assert (finished["status"], finished["reason"]) == ("CANCELLED", "cancelled")
+    assert finished["stdout"] == "go\n"
+
+
+async def test_unsubscribe_stops_events(server: LiveServer) -> None:
+    async with ws_connect(server) as ws:
+        session = await create(ws, "import time\nfor i in range(5):\n    print(i, flush=True)\n    time.sleep(0.2)")
+        execution_id = await run(ws, session["id"])
+        answer = await ws.request({"type": "unsubscribe", "execution_id": execution_id})
+        assert answer == {"type": "unsubscribed", "ref": answer["ref"], "execution_id": execution_id}
+        await asyncio.sleep(1.5)
+        pong = await ws.request({"type": "ping"})
+        assert pong["type"] == "pong"
+        # Only events already queued before the unsubscribe may have arrived; no `finished`.
+        with pytest.raises(TimeoutError):
+            while True:
+                event = await ws.recv(timeout=0.5)
+                assert event["type"] != "finished"
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ("{not json", "bad_request"),
+        (json.dumps([1, 2]), "bad_request"),
+        (json.dumps({"type": "dance", "ref": "r1"}), "bad_request"),
+        (json.dumps({"type": "create", "ref": "r1"}), "bad_request"),
+        (json.dumps({"type": "create", "ref": "r1", "language": "cobol", "source_code": ""}), "bad_request"),
+        (json.dumps({"type": "create", "ref": "r1", "language": "python", "source_code": "x" * 262145}), "too_large"),
+        (json.dumps({"type": "open", "ref": "r1", "session_id": "nope"}), "not_found"),
+        (json.dumps({"type": "subscribe", "ref": "r1", "execution_id": "00000000-0000-0000-0000-000000000000"}), "not_found"),
+        (json.dumps({"type": "run", "ref": "r1", "session_id": "x", "limits": {"memory_mb": 0}}), "bad_request"),
+    ],
+)
+async def test_every_error_keeps_the_socket(server: LiveServer, message: str, code: str) -> None:
+    async with ws_connect(server) as ws:
+        await ws.connection.send(message)
+        error = await ws.recv()
+        assert error["type"] == "error" and error["code"] == code and error["message"]
+        if '"ref"' in message:
+            assert error["ref"] == "r1"
+        assert (await ws.request({"type": "ping"}))["type"] == "pong"
+
+
+async def test_rate_limited_and_conflicting_stdin(server: LiveServer) -> None:
+    async with ws_connect(server) as ws:
+        session = await create(ws, "pass")
+        answers = [await ws.request({"type": "run", "session_id": session["id"]}) for _ in range(11)]
+        assert [a["type"] for a in answers] == ["queued"] * 10 + ["error"]
+        assert answers[-1]["code"] == "rate_limited" and answers[-1]["retry_after"] >= 1
+        not_interactive = await ws.request({"type": "stdin", "execution_id": answers[0]["execution_id"], "data": "x"})
+        assert not_interactive["type"] == "error" and not_interactive["code"] == "conflict"
+        assert (await ws.request({"type": "ping"}))["type"] == "pong"
+
+
+async def test_flooding_closes_the_socket(embedded_server: LiveServer) -> None:
+    async with ws_connect(embedded_server) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            for _ in range(2000):
+                await ws.connection.send('{"type":"ping"}')
+            while True:
+                await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+async def test_foreign_origin_is_refused(embedded_server: LiveServer) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        async with ws_connect(embedded_server, origin="http://evil.example"):
+            pass
+    assert refused.value.response.status_code == 403
+    async with ws_connect(embedded_server, origin=embedded_server.url) as ws:
+        assert (await ws.request({"type": "ping"}))["type"] == "pong"
