@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -36,8 +37,13 @@ requires_bwrap = (
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
-    with Sandbox(SandboxConfig(slots=2)) as sandbox:
-        yield sandbox
+    # a private work root (other processes share the default one), traversable by slot uids
+    work_root = tempfile.mkdtemp(dir="/var/tmp", prefix="livecode-runners-test-")
+    try:
+        with Sandbox(SandboxConfig(slots=2, work_root=work_root)) as sandbox:
+            yield sandbox
+    finally:
+        shutil.rmtree(work_root, ignore_errors=True)
 
 
 def program(name: str, language: str, **kwargs: object) -> Program:

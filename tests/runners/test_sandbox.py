@@ -1,0 +1,228 @@
+"""Hostile programs in each language: each ends within its limit, contained, leaving nothing."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import socket
+import stat
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import runners.sandbox
+from runners import Limits, Program, Reason, Sandbox, SandboxConfig, SandboxUnavailable, Status
+from tests.runners.conftest import (
+    FAST,
+    LANGUAGES,
+    SECRET,
+    program,
+    requires_bwrap,
+    run,
+)
+
+pytestmark = requires_bwrap
+
+SLACK_S = 3.0  # killing, reaping and interpreter start on a busy 2-core box
+
+
+def _within(result_wall_ms: int, limits: Limits) -> bool:
+    return result_wall_ms / 1000 <= limits.wall_timeout_s + SLACK_S
+
+
+@pytest.fixture()
+def listener() -> Iterator[socket.socket]:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.setblocking(False)
+    yield server
+    server.close()
+
+
+def test_measures_report_every_layer(sandbox: Sandbox) -> None:
+    measures = sandbox.measures()
+    assert measures["mode"] == "bwrap" and measures["bwrap"]
+    assert set(measures["namespaces"]) == {"user", "pid", "net", "ipc", "uts", "mount"}
+    assert measures["seccomp"] is True
+    if os.geteuid() == 0:
+        assert measures["uid_per_slot"] and measures["cgroup"]["memory"]
+        assert all(uid and uid != 0 for uid in measures["slot_uids"])
+
+
+def test_missing_bwrap_refuses_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runners.sandbox.shutil, "which", lambda *a, **k: None)
+    with pytest.raises(SandboxUnavailable, match="bwrap"):
+        Sandbox(SandboxConfig())
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_fork_bomb_is_contained(sandbox: Sandbox, language: str) -> None:
+    limits = Limits(wall_timeout_s=2, max_processes=16, output_limit_bytes=4096)
+    result, _ = run(sandbox, program("fork_bomb", language), limits)
+    assert result.status in (Status.TIMEOUT, Status.FAILED), result
+    assert result.reason in (Reason.TIMEOUT, Reason.RUNTIME_ERROR, Reason.MEMORY_LIMIT)
+    assert _within(result.wall_time_ms, limits)
+    assert run(sandbox, Program("python", "print('host fine')"))[0].stdout == "host fine\n"
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_memory_bomb_hits_the_memory_limit(sandbox: Sandbox, language: str) -> None:
+    limits = Limits(wall_timeout_s=10, memory_mb=128, output_limit_bytes=16384)
+    result, _ = run(sandbox, program("memory_bomb", language), limits)
+    assert (result.status, result.reason) == (Status.FAILED, Reason.MEMORY_LIMIT), result
+    assert result.message and "128 MB" in result.message
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_infinite_loop_times_out(sandbox: Sandbox, language: str) -> None:
+    limits = Limits(wall_timeout_s=2)
+    result, _ = run(sandbox, program("infinite_loop", language), limits)
+    assert (result.status, result.reason) == (Status.TIMEOUT, Reason.TIMEOUT), result
+    assert _within(result.wall_time_ms, limits)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_sleep_forever_with_stdout_closed_times_out(sandbox: Sandbox, language: str) -> None:
+    limits = Limits(wall_timeout_s=1.5)
+    result, _ = run(sandbox, program("sleep_closed", language), limits)
+    assert (result.status, result.reason) == (Status.TIMEOUT, Reason.TIMEOUT), result
+    assert result.message == "Execution exceeded 1.5 second timeout"
+    assert _within(result.wall_time_ms, limits)
+
+
+def test_wall_timeout_at_a_whole_second_says_so(sandbox: Sandbox) -> None:
+    result, _ = run(sandbox, Program("python", "import time\ntime.sleep(60)"), Limits(wall_timeout_s=1))
+    assert result.status is Status.TIMEOUT
+    assert result.message == "Execution exceeded 1 second timeout"
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_huge_files_stop_at_the_file_size_limit(sandbox: Sandbox, language: str) -> None:
+    usage_before = os.statvfs(sandbox.work_root)
+    prog = program("huge_file", language, args=("/tmp/big", "/box/big"))
+    result, _ = run(sandbox, prog, Limits(wall_timeout_s=10))
+    if language == "c++":  # C++ does not ignore SIGXFSZ
+        assert (result.reason, result.signal) == (Reason.RUNTIME_ERROR, 25), result
+    else:
+        assert result.status is Status.COMPLETED, result
+        assert "wrote 1 GiB" not in result.stdout
+        assert result.stdout.count("stopped") == 2
+    usage_after = os.statvfs(sandbox.work_root)
+    grown = (usage_before.f_bavail - usage_after.f_bavail) * usage_after.f_frsize
+    assert grown < 64 << 20  # nothing reached the host disk (other tests may write a little)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_no_network(sandbox: Sandbox, language: str, listener: socket.socket) -> None:
+    port = listener.getsockname()[1]
+    result, _ = run(sandbox, program("net", language, args=(str(port),)), Limits(wall_timeout_s=10))
+    assert "CONNECTED" not in result.stdout
+    assert result.stdout.count("blocked") == 2, result
+    with pytest.raises(BlockingIOError):
+        listener.accept()  # the host listener saw no connection
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_host_files_and_processes_are_invisible(sandbox: Sandbox, language: str) -> None:
+    paths = ("/etc/shadow", "/root", "/work/main", "/work", "/home", "/proc/1/environ")
+    result, _ = run(sandbox, program("secrets", language, args=paths))
+    assert result.status is Status.COMPLETED, result
+    for path in paths[:-1]:
+        assert f"{path} denied" in result.stdout, result.stdout
+    assert SECRET not in result.stdout
+    assert os.environ["LIVECODE_TEST_SECRET"] == SECRET  # the secret was there to steal
+    processes = int(result.stdout.rsplit("processes:", 1)[1])
+    assert processes <= 3  # bwrap's pid 1 and the program (node may add nothing else)
+
+
+def test_environment_is_empty_everywhere(sandbox: Sandbox) -> None:
+    source = (
+        "import os, glob\n"
+        "for path in glob.glob('/proc/[0-9]*/environ'):\n"
+        "    print(path, open(path, 'rb').read())\n"
+        "print(sorted(os.environ))"
+    )
+    result, _ = run(sandbox, Program("python", source))
+    assert result.status is Status.COMPLETED, result
+    assert "/proc/1/environ b''" in result.stdout
+    assert SECRET not in result.stdout and "DATABASE" not in result.stdout
+    names = set(eval(result.stdout.splitlines()[-1]))  # noqa: S307 - our own program's list
+    assert names <= {"HOME", "LANG", "LC_CTYPE", "PATH", "PWD"}
+
+
+def test_filesystem_is_read_only(sandbox: Sandbox) -> None:
+    source = (
+        "for path in ('/usr/evil', '/etc/evil', '/evil', '/opt/livecode/evil'):\n"
+        "    try:\n"
+        "        open(path, 'w')\n"
+        "        print(path, 'WRITTEN')\n"
+        "    except OSError as exc:\n"
+        "        print(path, exc.strerror)\n"
+    )
+    result, _ = run(sandbox, Program("python", source))
+    assert "WRITTEN" not in result.stdout and result.stdout.count("Read-only") == 4, result
+
+
+def test_killing_the_parent_does_not_reach_the_host(sandbox: Sandbox) -> None:
+    result, _ = run(sandbox, program("kill_parent", "python"))
+    assert "still alive" in result.stdout
+    assert run(sandbox, Program("python", "print('next run fine')"))[0].stdout == "next run fine\n"
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_background_child_left_behind_is_killed(sandbox: Sandbox, language: str) -> None:
+    started = time.monotonic()
+    result, _ = run(sandbox, program("daemon", language), Limits(wall_timeout_s=10))
+    assert result.status is Status.COMPLETED, result
+    assert result.stdout == "parent done\n"
+    assert time.monotonic() - started < 5  # the run did not wait for the daemon
+    # run() already asserted that no process of a slot uid remains on the host
+
+
+def test_setuid_bit_gives_nothing(sandbox: Sandbox) -> None:
+    result, _ = run(sandbox, program("setuid", "python"))
+    assert result.status is Status.COMPLETED, result
+    for line in result.stdout.splitlines():
+        if line.startswith("/"):
+            assert line.endswith(" 65534"), line  # nosuid: still nobody
+    for path in pathlib.Path(sandbox.work_root).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            mode = path.lstat().st_mode
+            assert not mode & (stat.S_ISUID | stat.S_ISGID), path
+
+
+def test_process_limit(sandbox: Sandbox) -> None:
+    limits = Limits(wall_timeout_s=5, max_processes=8)
+    result, _ = run(sandbox, program("processes", "python"), limits)
+    assert (result.status, result.reason) == (Status.FAILED, Reason.RUNTIME_ERROR), result
+    assert "stopped after" in result.stdout
+    assert int(result.stdout.split("stopped after ")[1].split()[0]) < 8
+
+
+def test_compile_time_memory_bomb(sandbox: Sandbox) -> None:
+    source = '#include "/dev/zero"\nint main() {}'
+    limits = Limits(compile_timeout_s=10, compile_memory_mb=256)
+    result, _ = run(sandbox, Program("c++", source), limits)
+    assert result.status in (Status.FAILED, Status.TIMEOUT), result
+    assert result.reason in (Reason.COMPILE_ERROR, Reason.TIMEOUT)
+
+
+def test_runs_in_two_slots_do_not_share_a_process_budget(sandbox: Sandbox) -> None:
+    import threading
+
+    results = []
+    bomb = program("fork_bomb", "python")
+
+    def bomber() -> None:
+        results.append(sandbox.run(bomb, Limits(wall_timeout_s=2, max_processes=16)))
+
+    thread = threading.Thread(target=bomber)
+    thread.start()
+    time.sleep(0.5)
+    source = "import subprocess\nprint(subprocess.run(['/usr/bin/echo', 'spawned'], capture_output=True, text=True).stdout, end='')"
+    result = sandbox.run(Program("python", source), FAST)
+    thread.join()
+    assert result.stdout == "spawned\n", result
+    assert results[0].status in (Status.TIMEOUT, Status.FAILED)
