@@ -1,4 +1,4 @@
-"""``python -m runners LANG FILE [ARGS...]``: run one file in the sandbox, streaming to the terminal."""
+"""``python -m runners LANG FILE [ARGS...]``: run one file in the sandbox, streaming output."""
 
 from __future__ import annotations
 

@@ -25,7 +25,9 @@ _READ_BYTES = 1 << 20
 _PIPE_BYTES = 1 << 20
 _HOLD_S = 0.005  # a partial line waits this long for the rest of its writes (python -u: 4 writes)
 _HOLD_CHARS = 1 << 16
-_KILL_GRACE_S = 15.0  # after a kill, the spawner reports within milliseconds; beyond this it is broken
+_KILL_GRACE_S = (
+    15.0  # after a kill, the spawner reports within milliseconds; beyond this it is broken
+)
 F_SETPIPE_SZ = 1031
 
 OnOutput = Callable[[Stream, str], None]
@@ -130,7 +132,7 @@ def pump(
     on_output: OnOutput | None,
     control: Control | None,
 ) -> Outcome:
-    """Run the program's I/O to the end; closes the given fds. Returns when every process is gone."""
+    """Run the program's I/O to the end and close the given fds; every process is gone after."""
     sinks = {fd: _Sink(stream, limit_bytes) for fd, stream in outputs.items()}
     every_sink = list(sinks.values())
     outcome = Outcome(texts={}, truncated={}, report=None)

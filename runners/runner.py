@@ -108,8 +108,9 @@ def run_program(
             file_size_bytes=_RUN_FILE_BYTES,
             limit_address_space=language.limit_address_space,
         )
-        return _execute(slot, job, stdin, interactive, language, limits, on_output, control,
-                        compile_output)
+        return _execute(
+            slot, job, stdin, interactive, language, limits, on_output, control, compile_output
+        )
     finally:
         if binary is not None:
             os.unlink(binary)
@@ -148,8 +149,16 @@ def _compile(
         # stdout and stderr share one pipe, so the compiler's messages keep their order
         read_fd, write_fd = make_pipe(large=True)
         outcome, report = _start_and_pump(
-            slot, job, None, False, {read_fd: Stream.COMPILE}, write_fd, write_fd, limits,
-            on_output, control,
+            slot,
+            job,
+            None,
+            False,
+            {read_fd: Stream.COMPILE},
+            write_fd,
+            write_fd,
+            limits,
+            on_output,
+            control,
         )
         wall_ms = int((time.monotonic() - started) * 1000)
         text = outcome.texts[Stream.COMPILE]
@@ -206,8 +215,16 @@ def _execute(
     stdout_r, stdout_w = make_pipe(large=True)
     stderr_r, stderr_w = make_pipe(large=True)
     outcome, report = _start_and_pump(
-        slot, job, stdin, interactive, {stdout_r: Stream.STDOUT, stderr_r: Stream.STDERR},
-        stdout_w, stderr_w, limits, on_output, control,
+        slot,
+        job,
+        stdin,
+        interactive,
+        {stdout_r: Stream.STDOUT, stderr_r: Stream.STDERR},
+        stdout_w,
+        stderr_w,
+        limits,
+        on_output,
+        control,
     )
     wall_ms = int((time.monotonic() - started) * 1000)
     stderr_text = outcome.texts[Stream.STDERR]

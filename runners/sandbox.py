@@ -426,7 +426,9 @@ class _Slot:
         memory_kb: int | None = int(reply["maxrss"]) or None
         oom_killed = False
         if "cpu_ns" in before:
-            cpu_ms = (_read_int(self.cgroups["cpuacct"], "cpuacct.usage") - before["cpu_ns"]) // 1_000_000
+            cpu_ms = (
+                _read_int(self.cgroups["cpuacct"], "cpuacct.usage") - before["cpu_ns"]
+            ) // 1_000_000
         if "memory" in before:
             memory = self.cgroups["memory"]
             peak = _read_int(memory, "memory.max_usage_in_bytes") - before["memory"]
@@ -547,7 +549,11 @@ def _claim_slot_indexes(count: int, is_root: bool, work_root: str) -> list[tuple
     os.makedirs(directory, mode=0o755, exist_ok=True)
     claimed: list[tuple[int, int]] = []
     for index in range(_MAX_SLOT_INDEX):
-        fd = os.open(os.path.join(directory, f"slot-{index}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(
+            os.path.join(directory, f"slot-{index}.lock"),
+            os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+            0o644,
+        )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

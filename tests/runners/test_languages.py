@@ -21,8 +21,15 @@ def test_three_languages_with_real_versions() -> None:
 
 @pytest.mark.parametrize(
     ("name", "language_id"),
-    [("python", "python"), ("py", "python"), ("js", "javascript"), ("node", "javascript"),
-     ("JavaScript", "javascript"), ("cpp", "c++"), ("c++", "c++")],
+    [
+        ("python", "python"),
+        ("py", "python"),
+        ("js", "javascript"),
+        ("node", "javascript"),
+        ("JavaScript", "javascript"),
+        ("cpp", "c++"),
+        ("c++", "c++"),
+    ],
 )
 def test_resolve_by_id_or_alias(name: str, language_id: str) -> None:
     assert resolve_language(name).id == language_id

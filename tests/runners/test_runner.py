@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from runners import Control, Limits, Program, Reason, Sandbox, Status, Stream
-from tests.runners.conftest import FAST, LANGUAGES, Chunks, program, requires_bwrap, run
+from tests.runners.conftest import FAST, LANGUAGES, program, requires_bwrap, run
 
 pytestmark = requires_bwrap
 
@@ -127,7 +127,9 @@ def test_interactive_stdin_write_then_eof(sandbox: Sandbox) -> None:
     def on_output(stream: Stream, text: str) -> None:
         seen.append(text)
         if text == "ready\n":
-            threading.Thread(target=lambda: (control.write(b"hello\n"), control.close_stdin())).start()
+            threading.Thread(
+                target=lambda: (control.write(b"hello\n"), control.close_stdin())
+            ).start()
 
     prog = program("echo_upper", "python", interactive=True)
     result = sandbox.run(prog, FAST, on_output=on_output, control=control)

@@ -93,7 +93,9 @@ def test_sleep_forever_with_stdout_closed_times_out(sandbox: Sandbox, language: 
 
 
 def test_wall_timeout_at_a_whole_second_says_so(sandbox: Sandbox) -> None:
-    result, _ = run(sandbox, Program("python", "import time\ntime.sleep(60)"), Limits(wall_timeout_s=1))
+    result, _ = run(
+        sandbox, Program("python", "import time\ntime.sleep(60)"), Limits(wall_timeout_s=1)
+    )
     assert result.status is Status.TIMEOUT
     assert result.message == "Execution exceeded 1 second timeout"
 
@@ -221,7 +223,11 @@ def test_runs_in_two_slots_do_not_share_a_process_budget(sandbox: Sandbox) -> No
     thread = threading.Thread(target=bomber)
     thread.start()
     time.sleep(0.5)
-    source = "import subprocess\nprint(subprocess.run(['/usr/bin/echo', 'spawned'], capture_output=True, text=True).stdout, end='')"
+    source = (
+        "import subprocess\n"
+        "print(subprocess.run(['/usr/bin/echo', 'spawned'], capture_output=True, text=True).stdout,"
+        " end='')"
+    )
     result = sandbox.run(Program("python", source), FAST)
     thread.join()
     assert result.stdout == "spawned\n", result

@@ -1,4 +1,6 @@
-import os, time
+import os
+import time
+
 if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:

@@ -1,4 +1,5 @@
 import sys
+
 print("ready")
 for line in sys.stdin:
     print(line.upper(), end="")

@@ -1,4 +1,5 @@
 import sys
+
 for path in sys.argv[1:]:
     try:
         with open(path, "wb") as f:

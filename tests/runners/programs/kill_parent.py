@@ -1,4 +1,6 @@
-import os, signal
+import os
+import signal
+
 for target in (os.getppid(), 1, -1):
     try:
         os.kill(target, signal.SIGKILL)

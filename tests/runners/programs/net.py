@@ -1,4 +1,6 @@
-import socket, sys
+import socket
+import sys
+
 for host, port in (("127.0.0.1", int(sys.argv[1])), ("1.1.1.1", 80)):
     try:
         socket.create_connection((host, port), timeout=2).close()

@@ -1,4 +1,5 @@
 import subprocess
+
 children = []
 try:
     for _ in range(40):

@@ -1,4 +1,6 @@
-import os, sys
+import os
+import sys
+
 for path in sys.argv[1:]:
     try:
         if os.path.isdir(path):

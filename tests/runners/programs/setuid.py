@@ -1,4 +1,7 @@
-import os, shutil, subprocess
+import os
+import shutil
+import subprocess
+
 for directory in ("/box", "/tmp"):
     copy = os.path.join(directory, "id")
     shutil.copy("/usr/bin/id", copy)
@@ -7,4 +10,9 @@ for directory in ("/box", "/tmp"):
     except OSError as exc:
         print("chown denied:", exc.strerror)
     os.chmod(copy, 0o4755)
-    print(directory, "mode", oct(os.stat(copy).st_mode), subprocess.run([copy, "-u"], capture_output=True, text=True).stdout.strip())
+    print(
+        directory,
+        "mode",
+        oct(os.stat(copy).st_mode),
+        subprocess.run([copy, "-u"], capture_output=True, text=True).stdout.strip(),
+    )

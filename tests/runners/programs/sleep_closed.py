@@ -1,4 +1,6 @@
-import os, time
+import os
+import time
+
 os.close(1)
 os.close(2)
 time.sleep(1000)
