@@ -39,7 +39,11 @@ HELLO = "print('Hello World')"
 PYTHON = "/usr/bin/python3"
 POSTGRES_URL = os.environ.get("LIVECODE_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LIVECODE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-UNLIMITED = {"LIVECODE_RUNS_PER_MINUTE": "100000000", "LIVECODE_RUNS_PER_SESSION": "100000000"}
+UNLIMITED = {
+    "LIVECODE_RUNS_PER_MINUTE": "100000000",
+    "LIVECODE_RUNS_PER_SESSION": "100000000",
+    "LIVECODE_WS_MESSAGES_PER_S": "100000",
+}
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -58,10 +58,12 @@ class Executor:
             relay.start()
             try:
                 final = self._run(execution, control, log)
+                self.bus.publish(channel, events.finished_event(final))
             finally:
                 done.set()
+                # Wake the relay from its wait at once, so this thread is free for the next run.
+                self.bus.publish(control_channel(execution_id), {"type": "done"}, keep=False)
                 relay.join()
-        self.bus.publish(channel, events.finished_event(final))
         self.bus.expire(channel, HISTORY_AFTER_FINAL_S)
         self.bus.expire(control_channel(execution_id), HISTORY_AFTER_FINAL_S)
         log.info("execution %s finished: %s/%s", execution_id, final.status, final.reason)

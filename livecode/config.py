@@ -40,7 +40,8 @@ class Settings:
     sandbox: str = "bwrap"
     worker_threads: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 2)
     wait_cap_s: float = 30.0
-    broker_poll_ms: int = 10
+    broker_poll_ms: int = 1000
+    ws_messages_per_s: int = 200
     log_level: str = "INFO"
 
     @property
@@ -76,7 +77,7 @@ class Settings:
         positive = (
             "port wall_timeout_s compile_timeout_s memory_mb max_processes output_limit_bytes "
             "max_source_bytes max_stdin_bytes runs_per_minute runs_per_session queue_cap "
-            "worker_threads"
+            "worker_threads ws_messages_per_s"
         ).split()
         for name in positive:
             if getattr(self, name) <= 0:

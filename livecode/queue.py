@@ -7,12 +7,14 @@ with Dramatiq worker threads, each calling `Executor.execute(execution_id)`.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import dramatiq
 import redis
-from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.brokers.stub import StubBroker
 
 from livecode.config import Settings
@@ -32,7 +34,7 @@ class Queue:
         self.settings = settings
         self.broker: dramatiq.Broker
         if settings.redis_url:
-            self.broker = RedisBroker(url=settings.redis_url, namespace="livecode-dramatiq")
+            self.broker = WakingRedisBroker(url=settings.redis_url, namespace="livecode-dramatiq")
         else:
             self.broker = StubBroker()
             self.broker.emit_after("process_boot")
@@ -89,3 +91,69 @@ class Queue:
     def describe(self) -> dict[str, Any]:
         """Broker kind, for health answers."""
         return {"broker": "redis" if self.settings.redis_url else "in-process"}
+
+
+class WakingRedisBroker(RedisBroker):
+    """A RedisBroker whose idle consumers are woken by a pub/sub message sent with each enqueue.
+
+    Dramatiq's Redis consumer polls an empty queue with a back-off up to the worker timeout,
+    which costs 4-70 ms per hand-off (shared/reference/queue-latency.md). Here an idle consumer
+    waits on an event instead, set by one pub/sub listener per process, so the hand-off takes
+    about one Redis round trip while the idle poll can stay slow (LIVECODE_BROKER_POLL_MS).
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.wake_channel = f"{self.namespace}:wake"
+        self._wake_events: dict[str, list[threading.Event]] = {}
+        self._listener: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def consumer_class(self) -> type[_RedisConsumer]:
+        return _WakingConsumer
+
+    def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
+        enqueued = super().enqueue(message, delay=delay)
+        if delay is None:
+            self.client.publish(self.wake_channel, enqueued.queue_name)
+        return enqueued
+
+    def wake_event(self, queue_name: str) -> threading.Event:
+        """An event set whenever a message is enqueued on `queue_name` by any process."""
+        event = threading.Event()
+        with self._lock:
+            self._wake_events.setdefault(queue_name, []).append(event)
+            if self._listener is None:
+                self._listener = threading.Thread(target=self._listen, name="broker-wake", daemon=True)
+                self._listener.start()
+        return event
+
+    def _listen(self) -> None:
+        while True:
+            try:
+                pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.wake_channel)
+                for message in pubsub.listen():
+                    queue_name = message["data"].decode()
+                    for event in self._wake_events.get(queue_name, ()):
+                        event.set()
+            except redis.RedisError as exc:
+                # Consumers keep polling at the idle interval meanwhile; nothing is lost.
+                logger.warning("broker wake-up listener lost Redis (%s); retrying", exc)
+                time.sleep(1.0)
+
+
+class _WakingConsumer(_RedisConsumer):  # type: ignore[misc]
+    def __init__(self, broker: WakingRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        # The parent's own back-off sleep is kept to 1 ms; the idle wait happens on the event.
+        super().__init__(broker, queue_name, prefetch, 1)
+        self.idle_s = timeout / 1000
+        self.wake = broker.wake_event(queue_name)
+
+    def __next__(self) -> Any:
+        message = super().__next__()
+        if message is None:
+            self.wake.wait(self.idle_s)
+            self.wake.clear()
+        return message

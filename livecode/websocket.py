@@ -25,8 +25,6 @@ from livecode.services import Services
 logger = logging.getLogger(__name__)
 
 OUTBOX_SIZE = 1024
-FLOOD_RATE_PER_S = 50.0
-FLOOD_BURST = 200.0
 POLICY_VIOLATION = 1008
 
 
@@ -61,7 +59,10 @@ class Connection:
         self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(OUTBOX_SIZE)
         self.follows: dict[str, asyncio.Task[None]] = {}
         self.sessions: dict[str, asyncio.Task[None]] = {}
-        self._tokens = FLOOD_BURST
+        # Flood control: a token bucket refilled at ws_messages_per_s, holding two seconds' worth.
+        self._rate = float(services.settings.ws_messages_per_s)
+        self._burst = 2 * self._rate
+        self._tokens = self._burst
         self._refilled_at = time.monotonic()
 
     async def serve(self) -> None:
@@ -221,7 +222,7 @@ class Connection:
 
     def _take_token(self) -> bool:
         now = time.monotonic()
-        self._tokens = min(FLOOD_BURST, self._tokens + (now - self._refilled_at) * FLOOD_RATE_PER_S)
+        self._tokens = min(self._burst, self._tokens + (now - self._refilled_at) * self._rate)
         self._refilled_at = now
         if self._tokens < 1.0:
             return False

@@ -208,7 +208,7 @@ async def test_rate_limited_and_conflicting_stdin(server: LiveServer) -> None:
 async def test_flooding_closes_the_socket(embedded_server: LiveServer) -> None:
     async with ws_connect(embedded_server) as ws:
         with pytest.raises(ConnectionClosed) as closed:
-            for _ in range(2000):
+            for _ in range(5000):
                 await ws.connection.send('{"type":"ping"}')
             while True:
                 await ws.recv()

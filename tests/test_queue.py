@@ -1,0 +1,64 @@
+"""The queue: messages reach worker threads, in-process and through real Redis."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from livecode.config import Settings
+from livecode.queue import Queue, WakingRedisBroker
+from tests.utils import TIMEOUT
+
+
+def settings_for(kind: str, redis_url: str | None) -> Settings:
+    return Settings(redis_url=redis_url if kind == "redis" else None, broker_poll_ms=1000)
+
+
+@pytest.mark.parametrize("kind", ["in-process", "redis"])
+def test_enqueued_executions_reach_a_worker_thread(kind: str, request: pytest.FixtureRequest) -> None:
+    redis_url = request.getfixturevalue("redis_url") if kind == "redis" else None
+    sender, consumer = Queue(settings_for(kind, redis_url)), None
+    received: list[str] = []
+    all_received = threading.Event()
+
+    def execute(execution_id: str) -> None:
+        received.append(execution_id)
+        if len(received) == 5:
+            all_received.set()
+
+    try:
+        if kind == "redis":
+            # A separate Queue, as in a separate worker process, consumes what `sender` sends.
+            consumer = Queue(settings_for(kind, redis_url))
+            consumer.start_workers(execute, threads=2)
+        else:
+            sender.start_workers(execute, threads=2)
+        for number in range(5):
+            sender.enqueue(f"execution-{number}")
+        assert all_received.wait(TIMEOUT)
+        assert sorted(received) == [f"execution-{n}" for n in range(5)]
+    finally:
+        if consumer is not None:
+            consumer.close()
+        sender.close()
+
+
+def test_enqueue_wakes_idle_consumers_of_other_processes(redis_url: str) -> None:
+    """An idle consumer waits on a wake-up event that every enqueue sets, not on a poll."""
+    consumer_side = Queue(settings_for("redis", redis_url))
+    sender = Queue(settings_for("redis", redis_url))
+    try:
+        broker = consumer_side.broker
+        assert isinstance(broker, WakingRedisBroker)
+        woken = broker.wake_event("executions")
+        # The listener subscribes in the background; enqueue until it has.
+        for _ in range(int(TIMEOUT * 10)):
+            sender.enqueue("wake-me")
+            if woken.wait(0.1):
+                break
+        assert woken.is_set()
+    finally:
+        consumer_side.broker.client.delete(f"{broker.namespace}:executions")
+        sender.close()
+        consumer_side.close()
