@@ -37,7 +37,9 @@ from runners import Limits, Program, Sandbox, SandboxConfig  # noqa: E402
 
 HELLO = "print('Hello World')"
 PYTHON = "/usr/bin/python3"
-POSTGRES_URL = os.environ.get("LIVECODE_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "LIVECODE_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 REDIS_URL = os.environ.get("LIVECODE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 UNLIMITED = {
     "LIVECODE_RUNS_PER_MINUTE": "100000000",
@@ -53,7 +55,8 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def report(name: str, samples_ms: list[float], bare_ms: float | None = None) -> float:
     median = statistics.median(samples_ms)
-    line = f"{name:<44} median {median:7.2f} ms   p90 {percentile(samples_ms, 0.9):7.2f}   p99 {percentile(samples_ms, 0.99):7.2f}"
+    p90, p99 = percentile(samples_ms, 0.9), percentile(samples_ms, 0.99)
+    line = f"{name:<44} median {median:7.2f} ms   p90 {p90:7.2f}   p99 {p99:7.2f}"
     if bare_ms is not None:
         line += f"   +{median - bare_ms:6.2f} ms over bare ({median / bare_ms:4.2f}x)"
     print(line, flush=True)
@@ -61,7 +64,9 @@ def report(name: str, samples_ms: list[float], bare_ms: float | None = None) -> 
 
 
 def bare_run() -> None:
-    subprocess.run([PYTHON, "-c", HELLO], env={"PATH": "/usr/bin:/bin"}, stdout=subprocess.PIPE, check=True)
+    subprocess.run(
+        [PYTHON, "-c", HELLO], env={"PATH": "/usr/bin:/bin"}, stdout=subprocess.PIPE, check=True
+    )
 
 
 def timed(function: Callable[[], None], runs: int) -> list[float]:
@@ -142,7 +147,9 @@ async def ws_throughput(url: str, concurrency: int, seconds: float) -> float:
     async def client() -> None:
         nonlocal done
         async with connect(url.replace("http", "ws") + "/ws", max_size=None) as ws:
-            await ws.send(json.dumps({"type": "create", "language": "python", "source_code": HELLO}))
+            await ws.send(
+                json.dumps({"type": "create", "language": "python", "source_code": HELLO})
+            )
             session_id = json.loads(await ws.recv())["session"]["id"]
             while time.monotonic() < deadline:
                 await ws.send(json.dumps({"type": "run", "session_id": session_id}))
@@ -166,7 +173,11 @@ async def autosaves(url: str, seconds: float) -> tuple[float, float]:
         count, deadline = 0, time.monotonic() + seconds
         started = time.monotonic()
         while time.monotonic() < deadline:
-            await ws.send(json.dumps({"type": "autosave", "session_id": session_id, "source_code": f"x = {count}"}))
+            await ws.send(
+                json.dumps(
+                    {"type": "autosave", "session_id": session_id, "source_code": f"x = {count}"}
+                )
+            )
             assert json.loads(await ws.recv())["type"] == "saved"
             count += 1
         ws_rate = count / (time.monotonic() - started)
@@ -174,15 +185,26 @@ async def autosaves(url: str, seconds: float) -> tuple[float, float]:
         count, deadline = 0, time.monotonic() + seconds
         started = time.monotonic()
         while time.monotonic() < deadline:
-            assert client.patch(f"/code-sessions/{session_id}", json={"source_code": f"y = {count}"}).status_code == 200
+            assert (
+                client.patch(
+                    f"/code-sessions/{session_id}", json={"source_code": f"y = {count}"}
+                ).status_code
+                == 200
+            )
             count += 1
         rest_rate = count / (time.monotonic() - started)
     return ws_rate, rest_rate
 
 
-def measure_mode(name: str, url: str, runs: int, seconds: float, bare_ms: float) -> dict[str, float]:
+def measure_mode(
+    name: str, url: str, runs: int, seconds: float, bare_ms: float
+) -> dict[str, float]:
     wait_ready(url)
-    figures = {"median": report(f"{name}: WS run -> finished", asyncio.run(ws_latencies(url, runs)), bare_ms)}
+    figures = {
+        "median": report(
+            f"{name}: WS run -> finished", asyncio.run(ws_latencies(url, runs)), bare_ms
+        )
+    }
     for concurrency in (1, 4, 16):
         figures[f"rps{concurrency}"] = asyncio.run(ws_throughput(url, concurrency, seconds))
     ws_rate, rest_rate = asyncio.run(autosaves(url, seconds / 2))
@@ -208,9 +230,15 @@ def main() -> None:
 
     port = 18000 + os.getpid() % 1000
     with tempfile.TemporaryDirectory() as tmp:
-        env = {"LIVECODE_DATABASE_URL": f"sqlite:///{tmp}/bench.db", "LIVECODE_PORT": str(port), **UNLIMITED}
+        env = {
+            "LIVECODE_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
+            "LIVECODE_PORT": str(port),
+            **UNLIMITED,
+        }
         with process(["serve"], env):
-            embedded = measure_mode("embedded", f"http://127.0.0.1:{port}", args.runs, args.seconds, bare_ms)
+            embedded = measure_mode(
+                "embedded", f"http://127.0.0.1:{port}", args.runs, args.seconds, bare_ms
+            )
 
     database = f"livecode_bench_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
@@ -223,20 +251,29 @@ def main() -> None:
             "LIVECODE_PORT": str(port + 1),
             **UNLIMITED,
         }
-        subprocess.run([sys.executable, "-m", "livecode", "init-db"], env={**os.environ, **env}, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "livecode", "init-db"],
+            env={**os.environ, **env},
+            cwd=REPO,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         with process(["worker"], env), process(["serve"], env):
-            distributed = measure_mode("distributed", f"http://127.0.0.1:{port + 1}", args.runs, args.seconds, bare_ms)
+            distributed = measure_mode(
+                "distributed", f"http://127.0.0.1:{port + 1}", args.runs, args.seconds, bare_ms
+            )
     finally:
         with admin.connect() as connection:
             connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
     print("\nruns/s (python hello world)      c=1      c=4     c=16")
-    print(f"  bare                        {bare_rps[1]:7.1f}  {bare_rps[4]:7.1f}  {bare_rps[16]:7.1f}")
-    print(f"  runners only (sandboxed)    {runners_rps[1]:7.1f}  {runners_rps[4]:7.1f}  {runners_rps[16]:7.1f}")
+    levels = (1, 4, 16)
+    print("  bare                       " + "".join(f"{bare_rps[c]:9.1f}" for c in levels))
+    print("  runners only (sandboxed)   " + "".join(f"{runners_rps[c]:9.1f}" for c in levels))
     for name, figures in (("embedded", embedded), ("distributed", distributed)):
-        rates = [figures[f"rps{c}"] for c in (1, 4, 16)]
-        ratios = "  ".join(f"{rate / bare_rps[c]:5.0%}" for rate, c in zip(rates, (1, 4, 16)))
-        print(f"  service, {name:<18} {rates[0]:7.1f}  {rates[1]:7.1f}  {rates[2]:7.1f}   of bare: {ratios}")
+        rates = "".join(f"{figures[f'rps{c}']:9.1f}" for c in levels)
+        ratios = "  ".join(f"{figures[f'rps{c}'] / bare_rps[c]:5.0%}" for c in levels)
+        print(f"  service, {name:<17}{rates}   of bare: {ratios}")
     print(
         f"\nmedian over bare: embedded +{embedded['median'] - bare_ms:.2f} ms (target <= 10), "
         f"distributed +{distributed['median'] - bare_ms:.2f} ms (target <= 20)"

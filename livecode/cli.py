@@ -72,7 +72,9 @@ def _work(settings: Settings) -> int:
     from livecode.services import open_services
 
     if not settings.is_distributed:
-        print("livecode worker needs LIVECODE_REDIS_URL (embedded serve has its own)", file=sys.stderr)
+        print(
+            "livecode worker needs LIVECODE_REDIS_URL (embedded serve has its own)", file=sys.stderr
+        )
         return 2
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -23,8 +23,6 @@ from runners import Language, Limits, UnknownLanguage, resolve_language
 
 logger = logging.getLogger(__name__)
 
-QUEUE_FULL_RETRY_S = 5.0
-
 
 class Commands:
     """The things a client can ask for, whichever edge it came through."""
@@ -94,12 +92,12 @@ class Commands:
 
     def run(self, session_id: str, options: RunOptions, owner: str = "") -> Execution:
         """Queue a run of the session's current source."""
-        session = self.store.get_session(session_id, owner)
-        return self._queue_run(
-            session.language, session.source_code, options, owner, session_id=session.id
-        )
+        # The session's language and source are read in the transaction that queues the run.
+        return self._queue_run(None, None, options, owner, session_id=session_id)
 
-    def run_once(self, language: str, source_code: str, options: RunOptions, owner: str = "") -> Execution:
+    def run_once(
+        self, language: str, source_code: str, options: RunOptions, owner: str = ""
+    ) -> Execution:
         """Queue a run without a session (POST /executions)."""
         self._check_source(source_code)
         return self._queue_run(self._language(language).id, source_code, options, owner)
@@ -144,8 +142,8 @@ class Commands:
 
     def _queue_run(
         self,
-        language: str,
-        source_code: str,
+        language: str | None,
+        source_code: str | None,
         options: RunOptions,
         owner: str,
         session_id: str | None = None,
@@ -160,7 +158,6 @@ class Commands:
             limits = self.ceiling.clamp(requested)
         except ValueError as exc:
             raise InvalidValue(str(exc)) from None
-        self._language(language)  # the toolchain may have gone since the session was made
         if session_id is not None:
             retry_after = self.rate_limiter.hit(
                 f"session:{session_id}", self.settings.runs_per_minute, 60
@@ -170,8 +167,6 @@ class Commands:
                     f"at most {self.settings.runs_per_minute} runs a minute per session",
                     retry_after=retry_after,
                 )
-        if self.store.count_queued() >= self.settings.queue_cap:
-            raise Unavailable("the queue is full; try again shortly", retry_after=QUEUE_FULL_RETRY_S)
         execution = self.store.create_execution(
             session_id=session_id,
             language=language,
@@ -182,6 +177,7 @@ class Commands:
             interactive=options.interactive,
             owner=owner,
             max_runs_per_session=self.settings.runs_per_session if session_id else None,
+            max_queued=self.settings.queue_cap,
         )
         self.bus.publish(execution_channel(execution.id), events.status_event(execution))
         try:

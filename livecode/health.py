@@ -81,8 +81,16 @@ def check_sandbox(services: Services) -> dict[str, Any]:
 
 
 def check_ready(services: Services) -> dict[str, Any]:
-    parts = {"db": check_db, "redis": check_redis, "workers": check_workers, "sandbox": check_sandbox}
-    return {"status": "ready", "checks": {name: check(services)["status"] for name, check in parts.items()}}
+    parts = {
+        "db": check_db,
+        "redis": check_redis,
+        "workers": check_workers,
+        "sandbox": check_sandbox,
+    }
+    return {
+        "status": "ready",
+        "checks": {name: check(services)["status"] for name, check in parts.items()},
+    }
 
 
 async def health(request: Request) -> Response:

@@ -15,12 +15,21 @@ from starlette.staticfiles import StaticFiles
 from livecode import __version__, protocol
 
 _TIMESTAMP = {"type": "string", "format": "date-time"}
-_STATUS = {"type": "string", "enum": ["QUEUED", "RUNNING", "COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"]}
+_STATUS = {
+    "type": "string",
+    "enum": ["QUEUED", "RUNNING", "COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"],
+}
 _REASON = {
     "type": "string",
     "enum": [
-        "exit", "compile_error", "runtime_error", "timeout", "memory_limit",
-        "output_limit", "cancelled", "internal_error",
+        "exit",
+        "compile_error",
+        "runtime_error",
+        "timeout",
+        "memory_limit",
+        "output_limit",
+        "cancelled",
+        "internal_error",
     ],
 }
 
@@ -130,7 +139,9 @@ def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str,
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _operation(summary: str, answers: dict[str, Any], errors: str = "", **extra: Any) -> dict[str, Any]:
+def _operation(
+    summary: str, answers: dict[str, Any], errors: str = "", **extra: Any
+) -> dict[str, Any]:
     responses = dict(answers)
     for status in errors.split():
         responses[status] = _answer(_ERRORS[status], _ref("Error"))
@@ -138,15 +149,29 @@ def _operation(summary: str, answers: dict[str, Any], errors: str = "", **extra:
 
 
 _SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_EXECUTION_ID = {"name": "execution_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_WAIT = {"name": "wait", "in": "query", "schema": {"type": "boolean"},
-         "description": "wait (up to the wait cap) for the final execution"}
+_EXECUTION_ID = {
+    "name": "execution_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+}
+_WAIT = {
+    "name": "wait",
+    "in": "query",
+    "schema": {"type": "boolean"},
+    "description": "wait (up to the wait cap) for the final execution",
+}
 
 
 def document() -> dict[str, Any]:
     """The OpenAPI 3 document of every endpoint."""
     schemas = dict(SCHEMAS)
-    for model in (protocol.CreateSession, protocol.SaveSource, protocol.RunOptions, protocol.OneShotRun):
+    for model in (
+        protocol.CreateSession,
+        protocol.SaveSource,
+        protocol.RunOptions,
+        protocol.OneShotRun,
+    ):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -154,37 +179,60 @@ def document() -> dict[str, Any]:
         "202": _answer("queued", _ref("Queued")),
         "200": _answer("with ?wait=true: the final execution", _ref("Execution")),
     }
-    health = {"200": _answer("works", _ref("Health")), "503": _answer("does not work", _ref("Health"))}
+    health = {
+        "200": _answer("works", _ref("Health")),
+        "503": _answer("does not work", _ref("Health")),
+    }
     paths: dict[str, Any] = {
         "/code-sessions": {
-            "post": _operation("Create a session", {"201": _answer("created", _ref("Session"))},
-                               "400 413 422", requestBody=_body(protocol.CreateSession)),
+            "post": _operation(
+                "Create a session",
+                {"201": _answer("created", _ref("Session"))},
+                "400 413 422",
+                requestBody=_body(protocol.CreateSession),
+            ),
         },
         "/code-sessions/{session_id}": {
             "parameters": [_SESSION_ID],
-            "get": _operation("Get a session", {"200": _answer("the session", _ref("Session"))}, "404"),
+            "get": _operation(
+                "Get a session", {"200": _answer("the session", _ref("Session"))}, "404"
+            ),
             "patch": _operation(
                 "Autosave the source",
-                {"200": _answer("saved", _ref("SavedSession")),
-                 "409": _answer("base_version is stale", _ref("Error"))},
-                "400 404 413", requestBody=_body(protocol.SaveSource),
+                {
+                    "200": _answer("saved", _ref("SavedSession")),
+                    "409": _answer("base_version is stale", _ref("Error")),
+                },
+                "400 404 413",
+                requestBody=_body(protocol.SaveSource),
             ),
-            "delete": _operation("Delete a session and its executions",
-                                 {"204": _answer("deleted")}, "404"),
+            "delete": _operation(
+                "Delete a session and its executions", {"204": _answer("deleted")}, "404"
+            ),
         },
         "/code-sessions/{session_id}/run": {
             "parameters": [_SESSION_ID, _WAIT],
-            "post": _operation("Run the session's source", run_answers, "400 404 413 422 429 503",
-                               requestBody=_body(protocol.RunOptions, required=False)),
+            "post": _operation(
+                "Run the session's source",
+                run_answers,
+                "400 404 413 422 429 503",
+                requestBody=_body(protocol.RunOptions, required=False),
+            ),
         },
         "/executions": {
-            "post": _operation("Run source without a session", run_answers, "400 413 422 503",
-                               parameters=[_WAIT], requestBody=_body(protocol.OneShotRun)),
+            "post": _operation(
+                "Run source without a session",
+                run_answers,
+                "400 413 422 503",
+                parameters=[_WAIT],
+                requestBody=_body(protocol.OneShotRun),
+            ),
         },
         "/executions/{execution_id}": {
             "parameters": [_EXECUTION_ID],
-            "get": _operation("Get an execution", {"200": _answer("the execution", _ref("Execution"))},
-                              "404"),
+            "get": _operation(
+                "Get an execution", {"200": _answer("the execution", _ref("Execution"))}, "404"
+            ),
         },
         "/executions/{execution_id}/events": {
             "parameters": [
@@ -194,22 +242,31 @@ def document() -> dict[str, Any]:
             ],
             "get": _operation(
                 "Server-Sent Events of an execution (status, output, finished), resumable",
-                {"200": {"description": "an event stream",
-                         "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+                {
+                    "200": {
+                        "description": "an event stream",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    }
+                },
                 "400 404",
             ),
         },
         "/executions/{execution_id}/cancel": {
             "parameters": [_EXECUTION_ID],
-            "post": _operation("Cancel an execution", {"202": _answer("cancelling", _ref("Queued"))},
-                               "404"),
+            "post": _operation(
+                "Cancel an execution", {"202": _answer("cancelling", _ref("Queued"))}, "404"
+            ),
         },
         "/executions/session/{session_id}": {
             "parameters": [
                 _SESSION_ID,
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 50}},
-                {"name": "before", "in": "query", "schema": {"type": "string"},
-                 "description": "an execution id: list the ones created before it"},
+                {
+                    "name": "before",
+                    "in": "query",
+                    "schema": {"type": "string"},
+                    "description": "an execution id: list the ones created before it",
+                },
             ],
             "get": _operation(
                 "List a session's executions, newest first",
@@ -218,8 +275,10 @@ def document() -> dict[str, Any]:
             ),
         },
         "/languages": {
-            "get": _operation("Languages and their versions",
-                              {"200": _answer("languages", {"type": "array", "items": _ref("Language")})}),
+            "get": _operation(
+                "Languages and their versions",
+                {"200": _answer("languages", {"type": "array", "items": _ref("Language")})},
+            ),
         },
         "/health": {"get": _operation("Liveness", {"200": _answer("alive", _ref("Health"))})},
     }
@@ -230,7 +289,7 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "livecode",
             "version": __version__,
-            "description": "Real-time code execution. The WebSocket protocol is at /ws (see README).",
+            "description": "Real-time code execution; the WebSocket protocol is at /ws (README).",
         },
         "paths": paths,
         "components": {"schemas": schemas},

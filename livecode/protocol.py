@@ -138,9 +138,7 @@ ClientMessage = Annotated[
     | PingMessage,
     Field(discriminator="type"),
 ]
-MESSAGE_TYPES = (
-    "create open autosave run subscribe unsubscribe stdin cancel ping".split()
-)
+MESSAGE_TYPES = "create open autosave run subscribe unsubscribe stdin cancel ping".split()
 
 _client_message = TypeAdapter[ClientMessage](ClientMessage)
 _Body = TypeVar("_Body", bound=BaseModel)
@@ -153,7 +151,9 @@ def parse_message(text: str | bytes) -> ClientMessage:
         raise BadRequest("a message must be a JSON object")
     kind = data.get("type")
     if kind not in MESSAGE_TYPES:
-        raise BadRequest(f"unknown message type {kind!r}; expected one of {', '.join(MESSAGE_TYPES)}")
+        raise BadRequest(
+            f"unknown message type {kind!r}; expected one of {', '.join(MESSAGE_TYPES)}"
+        )
     try:
         return _client_message.validate_python(data)
     except ValidationError as exc:

@@ -113,7 +113,9 @@ class WakingRedisBroker(RedisBroker):
     def consumer_class(self) -> type[_RedisConsumer]:
         return _WakingConsumer
 
-    def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
+    def enqueue(
+        self, message: dramatiq.Message[Any], *, delay: int | None = None
+    ) -> dramatiq.Message[Any]:
         enqueued = super().enqueue(message, delay=delay)
         if delay is None:
             self.client.publish(self.wake_channel, enqueued.queue_name)
@@ -125,7 +127,9 @@ class WakingRedisBroker(RedisBroker):
         with self._lock:
             self._wake_events.setdefault(queue_name, []).append(event)
             if self._listener is None:
-                self._listener = threading.Thread(target=self._listen, name="broker-wake", daemon=True)
+                self._listener = threading.Thread(
+                    target=self._listen, name="broker-wake", daemon=True
+                )
                 self._listener.start()
         return event
 
@@ -145,7 +149,9 @@ class WakingRedisBroker(RedisBroker):
 
 
 class _WakingConsumer(_RedisConsumer):  # type: ignore[misc]
-    def __init__(self, broker: WakingRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+    def __init__(
+        self, broker: WakingRedisBroker, queue_name: str, prefetch: int, timeout: int
+    ) -> None:
         # The parent's own back-off sleep is kept to 1 ms; the idle wait happens on the event.
         super().__init__(broker, queue_name, prefetch, 1)
         self.idle_s = timeout / 1000

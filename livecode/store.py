@@ -137,16 +137,18 @@ class Store:
         SQLite (``sqlite:///./livecode.db``, the embedded default): WAL, ``synchronous=NORMAL``,
         a busy timeout, foreign keys on, usable from any thread, and ``BEGIN IMMEDIATE`` for
         writes. PostgreSQL: psycopg 3 (``postgresql://`` and ``postgres://`` are read as
-        ``postgresql+psycopg://``), pre-ping, a bounded pool, a connect timeout.
+        ``postgresql+psycopg://``), a bounded pool, a connect timeout.
         """
         parsed = _normalize_url(make_url(url))
         if parsed.get_backend_name() == "sqlite":
             engine = sa.create_engine(parsed, connect_args={"check_same_thread": False})
             _configure_sqlite(engine)
         elif parsed.get_backend_name() == "postgresql":
+            # No pre-ping: it costs a round trip per checkout on the hot path. A connection lost
+            # to a database restart fails one request with 503 (Unavailable) and SQLAlchemy
+            # invalidates the pool, so the next request reconnects.
             engine = sa.create_engine(
                 parsed,
-                pool_pre_ping=True,
                 pool_size=pool_size,
                 max_overflow=max_overflow,
                 pool_timeout=10,
@@ -299,28 +301,65 @@ class Store:
         self,
         *,
         session_id: str | None,
-        language: str,
-        source_code: str,
+        language: str | None = None,
+        source_code: str | None = None,
         stdin: bytes | None,
         args: Sequence[str],
         limits: Mapping[str, Any],
         interactive: bool,
         owner: str = "",
         max_runs_per_session: int | None = None,
+        max_queued: int | None = None,
     ) -> Execution:
         """Insert a QUEUED execution, counting it against its session's runs.
 
         With a session, its ``run_count`` goes up by one in the same transaction, guarded by
-        ``max_runs_per_session`` when given. Nothing is written when this raises.
+        ``max_runs_per_session`` when given, and a ``language`` / ``source_code`` left out are
+        the session's as of that transaction. With ``max_queued``, a queue already that long
+        refuses the execution. Nothing is written when this raises.
 
         Raises:
             NotFound: no such session for this owner.
             RateLimited: the session has used its ``max_runs_per_session`` runs.
+            Unavailable: ``max_queued`` executions are queued already.
         """
         if session_id is not None:
             session_id = _parse_id(session_id, "session")
+        elif language is None or source_code is None:
+            raise RuntimeError("create_execution() without a session needs language and source")
         now = _now()
-        execution = Execution(
+        with self._transaction(write=True) as conn:
+            if max_queued is not None and self._count_in(conn, Status.QUEUED) >= max_queued:
+                raise errors.Unavailable("the queue is full; try again shortly", retry_after=5.0)
+            if session_id is not None:
+                session_language, session_source = self._count_run(
+                    conn, session_id, owner, max_runs_per_session
+                )
+                language = session_language if language is None else language
+                source_code = session_source if source_code is None else source_code
+            assert language is not None and source_code is not None
+            execution = self._new_execution(
+                session_id, owner, language, source_code, stdin, args, limits, interactive, now
+            )
+            values = {f.name: getattr(execution, f.name) for f in dataclasses.fields(execution)}
+            values["args"] = list(execution.args)
+            conn.execute(executions.insert().values(**values))
+        logger.debug("execution %s queued (session %s)", execution.id, session_id)
+        return execution
+
+    @staticmethod
+    def _new_execution(
+        session_id: str | None,
+        owner: str,
+        language: str,
+        source_code: str,
+        stdin: bytes | None,
+        args: Sequence[str],
+        limits: Mapping[str, Any],
+        interactive: bool,
+        now: dt.datetime,
+    ) -> Execution:
+        return Execution(
             id=_new_id(),
             session_id=session_id,
             owner=owner,
@@ -350,14 +389,6 @@ class Store:
             finished_at=None,
             created_at=now,
         )
-        with self._transaction(write=True) as conn:
-            if session_id is not None:
-                self._count_run(conn, session_id, owner, max_runs_per_session)
-            values = {f.name: getattr(execution, f.name) for f in dataclasses.fields(execution)}
-            values["args"] = list(execution.args)
-            conn.execute(executions.insert().values(**values))
-        logger.debug("execution %s queued (session %s)", execution.id, session_id)
-        return execution
 
     def count_queued(self) -> int:
         """Return how many executions are QUEUED (all owners): the queue's length."""
@@ -551,11 +582,15 @@ class Store:
 
     def _count(self, status: Status) -> int:
         with self._transaction() as conn:
-            count = conn.execute(
-                sa.select(sa.func.count())
-                .select_from(executions)
-                .where(executions.c.status == status.value)
-            ).scalar_one()
+            return self._count_in(conn, status)
+
+    @staticmethod
+    def _count_in(conn: sa.Connection, status: Status) -> int:
+        count = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(executions)
+            .where(executions.c.status == status.value)
+        ).scalar_one()
         return int(count)
 
     def _move(
@@ -589,7 +624,7 @@ class Store:
     @staticmethod
     def _count_run(
         conn: sa.Connection, session_id: str, owner: str, max_runs_per_session: int | None
-    ) -> None:
+    ) -> tuple[str, str]:
         guard = [code_sessions.c.id == session_id, code_sessions.c.owner == owner]
         if max_runs_per_session is not None:
             guard.append(code_sessions.c.run_count < max_runs_per_session)
@@ -597,10 +632,10 @@ class Store:
             code_sessions.update()
             .where(*guard)
             .values(run_count=code_sessions.c.run_count + 1)
-            .returning(code_sessions.c.id)
-        ).scalar_one_or_none()
+            .returning(code_sessions.c.language, code_sessions.c.source_code)
+        ).one_or_none()
         if updated is not None:
-            return
+            return updated.language, updated.source_code
         exists = conn.execute(
             sa.select(code_sessions.c.id).where(
                 code_sessions.c.id == session_id, code_sessions.c.owner == owner

@@ -111,11 +111,15 @@ class Connection:
                 session = await run_in_threadpool(
                     commands.create_session, message.language, message.source_code
                 )
-                await self._send({"type": "created", "ref": ref, "session": events.session_json(session)})
+                await self._send(
+                    {"type": "created", "ref": ref, "session": events.session_json(session)}
+                )
                 self._follow_session(session.id)
             case protocol.OpenMessage():
                 session = await run_in_threadpool(commands.open_session, message.session_id)
-                await self._send({"type": "opened", "ref": ref, "session": events.session_json(session)})
+                await self._send(
+                    {"type": "opened", "ref": ref, "session": events.session_json(session)}
+                )
                 self._follow_session(session.id)
             case protocol.AutosaveMessage():
                 session = await run_in_threadpool(

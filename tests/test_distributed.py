@@ -21,8 +21,12 @@ async def test_chunks_reach_a_socket_on_another_server_process(
     source = "import time\nfor i in range(6):\n    print('beat', i)\n    time.sleep(0.2)\n"
     with run_process(["serve"], env, ready_url=f"{other.url}/health"):
         async with ws_connect(distributed_server) as runner_socket, ws_connect(other) as watcher:
-            created = await runner_socket.request({"type": "create", "language": "python", "source_code": source})
-            queued = await runner_socket.request({"type": "run", "session_id": created["session"]["id"]})
+            created = await runner_socket.request(
+                {"type": "create", "language": "python", "source_code": source}
+            )
+            queued = await runner_socket.request(
+                {"type": "run", "session_id": created["session"]["id"]}
+            )
             execution_id = queued["execution_id"]
             await watcher.send({"type": "subscribe", "execution_id": execution_id})
             here = await runner_socket.until("finished", execution_id)

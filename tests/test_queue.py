@@ -16,7 +16,9 @@ def settings_for(kind: str, redis_url: str | None) -> Settings:
 
 
 @pytest.mark.parametrize("kind", ["in-process", "redis"])
-def test_enqueued_executions_reach_a_worker_thread(kind: str, request: pytest.FixtureRequest) -> None:
+def test_enqueued_executions_reach_a_worker_thread(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
     redis_url = request.getfixturevalue("redis_url") if kind == "redis" else None
     sender, consumer = Queue(settings_for(kind, redis_url)), None
     received: list[str] = []

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.utils import TIMEOUT, LiveServer
+from tests.conftest import embedded_settings
+from tests.utils import TIMEOUT, LiveServer, run_server
 
 HELLO = "print('Hello World')"
 SLEEPER = "import time\nprint('started', flush=True)\ntime.sleep(60)"
@@ -34,7 +37,9 @@ def wait_status(client: httpx.Client, execution_id: str, status: str) -> None:
 def test_reference_flow(server: LiveServer) -> None:
     """Create, autosave, read, run, poll, list and delete, with the reference's JSON shapes."""
     with server.client() as client:
-        created = client.post("/code-sessions", json={"language": "python", "source_code": "print(1)"})
+        created = client.post(
+            "/code-sessions", json={"language": "python", "source_code": "print(1)"}
+        )
         assert created.status_code == 201
         session = created.json()
         assert session["status"] == "ACTIVE" and session["version"] == 1
@@ -42,11 +47,19 @@ def test_reference_flow(server: LiveServer) -> None:
 
         saved = client.patch(f"/code-sessions/{session_id}", json={"source_code": HELLO})
         assert saved.status_code == 200
-        assert saved.json() == {**saved.json(), "session_id": session_id, "status": "ACTIVE", "version": 2}
+        assert saved.json() == {
+            **saved.json(),
+            "session_id": session_id,
+            "status": "ACTIVE",
+            "version": 2,
+        }
 
         read = client.get(f"/code-sessions/{session_id}").json()
         assert {k: read[k] for k in ("id", "language", "source_code", "status")} == {
-            "id": session_id, "language": "python", "source_code": HELLO, "status": "ACTIVE",
+            "id": session_id,
+            "language": "python",
+            "source_code": HELLO,
+            "status": "ACTIVE",
         }
         assert read["created_at"].endswith("Z") and read["updated_at"] >= read["created_at"]
 
@@ -74,15 +87,24 @@ def test_reference_flow(server: LiveServer) -> None:
 def test_execution_keeps_the_source_it_ran(server: LiveServer) -> None:
     """Autosaving after a run does not change what the run executed."""
     with server.client() as client:
-        session_id = client.post("/code-sessions", json={"language": "py", "source_code": HELLO}).json()["session_id"]
+        session_id = client.post(
+            "/code-sessions", json={"language": "py", "source_code": HELLO}
+        ).json()["session_id"]
         first = client.post(f"/code-sessions/{session_id}/run?wait=true").json()
         client.patch(f"/code-sessions/{session_id}", json={"source_code": "print('changed')"})
-        assert client.get(f"/executions/{first['execution_id']}").json()["stdout"] == "Hello World\n"
+        assert (
+            client.get(f"/executions/{first['execution_id']}").json()["stdout"] == "Hello World\n"
+        )
         second = client.post(f"/code-sessions/{session_id}/run?wait=true").json()
         assert second["stdout"] == "changed\n"
         listed = client.get(f"/executions/session/{session_id}").json()
-        assert [e["execution_id"] for e in listed] == [second["execution_id"], first["execution_id"]]
-        page = client.get(f"/executions/session/{session_id}?limit=1&before={second['execution_id']}").json()
+        assert [e["execution_id"] for e in listed] == [
+            second["execution_id"],
+            first["execution_id"],
+        ]
+        page = client.get(
+            f"/executions/session/{session_id}?limit=1&before={second['execution_id']}"
+        ).json()
         assert [e["execution_id"] for e in page] == [first["execution_id"]]
 
 
@@ -90,11 +112,21 @@ def test_execution_keeps_the_source_it_ran(server: LiveServer) -> None:
     ("language", "source", "stdout"),
     [
         ("python", "import sys\nprint(sys.stdin.read().upper(), sys.argv[1:])", "HI ['a', 'b']\n"),
-        ("javascript", "const fs=require('fs');console.log(fs.readFileSync(0,'utf8').toUpperCase(), process.argv.slice(2))", "HI [ 'a', 'b' ]\n"),
-        ("c++", "#include <iostream>\n#include <string>\nint main(int c,char**v){std::string s;std::cin>>s;for(auto&ch:s)ch=toupper(ch);std::cout<<s<<' '<<v[1]<<v[2]<<'\\n';}", "HI ab\n"),
+        (
+            "javascript",
+            "const fs=require('fs');console.log(fs.readFileSync(0,'utf8').toUpperCase(), process.argv.slice(2))",
+            "HI [ 'a', 'b' ]\n",
+        ),
+        (
+            "c++",
+            "#include <iostream>\n#include <string>\nint main(int c,char**v){std::string s;std::cin>>s;for(auto&ch:s)ch=toupper(ch);std::cout<<s<<' '<<v[1]<<v[2]<<'\\n';}",
+            "HI ab\n",
+        ),
     ],
 )
-def test_one_shot_run_with_stdin_and_args(server: LiveServer, language: str, source: str, stdout: str) -> None:
+def test_one_shot_run_with_stdin_and_args(
+    server: LiveServer, language: str, source: str, stdout: str
+) -> None:
     """POST /executions?wait=true runs without a session and answers with the final execution."""
     with server.client() as client:
         answer = client.post(
@@ -108,11 +140,20 @@ def test_one_shot_run_with_stdin_and_args(server: LiveServer, language: str, sou
 
 def test_compile_error_and_runtime_error(server: LiveServer) -> None:
     with server.client() as client:
-        broken = client.post("/executions?wait=true", json={"language": "cpp", "source_code": "int main() { return x; }"}).json()
+        broken = client.post(
+            "/executions?wait=true",
+            json={"language": "cpp", "source_code": "int main() { return x; }"},
+        ).json()
         assert (broken["status"], broken["reason"]) == ("FAILED", "compile_error")
         assert "x" in broken["compile_output"] and "error" in broken["compile_output"]
-        crash = client.post("/executions?wait=true", json={"language": "python", "source_code": "1/0"}).json()
-        assert (crash["status"], crash["reason"], crash["exit_code"]) == ("FAILED", "runtime_error", 1)
+        crash = client.post(
+            "/executions?wait=true", json={"language": "python", "source_code": "1/0"}
+        ).json()
+        assert (crash["status"], crash["reason"], crash["exit_code"]) == (
+            "FAILED",
+            "runtime_error",
+            1,
+        )
         assert "ZeroDivisionError" in crash["stderr"]
 
 
@@ -120,7 +161,11 @@ def test_timeout_is_reported_like_the_reference(server: LiveServer) -> None:
     with server.client() as client:
         answer = client.post(
             "/executions?wait=true",
-            json={"language": "python", "source_code": "while True: pass", "limits": {"timeout_s": 1}},
+            json={
+                "language": "python",
+                "source_code": "while True: pass",
+                "limits": {"timeout_s": 1},
+            },
         ).json()
         assert (answer["status"], answer["reason"]) == ("TIMEOUT", "timeout")
         assert answer["stderr"].endswith("Execution exceeded 1 second timeout")
@@ -128,7 +173,9 @@ def test_timeout_is_reported_like_the_reference(server: LiveServer) -> None:
 
 def test_cancel_a_running_execution(server: LiveServer) -> None:
     with server.client() as client:
-        execution_id = client.post("/executions", json={"language": "python", "source_code": SLEEPER}).json()["execution_id"]
+        execution_id = client.post(
+            "/executions", json={"language": "python", "source_code": SLEEPER}
+        ).json()["execution_id"]
         wait_status(client, execution_id, "RUNNING")
         answer = client.post(f"/executions/{execution_id}/cancel")
         assert answer.status_code == 202
@@ -142,10 +189,34 @@ def test_cancel_a_running_execution(server: LiveServer) -> None:
         ("POST", "/code-sessions", b"{not json", 400, "bad_request"),
         ("POST", "/code-sessions", {"source_code": "x"}, 400, "bad_request"),
         ("POST", "/code-sessions", {"language": "cobol", "source_code": "x"}, 422, "bad_request"),
-        ("POST", "/code-sessions", {"language": "python", "source_code": "x" * 262145}, 413, "too_large"),
-        ("POST", "/executions", {"language": "python", "source_code": "", "stdin": "x" * 1048577}, 413, "too_large"),
-        ("POST", "/executions", {"language": "python", "source_code": "", "limits": {"timeout_s": -1}}, 400, "bad_request"),
-        ("POST", "/executions", {"language": "python", "source_code": "", "limits": {"cpu": 1}}, 400, "bad_request"),
+        (
+            "POST",
+            "/code-sessions",
+            {"language": "python", "source_code": "x" * 262145},
+            413,
+            "too_large",
+        ),
+        (
+            "POST",
+            "/executions",
+            {"language": "python", "source_code": "", "stdin": "x" * 1048577},
+            413,
+            "too_large",
+        ),
+        (
+            "POST",
+            "/executions",
+            {"language": "python", "source_code": "", "limits": {"timeout_s": -1}},
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/executions",
+            {"language": "python", "source_code": "", "limits": {"cpu": 1}},
+            400,
+            "bad_request",
+        ),
         ("GET", "/code-sessions/00000000-0000-0000-0000-000000000000", None, 404, "not_found"),
         ("GET", "/executions/not-a-uuid", None, 404, "not_found"),
         ("POST", "/code-sessions/00000000-0000-0000-0000-000000000000/run", None, 404, "not_found"),
@@ -166,9 +237,18 @@ def test_bad_requests_get_clear_errors(
 
 def test_stale_base_version_is_a_conflict_and_changes_nothing(server: LiveServer) -> None:
     with server.client() as client:
-        session_id = client.post("/code-sessions", json={"language": "python", "source_code": "a"}).json()["session_id"]
-        assert client.patch(f"/code-sessions/{session_id}", json={"source_code": "b", "base_version": 1}).json()["version"] == 2
-        stale = client.patch(f"/code-sessions/{session_id}", json={"source_code": "c", "base_version": 1})
+        session_id = client.post(
+            "/code-sessions", json={"language": "python", "source_code": "a"}
+        ).json()["session_id"]
+        assert (
+            client.patch(
+                f"/code-sessions/{session_id}", json={"source_code": "b", "base_version": 1}
+            ).json()["version"]
+            == 2
+        )
+        stale = client.patch(
+            f"/code-sessions/{session_id}", json={"source_code": "c", "base_version": 1}
+        )
         assert stale.status_code == 409 and stale.json()["error"]["code"] == "conflict"
         session = client.get(f"/code-sessions/{session_id}").json()
         assert (session["source_code"], session["version"]) == ("b", 2)
@@ -176,7 +256,9 @@ def test_stale_base_version_is_a_conflict_and_changes_nothing(server: LiveServer
 
 def test_runs_per_minute_are_limited(server: LiveServer) -> None:
     with server.client() as client:
-        session_id = client.post("/code-sessions", json={"language": "python", "source_code": "pass"}).json()["session_id"]
+        session_id = client.post(
+            "/code-sessions", json={"language": "python", "source_code": "pass"}
+        ).json()["session_id"]
         answers = [client.post(f"/code-sessions/{session_id}/run") for _ in range(11)]
         assert [a.status_code for a in answers] == [202] * 10 + [429]
         assert answers[-1].json()["error"]["code"] == "rate_limited"
@@ -209,15 +291,63 @@ def test_openapi_and_local_swagger_ui(embedded_server: LiveServer) -> None:
     with embedded_server.client() as client:
         document = client.get("/openapi.json").json()
         for path in (
-            "/code-sessions", "/code-sessions/{session_id}", "/code-sessions/{session_id}/run",
-            "/executions", "/executions/{execution_id}", "/executions/{execution_id}/events",
-            "/executions/{execution_id}/cancel", "/executions/session/{session_id}", "/languages",
-            "/health", "/health/celery", "/health/sandbox",
+            "/code-sessions",
+            "/code-sessions/{session_id}",
+            "/code-sessions/{session_id}/run",
+            "/executions",
+            "/executions/{execution_id}",
+            "/executions/{execution_id}/events",
+            "/executions/{execution_id}/cancel",
+            "/executions/session/{session_id}",
+            "/languages",
+            "/health",
+            "/health/celery",
+            "/health/sandbox",
         ):
             assert path in document["paths"], path
-        assert {"Execution", "Session", "Error", "CreateSession", "OneShotRun"} <= set(document["components"]["schemas"])
+        assert {"Execution", "Session", "Error", "CreateSession", "OneShotRun"} <= set(
+            document["components"]["schemas"]
+        )
         page = client.get("/docs")
         assert page.status_code == 200 and "/docs/static/swagger-ui-bundle.js" in page.text
         assert "://" not in page.text  # every asset from this server, no CDN
         bundle = client.get("/docs/static/swagger-ui-bundle.js")
         assert bundle.status_code == 200 and len(bundle.content) > 100_000
+
+
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One worker thread, a queue of one, three runs per session."""
+    settings = embedded_settings(tmp_path_factory, queue_cap=1, runs_per_session=3)
+    settings = dataclasses.replace(settings, worker_threads=1)
+    with run_server(settings) as server:
+        yield server
+
+
+def test_full_queue_answers_503(small_server: LiveServer) -> None:
+    with small_server.client() as client:
+        running = client.post(
+            "/executions", json={"language": "python", "source_code": SLEEPER}
+        ).json()
+        wait_status(client, running["execution_id"], "RUNNING")
+        queued = client.post("/executions", json={"language": "python", "source_code": SLEEPER})
+        assert queued.status_code == 202  # waits behind the running one: the queue holds one
+        refused = client.post("/executions", json={"language": "python", "source_code": HELLO})
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "unavailable"
+        assert int(refused.headers["Retry-After"]) >= 1
+        for execution_id in (queued.json()["execution_id"], running["execution_id"]):
+            client.post(f"/executions/{execution_id}/cancel")
+            assert wait_final(client, execution_id)["status"] == "CANCELLED"
+
+
+def test_runs_per_session_are_capped(small_server: LiveServer) -> None:
+    with small_server.client() as client:
+        session_id = client.post(
+            "/code-sessions", json={"language": "python", "source_code": "pass"}
+        ).json()["session_id"]
+        for _ in range(3):
+            answer = client.post(f"/code-sessions/{session_id}/run?wait=true")
+            assert answer.status_code == 200 and answer.json()["status"] == "COMPLETED"
+        refused = client.post(f"/code-sessions/{session_id}/run")
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+        assert len(client.get(f"/executions/session/{session_id}").json()) == 3

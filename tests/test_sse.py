@@ -12,10 +12,14 @@ from tests.utils import TIMEOUT, LiveServer, joined, outputs
 SOURCE = "import time\nfor i in range(5):\n    print('n', i)\n    time.sleep(0.1)\n"
 
 
-def read_events(server: LiveServer, execution_id: str, **headers: str) -> list[tuple[str, dict[str, Any]]]:
+def read_events(
+    server: LiveServer, execution_id: str, **headers: str
+) -> list[tuple[str, dict[str, Any]]]:
     """Every (id, event) of the stream until `finished`."""
     events = []
-    with httpx.stream("GET", f"{server.url}/executions/{execution_id}/events", headers=headers, timeout=TIMEOUT) as response:
+    with httpx.stream(
+        "GET", f"{server.url}/executions/{execution_id}/events", headers=headers, timeout=TIMEOUT
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         fields: dict[str, str] = {}
@@ -35,7 +39,9 @@ def read_events(server: LiveServer, execution_id: str, **headers: str) -> list[t
 
 def test_sse_streams_and_resumes(server: LiveServer) -> None:
     with server.client() as client:
-        execution_id = client.post("/executions", json={"language": "python", "source_code": SOURCE}).json()["execution_id"]
+        execution_id = client.post(
+            "/executions", json={"language": "python", "source_code": SOURCE}
+        ).json()["execution_id"]
     streamed = read_events(server, execution_id)
     events = [event for _, event in streamed]
     assert events[-1]["type"] == "finished" and events[-1]["status"] == "COMPLETED"
@@ -45,7 +51,10 @@ def test_sse_streams_and_resumes(server: LiveServer) -> None:
     # Resume after the second output, as a browser's EventSource does with Last-Event-ID.
     resumed = [event for _, event in read_events(server, execution_id, **{"Last-Event-ID": "2"})]
     assert [e["seq"] for e in outputs(resumed)] == seqs[2:]
-    assert joined(events[:0] + outputs(events)[:2], "stdout") + joined(resumed, "stdout") == events[-1]["stdout"]
+    assert (
+        joined(events[:0] + outputs(events)[:2], "stdout") + joined(resumed, "stdout")
+        == events[-1]["stdout"]
+    )
 
 
 def test_sse_unknown_execution_is_404(server: LiveServer) -> None:

@@ -35,7 +35,9 @@ async def run(ws: Socket, session_id: str, **options: object) -> str:
 async def test_run_streams_status_output_and_finished(server: LiveServer) -> None:
     """run -> queued (ref echoed), status events, output with seq 1..n, then finished."""
     async with ws_connect(server) as ws:
-        session = await create(ws, "print('a')\nprint('é' * 3)\nimport sys; print('oops', file=sys.stderr)")
+        session = await create(
+            ws, "print('a')\nprint('é' * 3)\nimport sys; print('oops', file=sys.stderr)"
+        )
         execution_id = await run(ws, session["id"])
         seen = await ws.until("finished", execution_id)
     statuses = [e["status"] for e in seen if e["type"] == "status"]
@@ -52,11 +54,13 @@ async def test_run_streams_status_output_and_finished(server: LiveServer) -> Non
 
 
 @pytest.mark.parametrize("language", ["python", "javascript", "c++"])
-async def test_output_arrives_line_by_line_without_flushing(server: LiveServer, language: str) -> None:
+async def test_output_arrives_line_by_line_without_flushing(
+    server: LiveServer, language: str
+) -> None:
     """A loop of plain print / console.log / cout << '\\n' with sleeps arrives as it is written."""
     async with ws_connect(server) as ws:
         session = await create(ws, STREAMING[language], language)
-        execution_id = await run(ws, session["id"])
+        await run(ws, session["id"])
         arrivals = []
         loop = asyncio.get_running_loop()
         while True:
@@ -67,7 +71,7 @@ async def test_output_arrives_line_by_line_without_flushing(server: LiveServer, 
                 break
     assert "".join(data for _, data in arrivals) == "".join(f"line {i}\n" for i in range(4))
     assert len(arrivals) == 4, arrivals
-    gaps = [later[0] - earlier[0] for earlier, later in zip(arrivals, arrivals[1:])]
+    gaps = [later[0] - earlier[0] for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
     assert all(gap > 0.15 for gap in gaps), gaps
 
 
@@ -82,7 +86,9 @@ async def test_late_subscriber_gets_everything_once(server: LiveServer) -> None:
         replayed = await late.until("finished", execution_id)
         await late.send({"type": "subscribe", "execution_id": execution_id, "since": 2})
         resumed = await late.until("finished", execution_id)
-    assert [(e["seq"], e["data"]) for e in outputs(replayed)] == [(e["seq"], e["data"]) for e in outputs(live)]
+    assert [(e["seq"], e["data"]) for e in outputs(replayed)] == [
+        (e["seq"], e["data"]) for e in outputs(live)
+    ]
     assert joined(replayed, "stdout") == "".join(f"{i}\n" for i in range(3000))
     assert [e["seq"] for e in outputs(resumed)] == [e["seq"] for e in outputs(live)][2:]
 
@@ -112,11 +118,25 @@ async def test_two_sockets_on_one_session(server: LiveServer) -> None:
         session = await create(editor, "v1")
         opened = await viewer.request({"type": "open", "session_id": session["id"]})
         assert opened["type"] == "opened" and opened["session"]["source_code"] == "v1"
-        saved = await editor.request({"type": "autosave", "session_id": session["id"], "source_code": "v2", "base_version": 1})
+        saved = await editor.request(
+            {
+                "type": "autosave",
+                "session_id": session["id"],
+                "source_code": "v2",
+                "base_version": 1,
+            }
+        )
         assert saved["type"] == "saved" and saved["version"] == 2 and saved["updated_at"]
         update = await viewer.recv()
-        assert update == {"type": "session.updated", "session_id": session["id"], "version": 2, "source_code": "v2"}
-        stale = await viewer.request({"type": "autosave", "session_id": session["id"], "source_code": "x", "base_version": 1})
+        assert update == {
+            "type": "session.updated",
+            "session_id": session["id"],
+            "version": 2,
+            "source_code": "v2",
+        }
+        stale = await viewer.request(
+            {"type": "autosave", "session_id": session["id"], "source_code": "x", "base_version": 1}
+        )
         assert stale["type"] == "error" and stale["code"] == "conflict"
         pong = await editor.request({"type": "ping"})
         assert pong["type"] == "pong"  # the editor received no echo of its own save before this
@@ -135,7 +155,9 @@ async def test_interactive_stdin(server: LiveServer) -> None:
         await ws.send({"type": "stdin", "execution_id": execution_id, "data": "hello\n"})
         while "HELLO\n" not in joined(seen, "stdout"):
             seen.append(await ws.recv())
-        await ws.send({"type": "stdin", "execution_id": execution_id, "data": "again\n", "eof": True})
+        await ws.send(
+            {"type": "stdin", "execution_id": execution_id, "data": "again\n", "eof": True}
+        )
         seen += await ws.until("finished", execution_id)
     assert seen[-1]["status"] == "COMPLETED"
     assert seen[-1]["stdout"] == "HELLO\nAGAIN\nbye\n"
@@ -156,10 +178,16 @@ async def test_cancel_over_the_socket(server: LiveServer) -> None:
 
 async def test_unsubscribe_stops_events(server: LiveServer) -> None:
     async with ws_connect(server) as ws:
-        session = await create(ws, "import time\nfor i in range(5):\n    print(i, flush=True)\n    time.sleep(0.2)")
+        session = await create(
+            ws, "import time\nfor i in range(5):\n    print(i, flush=True)\n    time.sleep(0.2)"
+        )
         execution_id = await run(ws, session["id"])
         answer = await ws.request({"type": "unsubscribe", "execution_id": execution_id})
-        assert answer == {"type": "unsubscribed", "ref": answer["ref"], "execution_id": execution_id}
+        assert answer == {
+            "type": "unsubscribed",
+            "ref": answer["ref"],
+            "execution_id": execution_id,
+        }
         await asyncio.sleep(1.5)
         pong = await ws.request({"type": "ping"})
         assert pong["type"] == "pong"
@@ -177,11 +205,31 @@ async def test_unsubscribe_stops_events(server: LiveServer) -> None:
         (json.dumps([1, 2]), "bad_request"),
         (json.dumps({"type": "dance", "ref": "r1"}), "bad_request"),
         (json.dumps({"type": "create", "ref": "r1"}), "bad_request"),
-        (json.dumps({"type": "create", "ref": "r1", "language": "cobol", "source_code": ""}), "bad_request"),
-        (json.dumps({"type": "create", "ref": "r1", "language": "python", "source_code": "x" * 262145}), "too_large"),
+        (
+            json.dumps({"type": "create", "ref": "r1", "language": "cobol", "source_code": ""}),
+            "bad_request",
+        ),
+        (
+            json.dumps(
+                {"type": "create", "ref": "r1", "language": "python", "source_code": "x" * 262145}
+            ),
+            "too_large",
+        ),
         (json.dumps({"type": "open", "ref": "r1", "session_id": "nope"}), "not_found"),
-        (json.dumps({"type": "subscribe", "ref": "r1", "execution_id": "00000000-0000-0000-0000-000000000000"}), "not_found"),
-        (json.dumps({"type": "run", "ref": "r1", "session_id": "x", "limits": {"memory_mb": 0}}), "bad_request"),
+        (
+            json.dumps(
+                {
+                    "type": "subscribe",
+                    "ref": "r1",
+                    "execution_id": "00000000-0000-0000-0000-000000000000",
+                }
+            ),
+            "not_found",
+        ),
+        (
+            json.dumps({"type": "run", "ref": "r1", "session_id": "x", "limits": {"memory_mb": 0}}),
+            "bad_request",
+        ),
     ],
 )
 async def test_every_error_keeps_the_socket(server: LiveServer, message: str, code: str) -> None:
@@ -197,10 +245,14 @@ async def test_every_error_keeps_the_socket(server: LiveServer, message: str, co
 async def test_rate_limited_and_conflicting_stdin(server: LiveServer) -> None:
     async with ws_connect(server) as ws:
         session = await create(ws, "pass")
-        answers = [await ws.request({"type": "run", "session_id": session["id"]}) for _ in range(11)]
+        answers = [
+            await ws.request({"type": "run", "session_id": session["id"]}) for _ in range(11)
+        ]
         assert [a["type"] for a in answers] == ["queued"] * 10 + ["error"]
         assert answers[-1]["code"] == "rate_limited" and answers[-1]["retry_after"] >= 1
-        not_interactive = await ws.request({"type": "stdin", "execution_id": answers[0]["execution_id"], "data": "x"})
+        not_interactive = await ws.request(
+            {"type": "stdin", "execution_id": answers[0]["execution_id"], "data": "x"}
+        )
         assert not_interactive["type"] == "error" and not_interactive["code"] == "conflict"
         assert (await ws.request({"type": "ping"}))["type"] == "pong"
 

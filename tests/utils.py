@@ -80,9 +80,13 @@ def livecode_env(settings_env: dict[str, str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def run_process(args: list[str], env: dict[str, str], ready_url: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def run_process(
+    args: list[str], env: dict[str, str], ready_url: str | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """A `python -m livecode ...` process, stopped with SIGTERM at the end."""
-    process = subprocess.Popen([sys.executable, "-m", "livecode", *args], env=livecode_env(env), cwd=REPO)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "livecode", *args], env=livecode_env(env), cwd=REPO
+    )
     try:
         if ready_url is not None:
             wait_until_http_ok(ready_url, process)
@@ -138,7 +142,9 @@ class Socket:
         while True:
             event = await self.recv()
             seen.append(event)
-            if event["type"] == kind and (execution_id is None or event.get("execution_id") == execution_id):
+            if event["type"] == kind and (
+                execution_id is None or event.get("execution_id") == execution_id
+            ):
                 return seen
 
 
@@ -150,7 +156,8 @@ async def ws_connect(server: LiveServer, **kwargs: Any) -> AsyncIterator[Socket]
 
 def outputs(events: list[dict[str, Any]], execution_id: str | None = None) -> list[dict[str, Any]]:
     return [
-        e for e in events
+        e
+        for e in events
         if e["type"] == "output" and (execution_id is None or e["execution_id"] == execution_id)
     ]
 
