@@ -104,6 +104,9 @@ def _run(sock, request, fds, cgroup_dirs) -> bool:
 
 def _exec_child(request, fds, error_w) -> None:
     try:
+        # The error pipe must survive until exec (it is close-on-exec), so that a failure of
+        # anything below reaches the spawner instead of looking like a run that exited 127.
+        error_w = fcntl.fcntl(error_w, fcntl.F_DUPFD_CLOEXEC, 64 + 2 * _MAX_FDS)
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64 + _MAX_FDS) for fd in fds]
         for target, fd in enumerate(high):
             os.dup2(fd, target)  # dup2 clears close-on-exec

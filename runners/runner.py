@@ -34,7 +34,7 @@ _OOM_TAIL_CHARS = 4096
 class Job:
     """One process to start in a slot: a compile or a run stage."""
 
-    argv: tuple[str, ...]  # templates: {source} {binary} {runtime} {heap_mb}
+    argv: tuple[str, ...]  # templates: {source} {binary} {runtime} {heap_cap}
     source_name: str
     source: bytes
     binary: str | None  # run stage: host path of the compiled program, seen at {binary}
@@ -44,6 +44,8 @@ class Job:
     max_processes: int
     file_size_bytes: int
     limit_address_space: bool
+    args: tuple[str, ...] = ()  # the program's own arguments: passed as they are, never formatted
+    heap_cap: str = ""  # template of the heap-cap flag, used when no memory cgroup caps the run
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +99,9 @@ def run_program(
                 if binary is None:
                     raise RunnerError("the compiled program vanished from the cache")
         job = Job(
-            argv=(*language.run_argv, *program_args),
+            argv=language.run_argv,
+            args=program_args,
+            heap_cap=language.heap_cap,
             source_name=language.source_file,
             source=b"" if language.is_compiled else source,
             binary=binary,

@@ -250,7 +250,7 @@ class Sandbox:
             "source": f"{_BOX}/{job.source_name}",
             "binary": f"{_OUT}/main" if job.out_dir else f"{_BOX}/main",
             "runtime": _RUNTIME,
-            "heap_mb": str(heap_mb),
+            "heap_cap": _heap_cap(slot, job, heap_mb),
         }
         argv = [
             self._bwrap or "bwrap",
@@ -288,7 +288,7 @@ class Sandbox:
             argv += ["--setenv", _SANDBOX_ENV[index], _SANDBOX_ENV[index + 1]]
         if self._has_seccomp:
             argv += ["--seccomp", "4"]  # fd 4: the BPF filter
-        argv += ["--", *(part.format(**names) for part in job.argv)]
+        argv += ["--", *_command(job, names)]
         return argv, None
 
     def _job_argv_unsandboxed(
@@ -299,12 +299,12 @@ class Sandbox:
             "source": f"{run_dir}/{job.source_name}",
             "binary": f"{job.out_dir}/main" if job.out_dir else (job.binary or ""),
             "runtime": self._runtime,
-            "heap_mb": str(heap_mb),
+            "heap_cap": _heap_cap(slot, job, heap_mb),
         }
         if job.source:
             with open(names["source"], "wb") as out:
                 out.write(job.source)
-        return [part.format(**names) for part in job.argv], [run_dir]
+        return _command(job, names), [run_dir]
 
     def seccomp_fd(self) -> int | None:
         """Open the seccomp filter for one bwrap start (bwrap reads it from the fd)."""
@@ -656,3 +656,14 @@ def _bwrap_version(bwrap: str) -> str | None:
 
 def _pch_file(runtime: str) -> str:
     return os.path.join(runtime, "pch", "bits", "stdc++.h.gch")
+
+
+def _heap_cap(slot: _Slot, job: Job, heap_mb: int) -> str:
+    # With a memory cgroup the kernel enforces the limit; a runtime flag would only slow starts.
+    return "" if "memory" in slot.cgroups else job.heap_cap.format(heap_mb=heap_mb)
+
+
+def _command(job: Job, names: dict[str, str]) -> list[str]:
+    """The job's argv with its templates filled in, then the program's own arguments verbatim."""
+    command = [part.format(**names) for part in job.argv]
+    return [part for part in command if part] + list(job.args)

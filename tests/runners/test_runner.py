@@ -54,6 +54,15 @@ def test_stdin_and_args(sandbox: Sandbox, language: str) -> None:
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
+def test_args_reach_the_program_verbatim(sandbox: Sandbox, language: str) -> None:
+    """Arguments that look like our argv templates are passed as they are, not filled in."""
+    args = ("{source}", "{", "{heap_cap}", "")
+    result, _ = run(sandbox, Program(language, ECHO[language], stdin=b"", args=args))
+    assert result.status is Status.COMPLETED, result
+    assert result.stdout.rstrip("\n").endswith(" {source} { {heap_cap} ")
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
 def test_nonzero_exit_is_a_runtime_error(sandbox: Sandbox, language: str) -> None:
     result, _ = run(sandbox, Program(language, CRASH[language]))
     assert (result.status, result.reason, result.exit_code) == (
