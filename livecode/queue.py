@@ -160,6 +160,16 @@ class _WakingConsumer(_RedisConsumer):  # type: ignore[misc]
     def __next__(self) -> Any:
         message = super().__next__()
         if message is None:
+            # Idle, or holding as many messages as it may prefetch: either a new message or a
+            # finished one (ack/nack below) is a reason to look again.
             self.wake.wait(self.idle_s)
             self.wake.clear()
         return message
+
+    def ack(self, message: Any) -> None:
+        super().ack(message)
+        self.wake.set()
+
+    def nack(self, message: Any) -> None:
+        super().nack(message)
+        self.wake.set()
