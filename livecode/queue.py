@@ -42,7 +42,7 @@ class Queue:
         backstop_ms = int(
             (settings.wall_timeout_s + settings.compile_timeout_s + BACKSTOP_MARGIN_S) * 1000
         )
-        self.actor: dramatiq.Actor[[str], None] = dramatiq.actor(
+        self.actor: dramatiq.Actor[[str], None] = dramatiq.actor(  # type: ignore[call-overload]
             self._receive,
             broker=self.broker,
             actor_name="execute",
@@ -148,7 +148,7 @@ class WakingRedisBroker(RedisBroker):
                 time.sleep(1.0)
 
 
-class _WakingConsumer(_RedisConsumer):  # type: ignore[misc]
+class _WakingConsumer(_RedisConsumer):
     def __init__(
         self, broker: WakingRedisBroker, queue_name: str, prefetch: int, timeout: int
     ) -> None:

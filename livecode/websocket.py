@@ -177,6 +177,7 @@ class Connection:
 
     async def _pump_execution(self, execution_id: str, since: int) -> None:
         try:
+            assert self.services.relay is not None  # set by the lifespan before any socket
             async with self.services.relay.follow(execution_id, since) as stream:
                 async for event in stream:
                     await self.outbox.put(event)
@@ -203,6 +204,7 @@ class Connection:
 
     async def _pump_session(self, session_id: str) -> None:
         try:
+            assert self.services.relay is not None
             async with self.services.relay.listen(session_channel(session_id)) as stream:
                 async for event in stream:
                     if event.get("origin") == self.id:

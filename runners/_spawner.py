@@ -14,6 +14,8 @@ Being single-threaded it may fork and run Python code before exec, unlike the th
 It is a child subreaper: everything the run leaves behind is reparented here, swept and reaped.
 """
 
+from __future__ import annotations
+
 import ctypes
 import fcntl
 import json
@@ -24,6 +26,8 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 PR_SET_CHILD_SUBREAPER = 36
 _MAX_FDS = 16
@@ -52,7 +56,9 @@ def main() -> None:
                 _close(fd)
 
 
-def _run(sock, request, fds, cgroup_dirs) -> bool:
+def _run(
+    sock: socket.socket, request: dict[str, Any], fds: list[int], cgroup_dirs: list[str]
+) -> bool:
     """Start one run, wait for it and report; False when the Sandbox went away meanwhile."""
     error_r, error_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
@@ -102,7 +108,7 @@ def _run(sock, request, fds, cgroup_dirs) -> bool:
     return alive
 
 
-def _exec_child(request, fds, error_w) -> None:
+def _exec_child(request: dict[str, Any], fds: list[int], error_w: int) -> NoReturn:
     try:
         # The error pipe must survive until exec (it is close-on-exec), so that a failure of
         # anything below reaches the spawner instead of looking like a run that exited 127.
@@ -134,7 +140,7 @@ def _exec_child(request, fds, error_w) -> None:
             os._exit(127)
 
 
-def _reap_everything(cgroup_dirs, uid):
+def _reap_everything(cgroup_dirs: list[str], uid: int | None) -> Iterator[resource.struct_rusage]:
     """Kill and reap every process the run left behind; yield their rusage."""
     started = time.monotonic()
     swept_uid = False
@@ -158,7 +164,7 @@ def _reap_everything(cgroup_dirs, uid):
             time.sleep(0.001)  # not our children (cannot be), but never leave one behind
 
 
-def _kill_cgroup(directory) -> bool:
+def _kill_cgroup(directory: str) -> bool:
     me = os.getpid()
     found = False
     try:
@@ -176,7 +182,7 @@ def _kill_cgroup(directory) -> bool:
     return found
 
 
-def _kill_uid(uid) -> None:
+def _kill_uid(uid: int) -> None:
     # kill(-1) as the slot's uid reaches every process of that uid and nothing else
     pid = os.fork()
     if pid == 0:
@@ -188,7 +194,7 @@ def _kill_uid(uid) -> None:
     os.waitpid(pid, 0)
 
 
-def _close(fd) -> None:
+def _close(fd: int) -> None:
     try:
         os.close(fd)
     except OSError:

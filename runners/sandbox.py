@@ -418,10 +418,12 @@ class _Slot:
         if os.WIFSIGNALED(status):
             signal_number = os.WTERMSIG(status)
         else:
-            exit_code = os.WEXITSTATUS(status)
-            if self.sandbox.config.mode == "bwrap" and 128 < exit_code <= 128 + 64:
+            code = os.WEXITSTATUS(status)
+            if self.sandbox.config.mode == "bwrap" and 128 < code <= 128 + 64:
                 # bwrap's pid 1 reports a program killed by signal N as exit 128+N
-                exit_code, signal_number = None, exit_code - 128
+                signal_number = code - 128
+            else:
+                exit_code = code
         cpu_ms = int((reply["utime"] + reply["stime"]) * 1000)
         memory_kb: int | None = int(reply["maxrss"]) or None
         oom_killed = False

@@ -37,7 +37,7 @@ def build_filter(path: str) -> bool:
         import pyseccomp as seccomp
     except ImportError:
         try:
-            import seccomp  # type: ignore[no-redef]
+            import seccomp
         except ImportError:
             logger.warning("no pyseccomp/python3-seccomp: sandbox runs without a seccomp filter")
             return False
