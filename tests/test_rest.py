@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -317,8 +318,8 @@ def test_openapi_and_local_swagger_ui(embedded_server: LiveServer) -> None:
 
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """One worker thread, a queue of one, three runs per session."""
-    settings = embedded_settings(tmp_path_factory, queue_cap=1, runs_per_session=3)
+    """One worker thread, a queue of one, three runs per session, ?wait=true waits 1 s."""
+    settings = embedded_settings(tmp_path_factory, queue_cap=1, runs_per_session=3, wait_cap_s=1.0)
     settings = dataclasses.replace(settings, worker_threads=1)
     with run_server(settings) as server:
         yield server
@@ -351,3 +352,47 @@ def test_runs_per_session_are_capped(small_server: LiveServer) -> None:
         refused = client.post(f"/code-sessions/{session_id}/run")
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
         assert len(client.get(f"/executions/session/{session_id}").json()) == 3
+
+
+def test_wait_gives_202_when_the_run_outlasts_the_wait_cap(small_server: LiveServer) -> None:
+    with small_server.client() as client:
+        answer = client.post(
+            "/executions?wait=true", json={"language": "python", "source_code": SLEEPER}
+        )
+        assert answer.status_code == 202 and answer.json()["status"] == "QUEUED"
+        execution_id = answer.json()["execution_id"]
+        client.post(f"/executions/{execution_id}/cancel")
+        assert wait_final(client, execution_id)["status"] == "CANCELLED"
+
+
+def test_deleting_a_session_cancels_its_running_execution(server: LiveServer) -> None:
+    with server.client() as client:
+        session_id = client.post(
+            "/code-sessions", json={"language": "python", "source_code": SLEEPER}
+        ).json()["session_id"]
+        execution_id = client.post(f"/code-sessions/{session_id}/run").json()["execution_id"]
+        deadline = time.monotonic() + TIMEOUT
+        while not sandboxed_programs():  # RUNNING is stored just before the program starts
+            assert time.monotonic() < deadline, "the sleeper never started in a sandbox"
+            time.sleep(0.05)
+        assert client.delete(f"/code-sessions/{session_id}").status_code == 204
+        assert client.get(f"/executions/{execution_id}").status_code == 404
+        deadline = time.monotonic() + TIMEOUT
+        while sandboxed_programs():  # killed, not left to sleep its 60 s
+            assert time.monotonic() < deadline, sandboxed_programs()
+            time.sleep(0.05)
+
+
+def sandboxed_programs() -> list[str]:
+    """Command lines of user programs running in a sandbox slot on this host (slot uids 61000+)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            uid = os.stat(f"/proc/{pid}").st_uid
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if 61000 <= uid < 62000 and "/box/main.py" in command:
+            found.append(command)
+    return found
