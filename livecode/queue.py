@@ -54,7 +54,9 @@ class Queue:
 
     def enqueue(self, execution_id: str) -> None:
         """Hand an execution to whichever worker is free. Raises Unavailable when Redis is down."""
-        with unavailable_on(redis.RedisError, message="the queue (Redis) is unavailable"):
+        with unavailable_on(
+            redis.RedisError, message="the queue (Redis) is unavailable", retry_after=5.0
+        ):
             self.actor.send(execution_id)
 
     def start_workers(self, execute: Callable[[str], None], threads: int) -> None:

@@ -47,7 +47,9 @@ class RedisRateLimiter:
         now = time.time()
         window = int(now // window_s)
         name = f"livecode:rate:{key}:{window}"
-        with unavailable_on(redis.RedisError, message="rate counters (Redis) unavailable"):
+        with unavailable_on(
+            redis.RedisError, message="rate counters (Redis) unavailable", retry_after=5.0
+        ):
             pipe = self._client.pipeline()
             pipe.incr(name)
             pipe.expire(name, window_s + 1)

@@ -12,7 +12,7 @@ import redis
 import sqlalchemy as sa
 
 from livecode.config import Settings
-from tests.utils import LiveServer, run_process, run_server
+from tests.utils import LiveServer, free_port, run_process, run_server
 
 POSTGRES_URL = os.environ.get(
     "LIVECODE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -107,6 +107,14 @@ def distributed_server(postgres_database: str, redis_url: str) -> Iterator[LiveS
     env = distributed_env(postgres_database, redis_url)
     settings = Settings.from_env(env)
     with run_process(["worker"], env), run_server(settings) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server_without_redis(postgres_database: str) -> Iterator[LiveServer]:
+    """Distributed settings whose Redis is not there (a closed port)."""
+    redis_url = f"redis://127.0.0.1:{free_port()}/0"
+    with run_server(Settings(database_url=postgres_database, redis_url=redis_url)) as server:
         yield server
 
 

@@ -396,3 +396,19 @@ def sandboxed_programs() -> list[str]:
         if 61000 <= uid < 62000 and "/box/main.py" in command:
             found.append(command)
     return found
+
+
+def test_redis_down_gives_503_and_the_rest_keeps_working(server_without_redis: LiveServer) -> None:
+    with server_without_redis.client() as client:
+        created = client.post("/code-sessions", json={"language": "python", "source_code": HELLO})
+        assert created.status_code == 201  # the store does not need Redis
+        session_id = created.json()["session_id"]
+        refused = client.post(f"/code-sessions/{session_id}/run")
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "unavailable"
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert "127.0.0.1" not in refused.text and "Traceback" not in refused.text
+        health = client.get("/health/redis")
+        assert health.status_code == 503 and health.json()["status"] == "unavailable"
+        assert client.get("/health").status_code == 200
+        assert client.get(f"/code-sessions/{session_id}").json()["source_code"] == HELLO

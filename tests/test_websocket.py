@@ -274,3 +274,17 @@ async def test_foreign_origin_is_refused(embedded_server: LiveServer) -> None:
     assert refused.value.response.status_code == 403
     async with ws_connect(embedded_server, origin=embedded_server.url) as ws:
         assert (await ws.request({"type": "ping"}))["type"] == "pong"
+
+
+async def test_redis_down_is_an_unavailable_error_and_the_socket_stays(
+    server_without_redis: LiveServer,
+) -> None:
+    async with ws_connect(server_without_redis) as ws:
+        session = await create(ws, "print(1)")
+        refused = await ws.request({"type": "run", "session_id": session["id"]})
+        assert refused["type"] == "error" and refused["code"] == "unavailable"
+        assert refused["retry_after"] >= 1
+        saved = await ws.request(
+            {"type": "autosave", "session_id": session["id"], "source_code": "print(2)"}
+        )
+        assert saved["type"] == "saved" and saved["version"] == 2

@@ -3,7 +3,8 @@
 Channels (the only ones in use):
 
     execution:{id}   status, output and finished events of one execution (kept in history)
-    control:{id}     cancel and stdin messages for the worker running an execution (not kept)
+    control:{id}     cancel and stdin messages for the worker running an execution (kept, so
+                     a worker that starts listening late still gets them)
     session:{id}     session.updated events for the other sockets following a session (not kept)
 
 Two backends share the `Bus` protocol: `LocalBus` (one process, embedded mode) and `RedisBus`
@@ -15,6 +16,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Final, Protocol
+
+from livecode.errors import Unavailable
 
 __all__ = [
     "HISTORY_TTL_S",
@@ -37,8 +40,11 @@ RESYNC: Final = "bus.resync"
 HISTORY_TTL_S: Final = 3600.0
 
 
-class BusUnavailable(Exception):
-    """The bus backend cannot be reached (Redis down or unreachable)."""
+class BusUnavailable(Unavailable):
+    """The bus backend cannot be reached (Redis down or unreachable): a 503 for clients."""
+
+    def __init__(self, message: str = "the event bus (Redis) is unavailable") -> None:
+        super().__init__(message, retry_after=5.0)
 
 
 def execution_channel(execution_id: str) -> str:

@@ -40,7 +40,9 @@ def unavailable_on_redis_errors() -> Iterator[None]:
     try:
         yield
     except _REDIS_ERRORS as exc:
-        raise BusUnavailable(f"Redis bus unavailable: {exc}") from exc
+        # The detail (addresses, errno) goes to the log, not to clients.
+        logger.warning("Redis bus unavailable: %s", exc)
+        raise BusUnavailable() from exc
 
 
 class RedisBus:
