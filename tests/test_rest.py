@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import embedded_settings
-from tests.utils import TIMEOUT, LiveServer, run_server
+from tests.utils import TIMEOUT, LiveServer, free_port, run_server
 
 HELLO = "print('Hello World')"
 SLEEPER = "import time\nprint('started', flush=True)\ntime.sleep(60)"
@@ -412,3 +412,18 @@ def test_redis_down_gives_503_and_the_rest_keeps_working(server_without_redis: L
         assert health.status_code == 503 and health.json()["status"] == "unavailable"
         assert client.get("/health").status_code == 200
         assert client.get(f"/code-sessions/{session_id}").json()["source_code"] == HELLO
+
+
+def test_database_down_gives_503(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A PostgreSQL that is not there: clear 503s, liveness still answers, nothing crashes."""
+    settings = embedded_settings(tmp_path_factory)
+    settings = dataclasses.replace(
+        settings, database_url=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere"
+    )
+    with run_server(settings) as server, server.client() as client:
+        refused = client.post("/code-sessions", json={"language": "python", "source_code": HELLO})
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "unavailable"
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert "Traceback" not in refused.text and "psycopg" not in refused.text
+        assert client.get("/health/db").status_code == 503
+        assert client.get("/health").status_code == 200
