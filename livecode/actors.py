@@ -75,6 +75,8 @@ class Executor:
         streamed = _Streamed()
 
         def on_output(stream: Stream, text: str) -> None:
+            # PostgreSQL text cannot hold NUL; replace it alike in what is sent and stored.
+            text = text.replace("\x00", "\ufffd")
             seq = streamed.add(str(stream), text)
             self.bus.publish(channel, events.output_event(execution.id, str(stream), seq, text))
 

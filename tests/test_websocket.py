@@ -288,3 +288,27 @@ async def test_redis_down_is_an_unavailable_error_and_the_socket_stays(
             {"type": "autosave", "session_id": session["id"], "source_code": "print(2)"}
         )
         assert saved["type"] == "saved" and saved["version"] == 2
+
+
+async def test_nul_and_invalid_bytes_arrive_as_replacement_characters(server: LiveServer) -> None:
+    """Output that is not valid UTF-8 (or holds NUL) is sent and stored alike, as U+FFFD."""
+    source = "import sys\nsys.stdout.buffer.write(b'a\\x00b\\xffc\\n')"
+    async with ws_connect(server) as ws:
+        session = await create(ws, source)
+        execution_id = await run(ws, session["id"])
+        seen = await ws.until("finished", execution_id)
+    assert seen[-1]["status"] == "COMPLETED"
+    assert joined(seen, "stdout") == seen[-1]["stdout"] == "a\ufffdb\ufffdc\n"
+    with server.client() as client:
+        assert client.get(f"/executions/{execution_id}").json()["stdout"] == "a\ufffdb\ufffdc\n"
+
+
+async def test_stdin_sent_before_the_run_starts_is_not_lost(server: LiveServer) -> None:
+    async with ws_connect(server) as ws:
+        session = await create(ws, "print(input()[::-1])")
+        execution_id = await run(ws, session["id"], interactive=True)
+        await ws.send(
+            {"type": "stdin", "execution_id": execution_id, "data": "olleh\n", "eof": True}
+        )
+        finished = (await ws.until("finished", execution_id))[-1]
+    assert (finished["status"], finished["stdout"]) == ("COMPLETED", "hello\n")

@@ -1,0 +1,82 @@
+"""Settings: read from LIVECODE_* once; a bad value stops the process naming the variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from livecode.config import ConfigError, Settings
+
+
+def test_defaults_are_embedded_mode() -> None:
+    settings = Settings.from_env({})
+    assert settings.database_url == "sqlite:///./livecode.db"
+    assert settings.redis_url is None and not settings.is_distributed
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert (settings.wall_timeout_s, settings.memory_mb, settings.output_limit_bytes) == (
+        30,
+        256,
+        102400,
+    )
+    assert (settings.runs_per_minute, settings.runs_per_session, settings.queue_cap) == (
+        10,
+        100,
+        1000,
+    )
+
+
+def test_variables_and_plain_urls() -> None:
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "postgres://u@db:5432/live",
+            "REDIS_URL": "redis://cache:6379/0",
+            "LIVECODE_WALL_TIMEOUT_S": "2.5",
+            "LIVECODE_ALLOWED_ORIGINS": "https://a.example, https://b.example",
+            "LIVECODE_WORKER_THREADS": "3",
+        }
+    )
+    assert settings.database_url == "postgresql+psycopg://u@db:5432/live"
+    assert settings.is_distributed
+    assert settings.wall_timeout_s == 2.5 and settings.worker_threads == 3
+    assert settings.allowed_origins == ("https://a.example", "https://b.example")
+
+
+def test_livecode_variables_win_and_flags_win_over_them() -> None:
+    environ = {
+        "DATABASE_URL": "sqlite:///a.db",
+        "LIVECODE_DATABASE_URL": "sqlite:///b.db",
+        "LIVECODE_PORT": "9000",
+    }
+    settings = Settings.from_env(environ, port=9100, host=None)
+    assert settings.database_url == "sqlite:///b.db"
+    assert settings.port == 9100 and settings.host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LIVECODE_PORT", "eighty"),
+        ("LIVECODE_MEMORY_MB", "0"),
+        ("LIVECODE_WALL_TIMEOUT_S", "-1"),
+        ("LIVECODE_SANDBOX", "docker"),
+        ("LIVECODE_DATABASE_URL", "mysql://x"),
+        ("LIVECODE_REDIS_URL", "http://x"),
+    ],
+)
+def test_bad_values_name_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env({variable: value})
+
+
+def test_cli_stops_on_a_bad_value() -> None:
+    process = subprocess.run(
+        [sys.executable, "-m", "livecode", "serve"],
+        env={"LIVECODE_OUTPUT_LIMIT_BYTES": "lots", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert process.returncode == 2
+    assert "LIVECODE_OUTPUT_LIMIT_BYTES" in process.stderr

@@ -1,0 +1,74 @@
+"""Wire schemas: every message parses into its type; bad ones give a BadRequest a person can act on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from livecode import protocol
+from livecode.errors import BadRequest
+
+
+def test_every_client_message_type_parses() -> None:
+    messages = {
+        "create": {"language": "python", "source_code": "x"},
+        "open": {"session_id": "s"},
+        "autosave": {"session_id": "s", "source_code": "x", "base_version": 3},
+        "run": {
+            "session_id": "s",
+            "stdin": "in",
+            "args": ["a"],
+            "limits": {"timeout_s": 1},
+            "interactive": True,
+        },
+        "subscribe": {"execution_id": "e", "since": 4},
+        "unsubscribe": {"execution_id": "e"},
+        "stdin": {"execution_id": "e", "data": "x", "eof": True},
+        "cancel": {"execution_id": "e"},
+        "ping": {},
+    }
+    assert set(messages) == set(protocol.MESSAGE_TYPES)
+    for kind, fields in messages.items():
+        message = protocol.parse_message(json.dumps({"type": kind, "ref": "r", **fields}))
+        assert message.type == kind and message.ref == "r"
+        for name, value in fields.items():
+            parsed = getattr(message, name)
+            assert (
+                parsed.model_dump(exclude_none=True) if hasattr(parsed, "model_dump") else parsed
+            ) == value
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("{", "invalid JSON"),
+        ("[]", "JSON object"),
+        ('{"type": "jump"}', "unknown message type"),
+        ('{"type": "open"}', "session_id"),
+        (
+            '{"type": "autosave", "session_id": "s", "source_code": "x", "base_version": 0}',
+            "base_version",
+        ),
+        ('{"type": "subscribe", "execution_id": "e", "since": -1}', "since"),
+        ('{"type": "run", "session_id": "s", "limits": {"memory_mb": "lots"}}', "memory_mb"),
+        ('{"type": "run", "session_id": "s", "limits": {"gpu": 1}}', "gpu"),
+        ('{"type": "ping", "extra": 1}', "extra"),
+        ('{"type": "ping", "ref": 7}', "ref"),
+    ],
+)
+def test_bad_messages_say_what_is_wrong(text: str, words: str) -> None:
+    with pytest.raises(BadRequest) as error:
+        protocol.parse_message(text)
+    assert words in error.value.message
+
+
+def test_ref_of_a_bad_message_is_still_found() -> None:
+    assert protocol.ref_of('{"type": "nope", "ref": "abc"}') == "abc"
+    assert protocol.ref_of("not json") is None
+
+
+def test_optional_run_body() -> None:
+    assert protocol.parse_body(protocol.RunOptions, b"", optional=True) == protocol.RunOptions()
+    with pytest.raises(BadRequest):
+        protocol.parse_body(protocol.CreateSession, b"")
