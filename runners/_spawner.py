@@ -1,15 +1,20 @@
 """Per-slot spawner: a single-threaded process living in its slot's cgroups.
 
-Started once per slot as ``python3 -I -S _spawner.py SOCKFD CGROUP_DIR...`` (stdlib only, not
-imported by runners). It joins the slot's cgroups once, so each run inherits them without a
-per-run cgroup move (a move waits for an RCU grace period, ~9 ms). Protocol over a
-SOCK_SEQPACKET socket, one JSON object per message:
+Started once per slot as ``python3 -I -S _spawner.py SOCKFD CONTROLLER=CGROUP_DIR...`` (stdlib
+only, not imported by runners); this is the fallback of the C spawner (_cspawner.py), which
+speaks the same protocol. It joins the slot's cgroups once, so each run inherits them without
+a per-run cgroup move (a move waits for an RCU grace period, ~9 ms). Protocol over a
+SOCK_SEQPACKET socket, one message each, fields separated by NUL bytes (empty = none):
 
-    -> {"op": "run", "argv", "env", "rlimits", "uid", "gid", "cwd"} + fds (become fd 0..n-1)
-    <- {"pid": N}                    or {"error": "text"} when the exec failed
-    -> {"op": "kill"}                (optional, any time before the exit report)
-    <- {"exit": wait status, "utime": s, "stime": s, "maxrss": KiB}  after every process is reaped
+    -> run uid gid cwd memory_bytes pids_max N (resource soft hard)*N argc argv* envc env*
+       + fds (become fd 0..n-1)
+    <- "pid N"                       or "error text" when the exec failed
+    -> "kill"                        (optional, any time before the exit report)
+    <- "exit STATUS UTIME_US STIME_US MAXRSS_KIB CPU_NS MEMORY_PEAK OOM"
+       after every process is reaped; CPU_NS (cpuacct) and MEMORY_PEAK (memory cgroup, bytes
+       over the spawner's own usage) are -1 without those cgroups, OOM is 1 after an OOM kill
 
+Before each run it sets the memory limit (memory_bytes plus its own usage) and pids.max.
 Being single-threaded it may fork and run Python code before exec, unlike the threaded worker.
 It is a child subreaper: everything the run leaves behind is reparented here, swept and reaped.
 """
@@ -17,8 +22,8 @@ It is a child subreaper: everything the run leaves behind is reparented here, sw
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
-import json
 import os
 import resource
 import select
@@ -27,39 +32,122 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any, NoReturn
+from dataclasses import dataclass
+from typing import NoReturn
 
 PR_SET_CHILD_SUBREAPER = 36
 _MAX_FDS = 16
 
 
+@dataclass
+class Request:
+    uid: int | None
+    gid: int | None
+    cwd: str | None
+    memory: int | None
+    pids_max: int | None
+    rlimits: list[tuple[int, int, int]]
+    argv: list[bytes]
+    env: list[bytes]
+
+
+def parse(message: bytes) -> Request:
+    """Parse a run request (see the module docstring)."""
+    items = message.split(b"\0")
+
+    def optional(item: bytes) -> int | None:
+        return int(item) if item else None
+
+    count = int(items[6])
+    rlimits = [
+        (int(items[7 + 3 * k]), int(items[8 + 3 * k]), int(items[9 + 3 * k])) for k in range(count)
+    ]
+    at = 7 + 3 * count
+    argc = int(items[at])
+    argv = items[at + 1 : at + 1 + argc]
+    at += 1 + argc
+    env = items[at + 1 : at + 1 + int(items[at])]
+    return Request(
+        uid=optional(items[1]),
+        gid=optional(items[2]),
+        cwd=items[3].decode() if items[3] else None,
+        memory=optional(items[4]),
+        pids_max=optional(items[5]),
+        rlimits=rlimits,
+        argv=argv,
+        env=env,
+    )
+
+
+class Cgroups:
+    """The slot's cgroup directories by controller."""
+
+    def __init__(self, specs: list[str]) -> None:
+        self.dirs: dict[str, str] = {}
+        for spec in specs:
+            controller, _, directory = spec.partition("=")
+            self.dirs[controller] = directory
+
+    def prepare(self, request: Request) -> dict[str, int]:
+        before: dict[str, int] = {}
+        memory = self.dirs.get("memory")
+        if memory and request.memory is not None:
+            baseline = _read_int(memory, "memory.usage_in_bytes")
+            # the spawner's own pages are charged here too: the program gets its full limit
+            _set_memory_limit(memory, request.memory + baseline)
+            _write(memory, "memory.max_usage_in_bytes", 0)
+            before["memory"] = baseline
+            before["oom_kill"] = _oom_kills(memory)
+        pids = self.dirs.get("pids")
+        if pids and request.pids_max is not None:
+            _write(pids, "pids.max", request.pids_max)
+        cpuacct = self.dirs.get("cpuacct")
+        if cpuacct:
+            before["cpu_ns"] = _read_int(cpuacct, "cpuacct.usage")
+        return before
+
+    def finish(self, before: dict[str, int]) -> tuple[int, int, int]:
+        cpu_ns = peak = -1
+        oom = 0
+        if "cpu_ns" in before:
+            cpu_ns = _read_int(self.dirs["cpuacct"], "cpuacct.usage") - before["cpu_ns"]
+        if "memory" in before:
+            memory = self.dirs["memory"]
+            peak = _read_int(memory, "memory.max_usage_in_bytes") - before["memory"]
+            oom = int(_oom_kills(memory) > before["oom_kill"])
+        return cpu_ns, peak, oom
+
+
 def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
-    cgroup_dirs = sys.argv[2:]
+    cgroups = Cgroups(sys.argv[2:])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the caller
-    for directory in cgroup_dirs:
+    for directory in cgroups.dirs.values():
         with open(os.path.join(directory, "cgroup.procs"), "w") as procs:
             procs.write(str(os.getpid()))
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    sock.send(b'{"ready": true}')
+    sock.send(b"ready")
     while True:
         message, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, _MAX_FDS)
         if not message:
             return  # the Sandbox is gone
-        request = json.loads(message)
         try:
-            if request.get("op") == "run":
-                if not _run(sock, request, fds, cgroup_dirs):
+            if message.startswith(b"run\0"):
+                if not _run(sock, message, fds, cgroups):
                     return
         finally:
             for fd in fds:
                 _close(fd)
 
 
-def _run(
-    sock: socket.socket, request: dict[str, Any], fds: list[int], cgroup_dirs: list[str]
-) -> bool:
+def _run(sock: socket.socket, message: bytes, fds: list[int], cgroups: Cgroups) -> bool:
     """Start one run, wait for it and report; False when the Sandbox went away meanwhile."""
+    try:
+        request = parse(message)
+        before = cgroups.prepare(request)
+    except (ValueError, IndexError, OSError) as exc:
+        sock.send(f"error cannot prepare the run: {exc}".encode())
+        return True
     error_r, error_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
@@ -73,9 +161,9 @@ def _run(
     os.close(error_r)
     if error:
         os.waitpid(pid, 0)
-        sock.send(json.dumps({"error": error.decode(errors="replace")}).encode())
+        sock.send(b"error " + error)
         return True
-    sock.send(json.dumps({"pid": pid}).encode())
+    sock.send(f"pid {pid}".encode())
     pidfd = os.pidfd_open(pid)
     alive = True
     poller = select.poll()
@@ -90,7 +178,7 @@ def _run(
                     alive = False
                     os.kill(pid, signal.SIGKILL)  # safe: pid is not reaped yet
                     poller.unregister(sock)
-                elif json.loads(message).get("op") == "kill":
+                elif message == b"kill":
                     os.kill(pid, signal.SIGKILL)
             if pidfd in events:
                 break
@@ -98,17 +186,18 @@ def _run(
         os.close(pidfd)
     _pid, status, usage = os.wait4(pid, 0)
     utime, stime, maxrss = usage.ru_utime, usage.ru_stime, usage.ru_maxrss
-    for usage in _reap_everything(cgroup_dirs, request.get("uid")):
+    for usage in _reap_everything(list(cgroups.dirs.values()), request.uid):
         utime += usage.ru_utime
         stime += usage.ru_stime
         maxrss = max(maxrss, usage.ru_maxrss)
+    cpu_ns, peak, oom = cgroups.finish(before)
     if alive:
-        report = {"exit": status, "utime": utime, "stime": stime, "maxrss": maxrss}
-        sock.send(json.dumps(report).encode())
+        utime_us, stime_us = int(utime * 1e6), int(stime * 1e6)
+        sock.send(f"exit {status} {utime_us} {stime_us} {maxrss} {cpu_ns} {peak} {oom}".encode())
     return alive
 
 
-def _exec_child(request: dict[str, Any], fds: list[int], error_w: int) -> NoReturn:
+def _exec_child(request: Request, fds: list[int], error_w: int) -> NoReturn:
     try:
         # The error pipe must survive until exec (it is close-on-exec), so that a failure of
         # anything below reaches the spawner instead of looking like a run that exited 127.
@@ -121,21 +210,21 @@ def _exec_child(request: dict[str, Any], fds: list[int], error_w: int) -> NoRetu
             _close(fd)
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)  # Python ignores these; exec would keep that
-        for resource_id, soft, hard in request["rlimits"]:
+        for resource_id, soft, hard in request.rlimits:
             resource.setrlimit(resource_id, (soft, hard))
-        if request.get("cwd"):
-            os.chdir(request["cwd"])
-        uid, gid = request.get("uid"), request.get("gid")
+        if request.cwd:
+            os.chdir(request.cwd)
+        uid, gid = request.uid, request.gid
         if gid is not None:
             os.setgroups([])
             os.setresgid(gid, gid, gid)
         if uid is not None:
             os.setresuid(uid, uid, uid)
-        argv = request["argv"]
-        os.execve(argv[0], argv, request["env"])
+        env = dict(item.split(b"=", 1) for item in request.env)
+        os.execve(request.argv[0], request.argv, env)
     except BaseException as exc:  # noqa: BLE001 - report anything, then die
         try:
-            os.write(error_w, f"cannot start {request['argv'][0]}: {exc}".encode())
+            os.write(error_w, f"cannot start {request.argv[0].decode()}: {exc}".encode())
         finally:
             os._exit(127)
 
@@ -192,6 +281,46 @@ def _kill_uid(uid: int) -> None:
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
+
+
+def _set_memory_limit(directory: str, limit_bytes: int) -> None:
+    current = _read_int(directory, "memory.limit_in_bytes")
+    has_memsw = os.path.exists(os.path.join(directory, "memory.memsw.limit_in_bytes"))
+    # memsw must stay >= the memory limit at every step
+    order = ["memory.limit_in_bytes"]
+    if has_memsw:
+        order = (
+            ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"]
+            if limit_bytes > current
+            else ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+        )
+    for name in order:
+        try:
+            _write(directory, name, limit_bytes)
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            _write(directory, "memory.force_empty", 0)  # page cache of the last run
+            _write(directory, name, limit_bytes)
+
+
+def _oom_kills(directory: str) -> int:
+    with open(os.path.join(directory, "memory.oom_control")) as control:
+        for line in control:
+            name, _, value = line.partition(" ")
+            if name == "oom_kill":
+                return int(value)
+    return 0
+
+
+def _read_int(directory: str, name: str) -> int:
+    with open(os.path.join(directory, name)) as file:
+        return int(file.read().split()[0])
+
+
+def _write(directory: str, name: str, value: int) -> None:
+    with open(os.path.join(directory, name), "w") as file:
+        file.write(str(value))
 
 
 def _close(fd: int) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import logging
 import math
 import os
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from runners import _cspawner
 from runners.cache import BinaryCache, build_pch, prepare_runtime
 from runners.control import Control
 from runners.errors import RunnerError, SandboxUnavailable, ToolchainMissing
@@ -101,6 +101,8 @@ class Sandbox:
         self._seccomp = os.path.join(self.work_root, "seccomp.bpf")
         self._has_seccomp = config.mode == "bwrap" and build_filter(self._seccomp)
         self.cache = BinaryCache(os.path.join(self.work_root, "cache"), config.cache_bytes)
+        # the C spawner when gcc can build it, else the Python one (same protocol)
+        self._spawner = _cspawner.build(self.work_root)
         self._slots: list[_Slot] = []
         self._free: queue.Queue[_Slot] = queue.Queue()
         self._closed = False
@@ -329,10 +331,17 @@ class _Slot:
 
     def _start_spawner(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+        cgroups = [f"{controller}={path}" for controller, path in self.cgroups.items()]
+        if self.sandbox._spawner is not None:
+            argv = [self.sandbox._spawner]
+        else:
+            python = (
+                "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+            )
+            argv = [python, "-I", "-S", _SPAWNER]
         try:
             self.spawner = subprocess.Popen(
-                [python, "-I", "-S", _SPAWNER, str(theirs.fileno()), *self.cgroups.values()],
+                [*argv, str(theirs.fileno()), *cgroups],
                 pass_fds=(theirs.fileno(),),
                 env={"PATH": "/usr/bin:/bin"},
                 stdin=subprocess.DEVNULL,
@@ -341,7 +350,7 @@ class _Slot:
         finally:
             theirs.close()
         ready = ours.recv(4096)
-        if not ready:
+        if ready != b"ready":
             ours.close()
             raise RunnerError(f"the spawner of slot {self.index} failed to start")
         self.sock = ours
@@ -354,65 +363,49 @@ class _Slot:
             self._start_spawner()
         assert self.sock is not None
         argv, cwd = self.sandbox.job_argv(self, job)
+        env = [] if self.sandbox.config.mode == "bwrap" else _unsandboxed_env(cwd)
+        request = _encode_request(
+            uid=self.uid,
+            cwd=cwd[0] if cwd else None,
+            memory_bytes=job.memory_mb << 20 if "memory" in self.cgroups else None,
+            pids_max=job.max_processes + _SANDBOX_PROCESSES + 1 if "pids" in self.cgroups else None,
+            rlimits=_rlimits(job, has_memcg="memory" in self.cgroups),
+            argv=argv,
+            env=env,
+        )
         fds = [stdin_fd, stdout_fd, stderr_fd]
         extra: list[int] = []
-        if self.sandbox.config.mode == "bwrap":
-            source_fd = os.memfd_create("source", os.MFD_CLOEXEC)
-            extra.append(source_fd)
-            os.write(source_fd, job.source)
-            os.lseek(source_fd, 0, os.SEEK_SET)
-            seccomp_fd = self.sandbox.seccomp_fd()
-            if seccomp_fd is not None:
-                extra.append(seccomp_fd)
-        before = self._prepare_cgroups(job)
-        request = {
-            "op": "run",
-            "argv": argv,
-            "env": {} if self.sandbox.config.mode == "bwrap" else _unsandboxed_env(cwd),
-            "rlimits": _rlimits(job, has_memcg="memory" in self.cgroups),
-            "uid": self.uid,
-            "gid": self.uid,
-            "cwd": cwd[0] if cwd else None,
-        }
         try:
-            socket.send_fds(self.sock, [json.dumps(request).encode()], fds + extra)
+            if self.sandbox.config.mode == "bwrap":
+                source_fd = os.memfd_create("source", os.MFD_CLOEXEC)
+                extra.append(source_fd)
+                os.write(source_fd, job.source)
+                os.lseek(source_fd, 0, os.SEEK_SET)
+                seccomp_fd = self.sandbox.seccomp_fd()
+                if seccomp_fd is not None:
+                    extra.append(seccomp_fd)
+            socket.send_fds(self.sock, [request], fds + extra)
         finally:
             for fd in extra:
                 os.close(fd)
         reply = self._receive()
-        if "error" in reply:
-            raise RunnerError(f"cannot start the program: {reply['error']}")
-        return _Started(self, before)
+        if reply.startswith(b"error "):
+            raise RunnerError(f"cannot start the program: {reply[6:].decode(errors='replace')}")
+        return _Started(self)
 
-    def _receive(self) -> dict[str, Any]:
+    def _receive(self) -> bytes:
         assert self.sock is not None
         message = self.sock.recv(1 << 16)
         if not message:
             raise RunnerError(f"the spawner of slot {self.index} died")
-        reply: dict[str, Any] = json.loads(message)
-        return reply
+        return message
 
-    def _prepare_cgroups(self, job: Job) -> dict[str, int]:
-        before: dict[str, int] = {}
-        memory = self.cgroups.get("memory")
-        if memory:
-            baseline = _read_int(memory, "memory.usage_in_bytes")
-            # the spawner's own pages are charged here too: the program gets its full limit
-            _set_memory_limit(memory, (job.memory_mb << 20) + baseline)
-            _write(memory, "memory.max_usage_in_bytes", 0)
-            before["memory"] = baseline
-            before["oom_kill"] = _oom_kills(memory)
-        pids = self.cgroups.get("pids")
-        if pids:
-            _write(pids, "pids.max", job.max_processes + _SANDBOX_PROCESSES + 1)
-        cpuacct = self.cgroups.get("cpuacct")
-        if cpuacct:
-            before["cpu_ns"] = _read_int(cpuacct, "cpuacct.usage")
-        return before
-
-    def finish(self, reply: dict[str, Any], before: dict[str, int]) -> ExitReport:
-        """Turn the spawner's exit report and the cgroup counters into an ExitReport."""
-        status = int(reply["exit"])
+    def finish(self, reply: bytes) -> ExitReport:
+        """Turn the spawner's exit report (with the cgroup counters) into an ExitReport."""
+        fields = reply.split()
+        if fields[:1] != [b"exit"] or len(fields) != 8:
+            raise RunnerError(f"the spawner of slot {self.index} sent {reply[:200]!r}")
+        status, utime_us, stime_us, maxrss, cpu_ns, peak, oom = map(int, fields[1:])
         exit_code: int | None = None
         signal_number: int | None = None
         if os.WIFSIGNALED(status):
@@ -424,21 +417,11 @@ class _Slot:
                 signal_number = code - 128
             else:
                 exit_code = code
-        cpu_ms = int((reply["utime"] + reply["stime"]) * 1000)
-        memory_kb: int | None = int(reply["maxrss"]) or None
-        oom_killed = False
-        if "cpu_ns" in before:
-            cpu_ms = (
-                _read_int(self.cgroups["cpuacct"], "cpuacct.usage") - before["cpu_ns"]
-            ) // 1_000_000
-        if "memory" in before:
-            memory = self.cgroups["memory"]
-            peak = _read_int(memory, "memory.max_usage_in_bytes") - before["memory"]
+        cpu_ms = (utime_us + stime_us) // 1000 if cpu_ns < 0 else cpu_ns // 1_000_000
+        memory_kb: int | None = maxrss or None
+        if peak >= 0:
             memory_kb = max(peak // 1024, memory_kb or 0)
-            oom_killed = _oom_kills(memory) > before["oom_kill"]
-        if signal_number == signal.SIGKILL and oom_killed is False and "memory" not in before:
-            oom_killed = False
-        return ExitReport(exit_code, signal_number, cpu_ms, memory_kb, oom_killed)
+        return ExitReport(exit_code, signal_number, cpu_ms, memory_kb, bool(oom))
 
     def unsandboxed_dir(self) -> str:
         """A fresh host run directory for mode "none", owned by the slot's uid."""
@@ -481,9 +464,8 @@ class _Slot:
 class _Started:
     """A job running in a slot, as the pump sees it."""
 
-    def __init__(self, slot: _Slot, before: dict[str, int]) -> None:
+    def __init__(self, slot: _Slot) -> None:
         self.slot = slot
-        self.before = before
         self._report: ExitReport | None = None
 
     def fileno(self) -> int:
@@ -492,11 +474,11 @@ class _Started:
 
     def kill(self) -> None:
         if self._report is None and self.slot.sock is not None:
-            self.slot.sock.send(b'{"op": "kill"}')
+            self.slot.sock.send(b"kill")
 
     def read_report(self) -> ExitReport:
         try:
-            self._report = self.slot.finish(self.slot._receive(), self.before)
+            self._report = self.slot.finish(self.slot._receive())
         finally:
             self.slot.cleanup_run()
         return self._report
@@ -540,9 +522,43 @@ def _rlimits(job: Job, has_memcg: bool) -> list[tuple[int, int, int]]:
     return limits
 
 
-def _unsandboxed_env(cwd: list[str] | None) -> dict[str, str]:
+def _unsandboxed_env(cwd: list[str] | None) -> list[str]:
     home = cwd[0] if cwd else "/tmp"
-    return {"PATH": "/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8"}
+    return ["PATH=/usr/bin:/bin", f"HOME={home}", "LANG=C.UTF-8"]
+
+
+def _encode_request(
+    uid: int | None,
+    cwd: str | None,
+    memory_bytes: int | None,
+    pids_max: int | None,
+    rlimits: list[tuple[int, int, int]],
+    argv: list[str],
+    env: list[str],
+) -> bytes:
+    """A run request for the spawner: fields separated by NUL bytes (see _spawner.py)."""
+
+    def text(value: int | None) -> str:
+        return "" if value is None else str(value)
+
+    fields = [
+        "run",
+        text(uid),
+        text(uid),  # gid = uid
+        cwd or "",
+        text(memory_bytes),
+        text(pids_max),
+        str(len(rlimits)),
+        *(str(number) for limit in rlimits for number in limit),
+        str(len(argv)),
+        *argv,
+        str(len(env)),
+        *env,
+    ]
+    encoded = [os.fsencode(field) for field in fields]
+    if any(b"\0" in field for field in encoded):
+        raise RunnerError("cannot start the program: an argument contains a NUL byte")
+    return b"\0".join(encoded)
 
 
 def _claim_slot_indexes(count: int, is_root: bool, work_root: str) -> list[tuple[int, int]]:
@@ -604,41 +620,6 @@ def _kill_leftovers(directory: str) -> None:
                 os.kill(int(line), signal.SIGKILL)
             except (ProcessLookupError, ValueError):
                 pass
-
-
-def _set_memory_limit(directory: str, limit_bytes: int) -> None:
-    current = _read_int(directory, "memory.limit_in_bytes")
-    has_memsw = os.path.exists(os.path.join(directory, "memory.memsw.limit_in_bytes"))
-    # memsw must stay >= the memory limit at every step
-    order = ["memory.limit_in_bytes"]
-    if has_memsw:
-        order = (
-            ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"]
-            if limit_bytes > current
-            else ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
-        )
-    for name in order:
-        try:
-            _write(directory, name, limit_bytes)
-        except OSError as exc:
-            if exc.errno != errno.EBUSY:
-                raise
-            _write(directory, "memory.force_empty", 0)  # page cache of the last run
-            _write(directory, name, limit_bytes)
-
-
-def _oom_kills(directory: str) -> int:
-    with open(os.path.join(directory, "memory.oom_control")) as control:
-        for line in control:
-            name, _, value = line.partition(" ")
-            if name == "oom_kill":
-                return int(value)
-    return 0
-
-
-def _read_int(directory: str, name: str) -> int:
-    with open(os.path.join(directory, name)) as file:
-        return int(file.read().split()[0])
 
 
 def _write(directory: str, name: str, value: int) -> None:

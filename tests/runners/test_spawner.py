@@ -1,0 +1,82 @@
+"""Both spawners: the C one (built with gcc at Sandbox start) and its Python fallback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from runners import (
+    Limits,
+    Program,
+    Reason,
+    RunnerError,
+    Sandbox,
+    SandboxConfig,
+    Status,
+    _cspawner,
+)
+from tests.runners.conftest import FAST, program, requires_bwrap, run
+
+pytestmark = requires_bwrap
+
+
+@pytest.fixture(scope="module")
+def python_spawner_sandbox() -> Iterator[Sandbox]:
+    """A sandbox whose slots use the Python spawner, as on a host without gcc."""
+    work_root = tempfile.mkdtemp(dir="/var/tmp", prefix="livecode-runners-pyspawner-")
+    build = _cspawner.build
+    _cspawner.build = lambda work_root: None  # type: ignore[assignment]
+    try:
+        with Sandbox(SandboxConfig(slots=1, work_root=work_root)) as sandbox:
+            yield sandbox
+    finally:
+        _cspawner.build = build
+        shutil.rmtree(work_root, ignore_errors=True)
+
+
+def test_the_c_spawner_is_used_when_gcc_exists(sandbox: Sandbox) -> None:
+    if os.access("/usr/bin/gcc", os.X_OK):
+        assert sandbox._spawner is not None and os.access(sandbox._spawner, os.X_OK)
+        spawners = [slot.spawner for slot in sandbox._slots]
+        assert all(s is not None and s.args[0] == sandbox._spawner for s in spawners)
+
+
+def test_python_spawner_runs_programs(python_spawner_sandbox: Sandbox) -> None:
+    assert python_spawner_sandbox._spawner is None
+    for language, source in (
+        ("python", "print('hi')"),
+        ("javascript", "console.log('hi')"),
+        ("c++", '#include <cstdio>\nint main() { puts("hi"); }'),
+    ):
+        result, _ = run(python_spawner_sandbox, Program(language, source))
+        assert (result.status, result.stdout) == (Status.COMPLETED, "hi\n"), result
+        assert result.cpu_time_ms is not None and result.memory_kb
+
+
+def test_python_spawner_contains_hostile_programs(python_spawner_sandbox: Sandbox) -> None:
+    box = python_spawner_sandbox
+    result, _ = run(box, program("daemon", "python"), Limits(wall_timeout_s=10))
+    assert (result.status, result.stdout) == (Status.COMPLETED, "parent done\n"), result
+    limits = Limits(wall_timeout_s=2, max_processes=16, output_limit_bytes=4096)
+    result, _ = run(box, program("fork_bomb", "python"), limits)
+    assert result.status in (Status.TIMEOUT, Status.FAILED), result
+    limits = Limits(wall_timeout_s=10, memory_mb=128, output_limit_bytes=16384)
+    result, _ = run(box, program("memory_bomb", "javascript"), limits)
+    assert (result.status, result.reason) == (Status.FAILED, Reason.MEMORY_LIMIT), result
+    result, _ = run(box, program("infinite_loop", "c++"), Limits(wall_timeout_s=1))
+    assert (result.status, result.reason) == (Status.TIMEOUT, Reason.TIMEOUT), result
+    prog = program("huge_file", "python", args=("/box/big",))
+    result, _ = run(box, prog, Limits(wall_timeout_s=10))
+    assert result.stdout.count("stopped") == 1, result
+    result, _ = run(box, program("huge_file", "c++", args=("/box/big",)), Limits(wall_timeout_s=10))
+    assert (result.reason, result.signal) == (Reason.RUNTIME_ERROR, 25), result
+
+
+def test_an_argument_with_a_nul_byte_is_refused(sandbox: Sandbox) -> None:
+    with pytest.raises(RunnerError, match="NUL"):
+        sandbox.run(Program("python", "print(1)", args=("a\0b",)), FAST)
+    assert run(sandbox, Program("python", "print('fine')"))[0].stdout == "fine\n"
