@@ -22,6 +22,9 @@ SOURCE = r"""
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -143,6 +146,24 @@ static int kill_cgroup(const char *dir) {
         while (*p == '\n') p++;
     }
     return found;
+}
+
+/* A network namespace of our own, with only lo (up), shared by this slot's runs one after
+   another: creating and destroying one per run costs ~1 ms of CPU. Needs CAP_SYS_ADMIN. */
+static int private_network(void) {
+    if (unshare(CLONE_NEWNET)) return 0;
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s >= 0) {
+        struct ifreq ifr;
+        memset(&ifr, 0, sizeof ifr);
+        strcpy(ifr.ifr_name, "lo");
+        if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+            ifr.ifr_flags |= IFF_UP;
+            ioctl(s, SIOCSIFFLAGS, &ifr);
+        }
+        close(s);
+    }
+    return 1;
 }
 
 static void kill_uid(int uid) {
@@ -408,7 +429,7 @@ int main(int argc, char **argv) {
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
     sigprocmask(SIG_BLOCK, &chld, NULL); /* taken with sigtimedwait while reaping */
-    reply("ready");
+    reply(private_network() ? "ready netns" : "ready");
     for (;;) {
         char control[CMSG_SPACE(sizeof(int) * MAX_FDS)];
         struct iovec iov = {msg, MSG_BYTES};

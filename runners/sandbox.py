@@ -4,8 +4,10 @@ Each Sandbox claims ``slots`` host-unique slot indexes (flock on lock files). Sl
 uid 61000+N (uid 65534 inside bwrap's user namespace), with its own memory, pids, cpu and
 cpuacct cgroups when we are root on cgroup v1, and a long-lived spawner process that lives in
 those cgroups (see _spawner.py): runs inherit the cgroups without a per-run move. Each run is
-``bwrap`` with new user/pid/net/ipc/uts/mount namespaces, read-only /usr, size-capped tmpfs
-/tmp and /box, a read-only root, an empty environment, a seccomp deny-list and rlimits.
+``bwrap`` with new user/pid/ipc/uts/mount namespaces, in a network namespace with only lo (the
+slot spawner's own when we are root, reused run after run; else a new one), read-only /usr,
+size-capped tmpfs /tmp and /box, a read-only root, an empty environment, a seccomp deny-list
+and rlimits.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ _TMPFS_BYTES = 64 << 20
 _SANDBOX_PROCESSES = 2  # bwrap and its pid 1 count against the run's process budget
 _NOFILE = 256
 _SPAWNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_spawner.py")
+# --unshare-all but the network: the slot's spawner already has a network namespace of its own
+_UNSHARE_BUT_NET = ("--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try")
 _SANDBOX_ENV = ("PATH", "/usr/bin:/bin", "HOME", "/tmp", "LANG", "C.UTF-8")
 
 
@@ -256,7 +260,7 @@ class Sandbox:
         }
         argv = [
             self._bwrap or "bwrap",
-            "--unshare-all",
+            *(_UNSHARE_BUT_NET if slot.private_network else ("--unshare-all",)),
             "--unshare-user",
             "--disable-userns",
             "--die-with-parent",
@@ -327,6 +331,7 @@ class _Slot:
         self.spawner: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
         self._run_dir: str | None = None
+        self.private_network = False
         self._start_spawner()
 
     def _start_spawner(self) -> None:
@@ -350,9 +355,11 @@ class _Slot:
         finally:
             theirs.close()
         ready = ours.recv(4096)
-        if ready != b"ready":
+        if ready not in (b"ready", b"ready netns"):
             ours.close()
             raise RunnerError(f"the spawner of slot {self.index} failed to start")
+        # its runs use the spawner's own network namespace (only lo) instead of a new one each
+        self.private_network = ready == b"ready netns"
         self.sock = ours
 
     def start(self, job: Job, stdin_fd: int, stdout_fd: int, stderr_fd: int) -> _Started:

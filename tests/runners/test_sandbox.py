@@ -126,6 +126,20 @@ def test_no_network(sandbox: Sandbox, language: str, listener: socket.socket) ->
         listener.accept()  # the host listener saw no connection
 
 
+def test_network_namespace_is_not_the_hosts(sandbox: Sandbox) -> None:
+    source = (
+        "import os\n"
+        "print(os.readlink('/proc/self/ns/net'))\n"
+        "print(sorted(line.split(':')[0].strip() for line in open('/proc/net/dev')"
+        " if ':' in line))"
+    )
+    result, _ = run(sandbox, Program("python", source))
+    assert result.status is Status.COMPLETED, result
+    inside, interfaces = result.stdout.splitlines()
+    assert inside != os.readlink("/proc/self/ns/net")
+    assert interfaces == "['lo']"
+
+
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_host_files_and_processes_are_invisible(sandbox: Sandbox, language: str) -> None:
     paths = ("/etc/shadow", "/root", "/work/main", "/work", "/home", "/proc/1/environ")
