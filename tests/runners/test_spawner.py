@@ -1,4 +1,5 @@
-"""Both spawners: the C one (built with gcc at Sandbox start) and its Python fallback."""
+"""Both spawners (the C one, built with gcc at Sandbox start, and its Python fallback), and
+both kinds of /dev (a prepared directory bound as it is, and bwrap --dev as the fallback)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+import runners.sandbox
 from runners import (
     Limits,
     Program,
@@ -28,13 +30,14 @@ pytestmark = requires_bwrap
 def python_spawner_sandbox() -> Iterator[Sandbox]:
     """A sandbox whose slots use the Python spawner, as on a host without gcc."""
     work_root = tempfile.mkdtemp(dir="/var/tmp", prefix="livecode-runners-pyspawner-")
-    build = _cspawner.build
+    build, prepare_dev = _cspawner.build, runners.sandbox._prepare_dev
     _cspawner.build = lambda work_root: None  # type: ignore[assignment]
+    runners.sandbox._prepare_dev = lambda work_root: None
     try:
         with Sandbox(SandboxConfig(slots=1, work_root=work_root)) as sandbox:
             yield sandbox
     finally:
-        _cspawner.build = build
+        _cspawner.build, runners.sandbox._prepare_dev = build, prepare_dev
         shutil.rmtree(work_root, ignore_errors=True)
 
 
@@ -80,3 +83,51 @@ def test_an_argument_with_a_nul_byte_is_refused(sandbox: Sandbox) -> None:
     with pytest.raises(RunnerError, match="NUL"):
         sandbox.run(Program("python", "print(1)", args=("a\0b",)), FAST)
     assert run(sandbox, Program("python", "print('fine')"))[0].stdout == "fine\n"
+
+
+DEV_PROGRAM = r"""
+import os
+print(sorted(os.listdir('/dev')))
+print(len(open('/dev/urandom', 'rb').read(8)), len(open('/dev/random', 'rb').read(8)))
+print(open('/dev/zero', 'rb').read(2), open('/dev/null', 'w').write('x'))
+try:
+    os.write(os.open('/dev/full', os.O_WRONLY), b'x')
+except OSError as exc:
+    print('full', exc.strerror)
+for path in ('/dev/evil', '/dev/null.evil', '/dev/shm/x'):
+    try:
+        open(path, 'w').write('x')
+        print(path, 'WRITTEN')
+    except OSError as exc:
+        print(path, exc.strerror)
+try:
+    os.chmod('/dev/null', 0o777)
+    print('chmod WORKED')
+except OSError as exc:
+    print('chmod', exc.strerror)
+import multiprocessing
+multiprocessing.Lock()
+print('lock ok')
+"""
+
+
+@pytest.mark.parametrize("kind", ["prepared", "bwrap --dev"])
+def test_dev_has_what_programs_need(
+    sandbox: Sandbox, python_spawner_sandbox: Sandbox, kind: str
+) -> None:
+    box = sandbox if kind == "prepared" else python_spawner_sandbox
+    if kind == "prepared" and os.geteuid() == 0:
+        assert box._dev is not None
+    result, _ = run(box, Program("python", DEV_PROGRAM))
+    assert result.status is Status.COMPLETED, result
+    lines = result.stdout.splitlines()
+    names = set(eval(lines[0]))  # noqa: S307 - our own program's list
+    assert {"null", "zero", "full", "random", "urandom", "fd", "stdin", "shm"} <= names
+    assert lines[1:4] == ["8 8", "b'\\x00\\x00' 1", "full No space left on device"]
+    assert "/dev/shm/x WRITTEN" in lines  # multiprocessing needs it (a per-run tmpfs)
+    assert "chmod WORKED" not in lines and lines[-1] == "lock ok"
+    if box._dev is not None:  # bwrap's --dev is a writable tmpfs (charged to the memory cgroup)
+        assert "/dev/evil WRITTEN" not in lines and "/dev/null.evil WRITTEN" not in lines
+        info = os.stat(os.path.join(box._dev, "null"))
+        assert info.st_uid == 0 and info.st_mode & 0o777 == 0o666  # unchanged on the host
+        assert sorted(os.listdir(os.path.join(box._dev, "shm"))) == []
