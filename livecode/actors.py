@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from livecode import events
-from livecode.bus import Bus, control_channel, execution_channel
+from livecode.bus import HISTORY_AFTER_FINAL_S, Bus, control_channel, execution_channel
+from livecode.errors import NotFound, Unavailable
 from livecode.store import Execution, Store
 from runners import Control, Limits, Program, Reason, Result, RunnerError, Sandbox, Status, Stream
 
 logger = logging.getLogger(__name__)
 
-# Followers that come later read final executions from the store; the bus history is only
-# needed until then, plus a margin for followers that read history just before the end.
-HISTORY_AFTER_FINAL_S = 60.0
 CONTROL_POLL_S = 0.05
+# A database that is briefly away at the end of a run: retry storing the result for ~15 s.
+FINISH_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+_T = TypeVar("_T")
 
 
 class Executor:
@@ -49,28 +52,31 @@ class Executor:
             self.bus.publish(channel, events.status_event(execution))
             control = Control()
             done = threading.Event()
-            relay = threading.Thread(
-                target=self._relay_control,
+            controller = threading.Thread(
+                target=self._forward_control,
                 args=(execution_id, listener, control, done),
                 name=f"control-{execution_id[:8]}",
                 daemon=True,
             )
-            relay.start()
+            controller.start()
             try:
-                final = self._run(execution, control, log)
-                self.bus.publish(channel, events.finished_event(final))
+                finished = self._run(execution, control, log)
+                self.bus.publish(channel, finished)
             finally:
                 done.set()
-                # Wake the relay from its wait at once, so this thread is free for the next run.
+                # Wake the controller from its wait at once, so this thread is free sooner.
                 self.bus.publish(control_channel(execution_id), {"type": "done"}, keep=False)
-                relay.join()
+                controller.join()
         self.bus.expire(channel, HISTORY_AFTER_FINAL_S)
         self.bus.expire(control_channel(execution_id), HISTORY_AFTER_FINAL_S)
-        log.info("execution %s finished: %s/%s", execution_id, final.status, final.reason)
+        log.info(
+            "execution %s finished: %s/%s", execution_id, finished["status"], finished.get("reason")
+        )
 
     def _run(
         self, execution: Execution, control: Control, log: logging.LoggerAdapter[Any]
-    ) -> Execution:
+    ) -> dict[str, Any]:
+        """Run in the sandbox, store the final state; return the `finished` event."""
         channel = execution_channel(execution.id)
         streamed = _Streamed()
 
@@ -105,31 +111,36 @@ class Executor:
             on_output(Stream.STDERR, notice)
         return self._finish(execution, streamed, result)
 
-    def _finish(self, execution: Execution, streamed: _Streamed, result: Result) -> Execution:
+    def _finish(self, execution: Execution, streamed: _Streamed, result: Result) -> dict[str, Any]:
         # Store exactly what was streamed: the runner's texts equal the joined chunks, and an
         # internal error keeps whatever reached followers before it.
-        final = self.store.finish(
-            execution.id,
-            status=str(result.status),
-            reason=str(result.reason),
-            exit_code=result.exit_code,
-            signal=result.signal,
-            stdout=streamed.text("stdout"),
-            stderr=streamed.text("stderr"),
-            compile_output=streamed.text("compile"),
-            stdout_truncated=result.stdout_truncated,
-            stderr_truncated=result.stderr_truncated,
-            execution_time_ms=result.wall_time_ms,
-            cpu_time_ms=result.cpu_time_ms,
-            memory_kb=result.memory_kb,
-            chunks=streamed.index,
-            error_message=result.message,
+        final = _with_retries(
+            lambda: self.store.finish(
+                execution.id,
+                status=str(result.status),
+                reason=str(result.reason),
+                exit_code=result.exit_code,
+                signal=result.signal,
+                stdout=streamed.text("stdout"),
+                stderr=streamed.text("stderr"),
+                compile_output=streamed.text("compile"),
+                stdout_truncated=result.stdout_truncated,
+                stderr_truncated=result.stderr_truncated,
+                execution_time_ms=result.wall_time_ms,
+                cpu_time_ms=result.cpu_time_ms,
+                memory_kb=result.memory_kb,
+                chunks=streamed.index,
+                error_message=result.message,
+            )
         )
-        if final is None:  # someone else ended it first (e.g. deleted): report what is stored
-            return self.store.get_execution(execution.id, execution.owner)
-        return final
+        if final is not None:
+            return events.finished_event(final)
+        try:  # someone else ended it first: report what is stored
+            return events.finished_event(self.store.get_execution(execution.id, execution.owner))
+        except NotFound:  # deleted with its session while it ran
+            return events.deleted_event(execution.id)
 
-    def _relay_control(
+    def _forward_control(
         self, execution_id: str, listener: Any, control: Control, done: threading.Event
     ) -> None:
         """Turn control-channel messages (cancel, stdin) into Control calls until the run ends."""
@@ -175,6 +186,17 @@ class _Streamed:
 
     def text(self, stream: str) -> str:
         return "".join(self._parts[stream])
+
+
+def _with_retries(write: Callable[[], _T]) -> _T:
+    """A final-state write, retried with backoff through a short database outage."""
+    for delay_s in FINISH_RETRY_DELAYS_S:
+        try:
+            return write()
+        except Unavailable as exc:
+            logger.warning("storing a final state failed (%s); retrying in %.1f s", exc, delay_s)
+            time.sleep(delay_s)
+    return write()
 
 
 def _internal_error(message: str) -> Result:

@@ -34,10 +34,10 @@ def create_app(settings: Settings, *, consume: bool | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services: Services = await run_in_threadpool(open_services, settings, consume=consume)
 
-        async def load_final(execution_id: str) -> list[dict[str, Any]] | None:
-            return await run_in_threadpool(services.commands.final_events, execution_id)
+        async def load_stored(execution_id: str) -> list[dict[str, Any]] | None:
+            return await run_in_threadpool(services.commands.stored_events, execution_id)
 
-        services.relay = Relay(services.bus, load_final)
+        services.relay = Relay(services.bus, load_stored)
         await services.relay.start()
         app.state.services = services
         app.state.openapi = openapi.document()

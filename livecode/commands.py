@@ -12,16 +12,25 @@ import uuid
 from typing import Any
 
 from livecode import events
-from livecode.bus import Bus, control_channel, execution_channel, session_channel
+from livecode.bus import (
+    HISTORY_AFTER_FINAL_S,
+    Bus,
+    control_channel,
+    execution_channel,
+    session_channel,
+)
 from livecode.config import Settings
 from livecode.errors import Conflict, InvalidValue, NotFound, RateLimited, TooLarge, Unavailable
 from livecode.protocol import RunOptions
 from livecode.queue import Queue
 from livecode.ratelimit import RateLimiter
-from livecode.store import Execution, Session, Store
+from livecode.store import Execution, Session, Store, parse_id
 from runners import Language, Limits, UnknownLanguage, resolve_language
 
 logger = logging.getLogger(__name__)
+
+# The window of the per-execution stdin counter: longer than any run.
+STDIN_WINDOW_S = 86400
 
 
 class Commands:
@@ -84,9 +93,12 @@ class Commands:
         return session
 
     def delete_session(self, session_id: str, owner: str = "") -> None:
-        """Delete a session and its executions; running ones are cancelled."""
+        """Delete a session and its executions; running ones are cancelled, followers told."""
         for execution_id in self.store.delete_session(session_id, owner):
             self._publish_quietly(control_channel(execution_id), _control("cancel"))
+            channel = execution_channel(execution_id)
+            self._publish_quietly(channel, events.deleted_event(execution_id))
+            self._expire_quietly(channel)
 
     # executions
 
@@ -111,7 +123,7 @@ class Commands:
         if cancelled is not None:
             channel = execution_channel(execution_id)
             self._publish_quietly(channel, events.finished_event(cancelled))
-            self.bus.expire(channel, 60.0)
+            self._expire_quietly(channel)
             return cancelled
         self.bus.publish(control_channel(execution_id), _control("cancel"))
         return execution
@@ -123,20 +135,26 @@ class Commands:
             raise Conflict(f"execution {execution_id} has finished")
         if not execution.interactive:
             raise Conflict("stdin can only be sent to an execution started with interactive: true")
-        if len(data.encode()) > self.settings.max_stdin_bytes:
-            raise TooLarge(f"stdin is larger than {self.settings.max_stdin_bytes} bytes")
+        # Everything written to one execution's stdin counts against one cap, initial stdin
+        # included: it is kept in the control channel's history until the run ends.
+        size = len(data.encode()) + len(execution.stdin or b"")
+        cap = self.settings.max_stdin_bytes
+        if self.rate_limiter.hit(f"stdin:{execution.id}", cap, STDIN_WINDOW_S, amount=size):
+            raise TooLarge(f"stdin of one execution is capped at {cap} bytes")
         self.bus.publish(control_channel(execution_id), _control("stdin", data=data, eof=eof))
 
     def get_execution(self, execution_id: str, owner: str = "") -> Execution:
         return self.store.get_execution(execution_id, owner)
 
-    def final_events(self, execution_id: str) -> list[dict[str, Any]] | None:
-        """Every event of a final execution, from the store; None while it is not final."""
+    def stored_events(self, execution_id: str) -> list[dict[str, Any]] | None:
+        """Every event of a final execution from the store; before that, its status event."""
         try:
             execution = self.store.get_execution(execution_id)
         except NotFound:
             return None
-        return events.replay_events(execution) if execution.is_final else None
+        if execution.is_final:
+            return events.replay_events(execution)
+        return [events.status_event(execution)]
 
     # helpers
 
@@ -159,6 +177,7 @@ class Commands:
         except ValueError as exc:
             raise InvalidValue(str(exc)) from None
         if session_id is not None:
+            session_id = parse_id(session_id, "session")  # one spelling, one rate counter
             retry_after = self.rate_limiter.hit(
                 f"session:{session_id}", self.settings.runs_per_minute, 60
             )
@@ -179,27 +198,12 @@ class Commands:
             max_runs_per_session=self.settings.runs_per_session if session_id else None,
             max_queued=self.settings.queue_cap,
         )
-        self.bus.publish(execution_channel(execution.id), events.status_event(execution))
         try:
+            self.bus.publish(execution_channel(execution.id), events.status_event(execution))
             self.queue.enqueue(execution.id)
         except Unavailable:
-            self.store.finish(
-                execution.id,
-                status="FAILED",
-                reason="internal_error",
-                exit_code=None,
-                signal=None,
-                stdout="",
-                stderr="",
-                compile_output="",
-                stdout_truncated=False,
-                stderr_truncated=False,
-                execution_time_ms=None,
-                cpu_time_ms=None,
-                memory_kb=None,
-                chunks=[],
-                error_message="the queue was unavailable",
-            )
+            # Not queued after all: end it now, or it would hold a place in the queue forever.
+            self.store.fail(execution.id, "the queue was unavailable")
             raise
         return execution
 
@@ -216,6 +220,12 @@ class Commands:
     def _check_source(self, source_code: str) -> None:
         if len(source_code.encode()) > self.settings.max_source_bytes:
             raise TooLarge(f"source_code is larger than {self.settings.max_source_bytes} bytes")
+
+    def _expire_quietly(self, channel: str) -> None:
+        try:
+            self.bus.expire(channel, HISTORY_AFTER_FINAL_S)
+        except Exception:
+            logger.exception("could not expire %s", channel)
 
     def _publish_quietly(self, channel: str, event: dict[str, Any], keep: bool = True) -> None:
         # The write is committed already; a bus hiccup must not turn it into an error reply.

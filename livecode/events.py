@@ -105,6 +105,17 @@ def finished_event(execution: Execution) -> Event:
     return {"type": "finished", **execution_json(execution)}
 
 
+def deleted_event(execution_id: str) -> Event:
+    """`finished` for an execution deleted with its session: nothing of it is stored any more."""
+    return {
+        "type": "finished",
+        "execution_id": execution_id,
+        "status": "CANCELLED",
+        "reason": "cancelled",
+        "error": "the session was deleted",
+    }
+
+
 def replay_events(execution: Execution) -> list[Event]:
     """Every event of a final execution rebuilt from the store, with the seq each chunk had live.
 

@@ -21,12 +21,32 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from livecode.errors import BadRequest
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+def _utf8(text: str) -> str:
+    # JSON may carry lone surrogates ("\ud800"), which no UTF-8 program text can hold.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return text
+
+
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    return _utf8(text)
+
+
+# Stdin may hold any character; source and arguments cannot hold NUL (the store and exec).
+Text = Annotated[str, AfterValidator(_utf8)]
+Code = Annotated[str, AfterValidator(_no_nul)]
 
 
 class _Message(BaseModel):
@@ -45,8 +65,8 @@ class RequestedLimits(_Message):
 class RunOptions(_Message):
     """Body of POST /code-sessions/{id}/run (optional) and the options of a WS run."""
 
-    stdin: str | None = None
-    args: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list, max_length=64)
+    stdin: Text | None = None
+    args: list[Annotated[Code, Field(max_length=4096)]] = Field(default_factory=list, max_length=64)
     limits: RequestedLimits | None = None
     interactive: bool = False
 
@@ -55,13 +75,13 @@ class CreateSession(_Message):
     """Body of POST /code-sessions."""
 
     language: Annotated[str, Field(min_length=1, max_length=32)]
-    source_code: str = ""
+    source_code: Code = ""
 
 
 class SaveSource(_Message):
     """Body of PATCH /code-sessions/{id}."""
 
-    source_code: str
+    source_code: Code
     base_version: PositiveInt | None = None
 
 
@@ -69,7 +89,7 @@ class OneShotRun(RunOptions):
     """Body of POST /executions: a run without a session."""
 
     language: Annotated[str, Field(min_length=1, max_length=32)]
-    source_code: str
+    source_code: Code
 
 
 class _Client(_Message):
@@ -79,7 +99,7 @@ class _Client(_Message):
 class CreateMessage(_Client):
     type: Literal["create"]
     language: Annotated[str, Field(min_length=1, max_length=32)]
-    source_code: str = ""
+    source_code: Code = ""
 
 
 class OpenMessage(_Client):
@@ -90,7 +110,7 @@ class OpenMessage(_Client):
 class AutosaveMessage(_Client):
     type: Literal["autosave"]
     session_id: str
-    source_code: str
+    source_code: Code
     base_version: PositiveInt | None = None
 
 
@@ -113,7 +133,7 @@ class UnsubscribeMessage(_Client):
 class StdinMessage(_Client):
     type: Literal["stdin"]
     execution_id: str
-    data: str = ""
+    data: Text = ""
     eof: bool = False
 
 

@@ -13,8 +13,11 @@ from livecode.errors import unavailable_on
 
 
 class RateLimiter(Protocol):
-    def hit(self, key: str, limit: int, window_s: int) -> float | None:
-        """Count one use of `key`; return None when within `limit`, else seconds to wait."""
+    def hit(self, key: str, limit: int, window_s: int, amount: int = 1) -> float | None:
+        """Count `amount` uses of `key`; None when within `limit`, else seconds to wait.
+
+        A refused hit is not counted.
+        """
 
 
 class LocalRateLimiter:
@@ -24,16 +27,16 @@ class LocalRateLimiter:
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, int], int] = {}
 
-    def hit(self, key: str, limit: int, window_s: int) -> float | None:
+    def hit(self, key: str, limit: int, window_s: int, amount: int = 1) -> float | None:
         now = time.time()
         window = int(now // window_s)
         with self._lock:
             if len(self._counts) > 10_000:  # forget finished windows now and then
                 self._counts = {k: v for k, v in self._counts.items() if k[1] >= window}
             count = self._counts.get((key, window), 0)
-            if count >= limit:
+            if count + amount > limit:
                 return _retry_after(now, window, window_s)
-            self._counts[(key, window)] = count + 1
+            self._counts[(key, window)] = count + amount
             return None
 
 
@@ -43,7 +46,7 @@ class RedisRateLimiter:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
 
-    def hit(self, key: str, limit: int, window_s: int) -> float | None:
+    def hit(self, key: str, limit: int, window_s: int, amount: int = 1) -> float | None:
         now = time.time()
         window = int(now // window_s)
         name = f"livecode:rate:{key}:{window}"
@@ -51,11 +54,12 @@ class RedisRateLimiter:
             redis.RedisError, message="rate counters (Redis) unavailable", retry_after=5.0
         ):
             pipe = self._client.pipeline()
-            pipe.incr(name)
+            pipe.incrby(name, amount)
             pipe.expire(name, window_s + 1)
             count, _ = pipe.execute()
-        if int(count) > limit:
-            return _retry_after(now, window, window_s)
+            if int(count) > limit:
+                self._client.decrby(name, amount)  # a refused hit is not counted
+                return _retry_after(now, window, window_s)
         return None
 
 

@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 FOLLOWER_QUEUE_SIZE: Final = 1024
 
 Event = dict[str, Any]
+# The stored events of an execution: all of them, ending with `finished`, once it is final;
+# before that its current `status` alone (or nothing, or None).
 LoadFinal = Callable[[str], Awaitable[list[Event] | None]]
 
 # Markers a follower's get() returns; compared by identity, never sent.
@@ -163,8 +165,12 @@ class Relay:
         history = await asyncio.to_thread(self._bus.history, execution_channel(execution_id))
         if any(event.get("type") == "finished" for event in history):
             return history
-        final = await self._load_final(execution_id)
-        return history if final is None else final
+        stored = await self._load_final(execution_id) or []
+        if stored and stored[-1].get("type") == "finished":
+            return stored
+        # Not final: the history has what was published; without one (a restarted embedded
+        # server) the stored status at least tells the follower where the execution is.
+        return history or stored
 
     async def _attach(self, channel: str) -> _Follower:
         if self._subscriber is None or self._is_closed:

@@ -11,11 +11,32 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from livecode import events, protocol
-from livecode.errors import BadRequest, LivecodeError
+from livecode.errors import BadRequest, LivecodeError, TooLarge
 from livecode.services import Services
 from livecode.store import Execution
 
 MAX_PAGE = 200
+
+
+# JSON may spell one byte of text as six (\u0001); past this, no valid body can be this large.
+JSON_EXPANSION = 6
+JSON_OVERHEAD_BYTES = 64 << 10
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refused with 413 as soon as it is larger than any valid one can be."""
+    settings = _services(request).settings
+    cap = (settings.max_source_bytes + settings.max_stdin_bytes) * JSON_EXPANSION
+    cap += JSON_OVERHEAD_BYTES
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise TooLarge(f"the request body is larger than {cap} bytes")
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > cap:
+            raise TooLarge(f"the request body is larger than {cap} bytes")
+    return bytes(body)
 
 
 def _services(request: Request) -> Services:
@@ -24,7 +45,7 @@ def _services(request: Request) -> Services:
 
 
 async def create_session(request: Request) -> Response:
-    body = protocol.parse_body(protocol.CreateSession, await request.body())
+    body = protocol.parse_body(protocol.CreateSession, await read_body(request))
     session = await run_in_threadpool(
         _services(request).commands.create_session, body.language, body.source_code
     )
@@ -39,7 +60,7 @@ async def get_session(request: Request) -> Response:
 
 
 async def save_session(request: Request) -> Response:
-    body = protocol.parse_body(protocol.SaveSource, await request.body())
+    body = protocol.parse_body(protocol.SaveSource, await read_body(request))
     session = await run_in_threadpool(
         _services(request).commands.autosave,
         request.path_params["session_id"],
@@ -64,7 +85,7 @@ async def delete_session(request: Request) -> Response:
 
 
 async def run_session(request: Request) -> Response:
-    options = protocol.parse_body(protocol.RunOptions, await request.body(), optional=True)
+    options = protocol.parse_body(protocol.RunOptions, await read_body(request), optional=True)
     services = _services(request)
     execution = await run_in_threadpool(
         services.commands.run, request.path_params["session_id"], options
@@ -73,7 +94,7 @@ async def run_session(request: Request) -> Response:
 
 
 async def run_once(request: Request) -> Response:
-    body = protocol.parse_body(protocol.OneShotRun, await request.body())
+    body = protocol.parse_body(protocol.OneShotRun, await read_body(request))
     services = _services(request)
     execution = await run_in_threadpool(
         services.commands.run_once, body.language, body.source_code, body

@@ -18,10 +18,12 @@ from typing import Any
 
 import redis
 
+from livecode import events
 from livecode.actors import Executor
-from livecode.bus import Bus, create_bus
+from livecode.bus import Bus, create_bus, execution_channel
 from livecode.commands import Commands
 from livecode.config import Settings
+from livecode.errors import Unavailable
 from livecode.queue import Queue
 from livecode.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from livecode.relay import Relay
@@ -93,10 +95,35 @@ def open_services(settings: Settings, *, consume: bool) -> Services:
             return services
         executor = Executor(store, bus, services.sandbox)
         queue.start_workers(executor.execute, settings.worker_threads)
+        if not settings.is_distributed:
+            _resume_embedded(services)
         if client is not None:
             services.heartbeat = Heartbeat(client, services)
             services.heartbeat.start()
     return services
+
+
+def _resume_embedded(services: Services) -> None:
+    """Embedded mode is the only process: what a previous run of it left unfinished is ours.
+
+    Queued executions are queued again; running ones died with that process and end as
+    internal errors (retrying them is the distributed recovery's job, not done here).
+    """
+    try:
+        queued, running = services.store.unfinished()
+    except Unavailable as exc:
+        logger.error("could not look for unfinished executions: %s", exc)
+        return
+    for execution_id in running:
+        failed = services.store.fail(execution_id, "the server stopped while it ran")
+        if failed is not None:
+            services.bus.publish(execution_channel(execution_id), events.finished_event(failed))
+    for execution_id in queued:
+        services.queue.enqueue(execution_id)
+    if queued or running:
+        logger.info(
+            "resumed %d queued executions; %d interrupted ones failed", len(queued), len(running)
+        )
 
 
 class Heartbeat:

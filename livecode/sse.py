@@ -1,11 +1,15 @@
 """/executions/{id}/events: the WebSocket's execution events as Server-Sent Events.
 
 Each event's `id:` is the last output seq sent, so a client that reconnects with
-`Last-Event-ID` (or `?since=`) resumes with no gap and no duplicate.
+`Last-Event-ID` (or `?since=`) resumes with no gap and no duplicate. The `finished` event's id
+is `{seq}-finished`: a browser's EventSource reconnects by itself after the stream ends, and
+that id tells us it has seen everything, so it gets 204 (which stops EventSource) instead of
+the same `finished` again.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,30 +22,39 @@ from livecode import events
 from livecode.errors import BadRequest
 from livecode.services import Services
 
+FINISHED_SUFFIX = "-finished"
+
 
 async def execution_events(request: Request) -> Response:
     services: Services = request.app.state.services
+    assert services.relay is not None
     execution_id = request.path_params["execution_id"]
-    await run_in_threadpool(services.commands.get_execution, execution_id)  # 404 before streaming
-    since = max(_seq(request.query_params.get("since")), _seq(request.headers.get("last-event-id")))
+    execution = await run_in_threadpool(services.commands.get_execution, execution_id)
+    last_event_id = request.headers.get("last-event-id", "")
+    if last_event_id.endswith(FINISHED_SUFFIX) and execution.is_final:
+        return Response(status_code=204)
+    since = max(
+        _seq(request.query_params.get("since")), _seq(last_event_id.removesuffix(FINISHED_SUFFIX))
+    )
+    # Subscribe before answering, so that an unreachable bus is a 503, not a cut-off 200.
+    stack = contextlib.AsyncExitStack()
+    stream = await stack.enter_async_context(services.relay.follow(execution.id, since))
     return StreamingResponse(
-        _stream(services, execution_id, since),
+        _stream(stack, stream, since),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _stream(services: Services, execution_id: str, since: int) -> AsyncIterator[str]:
-    assert services.relay is not None
+async def _stream(
+    stack: contextlib.AsyncExitStack, stream: AsyncIterator[dict[str, Any]], since: int
+) -> AsyncIterator[str]:
     last_seq = since
-    async with services.relay.follow(execution_id, since) as stream:
+    async with stack:
         async for event in stream:
             last_seq = event.get("seq", last_seq)
-            yield _format(event, last_seq)
-
-
-def _format(event: dict[str, Any], last_seq: int) -> str:
-    return f"id: {last_seq}\nevent: {event['type']}\ndata: {events.encode(event)}\n\n"
+            event_id = f"{last_seq}{FINISHED_SUFFIX}" if event["type"] == "finished" else last_seq
+            yield f"id: {event_id}\nevent: {event['type']}\ndata: {events.encode(event)}\n\n"
 
 
 def _seq(raw: str | None) -> int:

@@ -31,6 +31,8 @@ __all__ = ["Execution", "Session", "SessionStatus", "Status", "Store"]
 
 logger = logging.getLogger(__name__)
 
+RUNS_EXHAUSTED_RETRY_S = 86400.0
+
 SQLITE_BUSY_TIMEOUT_MS = 5000
 POSTGRESQL_CONNECT_TIMEOUT_S = 5
 UNAVAILABLE_RETRY_AFTER_S = 1.0
@@ -210,7 +212,7 @@ class Store:
 
     def get_session(self, session_id: str, owner: str = "") -> Session:
         """Return the session; NotFound when unknown, invalid or another owner's."""
-        session_id = _parse_id(session_id, "session")
+        session_id = parse_id(session_id, "session")
         with self._transaction() as conn:
             row = (
                 conn.execute(
@@ -236,7 +238,7 @@ class Store:
             NotFound: no such session for this owner.
             VersionConflict: ``base_version`` is stale; nothing was changed.
         """
-        session_id = _parse_id(session_id, "session")
+        session_id = parse_id(session_id, "session")
         guard = [code_sessions.c.id == session_id, code_sessions.c.owner == owner]
         if base_version is not None:
             guard.append(code_sessions.c.version == base_version)
@@ -273,7 +275,7 @@ class Store:
         The caller cancels those (their messages and programs may still be in flight).
         Raises NotFound when there is no such session for this owner.
         """
-        session_id = _parse_id(session_id, "session")
+        session_id = parse_id(session_id, "session")
         owned = [code_sessions.c.id == session_id, code_sessions.c.owner == owner]
         with self._transaction(write=True) as conn:
             # Lock the session first: an execution inserted concurrently either commits before
@@ -324,7 +326,7 @@ class Store:
             Unavailable: ``max_queued`` executions are queued already.
         """
         if session_id is not None:
-            session_id = _parse_id(session_id, "session")
+            session_id = parse_id(session_id, "session")
         elif language is None or source_code is None:
             raise RuntimeError("create_execution() without a session needs language and source")
         now = _now()
@@ -490,9 +492,39 @@ class Store:
             logger.debug("execution %s cancelled while queued", execution.id)
         return execution
 
+    def fail(self, execution_id: str, message: str) -> Execution | None:
+        """End a QUEUED or RUNNING execution as FAILED / ``internal_error``: our fault, not the
+        program's. None when it is final already."""
+        return self._move(
+            execution_id,
+            from_statuses=(Status.QUEUED, Status.RUNNING),
+            values={
+                "status": Status.FAILED.value,
+                "reason": "internal_error",
+                "stdout": "",
+                "stderr": "",
+                "compile_output": "",
+                "chunks": [],
+                "error_message": message,
+                "finished_at": _now(),
+            },
+        )
+
+    def unfinished(self) -> tuple[list[str], list[str]]:
+        """Ids of the QUEUED and of the RUNNING executions, oldest first."""
+        with self._transaction() as conn:
+            rows = conn.execute(
+                sa.select(executions.c.id, executions.c.status)
+                .where(executions.c.status.in_([Status.QUEUED.value, Status.RUNNING.value]))
+                .order_by(executions.c.created_at)
+            ).all()
+        queued = [row.id for row in rows if row.status == Status.QUEUED.value]
+        running = [row.id for row in rows if row.status == Status.RUNNING.value]
+        return queued, running
+
     def get_execution(self, execution_id: str, owner: str = "") -> Execution:
         """Return the execution; NotFound when unknown, invalid or another owner's."""
-        execution_id = _parse_id(execution_id, "execution")
+        execution_id = parse_id(execution_id, "execution")
         with self._transaction() as conn:
             row = (
                 conn.execute(
@@ -521,7 +553,7 @@ class Store:
         """
         if limit < 1:
             raise errors.InvalidValue("limit must be at least 1")
-        session_id = _parse_id(session_id, "session")
+        session_id = parse_id(session_id, "session")
         with self._transaction() as conn:
             found = conn.execute(
                 sa.select(code_sessions.c.id).where(
@@ -602,7 +634,7 @@ class Store:
     ) -> Execution | None:
         """One guarded UPDATE of an execution's status; None when the guard does not hold."""
         try:
-            execution_id = _parse_id(execution_id, "execution")
+            execution_id = parse_id(execution_id, "execution")
         except errors.NotFound:
             return None
         with self._transaction(write=True) as conn:
@@ -643,8 +675,10 @@ class Store:
         ).scalar_one_or_none()
         if exists is None:
             raise errors.NotFound("session not found")
+        # The cap never lifts for this session; Retry-After is set because every 429 has one.
         raise errors.RateLimited(
-            f"session has used its {max_runs_per_session} runs", retry_after=None
+            f"this session has used its {max_runs_per_session} runs; create a new session",
+            retry_after=RUNS_EXHAUSTED_RETRY_S,
         )
 
 
@@ -656,7 +690,7 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
-def _parse_id(value: str, kind: str) -> str:
+def parse_id(value: str, kind: str) -> str:
     """Return the canonical form of a uuid string; anything else is simply not found."""
     try:
         return str(uuid.UUID(value))

@@ -66,28 +66,36 @@ class Connection:
         self._refilled_at = time.monotonic()
 
     async def serve(self) -> None:
-        sender = asyncio.create_task(self._send_loop())
+        """Receive and send until the client leaves or either loop fails; then clean up."""
+        loops = {
+            asyncio.create_task(self._receive_loop()),
+            asyncio.create_task(self._send_loop()),
+        }
+        try:
+            # A dead sender must end the receiver too, or it would block on a full outbox.
+            await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            tasks = [*self.follows.values(), *self.sessions.values(), *loops]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _receive_loop(self) -> None:
         try:
             while True:
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
-                    break
+                    return
                 if not self._take_token():
                     logger.warning("socket %s flooded; closing", self.id)
                     await self.websocket.close(code=POLICY_VIOLATION, reason="too many messages")
-                    break
+                    return
                 text = message.get("text")
                 if text is None:
                     text = (message.get("bytes") or b"").decode("utf-8", "replace")
                 await self._handle(text)
         except WebSocketDisconnect:
-            pass
-        finally:
-            for task in [*self.follows.values(), *self.sessions.values(), sender]:
-                task.cancel()
-            await asyncio.gather(
-                *self.follows.values(), *self.sessions.values(), sender, return_exceptions=True
-            )
+            return
 
     async def _handle(self, text: str) -> None:
         ref = None

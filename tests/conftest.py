@@ -12,7 +12,7 @@ import redis
 import sqlalchemy as sa
 
 from livecode.config import Settings
-from tests.utils import LiveServer, free_port, run_process, run_server
+from tests.utils import LiveServer, free_port, run_process, run_server, wait_until_http_ok
 
 POSTGRES_URL = os.environ.get(
     "LIVECODE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -107,6 +107,7 @@ def distributed_server(postgres_database: str, redis_url: str) -> Iterator[LiveS
     env = distributed_env(postgres_database, redis_url)
     settings = Settings.from_env(env)
     with run_process(["worker"], env), run_server(settings) as server:
+        wait_until_http_ok(f"{server.url}/health/workers")  # the worker process has reported
         yield server
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from tests.conftest import embedded_settings
 from tests.utils import TIMEOUT, LiveServer, free_port, run_server
@@ -372,19 +374,21 @@ def test_deleting_a_session_cancels_its_running_execution(server: LiveServer) ->
         ).json()["session_id"]
         execution_id = client.post(f"/code-sessions/{session_id}/run").json()["execution_id"]
         deadline = time.monotonic() + TIMEOUT
-        while not sandboxed_programs():  # RUNNING is stored just before the program starts
+        while not sandboxed_programs(client):  # RUNNING is stored just before the program starts
             assert time.monotonic() < deadline, "the sleeper never started in a sandbox"
             time.sleep(0.05)
         assert client.delete(f"/code-sessions/{session_id}").status_code == 204
         assert client.get(f"/executions/{execution_id}").status_code == 404
         deadline = time.monotonic() + TIMEOUT
-        while sandboxed_programs():  # killed, not left to sleep its 60 s
-            assert time.monotonic() < deadline, sandboxed_programs()
+        while sandboxed_programs(client):  # killed, not left to sleep its 60 s
+            assert time.monotonic() < deadline, sandboxed_programs(client)
             time.sleep(0.05)
 
 
-def sandboxed_programs() -> list[str]:
-    """Command lines of user programs running in a sandbox slot on this host (slot uids 61000+)."""
+def sandboxed_programs(client: httpx.Client) -> list[str]:
+    """Command lines of user programs running in this server's sandbox slots (by slot uid)."""
+    measures = client.get("/health/sandbox").json()
+    uids = {uid for worker in measures.get("workers", [measures]) for uid in worker["slot_uids"]}
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -393,7 +397,7 @@ def sandboxed_programs() -> list[str]:
                 command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if 61000 <= uid < 62000 and "/box/main.py" in command:
+        if uid in uids and "/box/main.py" in command:
             found.append(command)
     return found
 
@@ -427,3 +431,85 @@ def test_database_down_gives_503(tmp_path_factory: pytest.TempPathFactory) -> No
         assert "Traceback" not in refused.text and "psycopg" not in refused.text
         assert client.get("/health/db").status_code == 503
         assert client.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"language": "python", "source_code": "print('\ud800')"}, "bad_request"),
+        ({"language": "python", "source_code": "print(1)\x00"}, "bad_request"),
+        ({"language": "python", "source_code": "print(1)", "args": ["a\x00b"]}, "bad_request"),
+        ({"language": "python", "source_code": "print(1)", "stdin": "\udfff"}, "bad_request"),
+    ],
+)
+def test_text_that_cannot_be_program_text_is_refused(
+    server: LiveServer, body: dict[str, Any], code: str
+) -> None:
+    with server.client() as client:
+        content = json.dumps(body)  # json.dumps escapes the lone surrogates, as a client would
+        answer = client.post(
+            "/executions", content=content, headers={"content-type": "application/json"}
+        )
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == code
+        assert client.get("/health").status_code == 200  # the connection is still good
+
+
+def test_huge_body_is_refused_before_it_is_read(embedded_server: LiveServer) -> None:
+    with embedded_server.client() as client:
+        huge = b'{"language": "python", "source_code": "' + b"x" * (9 << 20) + b'"}'
+        answer = client.post("/executions", content=huge)
+        assert answer.status_code == 413 and answer.json()["error"]["code"] == "too_large"
+
+
+def test_a_session_id_spelled_differently_shares_its_rate_limit(
+    embedded_server: LiveServer,
+) -> None:
+    with embedded_server.client() as client:
+        session_id = client.post(
+            "/code-sessions", json={"language": "python", "source_code": "pass"}
+        ).json()["session_id"]
+        spellings = [
+            session_id,
+            session_id.upper(),
+            session_id.replace("-", ""),
+            "{" + session_id + "}",
+        ]
+        answers = [
+            client.post(f"/code-sessions/{spellings[n % 4]}/run").status_code for n in range(11)
+        ]
+        assert answers == [202] * 10 + [429]
+
+
+def test_embedded_restart_runs_what_was_left_queued(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Embedded mode keeps its queue in memory: after a restart, QUEUED executions run."""
+    settings = dataclasses.replace(embedded_settings(tmp_path_factory), worker_threads=1)
+    sleeper = "import time\ntime.sleep(2)\nprint('slept')"
+    with run_server(settings) as server, server.client() as client:
+        first = client.post(
+            "/executions", json={"language": "python", "source_code": sleeper}
+        ).json()
+        wait_status(client, first["execution_id"], "RUNNING")
+        left = [
+            client.post(
+                "/executions", json={"language": "python", "source_code": f"print({n})"}
+            ).json()
+            for n in range(2)
+        ]
+        assert all(
+            client.get(f"/executions/{e['execution_id']}").json()["status"] == "QUEUED"
+            for e in left
+        )
+    # The server stopped after finishing the running one; the two queued ones were not run.
+    engine = sa.create_engine(settings.database_url)
+    with engine.connect() as connection:
+        query = sa.text("SELECT status FROM executions WHERE id IN (:a, :b)")
+        ids = {"a": left[0]["execution_id"], "b": left[1]["execution_id"]}
+        assert [row.status for row in connection.execute(query, ids)] == ["QUEUED", "QUEUED"]
+    engine.dispose()
+    with run_server(settings) as server, server.client() as client:
+        assert client.get(f"/executions/{first['execution_id']}").json()["stdout"] == "slept\n"
+        for number, execution in enumerate(left):
+            final = wait_final(client, execution["execution_id"])
+            assert (final["status"], final["stdout"]) == ("COMPLETED", f"{number}\n")

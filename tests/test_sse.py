@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 
 from tests.utils import TIMEOUT, LiveServer, joined, outputs
 
@@ -55,6 +57,49 @@ def test_sse_streams_and_resumes(server: LiveServer) -> None:
         joined(events[:0] + outputs(events)[:2], "stdout") + joined(resumed, "stdout")
         == events[-1]["stdout"]
     )
+
+
+def test_an_event_source_that_saw_finished_gets_204(server: LiveServer) -> None:
+    """EventSource reconnects by itself after the stream ends; it must not replay forever."""
+    with server.client() as client:
+        execution_id = client.post(
+            "/executions?wait=true", json={"language": "python", "source_code": "print(1)"}
+        ).json()["execution_id"]
+    streamed = read_events(server, execution_id)
+    last_id, finished = streamed[-1]
+    assert finished["type"] == "finished" and last_id.endswith("-finished")
+    again = httpx.get(
+        f"{server.url}/executions/{execution_id}/events", headers={"Last-Event-ID": last_id}
+    )
+    assert again.status_code == 204
+
+
+def test_sse_with_redis_down_is_503(
+    distributed_server: LiveServer, server_without_redis: LiveServer
+) -> None:
+    """Both servers share one database; the second one's Redis is not there."""
+    with distributed_server.client() as client:
+        execution_id = client.post(
+            "/executions?wait=true", json={"language": "python", "source_code": "print(1)"}
+        ).json()["execution_id"]
+    answer = httpx.get(
+        f"{server_without_redis.url}/executions/{execution_id}/events", timeout=TIMEOUT
+    )
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "unavailable"
+    assert int(answer.headers["Retry-After"]) >= 1
+
+
+def test_a_run_refused_for_redis_is_not_left_queued(server_without_redis: LiveServer) -> None:
+    source = f"print('{uuid.uuid4()}')"
+    with server_without_redis.client() as client:
+        refused = client.post("/executions", json={"language": "python", "source_code": source})
+        assert refused.status_code == 503
+    engine = sa.create_engine(server_without_redis.settings.database_url)
+    with engine.connect() as connection:
+        query = sa.text("SELECT status, reason FROM executions WHERE source_code = :source")
+        statuses = [tuple(row) for row in connection.execute(query, {"source": source})]
+    engine.dispose()
+    assert statuses == [("FAILED", "internal_error")]
 
 
 def test_sse_unknown_execution_is_404(server: LiveServer) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from livecode import errors
+from livecode import errors, store as store_module
 from livecode.store import Execution, Session, SessionStatus, Status, Store
 from livecode.tables import code_sessions, executions
 from tests.conftest_store import (
@@ -254,13 +254,13 @@ def test_create_execution_unknown_session(store: Store) -> None:
 
 
 def test_run_count_cap(store: Store) -> None:
-    """Past max_runs_per_session, RateLimited (no retry_after) and nothing is inserted."""
+    """Past max_runs_per_session, RateLimited (the cap never lifts) and nothing is inserted."""
     session = _session(store)
     for _ in range(3):
         _execution(store, session.id, max_runs_per_session=3)
     with pytest.raises(errors.RateLimited) as caught:
         _execution(store, session.id, max_runs_per_session=3)
-    assert caught.value.retry_after is None
+    assert caught.value.retry_after == store_module.RUNS_EXHAUSTED_RETRY_S
     assert "3 runs" in caught.value.message
     assert _row_count(store, executions) == 3
     assert store.get_session(session.id).run_count == 3

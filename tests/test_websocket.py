@@ -8,7 +8,8 @@ import json
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.utils import LiveServer, Socket, joined, outputs, ws_connect
+from tests.conftest import embedded_settings
+from tests.utils import LiveServer, Socket, joined, outputs, run_server, ws_connect
 
 pytestmark = pytest.mark.anyio
 
@@ -24,6 +25,17 @@ async def create(ws: Socket, source: str, language: str = "python") -> dict:
     answer = await ws.request({"type": "create", "language": language, "source_code": source})
     assert answer["type"] == "created", answer
     return answer["session"]
+
+
+async def answers_to(ws: Socket, message: dict) -> list[dict]:
+    """The answers echoing a message's ref: none for a fine stdin, an error for a refused one."""
+    await ws.send({**message, "ref": "m"})
+    await ws.send({"type": "ping", "ref": "after"})
+    answers = []
+    while (event := await ws.recv()).get("ref") != "after":
+        if event.get("ref") == "m":
+            answers.append(event)
+    return answers
 
 
 async def run(ws: Socket, session_id: str, **options: object) -> str:
@@ -312,3 +324,38 @@ async def test_stdin_sent_before_the_run_starts_is_not_lost(server: LiveServer) 
         )
         finished = (await ws.until("finished", execution_id))[-1]
     assert (finished["status"], finished["stdout"]) == ("COMPLETED", "hello\n")
+
+
+async def test_followers_are_told_when_the_session_is_deleted(server: LiveServer) -> None:
+    async with ws_connect(server) as ws:
+        session = await create(ws, "import time\nprint('up', flush=True)\ntime.sleep(60)")
+        execution_id = await run(ws, session["id"])
+        seen = []
+        while "up\n" not in joined(seen, "stdout"):
+            seen.append(await ws.recv())
+        with server.client() as client:
+            assert client.delete(f"/code-sessions/{session['id']}").status_code == 204
+        finished = (await ws.until("finished", execution_id))[-1]
+    assert (finished["status"], finished["reason"]) == ("CANCELLED", "cancelled")
+
+
+async def test_interactive_stdin_has_one_cap_per_execution(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    settings = embedded_settings(tmp_path_factory, max_stdin_bytes=1000)
+    with run_server(settings) as small:
+        async with ws_connect(small) as ws:
+            session = await create(ws, "import time\ntime.sleep(30)")
+            execution_id = await run(ws, session["id"], interactive=True, stdin="x" * 400)
+            assert (
+                await answers_to(
+                    ws, {"type": "stdin", "execution_id": execution_id, "data": "y" * 500}
+                )
+                == []
+            )
+            over = await answers_to(
+                ws, {"type": "stdin", "execution_id": execution_id, "data": "z" * 200}
+            )
+            assert [(e["type"], e["code"]) for e in over] == [("error", "too_large")]
+            await ws.send({"type": "cancel", "execution_id": execution_id})
+            await ws.until("finished", execution_id)

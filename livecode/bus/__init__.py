@@ -20,6 +20,7 @@ from typing import Any, Final, Protocol
 from livecode.errors import Unavailable
 
 __all__ = [
+    "HISTORY_AFTER_FINAL_S",
     "HISTORY_TTL_S",
     "RESYNC",
     "Bus",
@@ -38,6 +39,10 @@ RESYNC: Final = "bus.resync"
 
 # How long a channel's history lives after its last kept event, unless expire() says sooner.
 HISTORY_TTL_S: Final = 3600.0
+
+# Followers that come later read final executions from the store; a channel's history is
+# needed only until then, plus a margin for followers that read it just before the end.
+HISTORY_AFTER_FINAL_S: Final = 60.0
 
 
 class BusUnavailable(Unavailable):
