@@ -62,6 +62,10 @@ _NOFILE = 256
 _SPAWNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_spawner.py")
 # --unshare-all but the network: the slot's spawner already has a network namespace of its own
 _UNSHARE_BUT_NET = ("--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try")
+# fds of a bwrap start after stdin/stdout/stderr, in the order the slot sends them: the source,
+# the files of /etc (Sandbox.etc_files), then the seccomp filter
+_FD_SOURCE = 3
+_FD_ETC = 4
 _SANDBOX_ENV = ("PATH", "/usr/bin:/bin", "HOME", "/tmp", "LANG", "C.UTF-8")
 
 
@@ -104,6 +108,12 @@ class Sandbox:
         self._scratch = os.path.join(self.work_root, "scratch")
         os.makedirs(self._scratch, mode=0o711, exist_ok=True)
         prepare_runtime(self._runtime)
+        # (host file, path in the sandbox), copied into each sandbox's /etc
+        self.etc_files = (
+            ("/etc/ld.so.cache", "/etc/ld.so.cache"),
+            (os.path.join(self._runtime, "passwd"), "/etc/passwd"),
+            (os.path.join(self._runtime, "group"), "/etc/group"),
+        )
         self._seccomp = os.path.join(self.work_root, "seccomp.bpf")
         self._has_seccomp = config.mode == "bwrap" and build_filter(self._seccomp)
         self.cache = BinaryCache(os.path.join(self.work_root, "cache"), config.cache_bytes)
@@ -288,17 +298,17 @@ class Sandbox:
             "--symlink", "usr/lib", "/lib",
             "--symlink", "usr/lib64", "/lib64",
             "--symlink", "usr/sbin", "/sbin",
-            "--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache",
-            "--ro-bind", f"{self._runtime}/passwd", "/etc/passwd",
-            "--ro-bind", f"{self._runtime}/group", "/etc/group",
-            "--ro-bind", self._runtime, _RUNTIME,
+            # copied into the root tmpfs (read-only below) from fds: a bind mount costs more
+            *(arg for fd, path in self._etc_fds() for arg in ("--file", str(fd), path)),
+            # the runtime (PCH, linebuf.o) only where the command uses it: the compile stage
+            *self._runtime_args(job),
             "--proc", "/proc",
             *self._dev_args(),
             "--size", str(_TMPFS_BYTES), "--tmpfs", "/tmp",
             "--size", str(_TMPFS_BYTES), "--tmpfs", _BOX,
         ]  # fmt: skip
         if job.source:
-            argv += ["--file", "3", names["source"]]  # fd 3: a memfd holding the source
+            argv += ["--file", str(_FD_SOURCE), names["source"]]  # a memfd holding the source
         if job.binary:
             argv += ["--ro-bind", job.binary, names["binary"]]
         if job.out_dir:
@@ -307,7 +317,7 @@ class Sandbox:
         for index in range(0, len(_SANDBOX_ENV), 2):
             argv += ["--setenv", _SANDBOX_ENV[index], _SANDBOX_ENV[index + 1]]
         if self._has_seccomp:
-            argv += ["--seccomp", "4"]  # fd 4: the BPF filter
+            argv += ["--seccomp", str(_FD_ETC + len(self.etc_files))]  # the BPF filter
         argv += ["--", *_command(job, names)]
         return argv, None
 
@@ -315,7 +325,7 @@ class Sandbox:
         if self._dev is None:
             return ["--dev", "/dev"]  # a tmpfs, 6 device binds, a devpts: ~0.5 ms more
         # bound as it is: a read-only remount would add nodev; it is root's, 0755, so unwritable
-        return ["--dev-bind", self._dev, "/dev", "--size", str(_TMPFS_BYTES), "--tmpfs", "/dev/shm"]
+        return ["--dev-bind", self._dev, "/dev"]
 
     def _job_argv_unsandboxed(
         self, slot: _Slot, job: Job, heap_mb: int
@@ -331,6 +341,14 @@ class Sandbox:
             with open(names["source"], "wb") as out:
                 out.write(job.source)
         return _command(job, names), [run_dir]
+
+    def _etc_fds(self) -> list[tuple[int, str]]:
+        return [(_FD_ETC + index, path) for index, (_host, path) in enumerate(self.etc_files)]
+
+    def _runtime_args(self, job: Job) -> tuple[str, ...]:
+        if any("{runtime}" in part for part in job.argv):
+            return ("--ro-bind", self._runtime, _RUNTIME)
+        return ("--dir", _RUNTIME)
 
     def seccomp_fd(self) -> int | None:
         """Open the seccomp filter for one bwrap start (bwrap reads it from the fd)."""
@@ -408,6 +426,8 @@ class _Slot:
                 extra.append(source_fd)
                 os.write(source_fd, job.source)
                 os.lseek(source_fd, 0, os.SEEK_SET)
+                for host, _path in self.sandbox.etc_files:
+                    extra.append(os.open(host, os.O_RDONLY | os.O_CLOEXEC))
                 seccomp_fd = self.sandbox.seccomp_fd()
                 if seccomp_fd is not None:
                     extra.append(seccomp_fd)
@@ -590,6 +610,7 @@ def _encode_request(
 
 _DEVICES = (("null", 3), ("zero", 5), ("full", 7), ("random", 8), ("urandom", 9))
 _DEV_LINKS = (
+    ("shm", "/tmp"),  # POSIX shm and semaphores (multiprocessing) in the run's /tmp tmpfs
     ("fd", "/proc/self/fd"),
     ("stdin", "/proc/self/fd/0"),
     ("stdout", "/proc/self/fd/1"),
@@ -601,10 +622,10 @@ def _prepare_dev(work_root: str) -> str | None:
     """A root-owned directory to bind as the sandbox's /dev: one bind instead of bwrap --dev.
 
     It holds the memory devices (null, zero, full, random, urandom, mode 0666 as on the host),
-    the fd/stdin/stdout/stderr links and an empty shm (a tmpfs is mounted there per run); no
-    tty, no pts. Needs root (mknod); None otherwise.
+    the fd/stdin/stdout/stderr links and shm -> /tmp; no tty, no pts. Needs root (mknod); None
+    otherwise.
     """
-    directory = os.path.join(work_root, "dev")
+    directory = os.path.join(work_root, "dev-2")  # a new layout gets a new name
     if _is_prepared_dev(directory):
         return directory
     temporary = tempfile.mkdtemp(dir=work_root, prefix=".dev-")
@@ -616,7 +637,6 @@ def _prepare_dev(work_root: str) -> str | None:
             os.chmod(path, 0o666)  # mknod obeys the umask
         for name, target in _DEV_LINKS:
             os.symlink(target, os.path.join(temporary, name))
-        os.mkdir(os.path.join(temporary, "shm"), 0o755)
         try:
             os.rename(temporary, directory)
         except OSError:

@@ -181,6 +181,25 @@ def test_filesystem_is_read_only(sandbox: Sandbox) -> None:
     assert "WRITTEN" not in result.stdout and result.stdout.count("Read-only") == 4, result
 
 
+def test_etc_files_are_ours_and_read_only(sandbox: Sandbox) -> None:
+    source = (
+        "import os, pwd, grp\n"
+        "print(pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name)\n"
+        "print(os.listdir('/opt/livecode'))\n"
+        "for path in ('/etc/passwd', '/etc/group', '/etc/ld.so.cache'):\n"
+        "    try:\n"
+        "        open(path, 'a').write('x')\n"
+        "        print(path, 'WRITTEN')\n"
+        "    except OSError as exc:\n"
+        "        print(path, exc.strerror)\n"
+    )
+    result, _ = run(sandbox, Program("python", source))
+    assert result.status is Status.COMPLETED, result
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["nobody nogroup", "[]"]  # the runtime is bound for compiles only
+    assert [line.split(" ", 1)[1] for line in lines[2:]] == ["Read-only file system"] * 3
+
+
 def test_killing_the_parent_does_not_reach_the_host(sandbox: Sandbox) -> None:
     result, _ = run(sandbox, program("kill_parent", "python"))
     assert "still alive" in result.stdout
