@@ -17,7 +17,9 @@ logger = logging.getLogger("livecode")
 # A frame carries at most a source (256 KiB) or stdin (1 MiB) plus JSON escaping; past this
 # uvicorn closes the socket, below it our own size checks answer with `too_large`.
 WS_MAX_FRAME_BYTES = 8 << 20
-SCHEMA_SQL = Path(__file__).resolve().parent.parent / "schema.sql"
+# schema.sql lives at the top of the repository; livecode/schema.sql links to it, so that
+# an installed package (a wheel copies the file) has it too.
+SCHEMA_SQL = Path(__file__).resolve().parent / "schema.sql"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -146,6 +146,12 @@ class Commands:
     def get_execution(self, execution_id: str, owner: str = "") -> Execution:
         return self.store.get_execution(execution_id, owner)
 
+    def list_executions(
+        self, session_id: str, limit: int, before: str | None, owner: str = ""
+    ) -> list[Execution]:
+        """A session's executions, newest first, `limit` of them created before `before`."""
+        return self.store.list_executions(session_id, owner, limit, before)
+
     def stored_events(self, execution_id: str) -> list[dict[str, Any]] | None:
         """Every event of a final execution from the store; before that, its status event."""
         try:

@@ -55,7 +55,7 @@ class Settings:
         values: dict[str, object] = {}
         database_url = environ.get("LIVECODE_DATABASE_URL") or environ.get("DATABASE_URL")
         if database_url:
-            values["database_url"] = _normalize_database_url(database_url)
+            values["database_url"] = normalize_database_url(database_url)
         redis_url = environ.get("LIVECODE_REDIS_URL") or environ.get("REDIS_URL")
         if redis_url:
             values["redis_url"] = redis_url
@@ -90,7 +90,8 @@ class Settings:
             raise ConfigError("LIVECODE_REDIS_URL must be a redis:// URL")
 
 
-def _normalize_database_url(url: str) -> str:
+def normalize_database_url(url: str) -> str:
+    """The one spelling of a database URL: plain PostgreSQL URLs mean psycopg 3."""
     # Plain postgres:// URLs (Heroku style, the reference's DATABASE_URL) mean psycopg 3 here.
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):

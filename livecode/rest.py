@@ -123,9 +123,8 @@ async def list_executions(request: Request) -> Response:
     if not 1 <= limit <= MAX_PAGE:
         raise BadRequest(f"limit must be between 1 and {MAX_PAGE}")
     executions = await run_in_threadpool(
-        _services(request).store.list_executions,
+        _services(request).commands.list_executions,
         request.path_params["session_id"],
-        "",
         limit,
         request.query_params.get("before"),
     )

@@ -7,13 +7,7 @@ mode, which is both) also opens the sandbox and consumes the queue with an Execu
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
-import socket
-import threading
-import time
-import uuid
 from typing import Any
 
 import redis
@@ -28,13 +22,10 @@ from livecode.queue import Queue
 from livecode.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from livecode.relay import Relay
 from livecode.store import Store
+from livecode.workers import Heartbeat
 from runners import Language, Sandbox, SandboxConfig, SandboxUnavailable, detect_languages
 
 logger = logging.getLogger(__name__)
-
-HEARTBEAT_EVERY_S = 5.0
-HEARTBEAT_TTL_S = 15
-HEARTBEAT_PREFIX = "livecode:worker:"
 
 
 @dataclasses.dataclass(slots=True)
@@ -52,6 +43,13 @@ class Services:
     sandbox: Sandbox | None = None
     sandbox_error: str | None = None
     heartbeat: Heartbeat | None = None
+
+    def describe_worker(self) -> dict[str, Any]:
+        """What a worker process announces: its threads and its sandbox's measures."""
+        return {
+            "threads": self.queue.worker_threads,
+            "sandbox": self.sandbox.measures() if self.sandbox is not None else None,
+        }
 
     def close(self) -> None:
         """Stop consuming (running executions finish), then close what was opened."""
@@ -98,7 +96,7 @@ def open_services(settings: Settings, *, consume: bool) -> Services:
         if not settings.is_distributed:
             _resume_embedded(services)
         if client is not None:
-            services.heartbeat = Heartbeat(client, services)
+            services.heartbeat = Heartbeat(client, services.describe_worker)
             services.heartbeat.start()
     return services
 
@@ -124,50 +122,3 @@ def _resume_embedded(services: Services) -> None:
         logger.info(
             "resumed %d queued executions; %d interrupted ones failed", len(queued), len(running)
         )
-
-
-class Heartbeat:
-    """A worker process announces itself (threads, sandbox measures) in Redis every few seconds."""
-
-    def __init__(self, client: redis.Redis, services: Services) -> None:
-        self.client = client
-        self.services = services
-        self.key = f"{HEARTBEAT_PREFIX}{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        try:
-            self.client.delete(self.key)
-        except redis.RedisError:
-            pass
-
-    def _beat(self) -> None:
-        while True:
-            try:
-                self.client.set(self.key, json.dumps(self.describe()), ex=HEARTBEAT_TTL_S)
-            except redis.RedisError as exc:
-                logger.warning("heartbeat failed: %s", exc)
-            if self._stop.wait(HEARTBEAT_EVERY_S):
-                return
-
-    def describe(self) -> dict[str, Any]:
-        sandbox = self.services.sandbox
-        return {
-            "threads": self.services.queue.worker_threads,
-            "sandbox": sandbox.measures() if sandbox is not None else None,
-            "at": time.time(),
-        }
-
-
-def live_workers(client: redis.Redis) -> list[dict[str, Any]]:
-    """What every worker process announced in the last HEARTBEAT_TTL_S seconds."""
-    keys = list(client.scan_iter(match=f"{HEARTBEAT_PREFIX}*", count=100))
-    if not keys:
-        return []
-    return [json.loads(raw) for raw in client.mget(keys) if raw is not None]

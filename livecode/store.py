@@ -22,9 +22,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 
 from livecode import errors
+from livecode.config import normalize_database_url
 from livecode.tables import code_sessions, executions, metadata
 
 __all__ = ["Execution", "Session", "SessionStatus", "Status", "Store"]
@@ -141,7 +142,7 @@ class Store:
         writes. PostgreSQL: psycopg 3 (``postgresql://`` and ``postgres://`` are read as
         ``postgresql+psycopg://``), a bounded pool, a connect timeout.
         """
-        parsed = _normalize_url(make_url(url))
+        parsed = make_url(normalize_database_url(url))
         if parsed.get_backend_name() == "sqlite":
             engine = sa.create_engine(parsed, connect_args={"check_same_thread": False})
             _configure_sqlite(engine)
@@ -566,7 +567,7 @@ class Store:
             if before is not None:
                 cursor = conn.execute(
                     sa.select(executions.c.created_at, executions.c.id).where(
-                        executions.c.id == _parse_cursor(before),
+                        executions.c.id == parse_id(before, "before", errors.InvalidValue),
                         executions.c.session_id == session_id,
                     )
                 ).one_or_none()
@@ -690,19 +691,14 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
-def parse_id(value: str, kind: str) -> str:
+def parse_id(value: str, kind: str, refusal: type[errors.LivecodeError] = errors.NotFound) -> str:
     """Return the canonical form of a uuid string; anything else is simply not found."""
     try:
         return str(uuid.UUID(value))
     except (TypeError, ValueError, AttributeError):
-        raise errors.NotFound(f"{kind} not found") from None
-
-
-def _parse_cursor(value: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except (TypeError, ValueError, AttributeError):
-        raise errors.InvalidValue("before: not an execution id") from None
+        if refusal is errors.NotFound:
+            raise errors.NotFound(f"{kind} not found") from None
+        raise refusal(f"{kind}: not an id") from None
 
 
 def _session(row: sa.RowMapping) -> Session:
@@ -732,12 +728,6 @@ def _execution(row: sa.RowMapping) -> Execution:
     if row["chunks"] is not None:
         values["chunks"] = [(str(stream), int(n)) for stream, n in row["chunks"]]
     return Execution(**values)
-
-
-def _normalize_url(url: URL) -> URL:
-    if url.drivername in ("postgresql", "postgres"):
-        return url.set(drivername="postgresql+psycopg")
-    return url
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:
