@@ -62,21 +62,46 @@ static void reply(const char *fmt, ...) {
     send(sock, out, (size_t)n, MSG_NOSIGNAL);
 }
 
-static int cg_path(char *buf, size_t size, const char *dir, const char *name) {
-    return snprintf(buf, size, "%s/%s", dir, name) < (int)size ? 0 : -1;
+/* cgroup files stay open: a kernfs open costs more than the read or write (pread/pwrite at 0) */
+struct cached { const char *dir, *name; int fd; };
+static struct cached cache[32];
+static int n_cached;
+
+static int cg_fd(const char *dir, const char *name) {
+    for (int k = 0; k < n_cached; k++)
+        if (cache[k].dir == dir && strcmp(cache[k].name, name) == 0) return cache[k].fd;
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path) return -1;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0 && errno == EACCES) fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == EACCES) fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    if (n_cached < (int)(sizeof cache / sizeof cache[0]))
+        cache[n_cached++] = (struct cached){dir, name, fd};
+    return fd;
 }
 
 static int read_file(const char *dir, const char *name, char *buf, size_t size) {
-    char path[4096];
-    if (cg_path(path, sizeof path, dir, name)) return -1;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = cg_fd(dir, name);
     if (fd < 0) return -1;
-    ssize_t n = read(fd, buf, size - 1);
-    int saved = errno;
-    close(fd);
-    errno = saved;
+    ssize_t n = pread(fd, buf, size - 1, 0);
     if (n < 0) return -1;
     buf[n] = 0;
+    return 0;
+}
+
+/* cgroup.procs is read through a fresh fd: its task iterator does not restart reliably */
+static int read_procs(const char *dir, char *buf, size_t size) {
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/cgroup.procs", dir) >= (int)sizeof path) return -1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    size_t total = 0;
+    ssize_t n;
+    while (total < size - 1 && (n = read(fd, buf + total, size - 1 - total)) > 0)
+        total += (size_t)n;
+    close(fd);
+    buf[total] = 0;
     return 0;
 }
 
@@ -88,16 +113,11 @@ static int read_ll(const char *dir, const char *name, long long *value) {
 }
 
 static int write_ll(const char *dir, const char *name, long long value) {
-    char path[4096], buf[32];
-    if (cg_path(path, sizeof path, dir, name)) return -1;
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    char buf[32];
+    int fd = cg_fd(dir, name);
     if (fd < 0) return -1;
     int n = snprintf(buf, sizeof buf, "%lld", value);
-    ssize_t w = write(fd, buf, (size_t)n);
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return w == n ? 0 : -1;
+    return pwrite(fd, buf, (size_t)n, 0) == n ? 0 : -1;
 }
 
 static long long oom_kills(void) {
@@ -130,8 +150,8 @@ static int set_memory_limit(long long limit) {
 
 /* SIGKILL every process of the cgroup but us; return how many were found */
 static int kill_cgroup(const char *dir) {
-    char buf[65536];
-    if (read_file(dir, "cgroup.procs", buf, sizeof buf)) return 0;
+    static char buf[1 << 20];
+    if (read_procs(dir, buf, sizeof buf)) return 0;
     pid_t me = getpid();
     int found = 0;
     for (char *p = buf; *p;) {
