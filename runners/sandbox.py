@@ -602,10 +602,10 @@ def _encode_request(
         str(len(env)),
         *env,
     ]
-    encoded = [os.fsencode(field) for field in fields]
-    if any(b"\0" in field for field in encoded):
+    joined = "\0".join(fields)
+    if joined.count("\0") != len(fields) - 1:
         raise RunnerError("cannot start the program: an argument contains a NUL byte")
-    return b"\0".join(encoded)
+    return joined.encode("utf-8", "surrogateescape")  # as os.fsencode
 
 
 _DEVICES = (("null", 3), ("zero", 5), ("full", 7), ("random", 8), ("urandom", 9))
