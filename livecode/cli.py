@@ -65,6 +65,8 @@ def _serve(settings: Settings) -> int:
         port=settings.port,
         log_level=settings.log_level.lower(),
         ws_max_size=WS_MAX_FRAME_BYTES,
+        # Events are small and latency matters more than bytes: deflate cost CPU per message.
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=int(settings.wall_timeout_s + 5),
     )
     return 0

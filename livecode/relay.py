@@ -163,7 +163,10 @@ class Relay:
     async def _backlog(self, execution_id: str) -> list[Event]:
         # Must run after the subscription is active: then backlog + live events miss nothing.
         history = await asyncio.to_thread(self._bus.history, execution_channel(execution_id))
-        if any(event.get("type") == "finished" for event in history):
+        if history:
+            # A history is dropped whole, never in part: this one has everything published so
+            # far, and a `finished` not in it yet is published after it is stored, so it will
+            # arrive live. The store has nothing to add.
             return history
         stored = await self._load_final(execution_id) or []
         if stored and stored[-1].get("type") == "finished":
