@@ -230,3 +230,15 @@ def test_unreachable_redis_raises_bus_unavailable() -> None:
     with pytest.raises(BusUnavailable):
         bus.publish("execution:e1", output(1))
     bus.close()
+
+
+def test_a_reused_listener_connection_hears_only_its_own_channel(redis_bus: RedisBus) -> None:
+    """listen() reuses pub/sub connections; what the last channel left buffered is not heard."""
+    with redis_bus.listen("first") as first:
+        for number in range(5):
+            redis_bus.publish("first", {"n": number}, keep=False)
+        assert first.get(TIMEOUT_S) == {"n": 0}  # four more stay buffered on the connection
+    with redis_bus.listen("second") as second:
+        redis_bus.publish("second", {"n": "mine"}, keep=False)
+        assert second.get(TIMEOUT_S) == {"n": "mine"}
+        assert second.get(0.2) is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -55,6 +56,8 @@ class RedisBus:
         self._prefix = prefix
         self._history_ttl_ms = int(history_ttl_s * 1000)
         self._redis = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+        self._idle_pubsubs: list[redis.client.PubSub] = []
+        self._idle_lock = threading.Lock()
 
     @property
     def prefix(self) -> str:
@@ -92,15 +95,35 @@ class RedisBus:
 
     @contextmanager
     def listen(self, channel: str) -> Iterator[_RedisListener]:
-        """Subscribe a worker thread to a channel; active when this returns."""
-        pubsub = self._redis.pubsub()  # type: ignore[no-untyped-call]
+        """Subscribe a worker thread to a channel; active when this returns.
+
+        Pub/sub connections are kept for the next listen(): a worker listens once per
+        execution, and a new connection each time would cost a connect and its handshake.
+        """
+        name = self._prefix + channel
+        pubsub = self._take_pubsub()
+        reusable = False
         try:
             with unavailable_on_redis_errors():
-                pubsub.subscribe(self._prefix + channel)
-                _wait_for_subscribe(pubsub, SUBSCRIBE_TIMEOUT_S)
-            yield _RedisListener(pubsub)
+                pubsub.subscribe(name)
+                _wait_for_subscribe(pubsub, name, SUBSCRIBE_TIMEOUT_S)
+            yield _RedisListener(pubsub, name)
+            with unavailable_on_redis_errors():
+                pubsub.unsubscribe(name)  # type: ignore[no-untyped-call]
+            reusable = True
         finally:
-            pubsub.close()
+            if reusable:
+                with self._idle_lock:
+                    self._idle_pubsubs.append(pubsub)
+            else:
+                pubsub.close()
+
+    def _take_pubsub(self) -> redis.client.PubSub:
+        with self._idle_lock:
+            if self._idle_pubsubs:
+                return self._idle_pubsubs.pop()
+        pubsub: redis.client.PubSub = self._redis.pubsub()  # type: ignore[no-untyped-call]
+        return pubsub
 
     def subscriber(self) -> _RedisSubscriber:
         """Return a new async Subscriber with its own pub/sub connection."""
@@ -113,6 +136,10 @@ class RedisBus:
 
     def close(self) -> None:
         """Close the connection pool."""
+        with self._idle_lock:
+            idle, self._idle_pubsubs = self._idle_pubsubs, []
+        for pubsub in idle:
+            pubsub.close()
         self._redis.close()
 
     def _history_key(self, channel: str) -> str:
@@ -122,8 +149,9 @@ class RedisBus:
 class _RedisListener:
     """A worker thread's subscription to one channel."""
 
-    def __init__(self, pubsub: redis.client.PubSub) -> None:
+    def __init__(self, pubsub: redis.client.PubSub, name: str) -> None:
         self._pubsub = pubsub
+        self._name = name
 
     def get(self, timeout_s: float) -> dict[str, Any] | None:
         """Return the next event, or None when none arrived within timeout_s."""
@@ -134,7 +162,12 @@ class _RedisListener:
                 message = self._pubsub.get_message(
                     ignore_subscribe_messages=True, timeout=max(remaining_s, 0.0)
                 )
-                if message is not None and message["type"] == "message":
+                # A reused connection may still deliver a message of its previous channel.
+                if (
+                    message is not None
+                    and message["type"] == "message"
+                    and _channel(message) == self._name
+                ):
                     event: dict[str, Any] = json.loads(message["data"])
                     return event
                 if remaining_s <= 0:
@@ -268,11 +301,20 @@ class _RedisSubscriber:
                     self._queue.put_nowait((channel, {"type": RESYNC}))
 
 
-def _wait_for_subscribe(pubsub: redis.client.PubSub, timeout_s: float) -> None:
-    """Read until Redis confirms the subscription, so that no later publish is missed."""
+def _wait_for_subscribe(pubsub: redis.client.PubSub, name: str, timeout_s: float) -> None:
+    """Read until Redis confirms the subscription, so that no later publish is missed.
+
+    What a reused connection still had buffered (its previous channel's last messages and
+    unsubscribe confirmation) is read past and dropped.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         message = pubsub.get_message(timeout=max(deadline - time.monotonic(), 0.0))
-        if message is not None and message["type"] == "subscribe":
+        if message is not None and message["type"] == "subscribe" and _channel(message) == name:
             return
     raise BusUnavailable("Redis bus unavailable: subscribe not confirmed")
+
+
+def _channel(message: dict[str, Any]) -> str:
+    channel = message["channel"]
+    return channel.decode() if isinstance(channel, bytes) else str(channel)
