@@ -428,6 +428,8 @@ static int run(size_t size, int *fds, int *n_fds) {
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
     sock = atoi(argv[1]);
+    /* passed to us inheritable: never to a run (exec_child closes it too) */
+    if (fcntl(sock, F_SETFD, FD_CLOEXEC)) return 2;
     signal(SIGINT, SIG_IGN); /* Ctrl-C in a terminal is for the caller */
     signal(SIGPIPE, SIG_IGN);
     for (int k = 2; k < argc && n_cg < MAX_CGROUPS; k++) {

@@ -44,6 +44,7 @@ SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 _MAX_FDS = 16
+_FD_END = 0x7FFFFFFF  # above any fd number
 
 
 @dataclass
@@ -127,6 +128,7 @@ class Cgroups:
 
 def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
+    os.set_inheritable(sock.fileno(), False)  # passed to us inheritable: never to a run
     cgroups = Cgroups(sys.argv[2:])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the caller
     for directory in cgroups.dirs.values():
@@ -231,9 +233,9 @@ def _exec_child(request: Request, fds: list[int], error_w: int) -> NoReturn:
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64 + _MAX_FDS) for fd in fds]
         for target, fd in enumerate(high):
             os.dup2(fd, target)  # dup2 clears close-on-exec
-        os.closerange(len(high), 64 + _MAX_FDS)
-        for fd in high:
-            _close(fd)
+        # every other fd, whatever its number (close_range): bwrap hands what it inherits on
+        os.closerange(len(high), error_w)
+        os.closerange(error_w + 1, _FD_END)
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)  # Python ignores these; exec would keep that
         for resource_id, soft, hard in request.rlimits:

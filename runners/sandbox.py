@@ -67,6 +67,9 @@ _UNSHARE_BUT_NET = ("--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshar
 _FD_SOURCE = 3
 _FD_ETC = 4
 _SANDBOX_ENV = ("PATH", "/usr/bin:/bin", "HOME", "/tmp", "LANG", "C.UTF-8")
+# the longest wait for a reply of the spawner ("ready", "pid N"); beyond it the slot is reset
+_REPLY_TIMEOUT_S = 30.0
+_SWEEP_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +192,7 @@ class Sandbox:
         except OSError as exc:
             raise RunnerError(f"sandbox failure: {exc}") from exc
         finally:
+            slot.settle()
             self._free.put(slot)
 
     def measures(self) -> dict[str, Any]:
@@ -263,6 +267,7 @@ class Sandbox:
                 detail = err.read().decode(errors="replace").strip()
             return report.exit_code, detail or str(report)
         finally:
+            slot.settle()
             self._free.put(slot)
 
     def _build_pch(self) -> None:
@@ -357,8 +362,18 @@ class Sandbox:
         return os.open(self._seccomp, os.O_RDONLY | os.O_CLOEXEC)
 
 
+class _SpawnerGone(RunnerError):
+    """The spawner broke the protocol: died, went silent, or sent what it should not."""
+
+
 class _Slot:
-    """One run at a time: a host uid, cgroups, and a spawner process living in them."""
+    """One run at a time: a host uid, cgroups, and a spawner process living in them.
+
+    The spawner is trusted only while it keeps to the protocol: after any anomaly (a wrong or
+    missing reply, a send or receive error, a run it did not end) the slot is reset before its
+    next run: the spawner and everything in the slot's cgroups (or of its uid) are killed and a
+    new spawner is started.
+    """
 
     def __init__(self, sandbox: Sandbox, index: int, lock_fd: int) -> None:
         self.sandbox = sandbox
@@ -370,6 +385,8 @@ class _Slot:
         self.sock: socket.socket | None = None
         self._run_dir: str | None = None
         self.private_network = False
+        self.broken = False  # the spawner broke the protocol: reset before the next run
+        self.in_flight = False  # a run was requested and its exit report not yet read
         self._start_spawner()
 
     def _start_spawner(self) -> None:
@@ -390,22 +407,42 @@ class _Slot:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
-        ready = ours.recv(4096)
+        ours.settimeout(_REPLY_TIMEOUT_S)  # a worker thread never waits on the spawner forever
+        try:
+            ready = ours.recv(4096)
+        except OSError:
+            ready = b""
         if ready not in (b"ready", b"ready netns"):
             ours.close()
+            self._kill_spawner()
             raise RunnerError(f"the spawner of slot {self.index} failed to start")
         # its runs use the spawner's own network namespace (only lo) instead of a new one each
         self.private_network = ready == b"ready netns"
         self.sock = ours
 
     def start(self, job: Job, stdin_fd: int, stdout_fd: int, stderr_fd: int) -> _Started:
-        """Start a job in this slot; the returned handle reports its end."""
-        if self.spawner is None or self.spawner.poll() is not None:
-            logger.warning("spawner of slot %d died; restarting it", self.index)
-            self._stop_spawner()
-            self._start_spawner()
+        """Start a job in this slot; the returned handle reports its end.
+
+        A spawner found dead (EPIPE, EOF, no reply) is replaced and the start tried once more.
+        """
+        for attempt in range(2):
+            if self.broken or self.spawner is None or self.spawner.poll() is not None:
+                logger.warning("spawner of slot %d died or misbehaved; restarting it", self.index)
+                self.reset()
+            try:
+                return self._start_once(job, stdin_fd, stdout_fd, stderr_fd)
+            except _SpawnerGone:
+                self.broken = True
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, job: Job, stdin_fd: int, stdout_fd: int, stderr_fd: int) -> _Started:
         assert self.sock is not None
         argv, cwd = self.sandbox.job_argv(self, job)
         env = [] if self.sandbox.config.mode == "bwrap" else _unsandboxed_env(cwd)
@@ -431,28 +468,47 @@ class _Slot:
                 seccomp_fd = self.sandbox.seccomp_fd()
                 if seccomp_fd is not None:
                     extra.append(seccomp_fd)
-            socket.send_fds(self.sock, [request], fds + extra)
+            self.in_flight = True
+            try:
+                socket.send_fds(self.sock, [request], fds + extra)
+            except OSError as exc:  # EPIPE: the spawner is dead
+                raise _SpawnerGone(f"the spawner of slot {self.index} failed: {exc}") from exc
         finally:
             for fd in extra:
                 os.close(fd)
         reply = self._receive()
         if reply.startswith(b"error "):
+            self.in_flight = False
             raise RunnerError(f"cannot start the program: {reply[6:].decode(errors='replace')}")
+        if not reply.startswith(b"pid "):
+            raise self._anomaly(f"the spawner of slot {self.index} sent {reply[:200]!r}")
         return _Started(self)
 
+    def _anomaly(self, message: str) -> _SpawnerGone:
+        self.broken = True
+        return _SpawnerGone(message)
+
     def _receive(self) -> bytes:
-        assert self.sock is not None
-        message = self.sock.recv(1 << 16)
+        if self.sock is None:
+            raise self._anomaly(f"the spawner of slot {self.index} is gone")
+        try:
+            message = self.sock.recv(1 << 16)
+        except OSError as exc:  # TimeoutError included
+            raise self._anomaly(f"the spawner of slot {self.index} failed: {exc}") from exc
         if not message:
-            raise RunnerError(f"the spawner of slot {self.index} died")
+            raise self._anomaly(f"the spawner of slot {self.index} died")
         return message
 
     def finish(self, reply: bytes) -> ExitReport:
         """Turn the spawner's exit report (with the cgroup counters) into an ExitReport."""
         fields = reply.split()
-        if fields[:1] != [b"exit"] or len(fields) != 8:
-            raise RunnerError(f"the spawner of slot {self.index} sent {reply[:200]!r}")
-        status, utime_us, stime_us, maxrss, cpu_ns, peak, oom = map(int, fields[1:])
+        try:
+            if fields[:1] != [b"exit"] or len(fields) != 8:
+                raise ValueError(reply)
+            status, utime_us, stime_us, maxrss, cpu_ns, peak, oom = map(int, fields[1:])
+        except ValueError:
+            raise self._anomaly(f"the spawner of slot {self.index} sent {reply[:200]!r}") from None
+        self.in_flight = False
         exit_code: int | None = None
         signal_number: int | None = None
         if os.WIFSIGNALED(status):
@@ -484,6 +540,44 @@ class _Slot:
         if self._run_dir is not None:
             shutil.rmtree(self._run_dir, ignore_errors=True)
             self._run_dir = None
+
+    def settle(self) -> None:
+        """After a run: reset the slot unless its spawner ended that run by the protocol."""
+        if self.broken or self.in_flight:
+            try:
+                self.reset()
+            except Exception:  # noqa: BLE001 - start() tries again before the next run
+                logger.exception("cannot restart the spawner of slot %d", self.index)
+
+    def reset(self) -> None:
+        """Kill the spawner and everything of the slot, then start a new spawner."""
+        self._kill_spawner()
+        self._kill_everything()
+        self.cleanup_run()
+        self.broken = self.in_flight = False
+        self._start_spawner()
+
+    def _kill_spawner(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.spawner is not None:
+            if self.spawner.poll() is None:
+                self.spawner.kill()  # SIGKILL: the runs it started die with it (--die-with-parent)
+            self.spawner.wait()
+            self.spawner = None
+
+    def _kill_everything(self) -> None:
+        """SIGKILL every process left in the slot's cgroups, or else of its uid."""
+        deadline = time.monotonic() + _SWEEP_TIMEOUT_S
+        for directory in self.cgroups.values():
+            try:
+                while _kill_leftovers(directory) and time.monotonic() < deadline:
+                    time.sleep(0.005)
+            except OSError as exc:
+                logger.warning("cannot sweep cgroup %s: %s", directory, exc)
+        if not self.cgroups and self.uid is not None:
+            _kill_uid(self.uid)
 
     def _stop_spawner(self) -> None:
         if self.sock is not None:
@@ -521,7 +615,10 @@ class _Started:
 
     def kill(self) -> None:
         if self._report is None and self.slot.sock is not None:
-            self.slot.sock.send(b"kill")
+            try:
+                self.slot.sock.send(b"kill")
+            except OSError:
+                self.slot.broken = True  # the pump sees EOF, or gives up after its grace time
 
     def read_report(self) -> ExitReport:
         try:
@@ -720,13 +817,36 @@ def _make_cgroups(index: int) -> dict[str, str]:
     return made
 
 
-def _kill_leftovers(directory: str) -> None:
+def _kill_leftovers(directory: str) -> bool:
+    """SIGKILL every process of the cgroup; False when it had none."""
+    found = False
     with open(os.path.join(directory, "cgroup.procs")) as procs:
         for line in procs:
             try:
                 os.kill(int(line), signal.SIGKILL)
+                found = True
             except (ProcessLookupError, ValueError):
                 pass
+    return found
+
+
+def _kill_uid(uid: int) -> None:
+    """SIGKILL every process of a slot uid: kill(-1) as that uid reaches those and no other."""
+    python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+    try:
+        subprocess.run(
+            [python, "-I", "-S", "-c", "import os, signal; os.kill(-1, signal.SIGKILL)"],
+            user=uid,
+            group=uid,
+            extra_groups=[],
+            env={"PATH": "/usr/bin:/bin"},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=_SWEEP_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        logger.warning("cannot sweep the processes of uid %d: %s", uid, exc)
 
 
 def _write(directory: str, name: str, value: int) -> None:

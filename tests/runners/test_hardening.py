@@ -1,0 +1,105 @@
+"""Regressions of the security review: what a hostile program could reach or break, per spawner."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import runners.pump
+import runners.sandbox
+from runners import Limits, Program, RunnerError, Sandbox, SandboxConfig, Status, Stream, _cspawner
+from tests.runners.conftest import assert_nothing_left, program, requires_bwrap, run
+
+pytestmark = requires_bwrap
+
+_CROWD = 100  # fds below this are all open while the sandbox starts: its spawner's land above
+
+
+@pytest.fixture(scope="module", params=["c", "python"])
+def crowded_sandbox(request: pytest.FixtureRequest, sandbox: Sandbox) -> Iterator[Sandbox]:
+    """A 1-slot sandbox started while this process holds many fds, with either spawner."""
+    sandbox._pch.join()  # no other thread opening and closing fds meanwhile
+    held = [os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)]
+    while held[-1] < _CROWD:
+        held.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+    build = _cspawner.build
+    if request.param == "python":
+        _cspawner.build = lambda work_root: None  # type: ignore[assignment]
+    try:
+        box = Sandbox(SandboxConfig(slots=1, work_root=sandbox.work_root))
+    finally:
+        _cspawner.build = build  # type: ignore[assignment]
+        for fd in held:
+            os.close(fd)
+    with box:
+        assert (box._spawner is None) == (request.param == "python")
+        spawner = box._slots[0].spawner
+        assert spawner is not None
+        assert int(next(a for a in spawner.args if a.isdigit())) > _CROWD  # its socket's fd
+        yield box
+
+
+@pytest.mark.parametrize("language", ["python"])
+def test_a_program_inherits_only_stdin_stdout_and_stderr(
+    crowded_sandbox: Sandbox, language: str
+) -> None:
+    result, _ = run(crowded_sandbox, program("open_fds", language))
+    assert (result.status, result.stdout) == (Status.COMPLETED, "fds: 0 1 2\n"), result
+
+
+def _in_thread(call: Callable[[], object], timeout_s: float) -> object:
+    """call() in a daemon thread; fails instead of hanging the tests when it never returns."""
+    done: list[object] = []
+    thread = threading.Thread(target=lambda: done.append(call()), daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    assert done, f"no answer within {timeout_s} s: a worker thread would hang forever"
+    return done[0]
+
+
+def test_a_silent_spawner_is_replaced_and_the_run_retried(
+    crowded_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runners.sandbox, "_REPLY_TIMEOUT_S", 1.0)
+    slot = crowded_sandbox._slots[0]
+    slot.reset()  # its socket gets the shorter reply timeout
+    assert slot.spawner is not None
+    stalled = slot.spawner.pid
+    os.kill(stalled, signal.SIGSTOP)  # alive, holding its socket, never answering
+    try:
+        result = _in_thread(lambda: run(crowded_sandbox, Program("python", "print('ok')")), 20)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stalled, signal.SIGCONT)
+    assert isinstance(result, tuple) and result[0].stdout == "ok\n", result
+    assert slot.spawner is not None and slot.spawner.pid != stalled
+
+
+def test_a_run_the_spawner_does_not_end_resets_the_slot(
+    crowded_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runners.pump, "_KILL_GRACE_S", 1.0)
+    slot = crowded_sandbox._slots[0]
+    assert slot.spawner is not None
+    stalled = slot.spawner.pid
+    limits = Limits(wall_timeout_s=1)
+    prog = Program("python", "import time\nprint('started', flush=True)\ntime.sleep(60)")
+
+    def stop_the_spawner(stream: Stream, text: str) -> None:
+        os.kill(stalled, signal.SIGSTOP)  # the kill request will never be answered
+
+    try:
+        with pytest.raises(RunnerError, match="did not end a killed run"):
+            crowded_sandbox.run(prog, limits, on_output=stop_the_spawner)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stalled, signal.SIGCONT)
+    assert slot.spawner is not None and slot.spawner.pid != stalled
+    assert_nothing_left(crowded_sandbox)  # the sleeping program was killed with the spawner
+    result = _in_thread(lambda: run(crowded_sandbox, Program("python", "print('next')")), 20)
+    assert isinstance(result, tuple) and result[0].stdout == "next\n", result
