@@ -62,10 +62,9 @@ _NOFILE = 256
 _SPAWNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_spawner.py")
 # --unshare-all but the network: the slot's spawner already has a network namespace of its own
 _UNSHARE_BUT_NET = ("--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try")
-# fds of a bwrap start after stdin/stdout/stderr, in the order the slot sends them: the source,
-# the files of /etc (Sandbox.etc_files), then the seccomp filter
+# fds of a bwrap start after stdin/stdout/stderr, in the order the slot sends them: the source
+# (only when the job has one), the files of /etc (Sandbox.etc_files), then the seccomp filter
 _FD_SOURCE = 3
-_FD_ETC = 4
 _SANDBOX_ENV = ("PATH", "/usr/bin:/bin", "HOME", "/tmp", "LANG", "C.UTF-8")
 # the longest wait for a reply of the spawner ("ready", "pid N"); beyond it the slot is reset
 _REPLY_TIMEOUT_S = 30.0
@@ -304,7 +303,7 @@ class Sandbox:
             "--symlink", "usr/lib64", "/lib64",
             "--symlink", "usr/sbin", "/sbin",
             # copied into the root tmpfs (read-only below) from fds: a bind mount costs more
-            *(arg for fd, path in self._etc_fds() for arg in ("--file", str(fd), path)),
+            *(arg for fd, path in self._etc_fds(job) for arg in ("--file", str(fd), path)),
             # the runtime (PCH, linebuf.o) only where the command uses it: the compile stage
             *self._runtime_args(job),
             "--proc", "/proc",
@@ -322,7 +321,7 @@ class Sandbox:
         for index in range(0, len(_SANDBOX_ENV), 2):
             argv += ["--setenv", _SANDBOX_ENV[index], _SANDBOX_ENV[index + 1]]
         if self._has_seccomp:
-            argv += ["--seccomp", str(_FD_ETC + len(self.etc_files))]  # the BPF filter
+            argv += ["--seccomp", str(_fd_etc(job) + len(self.etc_files))]  # the BPF filter
         argv += ["--", *_command(job, names)]
         return argv, None
 
@@ -347,8 +346,9 @@ class Sandbox:
                 out.write(job.source)
         return _command(job, names), [run_dir]
 
-    def _etc_fds(self) -> list[tuple[int, str]]:
-        return [(_FD_ETC + index, path) for index, (_host, path) in enumerate(self.etc_files)]
+    def _etc_fds(self, job: Job) -> list[tuple[int, str]]:
+        first = _fd_etc(job)
+        return [(first + index, path) for index, (_host, path) in enumerate(self.etc_files)]
 
     def _runtime_args(self, job: Job) -> tuple[str, ...]:
         if any("{runtime}" in part for part in job.argv):
@@ -459,10 +459,11 @@ class _Slot:
         extra: list[int] = []
         try:
             if self.sandbox.config.mode == "bwrap":
-                source_fd = os.memfd_create("source", os.MFD_CLOEXEC)
-                extra.append(source_fd)
-                os.write(source_fd, job.source)
-                os.lseek(source_fd, 0, os.SEEK_SET)
+                if job.source:  # else no fd: bwrap would hand an unused one to the program
+                    source_fd = os.memfd_create("source", os.MFD_CLOEXEC)
+                    extra.append(source_fd)
+                    _write_all(source_fd, job.source)
+                    os.lseek(source_fd, 0, os.SEEK_SET)
                 for host, _path in self.sandbox.etc_files:
                     extra.append(os.open(host, os.O_RDONLY | os.O_CLOEXEC))
                 seccomp_fd = self.sandbox.seccomp_fd()
@@ -647,6 +648,17 @@ def _cancelled_result() -> Result:
         memory_kb=None,
         message="Cancelled",
     )
+
+
+def _fd_etc(job: Job) -> int:
+    """The fd of the first /etc file in a bwrap start: after the source's, when it has one."""
+    return _FD_SOURCE + 1 if job.source else _FD_SOURCE
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _rlimits(job: Job, has_memcg: bool) -> list[tuple[int, int, int]]:

@@ -44,7 +44,7 @@ def crowded_sandbox(request: pytest.FixtureRequest, sandbox: Sandbox) -> Iterato
         yield box
 
 
-@pytest.mark.parametrize("language", ["python"])
+@pytest.mark.parametrize("language", ["python", "c++"])
 def test_a_program_inherits_only_stdin_stdout_and_stderr(
     crowded_sandbox: Sandbox, language: str
 ) -> None:
