@@ -346,7 +346,7 @@ class Store:
             )
             values = {f.name: getattr(execution, f.name) for f in dataclasses.fields(execution)}
             values["args"] = list(execution.args)
-            conn.execute(executions.insert().values(**values))
+            conn.execute(_INSERT_EXECUTION, values)
         logger.debug("execution %s queued (session %s)", execution.id, session_id)
         return execution
 
@@ -412,7 +412,7 @@ class Store:
             from_statuses=(Status.QUEUED,),
             values={
                 "status": Status.RUNNING.value,
-                "attempt": executions.c.attempt + 1,
+                "attempt": _NEXT_ATTEMPT,
                 "started_at": _now(),
             },
         )
@@ -527,15 +527,8 @@ class Store:
         """Return the execution; NotFound when unknown, invalid or another owner's."""
         execution_id = parse_id(execution_id, "execution")
         with self._transaction() as conn:
-            row = (
-                conn.execute(
-                    sa.select(executions).where(
-                        executions.c.id == execution_id, executions.c.owner == owner
-                    )
-                )
-                .mappings()
-                .one_or_none()
-            )
+            parameters = {"execution_id": execution_id, "owner": owner}
+            row = conn.execute(_GET_EXECUTION, parameters).mappings().one_or_none()
         if row is None:
             raise errors.NotFound("execution not found")
         return _execution(row)
@@ -619,12 +612,7 @@ class Store:
 
     @staticmethod
     def _count_in(conn: sa.Connection, status: Status) -> int:
-        count = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(executions)
-            .where(executions.c.status == status.value)
-        ).scalar_one()
-        return int(count)
+        return int(conn.execute(_COUNT_STATUS, {"status": status.value}).scalar_one())
 
     def _move(
         self,
@@ -638,34 +626,26 @@ class Store:
             execution_id = parse_id(execution_id, "execution")
         except errors.NotFound:
             return None
+        statement = _move_statement(from_statuses, values)
+        parameters = {
+            key: value for key, value in values.items() if not isinstance(value, sa.ClauseElement)
+        }
+        parameters["execution_id"] = execution_id
         with self._transaction(write=True) as conn:
-            row = (
-                conn.execute(
-                    executions.update()
-                    .where(
-                        executions.c.id == execution_id,
-                        executions.c.status.in_([s.value for s in from_statuses]),
-                    )
-                    .values(**values)
-                    .returning(*executions.c)
-                )
-                .mappings()
-                .one_or_none()
-            )
+            row = conn.execute(statement, parameters).mappings().one_or_none()
         return None if row is None else _execution(row)
 
     @staticmethod
     def _count_run(
         conn: sa.Connection, session_id: str, owner: str, max_runs_per_session: int | None
     ) -> tuple[str, str]:
-        guard = [code_sessions.c.id == session_id, code_sessions.c.owner == owner]
-        if max_runs_per_session is not None:
-            guard.append(code_sessions.c.run_count < max_runs_per_session)
         updated = conn.execute(
-            code_sessions.update()
-            .where(*guard)
-            .values(run_count=code_sessions.c.run_count + 1)
-            .returning(code_sessions.c.language, code_sessions.c.source_code)
+            _COUNT_RUN,
+            {
+                "b_session_id": session_id,
+                "b_owner": owner,
+                "b_cap": min(max_runs_per_session or _INT_MAX, _INT_MAX),  # an INTEGER column
+            },
         ).one_or_none()
         if updated is not None:
             return updated.language, updated.source_code
@@ -713,6 +693,67 @@ def _session(row: sa.RowMapping) -> Session:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
+
+
+# Building a statement and its cache key costs more CPU than running it on SQLite: the hot ones
+# are built once, with their values as bind parameters.
+_INT_MAX = 2**31 - 1
+_INSERT_EXECUTION = executions.insert()
+_NEXT_ATTEMPT = executions.c.attempt + 1
+_COUNT_STATUS = (
+    sa.select(sa.func.count())
+    .select_from(executions)
+    .where(executions.c.status == sa.bindparam("status"))
+)
+_COUNT_RUN = (
+    code_sessions.update()
+    .where(
+        # Bind names in an UPDATE must differ from its columns' names.
+        code_sessions.c.id == sa.bindparam("b_session_id"),
+        code_sessions.c.owner == sa.bindparam("b_owner"),
+        code_sessions.c.run_count < sa.bindparam("b_cap"),
+    )
+    .values(run_count=code_sessions.c.run_count + 1)
+    .returning(code_sessions.c.language, code_sessions.c.source_code)
+)
+_GET_EXECUTION = sa.select(executions).where(
+    executions.c.id == sa.bindparam("execution_id"), executions.c.owner == sa.bindparam("owner")
+)
+_MOVE_STATEMENTS: dict[tuple[Any, ...], sa.Update] = {}
+
+
+def _move_statement(from_statuses: tuple[Status, ...], values: dict[str, Any]) -> sa.Update:
+    # SQL-expression values are module constants (like _NEXT_ATTEMPT): keyed by identity.
+    shape = tuple(
+        (key, id(value) if isinstance(value, sa.ClauseElement) else None)
+        for key, value in sorted(values.items())
+    )
+    key = (from_statuses, shape)
+    statement = _MOVE_STATEMENTS.get(key)
+    if statement is None:
+        assignments = {
+            name: value
+            if isinstance(value, sa.ClauseElement)
+            else sa.bindparam(name, type_=executions.c[name].type)
+            for name, value in values.items()
+        }
+        statement = (
+            executions.update()
+            .where(
+                executions.c.id == sa.bindparam("execution_id"),
+                # Statuses are ours, not input: literal SQL spares an expanding IN per call.
+                sa.or_(
+                    *(
+                        executions.c.status == sa.literal_column(f"'{status.value}'")
+                        for status in from_statuses
+                    )
+                ),
+            )
+            .values(**assignments)
+            .returning(*executions.c)
+        )
+        _MOVE_STATEMENTS[key] = statement
+    return statement
 
 
 def _execution(row: sa.RowMapping) -> Execution:
