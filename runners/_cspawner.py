@@ -252,6 +252,16 @@ static void fail(int error_w, const char *what, const char *arg) {
     _exit(127);
 }
 
+/* The OOM killer never picks the spawner (root, in the slot's memory cgroup, where a run can fill
+   memory with pages of no process: memfd, tmpfs), and picks the runs first. Lowering the value
+   needs CAP_SYS_RESOURCE: without it there is no memory cgroup either. */
+static void set_oom_score_adj(const char *value) {
+    int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    if (write(fd, value, strlen(value)) < 0) {}
+    close(fd);
+}
+
 static void exec_child(struct request *req, int *fds, int n_fds, int error_w) {
     /* the error pipe survives until exec (close-on-exec): a failure here reaches the spawner */
     const char *name = req->argv[0];
@@ -265,6 +275,7 @@ static void exec_child(struct request *req, int *fds, int n_fds, int error_w) {
     if (syscall(SYS_close_range, n_fds, err - 1, 0) ||
         syscall(SYS_close_range, err + 1, ~0U, 0))
         fail(err, "close_range", name);
+    set_oom_score_adj("1000"); /* before dropping root */
     sigset_t none;
     sigemptyset(&none);
     signal(SIGINT, SIG_DFL);
@@ -432,6 +443,7 @@ int main(int argc, char **argv) {
     if (fcntl(sock, F_SETFD, FD_CLOEXEC)) return 2;
     signal(SIGINT, SIG_IGN); /* Ctrl-C in a terminal is for the caller */
     signal(SIGPIPE, SIG_IGN);
+    set_oom_score_adj("-1000");
     for (int k = 2; k < argc && n_cg < MAX_CGROUPS; k++) {
         char *eq = strchr(argv[k], '=');
         if (!eq) return 2;

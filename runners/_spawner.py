@@ -15,7 +15,8 @@ SOCK_SEQPACKET socket, one message each, fields separated by NUL bytes (empty = 
        after every process is reaped; CPU_NS (cpuacct) and MEMORY_PEAK (memory cgroup, bytes
        over the spawner's own usage) are -1 without those cgroups, OOM is 1 after an OOM kill
 
-At start it enters a network namespace of its own (when root), answering "ready netns".
+At start it enters a network namespace of its own (when root), answering "ready netns", and
+sets its oom_score_adj to -1000 (its runs get 1000): the OOM killer never picks it.
 Before each run it sets the memory limit (memory_bytes plus its own usage) and pids.max.
 Being single-threaded it may fork and run Python code before exec, unlike the threaded worker.
 It is a child subreaper: everything the run leaves behind is reparented here, swept and reaped.
@@ -45,6 +46,10 @@ SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 _MAX_FDS = 16
 _FD_END = 0x7FFFFFFF  # above any fd number
+# The OOM killer never picks the spawner (root, in the slot's memory cgroup, where a run can
+# fill memory with pages of no process: memfd, tmpfs), and picks the runs first
+_OOM_NEVER = -1000
+_OOM_FIRST = 1000
 
 
 @dataclass
@@ -131,6 +136,7 @@ def main() -> None:
     os.set_inheritable(sock.fileno(), False)  # passed to us inheritable: never to a run
     cgroups = Cgroups(sys.argv[2:])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the caller
+    _set_oom_score_adj(_OOM_NEVER)
     for directory in cgroups.dirs.values():
         with open(os.path.join(directory, "cgroup.procs"), "w") as procs:
             procs.write(str(os.getpid()))
@@ -236,6 +242,7 @@ def _exec_child(request: Request, fds: list[int], error_w: int) -> NoReturn:
         # every other fd, whatever its number (close_range): bwrap hands what it inherits on
         os.closerange(len(high), error_w)
         os.closerange(error_w + 1, _FD_END)
+        _set_oom_score_adj(_OOM_FIRST)  # before dropping root: lowering needs it
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)  # Python ignores these; exec would keep that
         for resource_id, soft, hard in request.rlimits:
@@ -349,6 +356,14 @@ def _read_int(directory: str, name: str) -> int:
 def _write(directory: str, name: str, value: int) -> None:
     with open(os.path.join(directory, name), "w") as file:
         file.write(str(value))
+
+
+def _set_oom_score_adj(value: int) -> None:
+    try:
+        with open("/proc/self/oom_score_adj", "w") as adj:
+            adj.write(str(value))
+    except OSError:
+        pass  # lowering needs CAP_SYS_RESOURCE: without it there is no memory cgroup either
 
 
 def _close(fd: int) -> None:

@@ -12,7 +12,17 @@ import pytest
 
 import runners.pump
 import runners.sandbox
-from runners import Limits, Program, RunnerError, Sandbox, SandboxConfig, Status, Stream, _cspawner
+from runners import (
+    Limits,
+    Program,
+    Reason,
+    RunnerError,
+    Sandbox,
+    SandboxConfig,
+    Status,
+    Stream,
+    _cspawner,
+)
 from tests.runners.conftest import assert_nothing_left, program, requires_bwrap, run
 
 pytestmark = requires_bwrap
@@ -103,3 +113,21 @@ def test_a_run_the_spawner_does_not_end_resets_the_slot(
     assert_nothing_left(crowded_sandbox)  # the sleeping program was killed with the spawner
     result = _in_thread(lambda: run(crowded_sandbox, Program("python", "print('next')")), 20)
     assert isinstance(result, tuple) and result[0].stdout == "next\n", result
+
+
+@pytest.mark.parametrize(("name", "language"), [("memfd_fill", "c++"), ("tmpfs_fill", "python")])
+def test_memory_held_by_no_process_never_kills_the_spawner(
+    crowded_sandbox: Sandbox, name: str, language: str
+) -> None:
+    slot = crowded_sandbox._slots[0]
+    assert slot.spawner is not None
+    spawner = slot.spawner.pid
+    limits = Limits(wall_timeout_s=10, memory_mb=48, output_limit_bytes=16384)
+    result, _ = run(crowded_sandbox, program(name, language), limits)
+    assert result.status in (Status.FAILED, Status.COMPLETED), result
+    if os.geteuid() == 0:  # a memory cgroup: the OOM killer picks the program, not the spawner
+        assert result.reason in (Reason.MEMORY_LIMIT, Reason.RUNTIME_ERROR), result
+    assert slot.spawner is not None and slot.spawner.pid == spawner and slot.spawner.poll() is None
+    result, _ = run(crowded_sandbox, Program("python", "print('next')"))
+    assert (result.status, result.stdout) == (Status.COMPLETED, "next\n"), result
+    assert slot.spawner.pid == spawner
