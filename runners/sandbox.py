@@ -42,7 +42,7 @@ from runners.limits import Limits
 from runners.program import Program
 from runners.result import Reason, Result, Status, Stream
 from runners.runner import ExitReport, Job, run_program
-from runners.seccomp import build_filter
+from runners.seccomp import FILTER_VERSION as SECCOMP_VERSION, build_filter
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class Sandbox:
             (os.path.join(self._runtime, "passwd"), "/etc/passwd"),
             (os.path.join(self._runtime, "group"), "/etc/group"),
         )
-        self._seccomp = os.path.join(self.work_root, "seccomp.bpf")
+        self._seccomp = os.path.join(self.work_root, f"seccomp-{SECCOMP_VERSION}.bpf")
         self._has_seccomp = config.mode == "bwrap" and build_filter(self._seccomp)
         self.cache = BinaryCache(os.path.join(self.work_root, "cache"), config.cache_bytes)
         is_bwrap_root = self._is_root and config.mode == "bwrap"

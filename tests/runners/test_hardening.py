@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 
@@ -131,3 +132,9 @@ def test_memory_held_by_no_process_never_kills_the_spawner(
     result, _ = run(crowded_sandbox, Program("python", "print('next')"))
     assert (result.status, result.stdout) == (Status.COMPLETED, "next\n"), result
     assert slot.spawner.pid == spawner
+
+
+def test_only_unix_sockets_can_be_made(sandbox: Sandbox) -> None:
+    result, _ = run(sandbox, program("socket_families", "python"))
+    assert result.status is Status.COMPLETED, result
+    assert result.stdout == f"socket: {socket.AF_UNIX}\nsocketpair: {socket.AF_UNIX}\n", result
