@@ -34,6 +34,7 @@ SOURCE = r"""
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -44,6 +45,7 @@ SOURCE = r"""
 #define MAX_CGROUPS 8
 #define MSG_BYTES (1 << 20)
 #define MAX_ITEMS 8192
+#define MAX_REQUEST (16 << 20)
 
 static int sock;
 static char *cg_memory, *cg_pids, *cg_cpuacct;
@@ -208,10 +210,10 @@ struct request {
 static char *items[MAX_ITEMS];
 
 /* "run\0uid\0gid\0cwd\0memory\0pids\0N\0(res\0soft\0hard\0)*N argc\0argv*\0envc\0env*" */
-static int parse(size_t size, struct request *req) {
+static int parse(char *buf, size_t size, struct request *req) {
     int n = 0;
-    char *p = msg, *end = msg + size;
-    msg[size] = 0;
+    char *p = buf, *end = buf + size;
+    buf[size] = 0;
     while (p <= end && n < MAX_ITEMS - 2) {
         items[n++] = p;
         p += strlen(p) + 1;
@@ -338,9 +340,9 @@ static void reap_everything(int uid, struct rusage *total, long *maxrss) {
 }
 
 /* Start one run, wait for it and report; 0 when the Sandbox went away meanwhile */
-static int run(size_t size, int *fds, int *n_fds) {
+static int run(char *buf, size_t size, int *fds, int *n_fds) {
     struct request req;
-    if (parse(size, &req)) {
+    if (parse(buf, size, &req)) {
         reply("error malformed request");
         return 1;
     }
@@ -436,6 +438,30 @@ static int run(size_t size, int *fds, int *n_fds) {
     return alive;
 }
 
+/* A long request, from a memfd (closed here): malloc'd, NUL-terminable; NULL on failure */
+static char *read_request(int fd, size_t *size) {
+    struct stat st;
+    char *buf = NULL;
+    if (fstat(fd, &st) == 0 && st.st_size >= 4 && st.st_size <= MAX_REQUEST &&
+        (buf = malloc((size_t)st.st_size + 1))) {
+        size_t total = 0;
+        while (total < (size_t)st.st_size) {
+            ssize_t n = pread(fd, buf + total, (size_t)st.st_size - total, (off_t)total);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            total += (size_t)n;
+        }
+        if (total == (size_t)st.st_size) {
+            *size = total;
+        } else {
+            free(buf);
+            buf = NULL;
+        }
+    }
+    close(fd);
+    return buf;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
     sock = atoi(argv[1]);
@@ -486,7 +512,17 @@ int main(int argc, char **argv) {
             }
         }
         int keep = 1;
-        if (size >= 4 && memcmp(msg, "run", 4) == 0) keep = run((size_t)size, fds, &n_fds);
+        if (size >= 4 && memcmp(msg, "run", 4) == 0) {
+            keep = run(msg, (size_t)size, fds, &n_fds);
+        } else if (size == 5 && memcmp(msg, "runfd", 5) == 0) {
+            size_t length = 0;
+            char *request = n_fds > 0 ? read_request(fds[--n_fds], &length) : NULL;
+            if (request && memcmp(request, "run", 4) == 0)
+                keep = run(request, length, fds, &n_fds);
+            else
+                reply("error cannot read the request");
+            free(request);
+        }
         for (int k = 0; k < n_fds; k++) close(fds[k]);
         if (!keep) return 0;
     }

@@ -8,6 +8,8 @@ SOCK_SEQPACKET socket, one message each, fields separated by NUL bytes (empty = 
 
     -> run uid gid cwd memory_bytes pids_max N (resource soft hard)*N argc argv* envc env*
        + fds (become fd 0..n-1)
+       or "runfd" + fds and last a memfd holding that request (a long one: a message is capped
+       by the socket's send buffer)
     <- "ready" or "ready netns"      once, at start
     <- "pid N"                       or "error text" when the exec failed
     -> "kill"                        (optional, any time before the exit report)
@@ -45,6 +47,7 @@ SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 _MAX_FDS = 16
+_MAX_REQUEST = 16 << 20
 _FD_END = 0x7FFFFFFF  # above any fd number
 # The OOM killer never picks the spawner (root, in the slot's memory cgroup, where a run can
 # fill memory with pages of no process: memfd, tmpfs), and picks the runs first
@@ -148,12 +151,36 @@ def main() -> None:
         if not message:
             return  # the Sandbox is gone
         try:
+            if message == b"runfd":
+                message = _read_request(fds.pop()) if fds else b""
+                if not message.startswith(b"run\0"):
+                    sock.send(b"error cannot read the request")
+                    continue
             if message.startswith(b"run\0"):
                 if not _run(sock, message, fds, cgroups):
                     return
         finally:
             for fd in fds:
                 _close(fd)
+
+
+def _read_request(fd: int) -> bytes:
+    """The request in a memfd (closed here); empty when it cannot be read or is too long."""
+    try:
+        size = os.fstat(fd).st_size
+        if size > _MAX_REQUEST:
+            return b""
+        request = b""
+        while len(request) < size:
+            part = os.pread(fd, size - len(request), len(request))
+            if not part:
+                break
+            request += part
+        return request
+    except OSError:
+        return b""
+    finally:
+        _close(fd)
 
 
 def _private_network(libc: ctypes.CDLL) -> bool:

@@ -43,7 +43,7 @@ class BinaryCache:
         """Return the cache key of a source compiled by this compiler with these flags."""
         digest = hashlib.sha256()
         for part in (compiler_version, "\0".join(flags), source):
-            digest.update(part.encode())
+            digest.update(part.encode("utf-8", "surrogatepass"))  # as the source is sent
             digest.update(b"\0\0")
         return digest.hexdigest()
 

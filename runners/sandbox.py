@@ -69,6 +69,9 @@ _SANDBOX_ENV = ("PATH", "/usr/bin:/bin", "HOME", "/tmp", "LANG", "C.UTF-8")
 # the longest wait for a reply of the spawner ("ready", "pid N"); beyond it the slot is reset
 _REPLY_TIMEOUT_S = 30.0
 _SWEEP_TIMEOUT_S = 10.0
+# a longer request (long program arguments) goes through a memfd: a SOCK_SEQPACKET message is
+# capped by the socket's send buffer (~200 KiB by default)
+_INLINE_REQUEST_BYTES = 32 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,6 +460,7 @@ class _Slot:
         )
         fds = [stdin_fd, stdout_fd, stderr_fd]
         extra: list[int] = []
+        message = request
         try:
             if self.sandbox.config.mode == "bwrap":
                 if job.source:  # else no fd: bwrap would hand an unused one to the program
@@ -469,9 +473,14 @@ class _Slot:
                 seccomp_fd = self.sandbox.seccomp_fd()
                 if seccomp_fd is not None:
                     extra.append(seccomp_fd)
+            if len(request) > _INLINE_REQUEST_BYTES:
+                request_fd = os.memfd_create("request", os.MFD_CLOEXEC)
+                extra.append(request_fd)  # the last fd: the spawner takes it off the list
+                _write_all(request_fd, request)
+                message = b"runfd"
             self.in_flight = True
             try:
-                socket.send_fds(self.sock, [request], fds + extra)
+                socket.send_fds(self.sock, [message], fds + extra)
             except OSError as exc:  # EPIPE: the spawner is dead
                 raise _SpawnerGone(f"the spawner of slot {self.index} failed: {exc}") from exc
         finally:

@@ -138,3 +138,21 @@ def test_only_unix_sockets_can_be_made(sandbox: Sandbox) -> None:
     result, _ = run(sandbox, program("socket_families", "python"))
     assert result.status is Status.COMPLETED, result
     assert result.stdout == f"socket: {socket.AF_UNIX}\nsocketpair: {socket.AF_UNIX}\n", result
+
+
+_ARGS_PROGRAM = "import sys\nprint(len(sys.argv) - 1, sum(map(len, sys.argv[1:])))"
+
+
+@pytest.mark.parametrize("char", ["a", "\x01", "\U0001f600"])
+def test_arguments_at_the_api_maximum_reach_the_program(
+    crowded_sandbox: Sandbox, char: str
+) -> None:
+    args = tuple(char * 4096 for _ in range(64))  # 64 arguments of 4096 characters
+    result, _ = run(crowded_sandbox, Program("python", _ARGS_PROGRAM, args=args))
+    assert (result.status, result.stdout) == (Status.COMPLETED, "64 262144\n"), result
+
+
+def test_a_lone_surrogate_in_a_cpp_source_is_no_runner_error(sandbox: Sandbox) -> None:
+    source = '#include <cstdio>\nint main() { puts("ok"); }  // \ud800\n'
+    result, _ = run(sandbox, Program("c++", source))
+    assert (result.status, result.stdout) == (Status.COMPLETED, "ok\n"), result
