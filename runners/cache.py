@@ -1,7 +1,9 @@
 """Compiled artifacts: the binary cache, and the support files compiled programs link with.
 
 The cache maps sha256(source, compiler version, flags) to a binary, bounded in bytes and
-evicted least-recently-used (by mtime), shared by every process using the same work root.
+evicted least-recently-used (by mtime), shared by every process using the same work root. A
+binary larger than a sixteenth of the bound is not cached: a few huge ones (a 60 MB static
+array) would evict everyone else's.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class BinaryCache:
     def __init__(self, directory: str, max_bytes: int) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
+        self.max_entry_bytes = max_bytes // 16
         os.makedirs(directory, mode=0o755, exist_ok=True)
         os.chmod(directory, 0o755)
 
@@ -58,9 +61,14 @@ class BinaryCache:
             return None
         return private
 
-    def put(self, key: str, produced: str) -> None:
-        """Copy a freshly compiled binary into the cache (root-owned, 0755), then evict."""
+    def put(self, key: str, produced: str) -> str:
+        """Copy a freshly compiled binary into the cache (root-owned, 0755), then evict.
+
+        Returns a private hard link to it, as checkout does (remove it after use). A binary
+        over max_entry_bytes is not cached: the private copy is all there is of it.
+        """
         fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".new-")
+        private = os.path.join(self.directory, f".use-{uuid.uuid4().hex}")
         try:
             # copy the bytes rather than moving the file: the sandbox owned it and could have
             # left a symlink, hard link or setuid bit there
@@ -70,11 +78,20 @@ class BinaryCache:
                     raise OSError(f"{produced} is not a regular file")
                 shutil.copyfileobj(binary, out, 1 << 20)
             os.chmod(temporary, 0o755)
+            if os.stat(temporary).st_size > self.max_entry_bytes:
+                os.rename(temporary, private)
+                return private
+            os.link(temporary, private)
             os.replace(temporary, os.path.join(self.directory, key))
         except BaseException:
-            os.unlink(temporary)
+            for path in (temporary, private):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
             raise
         self._evict(keep=key)
+        return private
 
     def _evict(self, keep: str) -> None:
         entries = []

@@ -16,7 +16,6 @@ from typing import Protocol
 
 from runners.cache import BinaryCache
 from runners.control import Control
-from runners.errors import RunnerError
 from runners.languages import CXX_FLAGS, Language
 from runners.limits import Limits
 from runners.pump import OnOutput, Outcome, Process, make_pipe, pump
@@ -90,14 +89,11 @@ def run_program(
             key = cache.key(program_source, language.version, CXX_FLAGS)
             binary = cache.checkout(key)
             if binary is None:
-                failed, compile_output = _compile(
+                failed, compile_output, binary = _compile(
                     slot, cache, key, scratch_dir, source, language, limits, on_output, control
                 )
                 if failed is not None:
                     return failed
-                binary = cache.checkout(key)
-                if binary is None:
-                    raise RunnerError("the compiled program vanished from the cache")
         job = Job(
             argv=language.run_argv,
             args=program_args,
@@ -130,7 +126,8 @@ def _compile(
     limits: Limits,
     on_output: OnOutput | None,
     control: Control | None,
-) -> tuple[Result | None, str]:
+) -> tuple[Result | None, str, str | None]:
+    """Compile; return (None, compiler output, private path of the binary) or a failed Result."""
     assert language.compile_argv is not None
     out_dir = tempfile.mkdtemp(dir=scratch_dir, prefix="out-")
     try:
@@ -173,8 +170,7 @@ def _compile(
             and os.path.lexists(produced)
         )
         if ok:
-            cache.put(key, produced)
-            return None, text
+            return None, text, cache.put(key, produced)
         if outcome.cancelled:
             status, reason, message = Status.CANCELLED, Reason.CANCELLED, "Cancelled"
         elif outcome.timed_out or report.signal == signal.SIGXCPU:
@@ -185,21 +181,25 @@ def _compile(
             message = f"Compilation exceeded the {limits.compile_memory_mb} MB memory limit"
         else:
             status, reason, message = Status.FAILED, Reason.COMPILE_ERROR, "Compilation failed"
-        return Result(
-            status=status,
-            reason=reason,
-            exit_code=report.exit_code,
-            signal=report.signal,
-            stdout="",
-            stderr="",
-            compile_output=text,
-            stdout_truncated=False,
-            stderr_truncated=False,
-            wall_time_ms=wall_ms,
-            cpu_time_ms=report.cpu_time_ms,
-            memory_kb=report.memory_kb,
-            message=message,
-        ), text
+        return (
+            Result(
+                status=status,
+                reason=reason,
+                exit_code=report.exit_code,
+                signal=report.signal,
+                stdout="",
+                stderr="",
+                compile_output=text,
+                stdout_truncated=False,
+                stderr_truncated=False,
+                wall_time_ms=wall_ms,
+                cpu_time_ms=report.cpu_time_ms,
+                memory_kb=report.memory_kb,
+                message=message,
+            ),
+            text,
+            None,
+        )
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
 

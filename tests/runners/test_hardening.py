@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pathlib
 import signal
 import socket
 import threading
@@ -24,6 +25,7 @@ from runners import (
     Stream,
     _cspawner,
 )
+from runners.cache import BinaryCache
 from tests.runners.conftest import assert_nothing_left, program, requires_bwrap, run
 
 pytestmark = requires_bwrap
@@ -156,3 +158,30 @@ def test_a_lone_surrogate_in_a_cpp_source_is_no_runner_error(sandbox: Sandbox) -
     source = '#include <cstdio>\nint main() { puts("ok"); }  // \ud800\n'
     result, _ = run(sandbox, Program("c++", source))
     assert (result.status, result.stdout) == (Status.COMPLETED, "ok\n"), result
+
+
+def test_a_binary_over_the_entry_cap_does_not_evict_the_others(tmp_path: pathlib.Path) -> None:
+    cache = BinaryCache(str(tmp_path / "cache"), max_bytes=16 << 20)  # entries up to 1 MiB
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"v" * (512 << 10))
+    os.unlink(cache.put("victim", str(victim)))
+    for index in range(10):
+        huge = tmp_path / f"huge-{index}"
+        huge.write_bytes(bytes([index]) * (2 << 20))
+        private = cache.put(f"huge-{index}", str(huge))
+        assert pathlib.Path(private).read_bytes() == huge.read_bytes()
+        os.unlink(private)
+        assert cache.checkout(f"huge-{index}") is None
+    kept = cache.checkout("victim")
+    assert kept is not None and pathlib.Path(kept).read_bytes() == victim.read_bytes()
+    os.unlink(kept)
+    assert sorted(os.listdir(cache.directory)) == ["victim"]
+
+
+def test_a_huge_cpp_binary_runs_without_being_cached(sandbox: Sandbox) -> None:
+    source = "char big[20 << 20] = {1};\nint main() { return big[0] + big[5] - 1; }\n"
+    for _ in range(2):
+        result, _ = run(sandbox, Program("c++", source), Limits(compile_timeout_s=30))
+        assert (result.status, result.exit_code) == (Status.COMPLETED, 0), result
+    sizes = [entry.stat().st_size for entry in os.scandir(sandbox.cache.directory)]
+    assert max(sizes, default=0) <= sandbox.cache.max_entry_bytes
