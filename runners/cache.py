@@ -13,8 +13,11 @@ import hashlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
+import time
 import uuid
 
 logger = logging.getLogger(__name__)
@@ -28,6 +31,7 @@ __attribute__((constructor(101))) static void livecode_line_buffered_stdout() {
     setvbuf(stdout, nullptr, _IOLBF, 0);
 }
 """
+_COMPILE_TIMEOUT_S = 120.0
 _STDCXX_HEADER = "/usr/include/x86_64-linux-gnu/c++/12/bits/stdc++.h"
 
 
@@ -137,8 +141,11 @@ def prepare_runtime(directory: str) -> None:
             os.replace(linebuf + ".tmp", linebuf)
 
 
-def build_pch(directory: str, flags: tuple[str, ...]) -> bool:
-    """Build the precompiled <bits/stdc++.h> once (about 3 s); True when it is ready."""
+def build_pch(directory: str, flags: tuple[str, ...], stop: threading.Event | None = None) -> bool:
+    """Build the precompiled <bits/stdc++.h> once (about 3 s); True when it is ready.
+
+    Setting ``stop`` kills the compiler (OSError then): nothing is left running.
+    """
     bits = os.path.join(directory, "pch", "bits")
     gch = os.path.join(bits, "stdc++.h.gch")
     if os.path.exists(gch):
@@ -153,17 +160,36 @@ def build_pch(directory: str, flags: tuple[str, ...]) -> bool:
         os.chmod(os.path.join(bits, "stdc++.h"), 0o644)
         temporary = gch + ".tmp"
         header = os.path.join(bits, "stdc++.h")
-        _compile(["/usr/bin/g++", *flags, "-x", "c++-header", header, "-o", temporary])
+        _compile(["/usr/bin/g++", *flags, "-x", "c++-header", header, "-o", temporary], stop)
         os.chmod(temporary, 0o644)
         os.replace(temporary, gch)
     logger.info("precompiled header ready: %s", gch)
     return True
 
 
-def _compile(argv: list[str]) -> None:
-    done = subprocess.run(argv, env=_CLEAN_ENV, capture_output=True, timeout=120, check=False)
-    if done.returncode != 0:
-        raise OSError(f"{' '.join(argv)} failed: {done.stderr.decode(errors='replace')}")
+def _compile(argv: list[str], stop: threading.Event | None = None) -> None:
+    # a session of its own: g++ and the cc1plus/as it runs are killed together
+    with subprocess.Popen(
+        argv,
+        env=_CLEAN_ENV,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    ) as process:
+        deadline = time.monotonic() + _COMPILE_TIMEOUT_S
+        output = b""
+        while True:
+            try:
+                output = process.communicate(timeout=0.1)[0]
+                break
+            except subprocess.TimeoutExpired:
+                if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.communicate()
+                    raise OSError(f"{' '.join(argv)} stopped or timed out") from None
+    if process.returncode != 0:
+        raise OSError(f"{' '.join(argv)} failed: {output.decode(errors='replace')}")
 
 
 def _write_once(path: str, content: bytes) -> None:

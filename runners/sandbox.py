@@ -140,6 +140,7 @@ class Sandbox:
             self.close()
             raise
         # building the PCH takes seconds: in the background; compiles use it once it exists
+        self._pch_stop = threading.Event()  # close() stops the build: no compiler left behind
         self._pch = threading.Thread(target=self._build_pch, name="runners-pch", daemon=True)
         self._pch.start()
 
@@ -223,8 +224,11 @@ class Sandbox:
         }
 
     def close(self) -> None:
-        """Stop the spawners and free the slots. Idempotent."""
+        """Stop the spawners and the precompiled header's build, free the slots. Idempotent."""
         self._closed = True
+        if hasattr(self, "_pch"):
+            self._pch_stop.set()
+            self._pch.join(timeout=10)
         for slot in self._slots:
             slot.close()
         self._slots.clear()
@@ -274,8 +278,10 @@ class Sandbox:
 
     def _build_pch(self) -> None:
         try:
-            build_pch(self._runtime, CXX_FLAGS)
+            build_pch(self._runtime, CXX_FLAGS, self._pch_stop)
         except Exception:
+            if self._pch_stop.is_set():
+                return
             logger.exception("precompiled header build failed; C++ compiles without it")
 
     def job_argv(self, slot: _Slot, job: Job) -> tuple[list[str], list[str] | None]:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import shutil
 import signal
 import socket
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -185,3 +188,30 @@ def test_a_huge_cpp_binary_runs_without_being_cached(sandbox: Sandbox) -> None:
         assert (result.status, result.exit_code) == (Status.COMPLETED, 0), result
     sizes = [entry.stat().st_size for entry in os.scandir(sandbox.cache.directory)]
     assert max(sizes, default=0) <= sandbox.cache.max_entry_bytes
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit() and text in cmdline:
+            found.append(f"{entry.name} {cmdline}")
+    return found
+
+
+@pytest.mark.skipif(not os.access("/usr/bin/g++", os.X_OK), reason="no g++: no PCH to build")
+def test_close_stops_the_precompiled_header_build(tmp_path: pathlib.Path) -> None:
+    work_root = tempfile.mkdtemp(dir="/var/tmp", prefix="livecode-runners-pch-")
+    try:
+        box = Sandbox(SandboxConfig(slots=1, work_root=work_root))
+        deadline = time.monotonic() + 10
+        while not _processes_mentioning(work_root) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the compiler started
+        box.close()
+        assert not box._pch.is_alive()
+        assert _processes_mentioning(work_root) == []
+    finally:
+        shutil.rmtree(work_root, ignore_errors=True)
