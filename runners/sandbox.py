@@ -63,7 +63,8 @@ _SPAWNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_spawner.py
 # --unshare-all but the network: the slot's spawner already has a network namespace of its own
 _UNSHARE_BUT_NET = ("--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try")
 # fds of a bwrap start after stdin/stdout/stderr, in the order the slot sends them: the source
-# (only when the job has one), the files of /etc (Sandbox.etc_files), then the seccomp filter
+# (only when the job has one), the files of /etc (Sandbox.etc_files), the seccomp filter, then
+# bwrap's options (--args)
 _FD_SOURCE = 3
 _SANDBOX_ENV = ("PATH", "/usr/bin:/bin", "HOME", "/tmp", "LANG", "C.UTF-8")
 # the longest wait for a reply of the spawner ("ready", "pid N"); beyond it the slot is reset
@@ -455,18 +456,8 @@ class _Slot:
         assert self.sock is not None
         argv, cwd = self.sandbox.job_argv(self, job)
         env = [] if self.sandbox.config.mode == "bwrap" else _unsandboxed_env(cwd)
-        request = _encode_request(
-            uid=self.uid,
-            cwd=cwd[0] if cwd else None,
-            memory_bytes=job.memory_mb << 20 if "memory" in self.cgroups else None,
-            pids_max=job.max_processes + _SANDBOX_PROCESSES + 1 if "pids" in self.cgroups else None,
-            rlimits=_rlimits(job, has_memcg="memory" in self.cgroups),
-            argv=argv,
-            env=env,
-        )
         fds = [stdin_fd, stdout_fd, stderr_fd]
         extra: list[int] = []
-        message = request
         try:
             if self.sandbox.config.mode == "bwrap":
                 if job.source:  # else no fd: bwrap would hand an unused one to the program
@@ -479,6 +470,29 @@ class _Slot:
                 seccomp_fd = self.sandbox.seccomp_fd()
                 if seccomp_fd is not None:
                     extra.append(seccomp_fd)
+                # bwrap's options (host paths of the work root) from an fd: the sandbox's pid 1
+                # is a fork of bwrap, and its /proc/1/cmdline would show them
+                end = argv.index("--")
+                options = argv[1:end]
+                if any("\0" in option for option in options):
+                    raise RunnerError("cannot start the program: a path contains a NUL byte")
+                args_fd = os.memfd_create("args", os.MFD_CLOEXEC)
+                extra.append(args_fd)
+                _write_all(args_fd, b"".join(os.fsencode(option) + b"\0" for option in options))
+                os.lseek(args_fd, 0, os.SEEK_SET)
+                argv = [argv[0], "--args", str(len(fds) + len(extra) - 1), *argv[end:]]
+            request = _encode_request(
+                uid=self.uid,
+                cwd=cwd[0] if cwd else None,
+                memory_bytes=job.memory_mb << 20 if "memory" in self.cgroups else None,
+                pids_max=(
+                    job.max_processes + _SANDBOX_PROCESSES + 1 if "pids" in self.cgroups else None
+                ),
+                rlimits=_rlimits(job, has_memcg="memory" in self.cgroups),
+                argv=argv,
+                env=env,
+            )
+            message = request
             if len(request) > _INLINE_REQUEST_BYTES:
                 request_fd = os.memfd_create("request", os.MFD_CLOEXEC)
                 extra.append(request_fd)  # the last fd: the spawner takes it off the list

@@ -215,3 +215,16 @@ def test_close_stops_the_precompiled_header_build(tmp_path: pathlib.Path) -> Non
         assert _processes_mentioning(work_root) == []
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("language", ["python", "c++"])
+def test_no_host_path_in_the_sandbox_init_command_line(sandbox: Sandbox, language: str) -> None:
+    source = {
+        "python": "print(open('/proc/1/cmdline', 'rb').read())",
+        "c++": '#include <cstdio>\nint main() { auto f = std::fopen("/proc/1/cmdline", "rb");'
+        " char b[65536]; auto n = std::fread(b, 1, sizeof b, f);"
+        " for (size_t i = 0; i < n; i++) std::putchar(b[i] ? b[i] : ' '); }",
+    }[language]
+    result, _ = run(sandbox, Program(language, source))
+    assert result.status is Status.COMPLETED and "bwrap" in result.stdout, result
+    assert sandbox.work_root not in result.stdout and "/var/tmp" not in result.stdout, result
