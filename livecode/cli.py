@@ -19,6 +19,7 @@ logger = logging.getLogger("livecode")
 WS_MAX_FRAME_BYTES = 8 << 20
 # schema.sql lives at the top of the repository; livecode/schema.sql links to it, so that
 # an installed package (a wheel copies the file) has it too.
+GIL_SWITCH_INTERVAL_S = 0.0005
 SCHEMA_SQL = Path(__file__).resolve().parent / "schema.sql"
 
 
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"livecode: {exc}", file=sys.stderr)
         return 2
+    # The event loop, the worker threads and their output pumps share one GIL and are all
+    # waiting on I/O; a thread that becomes ready should not wait the default 5 ms for a
+    # busy one to let go (measured: -1.5 ms on the embedded median run -> finished).
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
