@@ -200,18 +200,4 @@ def _with_retries(write: Callable[[], _T]) -> _T:
 
 
 def _internal_error(message: str) -> Result:
-    return Result(
-        status=Status.FAILED,
-        reason=Reason.INTERNAL_ERROR,
-        exit_code=None,
-        signal=None,
-        stdout="",
-        stderr="",
-        compile_output="",
-        stdout_truncated=False,
-        stderr_truncated=False,
-        wall_time_ms=0,
-        cpu_time_ms=None,
-        memory_kb=None,
-        message=message,
-    )
+    return Result.without_output(Status.FAILED, Reason.INTERNAL_ERROR, message)

@@ -53,3 +53,23 @@ class Result:
     cpu_time_ms: int | None
     memory_kb: int | None
     message: str | None = None
+
+    @classmethod
+    def without_output(cls, status: Status, reason: Reason, message: str) -> Result:
+        """A run that ended before its program produced anything (cancelled while waiting,
+        or our own failure)."""
+        return cls(
+            status=status,
+            reason=reason,
+            exit_code=None,
+            signal=None,
+            stdout="",
+            stderr="",
+            compile_output="",
+            stdout_truncated=False,
+            stderr_truncated=False,
+            wall_time_ms=0,
+            cpu_time_ms=None,
+            memory_kb=None,
+            message=message,
+        )

@@ -662,21 +662,7 @@ class _Started:
 
 
 def _cancelled_result() -> Result:
-    return Result(
-        status=Status.CANCELLED,
-        reason=Reason.CANCELLED,
-        exit_code=None,
-        signal=None,
-        stdout="",
-        stderr="",
-        compile_output="",
-        stdout_truncated=False,
-        stderr_truncated=False,
-        wall_time_ms=0,
-        cpu_time_ms=None,
-        memory_kb=None,
-        message="Cancelled",
-    )
+    return Result.without_output(Status.CANCELLED, Reason.CANCELLED, "Cancelled")
 
 
 def _fd_etc(job: Job) -> int:
