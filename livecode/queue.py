@@ -16,6 +16,7 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Middleware, TimeLimit
 
 from livecode.config import Settings
 from livecode.errors import unavailable_on
@@ -33,10 +34,15 @@ class Queue:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.broker: dramatiq.Broker
+        # Only the backstop time limit: no retries (recovery is not Dramatiq's job here), no
+        # age limits, pipelines or callbacks; each middleware is a hook on every message.
+        middleware: list[Middleware] = [TimeLimit()]
         if settings.redis_url:
-            self.broker = WakingRedisBroker(url=settings.redis_url, namespace="livecode-dramatiq")
+            self.broker = WakingRedisBroker(
+                url=settings.redis_url, namespace="livecode-dramatiq", middleware=middleware
+            )
         else:
-            self.broker = StubBroker()
+            self.broker = StubBroker(middleware=middleware)
             self.broker.emit_after("process_boot")
         self._execute: Callable[[str], None] | None = None
         backstop_ms = int(
@@ -47,7 +53,6 @@ class Queue:
             broker=self.broker,
             actor_name="execute",
             queue_name=QUEUE_NAME,
-            max_retries=0,
             time_limit=backstop_ms,
         )
         self._worker: dramatiq.Worker | None = None
