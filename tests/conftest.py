@@ -12,20 +12,20 @@ import redis
 import sqlalchemy as sa
 
 from livecode.config import Settings
-from tests.utils import LiveServer, free_port, run_process, run_server, wait_until_http_ok
+from tests.utils import (
+    LiveServer,
+    free_port,
+    missing_service,
+    run_process,
+    run_server,
+    wait_until_http_ok,
+)
 
 POSTGRES_URL = os.environ.get(
     "LIVECODE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("LIVECODE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 SCHEMA_SQL = os.path.join(os.path.dirname(os.path.dirname(__file__)), "schema.sql")
-
-
-def missing_service(what: str) -> None:
-    """Skip locally; under CI a missing service is a failure, not a skip."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} is not reachable, and CI must test against it")
-    pytest.skip(f"{what} is not reachable")
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +52,7 @@ def postgres_database() -> Iterator[str]:
             connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
     except sa.exc.OperationalError:
         admin.dispose()
-        missing_service("PostgreSQL")
+        missing_service("PostgreSQL is not reachable")
     url = POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
     from livecode.store import Store
 
@@ -77,7 +77,7 @@ def redis_url() -> str:
         client.flushdb()
         client.close()
     except redis.RedisError:
-        missing_service("Redis")
+        missing_service("Redis is not reachable")
     return url
 
 

@@ -24,6 +24,7 @@ import redis
 from livecode.bus import Bus
 from livecode.bus.local import LocalBus
 from livecode.bus.redis import RedisBus
+from tests.utils import require_service
 
 __all__ = [
     "TIMEOUT_S",
@@ -38,10 +39,8 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 
 # Read at import: an autouse fixture may clear LIVECODE_* before the tests run.
 _REDIS_URL = os.environ.get("LIVECODE_TEST_REDIS_URL") or DEFAULT_REDIS_URL
-_IN_CI = bool(os.environ.get("CI"))
 # The one unit every wait is scaled by; raise LIVECODE_TEST_TIMEOUT_S on a slow machine.
 TIMEOUT_S = float(os.environ.get("LIVECODE_TEST_TIMEOUT_S") or 10)
-_reachable: dict[str, str | None] = {}
 
 
 @pytest.fixture(name="anyio_backend")
@@ -58,20 +57,15 @@ def redis_url() -> str:
 def require_redis() -> str:
     """Return the URL if Redis answers; else skip the test (fail it under ``CI``)."""
     url = redis_url()
-    if url not in _reachable:
+
+    def ping() -> None:
         client = redis.Redis.from_url(url, socket_connect_timeout=3)
         try:
             client.ping()
-            _reachable[url] = None
-        except redis.exceptions.RedisError as exc:
-            _reachable[url] = f"Redis unreachable at {url}: {exc}"
         finally:
             client.close()
-    reason = _reachable[url]
-    if reason is not None:
-        if _IN_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
+
+    require_service(f"Redis at {url}", ping)
     return url
 
 

@@ -23,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 from livecode.store import Store
+from tests.utils import require_service
 
 __all__ = [
     "SCHEMA_SQL",
@@ -38,8 +39,6 @@ SCHEMA_SQL = Path(__file__).resolve().parent.parent / "schema.sql"
 
 # Read at import: an autouse fixture may clear LIVECODE_* before the tests run.
 _POSTGRESQL_URL = os.environ.get("LIVECODE_TEST_DATABASE_URL") or DEFAULT_POSTGRESQL_URL
-_IN_CI = bool(os.environ.get("CI"))
-_reachable: dict[str, str | None] = {}
 
 
 def postgresql_url() -> str:
@@ -50,21 +49,16 @@ def postgresql_url() -> str:
 def require_postgresql() -> str:
     """Return the URL if the server answers; else skip the test (fail it under ``CI``)."""
     url = postgresql_url()
-    if url not in _reachable:
+
+    def select_one() -> None:
         engine = sa.create_engine(url, connect_args={"connect_timeout": 3}, poolclass=sa.NullPool)
         try:
             with engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
-            _reachable[url] = None
-        except sa.exc.SQLAlchemyError as exc:
-            _reachable[url] = f"PostgreSQL unreachable at {url}: {exc}"
         finally:
             engine.dispose()
-    problem = _reachable[url]
-    if problem is not None:
-        if _IN_CI:
-            pytest.fail(problem)
-        pytest.skip(problem)
+
+    require_service(f"PostgreSQL at {url}", select_one)
     return url
 
 

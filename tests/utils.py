@@ -11,11 +11,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
+import pytest
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -25,6 +26,31 @@ from livecode.config import Settings
 # One unit for every wait in the tests; scale it on a slow machine.
 TIMEOUT = 30.0 * float(os.environ.get("LIVECODE_TEST_TIMEOUT_SCALE", "1"))
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# Read at import: an autouse fixture clears LIVECODE_* (not CI) before each test.
+_IN_CI = bool(os.environ.get("CI"))
+_unreachable: dict[str, str | None] = {}
+
+
+def missing_service(reason: str) -> NoReturn:
+    """Skip locally; under CI a missing service is a failure, not a skip."""
+    if _IN_CI:
+        pytest.fail(f"{reason}, and CI must test against it")
+    pytest.skip(reason)
+
+
+def require_service(what: str, check: Callable[[], object]) -> None:
+    """Skip the test (fail it under CI) when `check` cannot reach the service; checked once."""
+    if what not in _unreachable:
+        try:
+            check()
+            _unreachable[what] = None
+        except Exception as exc:
+            _unreachable[what] = f"{what} is not reachable: {exc}"
+    reason = _unreachable[what]
+    if reason is not None:
+        missing_service(reason)
 
 
 def free_port() -> int:
