@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -25,6 +26,7 @@ def test_defaults_are_embedded_mode() -> None:
         100,
         1000,
     )
+    assert settings.worker_threads == 2 * (os.cpu_count() or 1)  # two executions per core
 
 
 def test_variables_and_plain_urls() -> None:
