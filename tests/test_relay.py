@@ -53,7 +53,10 @@ class FakeStore:
     def __init__(self) -> None:
         self.final: dict[str, list[Event]] = {}
 
+        self.reads: list[str] = []
+
     async def load_final(self, execution_id: str) -> list[Event] | None:
+        self.reads.append(execution_id)
         return self.final.get(execution_id)
 
 
@@ -197,8 +200,9 @@ async def test_finished_after_the_store_commit_arrives_live(
     assert first + rest == events
 
 
-async def test_empty_history_goes_live(bus: Bus, relay: Relay) -> None:
-    """A queued execution (nothing published yet) is followed live."""
+async def test_empty_history_goes_live(bus: Bus, relay: Relay, store: FakeStore) -> None:
+    """A queued execution (nothing published yet) is followed live; as the history might have
+    expired, the store is asked once whether it is final."""
     events = execution_events("e1", 5)
     async with relay.follow("e1") as followed:
         iterator = aiter(followed)
@@ -206,6 +210,20 @@ async def test_empty_history_goes_live(bus: Bus, relay: Relay) -> None:
         await asyncio.sleep(0.05)
         publish(bus, events)
         assert await task == events
+    assert store.reads == ["e1"]
+
+
+async def test_just_queued_follow_goes_live_without_reading_the_store(
+    bus: Bus, relay: Relay, store: FakeStore
+) -> None:
+    """Right after a run: every event arrives, and the store is not asked for a final state."""
+    events = execution_events("e1", 5)
+    async with relay.follow("e1", just_queued=True) as followed:
+        thread = in_thread(publish, bus, events)
+        received = await collect(followed)
+    thread.join()
+    assert received == events
+    assert store.reads == []
 
 
 async def test_two_followers_share_one_subscription(bus: Bus, store: FakeStore) -> None:

@@ -103,6 +103,10 @@ class Subscriber(Protocol):
 class Bus(Protocol):
     """Publish/subscribe with a per-channel history."""
 
+    # True when calls wait on the network: the event loop runs them in a thread. An
+    # in-process bus answers at once, and a thread hop would cost more than the call.
+    blocks: bool
+
     def publish(self, channel: str, event: Mapping[str, Any], *, keep: bool = True) -> None:
         """Deliver to every subscriber, and with keep=True append to the channel's history.
 

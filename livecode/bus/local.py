@@ -29,6 +29,8 @@ class LocalBus:
     own dict and the encoding matches RedisBus.
     """
 
+    blocks = False
+
     def __init__(self, *, history_ttl_s: float = HISTORY_TTL_S) -> None:
         self._history_ttl_s = history_ttl_s
         self._lock = threading.Lock()

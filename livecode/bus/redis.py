@@ -49,6 +49,8 @@ def unavailable_on_redis_errors() -> Iterator[None]:
 class RedisBus:
     """A bus over Redis pub/sub; the history is a list per channel, appended atomically."""
 
+    blocks = True
+
     def __init__(
         self, url: str, *, prefix: str = DEFAULT_PREFIX, history_ttl_s: float = HISTORY_TTL_S
     ) -> None:
