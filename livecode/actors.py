@@ -21,7 +21,6 @@ from runners import Control, Limits, Program, Reason, Result, RunnerError, Sandb
 
 logger = logging.getLogger(__name__)
 
-CONTROL_POLL_S = 0.05
 # A database that is briefly away at the end of a run: retry storing the result for ~15 s.
 FINISH_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 _T = TypeVar("_T")
@@ -43,30 +42,21 @@ class Executor:
         """
         log = logging.LoggerAdapter(logger, {"execution_id": execution_id})
         channel = execution_channel(execution_id)
+        inbox = _ControlInbox()
         # Listen before claiming: a cancel sent once the execution is RUNNING must not be lost.
-        with self.bus.listen(control_channel(execution_id)) as listener:
+        with self.bus.listen(control_channel(execution_id), inbox.receive):
+            try:
+                inbox.replay(self.bus.history(control_channel(execution_id)))
+            except Unavailable as exc:
+                log.warning("control history of %s unreadable: %s", execution_id, exc)
+                inbox.replay([])
             execution = self.store.claim(execution_id)
             if execution is None:
                 log.info("execution %s is not queued any more; skipped", execution_id)
                 return
             self.bus.publish(channel, events.status_event(execution))
-            control = Control()
-            done = threading.Event()
-            controller = threading.Thread(
-                target=self._forward_control,
-                args=(execution_id, listener, control, done),
-                name=f"control-{execution_id[:8]}",
-                daemon=True,
-            )
-            controller.start()
-            try:
-                finished = self._run(execution, control, log)
-                self.bus.publish(channel, finished)
-            finally:
-                done.set()
-                # Wake the controller from its wait at once, so this thread is free sooner.
-                self.bus.publish(control_channel(execution_id), {"type": "done"}, keep=False)
-                controller.join()
+            finished = self._run(execution, inbox.control, log)
+            self.bus.publish(channel, finished)
         self.bus.expire(channel, HISTORY_AFTER_FINAL_S)
         self.bus.expire(control_channel(execution_id), HISTORY_AFTER_FINAL_S)
         log.info(
@@ -140,36 +130,49 @@ class Executor:
         except NotFound:  # deleted with its session while it ran
             return events.deleted_event(execution.id)
 
-    def _forward_control(
-        self, execution_id: str, listener: Any, control: Control, done: threading.Event
-    ) -> None:
-        """Turn control-channel messages (cancel, stdin) into Control calls until the run ends."""
-        seen: set[str] = set()
-        try:
-            for message in self.bus.history(control_channel(execution_id)):
-                self._apply(message, control, seen)
-            while not done.is_set():
-                message = listener.get(CONTROL_POLL_S)
-                if message is not None:
-                    self._apply(message, control, seen)
-        except Exception:
-            logger.exception("control relay of execution %s failed", execution_id)
 
-    @staticmethod
-    def _apply(message: dict[str, Any], control: Control, seen: set[str]) -> None:
+class _ControlInbox:
+    """Applies an execution's control messages (cancel, stdin) to its run, each once, in order.
+
+    Live messages may arrive from the bus's thread before the history read that precedes
+    them is replayed; they wait until it is, so stdin keeps the order it was sent in.
+    """
+
+    def __init__(self) -> None:
+        self.control = Control()
+        self._lock = threading.Lock()
+        self._seen: set[str] = set()
+        self._waiting: list[dict[str, Any]] | None = []
+
+    def receive(self, message: dict[str, Any]) -> None:
+        """A live message (called by the bus from any thread)."""
+        with self._lock:
+            if self._waiting is not None:
+                self._waiting.append(message)
+            else:
+                self._apply(message)
+
+    def replay(self, history: list[dict[str, Any]]) -> None:
+        """The messages sent before listening began, then those that arrived meanwhile."""
+        with self._lock:
+            waiting, self._waiting = self._waiting or [], None
+            for message in [*history, *waiting]:
+                self._apply(message)
+
+    def _apply(self, message: dict[str, Any]) -> None:
         message_id = message.get("id")
-        if message_id in seen:
+        if message_id in self._seen:
             return
         if message_id:
-            seen.add(message_id)
+            self._seen.add(message_id)
         if message.get("type") == "cancel":
-            control.cancel()
+            self.control.cancel()
         elif message.get("type") == "stdin":
             data = message.get("data") or ""
             if data:
-                control.write(data.encode())
+                self.control.write(data.encode())
             if message.get("eof"):
-                control.close_stdin()
+                self.control.close_stdin()
 
 
 class _Streamed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import sys
 import threading
 import time
@@ -58,9 +59,10 @@ def test_history_keeps_publish_order(bus: Bus) -> None:
 
 def test_keep_false_is_not_in_history(bus: Bus) -> None:
     """keep=False delivers without keeping."""
-    with bus.listen("control:e1") as listener:
+    received: queue.Queue[dict[str, Any]] = queue.Queue()
+    with bus.listen("control:e1", received.put):
         bus.publish("control:e1", {"type": "cancel"}, keep=False)
-        assert listener.get(TIMEOUT_S) == {"type": "cancel"}
+        assert received.get(timeout=TIMEOUT_S) == {"type": "cancel"}
     assert bus.history("control:e1") == []
 
 
@@ -82,29 +84,43 @@ def test_expire_zero_drops_history_now(bus: Bus) -> None:
 
 
 def test_listen_from_a_thread_receives(bus: Bus) -> None:
-    """A worker thread listening on control:{id} gets what another thread publishes, in order."""
-    received: list[dict[str, Any] | None] = []
-    ready = threading.Event()
+    """A worker thread listening on control:{id} gets what another thread publishes, in order,
+    and nothing once its block has ended."""
+    received: queue.Queue[dict[str, Any]] = queue.Queue()
+    ready, done = threading.Event(), threading.Event()
 
     def worker() -> None:
-        with bus.listen("control:e1") as listener:
+        with bus.listen("control:e1", received.put):
             ready.set()
-            for _ in range(3):
-                received.append(listener.get(TIMEOUT_S))
+            done.wait(TIMEOUT_S)
 
     thread = threading.Thread(target=worker)
     thread.start()
     assert ready.wait(TIMEOUT_S)
     for n in range(3):
         bus.publish("control:e1", {"type": "stdin", "data": str(n)}, keep=False)
+    got = [received.get(timeout=TIMEOUT_S) for _ in range(3)]
+    done.set()
     thread.join(TIMEOUT_S)
-    assert received == [{"type": "stdin", "data": str(n)} for n in range(3)]
+    assert got == [{"type": "stdin", "data": str(n)} for n in range(3)]
+    bus.publish("control:e1", {"type": "stdin", "data": "late"}, keep=False)
+    with pytest.raises(queue.Empty):
+        received.get(timeout=0.1)
 
 
-def test_listener_get_times_out(bus: Bus) -> None:
-    """get() returns None when nothing arrives."""
-    with bus.listen("control:e1") as listener:
-        assert listener.get(0.05) is None
+def test_a_failing_listener_does_not_break_publish(bus: Bus) -> None:
+    """An exception in on_message is logged; the publisher and later events carry on."""
+    received: queue.Queue[dict[str, Any]] = queue.Queue()
+
+    def on_message(event: dict[str, Any]) -> None:
+        received.put(event)
+        if event["n"] == 0:
+            raise ValueError("listener bug")
+
+    with bus.listen("control:e1", on_message):
+        bus.publish("control:e1", {"n": 0}, keep=False)
+        bus.publish("control:e1", {"n": 1}, keep=False)
+        assert [received.get(timeout=TIMEOUT_S) for _ in range(2)] == [{"n": 0}, {"n": 1}]
 
 
 @pytest.mark.anyio
@@ -234,11 +250,14 @@ def test_unreachable_redis_raises_bus_unavailable() -> None:
 
 def test_a_reused_listener_connection_hears_only_its_own_channel(redis_bus: RedisBus) -> None:
     """listen() reuses pub/sub connections; what the last channel left buffered is not heard."""
-    with redis_bus.listen("first") as first:
+    first: queue.Queue[dict[str, Any]] = queue.Queue()
+    with redis_bus.listen("first", first.put):
         for number in range(5):
             redis_bus.publish("first", {"n": number}, keep=False)
-        assert first.get(TIMEOUT_S) == {"n": 0}  # four more stay buffered on the connection
-    with redis_bus.listen("second") as second:
+        assert first.get(timeout=TIMEOUT_S) == {"n": 0}
+    second: queue.Queue[dict[str, Any]] = queue.Queue()
+    with redis_bus.listen("second", second.put):
         redis_bus.publish("second", {"n": "mine"}, keep=False)
-        assert second.get(TIMEOUT_S) == {"n": "mine"}
-        assert second.get(0.2) is None
+        assert second.get(timeout=TIMEOUT_S) == {"n": "mine"}
+        with pytest.raises(queue.Empty):
+            second.get(timeout=0.2)

@@ -13,7 +13,7 @@ Two backends share the `Bus` protocol: `LocalBus` (one process, embedded mode) a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Final, Protocol
 
@@ -25,7 +25,7 @@ __all__ = [
     "RESYNC",
     "Bus",
     "BusUnavailable",
-    "Listener",
+    "OnMessage",
     "Subscriber",
     "control_channel",
     "create_bus",
@@ -67,12 +67,8 @@ def session_channel(session_id: str) -> str:
     return f"session:{session_id}"
 
 
-class Listener(Protocol):
-    """A sync subscription to one channel, for worker threads."""
-
-    def get(self, timeout_s: float) -> dict[str, Any] | None:
-        """Return the next event, or None when none arrived within timeout_s."""
-        ...
+# What a worker thread's listen() calls with each event of the channel.
+OnMessage = Callable[[dict[str, Any]], None]
 
 
 class Subscriber(Protocol):
@@ -123,8 +119,12 @@ class Bus(Protocol):
         """Drop the channel's history after_s seconds from now."""
         ...
 
-    def listen(self, channel: str) -> AbstractContextManager[Listener]:
-        """Subscribe a worker thread to a channel; active when this returns."""
+    def listen(self, channel: str, on_message: OnMessage) -> AbstractContextManager[None]:
+        """Call on_message(event) for each event published on the channel inside the block.
+
+        Active when entered. on_message runs in another thread (the publisher's, or a reader
+        thread of the bus) and must be quick; an exception it raises is logged.
+        """
         ...
 
     def subscriber(self) -> Subscriber:

@@ -6,14 +6,13 @@ import asyncio
 import heapq
 import json
 import logging
-import queue
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from livecode.bus import HISTORY_TTL_S
+from livecode.bus import HISTORY_TTL_S, OnMessage
 
 __all__ = ["LocalBus"]
 
@@ -38,7 +37,7 @@ class LocalBus:
         self._deadlines: dict[str, float] = {}
         self._expiry_heap: list[tuple[float, str]] = []
         self._subscribers: dict[str, set[_LocalSubscriber]] = {}
-        self._listeners: dict[str, set[_LocalListener]] = {}
+        self._listeners: dict[str, list[OnMessage]] = {}
 
     def publish(self, channel: str, event: Mapping[str, Any], *, keep: bool = True) -> None:
         """Deliver to every subscriber and, with keep=True, append to history (atomically)."""
@@ -52,8 +51,11 @@ class LocalBus:
             # Delivering under the lock keeps delivery order equal to history order.
             for subscriber in self._subscribers.get(channel, ()):
                 subscriber._deliver(channel, data)
-            for listener in self._listeners.get(channel, ()):
-                listener._queue.put(data)
+            for on_message in self._listeners.get(channel, ()):
+                try:
+                    on_message(json.loads(data))
+                except Exception:
+                    logger.exception("a listener of %s failed", channel)
 
     def history(self, channel: str) -> list[dict[str, Any]]:
         """Return the kept events of a channel, in publish order."""
@@ -71,18 +73,21 @@ class LocalBus:
             self._drop_expired(now)
 
     @contextmanager
-    def listen(self, channel: str) -> Iterator[_LocalListener]:
-        """Subscribe a worker thread to a channel; active when this returns."""
-        listener = _LocalListener()
+    def listen(self, channel: str, on_message: OnMessage) -> Iterator[None]:
+        """Call on_message for each event published on the channel; active when entered.
+
+        It runs in the publisher's thread, under the bus lock (so in publish order): it must
+        be quick and must not publish.
+        """
         with self._lock:
-            self._listeners.setdefault(channel, set()).add(listener)
+            self._listeners.setdefault(channel, []).append(on_message)
         try:
-            yield listener
+            yield
         finally:
             with self._lock:
                 listeners = self._listeners.get(channel)
                 if listeners is not None:
-                    listeners.discard(listener)
+                    listeners.remove(on_message)
                     if not listeners:
                         del self._listeners[channel]
 
@@ -124,22 +129,6 @@ class LocalBus:
             if deadline is not None and deadline <= now:
                 del self._deadlines[channel]
                 self._history.pop(channel, None)
-
-
-class _LocalListener:
-    """A worker thread's subscription: a queue.Queue filled by publish()."""
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[str] = queue.Queue()
-
-    def get(self, timeout_s: float) -> dict[str, Any] | None:
-        """Return the next event, or None when none arrived within timeout_s."""
-        try:
-            data = self._queue.get(timeout=max(timeout_s, 0.0))
-        except queue.Empty:
-            return None
-        event: dict[str, Any] = json.loads(data)
-        return event
 
 
 class _LocalSubscriber:

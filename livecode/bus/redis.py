@@ -22,7 +22,7 @@ import redis.asyncio
 import redis.client
 import redis.exceptions
 
-from livecode.bus import HISTORY_TTL_S, RESYNC, BusUnavailable
+from livecode.bus import HISTORY_TTL_S, RESYNC, BusUnavailable, OnMessage
 
 __all__ = ["RedisBus"]
 
@@ -32,6 +32,8 @@ DEFAULT_PREFIX = "livecode:"
 SUBSCRIBE_TIMEOUT_S = 10.0
 _READ_TIMEOUT_S = 1.0
 _MAX_BACKOFF_S = 5.0
+# Published by a listener's owner to end its reader thread's wait; not JSON, never an event.
+_WAKE = b"\x00wake"
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
@@ -96,11 +98,12 @@ class RedisBus:
                 self._redis.pexpire(self._history_key(channel), max(int(after_s * 1000), 1))
 
     @contextmanager
-    def listen(self, channel: str) -> Iterator[_RedisListener]:
-        """Subscribe a worker thread to a channel; active when this returns.
+    def listen(self, channel: str, on_message: OnMessage) -> Iterator[None]:
+        """Call on_message for each event published on the channel, from a reader thread.
 
-        Pub/sub connections are kept for the next listen(): a worker listens once per
-        execution, and a new connection each time would cost a connect and its handshake.
+        Active when entered. Pub/sub connections are kept for the next listen(): a worker
+        listens once per execution, and a new connection each time would cost a connect and
+        its handshake.
         """
         name = self._prefix + channel
         pubsub = self._take_pubsub()
@@ -109,10 +112,15 @@ class RedisBus:
             with unavailable_on_redis_errors():
                 pubsub.subscribe(name)
                 _wait_for_subscribe(pubsub, name, SUBSCRIBE_TIMEOUT_S)
-            yield _RedisListener(pubsub, name)
+            reader = _ListenerThread(pubsub, name, on_message)
+            reader.start()
+            try:
+                yield
+            finally:
+                reader.stop(self._redis)
             with unavailable_on_redis_errors():
                 pubsub.unsubscribe(name)  # type: ignore[no-untyped-call]
-            reusable = True
+            reusable = not reader.failed
         finally:
             if reusable:
                 with self._idle_lock:
@@ -148,32 +156,48 @@ class RedisBus:
         return f"{self._prefix}history:{channel}"
 
 
-class _RedisListener:
-    """A worker thread's subscription to one channel."""
+class _ListenerThread(threading.Thread):
+    """Reads one channel of a pub/sub connection and hands each event to on_message."""
 
-    def __init__(self, pubsub: redis.client.PubSub, name: str) -> None:
+    def __init__(self, pubsub: redis.client.PubSub, name: str, on_message: OnMessage) -> None:
+        super().__init__(name=f"listen-{name[-12:]}", daemon=True)
         self._pubsub = pubsub
         self._name = name
+        self._on_message = on_message
+        self._stopping = False
+        self.failed = False
 
-    def get(self, timeout_s: float) -> dict[str, Any] | None:
-        """Return the next event, or None when none arrived within timeout_s."""
-        deadline = time.monotonic() + timeout_s
-        with unavailable_on_redis_errors():
-            while True:
-                remaining_s = deadline - time.monotonic()
+    def stop(self, client: redis.Redis) -> None:
+        """End the thread; a wake-up message spares waiting out the read timeout."""
+        self._stopping = True
+        try:
+            client.publish(self._name, _WAKE)
+        except _REDIS_ERRORS:
+            pass  # the read times out instead
+        self.join()
+
+    def run(self) -> None:
+        while not self._stopping:
+            try:
                 message = self._pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=max(remaining_s, 0.0)
+                    ignore_subscribe_messages=True, timeout=_READ_TIMEOUT_S
                 )
-                # A reused connection may still deliver a message of its previous channel.
-                if (
-                    message is not None
-                    and message["type"] == "message"
-                    and _channel(message) == self._name
-                ):
-                    event: dict[str, Any] = json.loads(message["data"])
-                    return event
-                if remaining_s <= 0:
-                    return None
+            except _REDIS_ERRORS as exc:
+                logger.warning("listener of %s lost Redis: %s", self._name, exc)
+                self.failed = True
+                return
+            # A reused connection may still deliver a message of its previous channel.
+            if (
+                message is None
+                or message["type"] != "message"
+                or _channel(message) != self._name
+                or message["data"] == _WAKE
+            ):
+                continue
+            try:
+                self._on_message(json.loads(message["data"]))
+            except Exception:
+                logger.exception("a listener of %s failed", self._name)
 
 
 class _RedisSubscriber:
