@@ -248,16 +248,43 @@ def test_unreachable_redis_raises_bus_unavailable() -> None:
     bus.close()
 
 
-def test_a_reused_listener_connection_hears_only_its_own_channel(redis_bus: RedisBus) -> None:
-    """listen() reuses pub/sub connections; what the last channel left buffered is not heard."""
+def test_listeners_hear_only_their_own_channel(bus: Bus) -> None:
+    """Two executions' control channels listened at once, and one after the other."""
     first: queue.Queue[dict[str, Any]] = queue.Queue()
-    with redis_bus.listen("first", first.put):
-        for number in range(5):
-            redis_bus.publish("first", {"n": number}, keep=False)
-        assert first.get(timeout=TIMEOUT_S) == {"n": 0}
     second: queue.Queue[dict[str, Any]] = queue.Queue()
-    with redis_bus.listen("second", second.put):
-        redis_bus.publish("second", {"n": "mine"}, keep=False)
+    with bus.listen("control:first", first.put), bus.listen("control:second", second.put):
+        bus.publish("control:first", {"n": 1}, keep=False)
+        bus.publish("control:second", {"n": 2}, keep=False)
+        assert first.get(timeout=TIMEOUT_S) == {"n": 1}
+        assert second.get(timeout=TIMEOUT_S) == {"n": 2}
+    with bus.listen("control:second", second.put):
+        bus.publish("control:first", {"n": "not mine"}, keep=False)
+        bus.publish("control:second", {"n": "mine"}, keep=False)
         assert second.get(timeout=TIMEOUT_S) == {"n": "mine"}
-        with pytest.raises(queue.Empty):
-            second.get(timeout=0.2)
+    with pytest.raises(queue.Empty):
+        first.get(timeout=0.2)
+
+
+def test_redis_listen_is_for_control_channels(redis_bus: RedisBus) -> None:
+    """The shared pattern subscription covers control channels only; others are refused."""
+    with pytest.raises(ValueError), redis_bus.listen("execution:e1", lambda event: None):
+        pass
+
+
+def test_redis_listener_gets_what_was_sent_while_redis_was_away(redis_bus: RedisBus) -> None:
+    """A control message published while the reader's connection was down is replayed from
+    the history once it is back: a cancel during a Redis blip is not lost."""
+    import redis
+
+    received: queue.Queue[dict[str, Any]] = queue.Queue()
+    client = redis.Redis.from_url(require_redis())
+    with redis_bus.listen("control:blip", received.put):
+        readers = [  # only this test's reader: other tests may share the server
+            info["id"]
+            for info in client.client_list(_type="pubsub")
+            if info["name"] == f"{redis_bus.prefix}control-reader"
+        ]
+        assert sum(client.client_kill_filter(_id=reader) for reader in readers)
+        redis_bus.publish("control:blip", {"type": "cancel", "id": "c1"})
+        assert received.get(timeout=TIMEOUT_S) == {"type": "cancel", "id": "c1"}
+    client.close()

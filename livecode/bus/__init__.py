@@ -20,6 +20,7 @@ from typing import Any, Final, Protocol
 from livecode.errors import Unavailable
 
 __all__ = [
+    "CONTROL_PREFIX",
     "HISTORY_AFTER_FINAL_S",
     "HISTORY_TTL_S",
     "RESYNC",
@@ -57,9 +58,12 @@ def execution_channel(execution_id: str) -> str:
     return f"execution:{execution_id}"
 
 
+CONTROL_PREFIX: Final = "control:"
+
+
 def control_channel(execution_id: str) -> str:
     """Return the channel carrying control messages (cancel, stdin) for an execution."""
-    return f"control:{execution_id}"
+    return f"{CONTROL_PREFIX}{execution_id}"
 
 
 def session_channel(session_id: str) -> str:

@@ -9,6 +9,7 @@ Keys and channels, under a prefix (default `livecode:`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -22,7 +23,13 @@ import redis.asyncio
 import redis.client
 import redis.exceptions
 
-from livecode.bus import HISTORY_TTL_S, RESYNC, BusUnavailable, OnMessage
+from livecode.bus import (
+    CONTROL_PREFIX,
+    HISTORY_TTL_S,
+    RESYNC,
+    BusUnavailable,
+    OnMessage,
+)
 
 __all__ = ["RedisBus"]
 
@@ -32,8 +39,6 @@ DEFAULT_PREFIX = "livecode:"
 SUBSCRIBE_TIMEOUT_S = 10.0
 _READ_TIMEOUT_S = 1.0
 _MAX_BACKOFF_S = 5.0
-# Published by a listener's owner to end its reader thread's wait; not JSON, never an event.
-_WAKE = b"\x00wake"
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
@@ -60,8 +65,8 @@ class RedisBus:
         self._prefix = prefix
         self._history_ttl_ms = int(history_ttl_s * 1000)
         self._redis = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
-        self._idle_pubsubs: list[redis.client.PubSub] = []
-        self._idle_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._control_reader: _ControlReader | None = None
 
     @property
     def prefix(self) -> str:
@@ -99,41 +104,26 @@ class RedisBus:
 
     @contextmanager
     def listen(self, channel: str, on_message: OnMessage) -> Iterator[None]:
-        """Call on_message for each event published on the channel, from a reader thread.
+        """Call on_message for each event published on a control channel, from a reader thread.
 
-        Active when entered. Pub/sub connections are kept for the next listen(): a worker
-        listens once per execution, and a new connection each time would cost a connect and
-        its handshake.
+        Active when entered. One pattern subscription to every control channel serves all
+        listens of this process: a worker listens once per execution, and its own SUBSCRIBE,
+        UNSUBSCRIBE and thread each time cost more than the rare control message that reaches
+        a process which does not run that execution.
         """
-        name = self._prefix + channel
-        pubsub = self._take_pubsub()
-        reusable = False
+        if not channel.startswith(CONTROL_PREFIX):
+            raise ValueError(f"RedisBus.listen() serves control channels, not {channel!r}")
+        with self._lock:
+            if self._control_reader is None:
+                self._control_reader = _ControlReader(self, self._url)
+                self._control_reader.start()
+            reader = self._control_reader
+        reader.add(channel, on_message)
         try:
-            with unavailable_on_redis_errors():
-                pubsub.subscribe(name)
-                _wait_for_subscribe(pubsub, name, SUBSCRIBE_TIMEOUT_S)
-            reader = _ListenerThread(pubsub, name, on_message)
-            reader.start()
-            try:
-                yield
-            finally:
-                reader.stop(self._redis)
-            with unavailable_on_redis_errors():
-                pubsub.unsubscribe(name)  # type: ignore[no-untyped-call]
-            reusable = not reader.failed
+            reader.wait_subscribed(SUBSCRIBE_TIMEOUT_S)
+            yield
         finally:
-            if reusable:
-                with self._idle_lock:
-                    self._idle_pubsubs.append(pubsub)
-            else:
-                pubsub.close()
-
-    def _take_pubsub(self) -> redis.client.PubSub:
-        with self._idle_lock:
-            if self._idle_pubsubs:
-                return self._idle_pubsubs.pop()
-        pubsub: redis.client.PubSub = self._redis.pubsub()  # type: ignore[no-untyped-call]
-        return pubsub
+            reader.remove(channel, on_message)
 
     def subscriber(self) -> _RedisSubscriber:
         """Return a new async Subscriber with its own pub/sub connection."""
@@ -145,59 +135,126 @@ class RedisBus:
             self._redis.ping()
 
     def close(self) -> None:
-        """Close the connection pool."""
-        with self._idle_lock:
-            idle, self._idle_pubsubs = self._idle_pubsubs, []
-        for pubsub in idle:
-            pubsub.close()
+        """Stop the control reader and close the connection pool."""
+        with self._lock:
+            reader, self._control_reader = self._control_reader, None
+        if reader is not None:
+            reader.stop()
         self._redis.close()
 
     def _history_key(self, channel: str) -> str:
         return f"{self._prefix}history:{channel}"
 
 
-class _ListenerThread(threading.Thread):
-    """Reads one channel of a pub/sub connection and hands each event to on_message."""
+class _ControlReader(threading.Thread):
+    """One pattern subscription to the control channels, dispatching to registered listeners.
 
-    def __init__(self, pubsub: redis.client.PubSub, name: str, on_message: OnMessage) -> None:
-        super().__init__(name=f"listen-{name[-12:]}", daemon=True)
-        self._pubsub = pubsub
-        self._name = name
-        self._on_message = on_message
+    After a lost connection it subscribes again and replays each listened channel's history:
+    listeners skip by message id what they already had, and get what was sent meanwhile.
+    """
+
+    def __init__(self, bus: RedisBus, url: str) -> None:
+        super().__init__(name="bus-control-reader", daemon=True)
+        self._bus = bus
+        # Its own named client, so that CLIENT LIST tells it apart: "{prefix}control-reader".
+        self._client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+            client_name=f"{bus.prefix}control-reader",
+        )
+        self._pattern = _glob_escape(bus.prefix + CONTROL_PREFIX) + "*"
+        self._listeners: dict[str, list[OnMessage]] = {}
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
         self._stopping = False
-        self.failed = False
+        self._pubsub: redis.client.PubSub | None = None
 
-    def stop(self, client: redis.Redis) -> None:
-        """End the thread; a wake-up message spares waiting out the read timeout."""
+    def add(self, channel: str, on_message: OnMessage) -> None:
+        with self._lock:
+            self._listeners.setdefault(channel, []).append(on_message)
+
+    def remove(self, channel: str, on_message: OnMessage) -> None:
+        with self._lock:
+            listeners = self._listeners.get(channel, [])
+            if on_message in listeners:
+                listeners.remove(on_message)
+            if not listeners:
+                self._listeners.pop(channel, None)
+
+    def wait_subscribed(self, timeout_s: float) -> None:
+        """Return once the pattern subscription is active; BusUnavailable if it is not."""
+        if not self._subscribed.wait(timeout_s):
+            raise BusUnavailable()
+
+    def stop(self) -> None:
         self._stopping = True
-        try:
-            client.publish(self._name, _WAKE)
-        except _REDIS_ERRORS:
-            pass  # the read times out instead
-        self.join()
+        pubsub = self._pubsub
+        if pubsub is not None:
+            with contextlib.suppress(*_REDIS_ERRORS):
+                pubsub.close()  # ends a read in progress
+        self.join(_READ_TIMEOUT_S + 1)
+        self._client.close()
 
     def run(self) -> None:
+        backoff_s, reconnected = 0.1, False
+        pubsub: redis.client.PubSub | None = None
         while not self._stopping:
             try:
-                message = self._pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=_READ_TIMEOUT_S
-                )
-            except _REDIS_ERRORS as exc:
-                logger.warning("listener of %s lost Redis: %s", self._name, exc)
-                self.failed = True
-                return
-            # A reused connection may still deliver a message of its previous channel.
-            if (
-                message is None
-                or message["type"] != "message"
-                or _channel(message) != self._name
-                or message["data"] == _WAKE
-            ):
-                continue
+                pubsub = self._pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+                pubsub.psubscribe(self._pattern)
+                _wait_for_subscribe(pubsub, self._pattern, SUBSCRIBE_TIMEOUT_S)
+                if reconnected:
+                    logger.info("control reader subscribed again; replaying histories")
+                    self._replay_histories()
+                self._subscribed.set()
+                backoff_s = 0.1
+                while not self._stopping:
+                    message = pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=_READ_TIMEOUT_S
+                    )
+                    if message is not None and message["type"] == "pmessage":
+                        self._dispatch(_channel(message), message["data"])
+            except Exception as exc:  # Redis errors, and a closed pubsub while stopping
+                self._subscribed.clear()
+                if self._stopping:
+                    return
+                logger.warning("control reader lost Redis (%s); retrying", exc)
+                reconnected = True
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        pubsub.close()
+                time.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, _MAX_BACKOFF_S)
+
+    def _dispatch(self, name: str, data: bytes) -> None:
+        channel = name.removeprefix(self._bus.prefix)
+        with self._lock:
+            listeners = list(self._listeners.get(channel, ()))
+        if not listeners:
+            return  # an execution that runs in another process
+        try:
+            event = json.loads(data)
+        except ValueError:
+            logger.warning("dropped a message that is not JSON on %s", channel)
+            return
+        for on_message in listeners:
             try:
-                self._on_message(json.loads(message["data"]))
+                on_message(event)
             except Exception:
-                logger.exception("a listener of %s failed", self._name)
+                logger.exception("a listener of %s failed", channel)
+
+    def _replay_histories(self) -> None:
+        with self._lock:
+            channels = list(self._listeners)
+        for channel in channels:
+            for event in self._bus.history(channel):
+                self._dispatch(self._bus.prefix + channel, json.dumps(event).encode())
+
+
+def _glob_escape(text: str) -> str:
+    """Text matched literally by a Redis glob pattern."""
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
 
 
 class _RedisSubscriber:
@@ -336,7 +393,11 @@ def _wait_for_subscribe(pubsub: redis.client.PubSub, name: str, timeout_s: float
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         message = pubsub.get_message(timeout=max(deadline - time.monotonic(), 0.0))
-        if message is not None and message["type"] == "subscribe" and _channel(message) == name:
+        if (
+            message is not None
+            and message["type"] in ("subscribe", "psubscribe")
+            and _channel(message) == name
+        ):
             return
     raise BusUnavailable("Redis bus unavailable: subscribe not confirmed")
 
