@@ -5,9 +5,12 @@ run -> finished over a real WebSocket (embedded, and distributed with PostgreSQL
 separate worker process), with medians, p99 and the difference to bare; runs/s at
 concurrency 1, 4, 16 against bare and runners-only; autosaves/s over one WS and over REST.
 
-    python3 bench/bench_service.py [--runs 200] [--seconds 5]
+    python3 bench/bench_service.py [--runs 200] [--seconds 3] [--rounds 3]
 
-Servers run as separate processes so the client does not share their GIL.
+Servers run as separate processes so the client does not share their GIL. All of them run for
+the whole benchmark, idle when not measured, and the configurations are measured in rotation
+(a block of runs or a throughput slice each, round after round), so that drift in the
+machine's speed touches them all alike.
 """
 
 from __future__ import annotations
@@ -196,39 +199,8 @@ async def autosaves(url: str, seconds: float) -> tuple[float, float]:
     return ws_rate, rest_rate
 
 
-def measure_mode(
-    name: str, url: str, runs: int, seconds: float, bare_ms: float
-) -> dict[str, float]:
-    wait_ready(url)
-    figures = {
-        "median": report(
-            f"{name}: WS run -> finished", asyncio.run(ws_latencies(url, runs)), bare_ms
-        )
-    }
-    for concurrency in (1, 4, 16):
-        figures[f"rps{concurrency}"] = asyncio.run(ws_throughput(url, concurrency, seconds))
-    ws_rate, rest_rate = asyncio.run(autosaves(url, seconds / 2))
-    print(f"{name}: autosaves/s  one WS {ws_rate:7.0f}   REST {rest_rate:7.0f}", flush=True)
-    return figures
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    args = parser.parse_args()
-    print(f"python hello world, {args.runs} runs each; throughput over {args.seconds:g} s\n")
-
-    bare_ms = report("bare /usr/bin/python3 -c", timed(bare_run, args.runs))
-    with Sandbox(SandboxConfig(slots=4)) as sandbox:
-        program, limits = Program("python", HELLO), Limits()
-        sandboxed = lambda: sandbox.run(program, limits)  # noqa: E731
-        timed(sandboxed, 10)
-        report("runners, full sandbox", timed(sandboxed, args.runs), bare_ms)
-        runners_rps = {c: runs_per_second(sandboxed, c, args.seconds) for c in (1, 4, 16)}
-    bare_rps = {c: runs_per_second(bare_run, c, args.seconds) for c in (1, 4, 16)}
-
-    port = 18000 + os.getpid() % 1000
+@contextlib.contextmanager
+def embedded_server(port: int) -> Iterator[str]:
     with tempfile.TemporaryDirectory() as tmp:
         env = {
             "LIVECODE_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
@@ -236,10 +208,13 @@ def main() -> None:
             **UNLIMITED,
         }
         with process(["serve"], env):
-            embedded = measure_mode(
-                "embedded", f"http://127.0.0.1:{port}", args.runs, args.seconds, bare_ms
-            )
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url)
+            yield url
 
+
+@contextlib.contextmanager
+def distributed_servers(port: int) -> Iterator[str]:
     database = f"livecode_bench_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -248,7 +223,7 @@ def main() -> None:
         env = {
             "LIVECODE_DATABASE_URL": POSTGRES_URL.rsplit("/", 1)[0] + "/" + database,
             "LIVECODE_REDIS_URL": REDIS_URL,
-            "LIVECODE_PORT": str(port + 1),
+            "LIVECODE_PORT": str(port),
             **UNLIMITED,
         }
         subprocess.run(
@@ -259,24 +234,103 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
         )
         with process(["worker"], env), process(["serve"], env):
-            distributed = measure_mode(
-                "distributed", f"http://127.0.0.1:{port + 1}", args.runs, args.seconds, bare_ms
-            )
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url)
+            yield url
     finally:
         with admin.connect() as connection:
             connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        admin.dispose()
 
-    print("\nruns/s (python hello world)      c=1      c=4     c=16")
-    levels = (1, 4, 16)
-    print("  bare                       " + "".join(f"{bare_rps[c]:9.1f}" for c in levels))
-    print("  runners only (sandboxed)   " + "".join(f"{runners_rps[c]:9.1f}" for c in levels))
-    for name, figures in (("embedded", embedded), ("distributed", distributed)):
-        rates = "".join(f"{figures[f'rps{c}']:9.1f}" for c in levels)
-        ratios = "  ".join(f"{figures[f'rps{c}'] / bare_rps[c]:5.0%}" for c in levels)
-        print(f"  service, {name:<17}{rates}   of bare: {ratios}")
+
+def interleaved(
+    configs: dict[str, Callable[[], float | list[float]]], rounds: int
+) -> dict[str, list[float]]:
+    """Measure every configuration once per round, in a rotating order.
+
+    The machine's speed drifts (other tenants); interleaving exposes every configuration to
+    the same drift, so their ratios hold even when the absolute figures move.
+    """
+    names = list(configs)
+    results: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(rounds):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            figure = configs[name]()
+            results[name].extend(figure if isinstance(figure, list) else [figure])
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=200, help="latency samples per configuration")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of a throughput slice")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput slices per configuration")
+    args = parser.parse_args()
     print(
-        f"\nmedian over bare: embedded +{embedded['median'] - bare_ms:.2f} ms (target <= 10), "
-        f"distributed +{distributed['median'] - bare_ms:.2f} ms (target <= 20)"
+        f"python hello world; latency: {args.runs} runs each; throughput: {args.rounds} slices "
+        f"of {args.seconds:g} s each; configurations interleaved round by round\n"
+    )
+    port = 18000 + os.getpid() % 1000
+    with (
+        Sandbox(SandboxConfig(slots=4)) as sandbox,
+        embedded_server(port) as embedded_url,
+        distributed_servers(port + 1) as distributed_url,
+    ):
+        program, limits = Program("python", HELLO), Limits()
+        sandboxed = lambda: sandbox.run(program, limits)  # noqa: E731
+        timed(sandboxed, 10)
+        urls = {"embedded": embedded_url, "distributed": distributed_url}
+        block = 20
+        latency = interleaved(
+            {
+                "bare": lambda: timed(bare_run, block),
+                "runners": lambda: timed(sandboxed, block),
+                **{
+                    name: (lambda url=url: asyncio.run(ws_latencies(url, block)))
+                    for name, url in urls.items()
+                },
+            },
+            max(1, args.runs // block),
+        )
+        bare_ms = report("bare /usr/bin/python3 -c", latency["bare"])
+        report("runners, full sandbox", latency["runners"], bare_ms)
+        medians = {
+            name: report(f"{name}: WS run -> finished", latency[name], bare_ms) for name in urls
+        }
+        rates: dict[int, dict[str, float]] = {}
+        for concurrency in (1, 4, 16):
+            slices = interleaved(
+                {
+                    "bare": lambda c=concurrency: runs_per_second(bare_run, c, args.seconds),
+                    "runners": lambda c=concurrency: runs_per_second(sandboxed, c, args.seconds),
+                    **{
+                        name: (
+                            lambda url=url, c=concurrency: asyncio.run(
+                                ws_throughput(url, c, args.seconds)
+                            )
+                        )
+                        for name, url in urls.items()
+                    },
+                },
+                args.rounds,
+            )
+            rates[concurrency] = {name: statistics.mean(values) for name, values in slices.items()}
+        for name, url in urls.items():
+            ws_rate, rest_rate = asyncio.run(autosaves(url, args.seconds))
+            print(f"{name}: autosaves/s  one WS {ws_rate:7.0f}   REST {rest_rate:7.0f}")
+
+    levels = (1, 4, 16)
+    print("\nruns/s (python hello world)      c=1      c=4     c=16")
+    for name, label in (("bare", "bare"), ("runners", "runners only (sandboxed)")):
+        print(f"  {label:<27}" + "".join(f"{rates[c][name]:9.1f}" for c in levels))
+    for name in urls:
+        figures = "".join(f"{rates[c][name]:9.1f}" for c in levels)
+        ratios = "  ".join(f"{rates[c][name] / rates[c]['bare']:5.0%}" for c in levels)
+        print(f"  service, {name:<17}{figures}   of bare: {ratios}")
+    print(
+        f"\nmedian over bare: embedded +{medians['embedded'] - bare_ms:.2f} ms (target <= 10), "
+        f"distributed +{medians['distributed'] - bare_ms:.2f} ms (target <= 20)"
     )
 
 
