@@ -29,9 +29,7 @@ class Control:
         """Stop the run; it ends as CANCELLED. Idempotent."""
         with self._lock:
             self._cancelled = True
-            wake = self._wake
-        if wake is not None:
-            wake()
+            self._wake_pump()
 
     def write(self, data: bytes) -> None:
         """Send bytes to the program's stdin (interactive runs); ignored after close_stdin()."""
@@ -41,21 +39,23 @@ class Control:
             if self._stdin_eof or not data:
                 return
             self._stdin.append(bytes(data))
-            wake = self._wake
-        if wake is not None:
-            wake()
+            self._wake_pump()
 
     def close_stdin(self) -> None:
         """Send EOF to the program's stdin once the data written so far is delivered."""
         with self._lock:
             self._stdin_eof = True
-            wake = self._wake
-        if wake is not None:
-            wake()
+            self._wake_pump()
 
     def _attach(self, wake: Callable[[], None] | None) -> None:
         with self._lock:
             self._wake = wake
+
+    def _wake_pump(self) -> None:
+        # Under the lock: once _attach(None) returns, no wake() is under way, so the pump may
+        # close its wake pipe without a late write landing on a reused fd number.
+        if self._wake is not None:
+            self._wake()
 
     def _take(self) -> tuple[bytes, bool, bool]:
         """Return (pending stdin, stdin closed, cancelled) and clear the pending data."""
