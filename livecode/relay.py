@@ -91,19 +91,16 @@ class Relay:
 
     @asynccontextmanager
     async def follow(
-        self, execution_id: str, since: int = 0, *, just_queued: bool = False
+        self, execution_id: str, since: int = 0
     ) -> AsyncIterator[AsyncIterator[Event]]:
         """Follow an execution: events with output seq > since, then live ones, to `finished`.
-
-        ``just_queued``: the caller queued this execution a moment ago, so an empty history
-        means nothing was published yet and the store has nothing to add (one read saved).
 
         Safe to cancel: leaving the block unsubscribes. Raises BusUnavailable when the bus is
         down (on entry, or from the iterator while reading the history).
         """
         channel = execution_channel(execution_id)
         follower = await self._attach(channel)
-        events = self._follow(execution_id, follower, since, just_queued)
+        events = self._follow(execution_id, follower, since)
         try:
             yield events
         finally:
@@ -126,10 +123,10 @@ class Relay:
             await _close_quietly(events)
 
     async def _follow(
-        self, execution_id: str, follower: _Follower, since: int, just_queued: bool
+        self, execution_id: str, follower: _Follower, since: int
     ) -> AsyncIterator[Event]:
         sent = _Sent(since)
-        for event in await self._catch_up(execution_id, follower, sent, just_queued):
+        for event in await self._catch_up(execution_id, follower, sent):
             yield event
         while not sent.is_finished:
             event = await follower.get()
@@ -158,22 +155,19 @@ class Relay:
             for batch_event in batch:
                 yield batch_event
 
-    async def _catch_up(
-        self, execution_id: str, follower: _Follower, sent: _Sent, just_queued: bool = False
-    ) -> list[Event]:
+    async def _catch_up(self, execution_id: str, follower: _Follower, sent: _Sent) -> list[Event]:
         """Return the backlog events not sent yet; live events queue again from here."""
         follower.is_overflowed = False  # before the history read, so nothing falls between
-        backlog = await self._backlog(execution_id, just_queued)
-        return [event for event in backlog if sent.accept(event)]
+        return [event for event in await self._backlog(execution_id) if sent.accept(event)]
 
-    async def _backlog(self, execution_id: str, just_queued: bool) -> list[Event]:
+    async def _backlog(self, execution_id: str) -> list[Event]:
         # Must run after the subscription is active: then backlog + live events miss nothing.
         channel = execution_channel(execution_id)
         if self._bus.blocks:
             history = await asyncio.to_thread(self._bus.history, channel)
         else:
             history = self._bus.history(channel)
-        if history or just_queued:
+        if history:
             # A history is dropped whole, never in part: this one has everything published so
             # far, and a `finished` not in it yet is published after it is stored, so it will
             # arrive live. The store has nothing to add.

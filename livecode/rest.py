@@ -154,7 +154,7 @@ async def _accepted(request: Request, services: Services, execution: Execution) 
     assert services.relay is not None
     try:
         async with asyncio.timeout(services.settings.wait_cap_s):
-            async with services.relay.follow(execution.id, just_queued=True) as stream:
+            async with services.relay.follow(execution.id) as stream:
                 async for event in stream:
                     if event["type"] == "finished":
                         return JSONResponse(_without_type(event))

@@ -157,7 +157,7 @@ class Connection:
                         "status": str(execution.status),
                     }
                 )
-                self._follow(execution.id, 0, just_queued=True)
+                self._follow(execution.id, 0)
             case protocol.SubscribeMessage():
                 await run_in_threadpool(commands.get_execution, message.execution_id)
                 self._follow(message.execution_id, message.since)
@@ -177,19 +177,16 @@ class Connection:
             case protocol.PingMessage():
                 await self._send({"type": "pong", "ref": ref})
 
-    def _follow(self, execution_id: str, since: int, *, just_queued: bool = False) -> None:
+    def _follow(self, execution_id: str, since: int) -> None:
         previous = self.follows.pop(execution_id, None)
         if previous is not None:
             previous.cancel()
-        self.follows[execution_id] = asyncio.create_task(
-            self._pump_execution(execution_id, since, just_queued)
-        )
+        self.follows[execution_id] = asyncio.create_task(self._pump_execution(execution_id, since))
 
-    async def _pump_execution(self, execution_id: str, since: int, just_queued: bool) -> None:
+    async def _pump_execution(self, execution_id: str, since: int) -> None:
         try:
             assert self.services.relay is not None  # set by the lifespan before any socket
-            relay = self.services.relay
-            async with relay.follow(execution_id, since, just_queued=just_queued) as stream:
+            async with self.services.relay.follow(execution_id, since) as stream:
                 async for event in stream:
                     await self.outbox.put(event)
         except asyncio.CancelledError:

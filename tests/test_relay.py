@@ -213,19 +213,6 @@ async def test_empty_history_goes_live(bus: Bus, relay: Relay, store: FakeStore)
     assert store.reads == ["e1"]
 
 
-async def test_just_queued_follow_goes_live_without_reading_the_store(
-    bus: Bus, relay: Relay, store: FakeStore
-) -> None:
-    """Right after a run: every event arrives, and the store is not asked for a final state."""
-    events = execution_events("e1", 5)
-    async with relay.follow("e1", just_queued=True) as followed:
-        thread = in_thread(publish, bus, events)
-        received = await collect(followed)
-    thread.join()
-    assert received == events
-    assert store.reads == []
-
-
 async def test_two_followers_share_one_subscription(bus: Bus, store: FakeStore) -> None:
     """Two followers of one execution both get everything over a single bus subscription."""
     counting = CountingBus(bus)
