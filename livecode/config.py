@@ -7,6 +7,7 @@ process with a message naming the variable.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,10 +20,52 @@ class ConfigError(ValueError):
 
 
 def default_worker_threads() -> int:
-    """Two executions per core: a run spends part of its time starting, waiting and storing,
-    and with one per core those gaps leave the cores idle (measured: c=4 runs/s 105 -> 126
-    on 2 cores, bench/bench_service.py)."""
-    return 2 * (os.cpu_count() or 1)
+    """Two executions per usable core: a run spends part of its time starting, waiting and
+    storing, and with one per core those gaps leave the cores idle (measured: c=4 runs/s
+    105 -> 126 on 2 cores, bench/bench_service.py)."""
+    return 2 * usable_cpus()
+
+
+def usable_cpus(root: str = "/") -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup CPU quota.
+
+    ``os.cpu_count()`` is the host's count; a container limited to 2 CPUs on a 64-core host
+    would otherwise get 128 sandbox slots.
+    """
+    cpus = len(os.sched_getaffinity(0))
+    quota = _cgroup_cpu_quota(root)
+    return max(1, min(cpus, math.ceil(quota))) if quota is not None else cpus
+
+
+def _cgroup_cpu_quota(root: str) -> float | None:
+    """CPUs allowed by this process's cgroup (v2 cpu.max, v1 cfs quota), None when unlimited."""
+    try:
+        with open(os.path.join(root, "proc/self/cgroup")) as file:
+            lines = file.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        relative = path.lstrip("/")
+        if controllers == "":  # cgroup v2
+            fields = _read_fields(os.path.join(root, "sys/fs/cgroup", relative, "cpu.max"))
+            if fields and fields[0] != "max":
+                return int(fields[0]) / int(fields[1])
+        elif "cpu" in controllers.split(","):  # cgroup v1
+            directory = os.path.join(root, "sys/fs/cgroup/cpu", relative)
+            quota = _read_fields(os.path.join(directory, "cpu.cfs_quota_us"))
+            period = _read_fields(os.path.join(directory, "cpu.cfs_period_us"))
+            if quota and period and int(quota[0]) > 0:
+                return int(quota[0]) / int(period[0])
+    return None
+
+
+def _read_fields(path: str) -> list[str]:
+    try:
+        with open(path) as file:
+            return file.read().split()
+    except OSError:
+        return []
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from livecode.config import ConfigError, Settings
+from livecode.config import ConfigError, Settings, usable_cpus
 
 
 def test_defaults_are_embedded_mode() -> None:
@@ -26,7 +27,7 @@ def test_defaults_are_embedded_mode() -> None:
         100,
         1000,
     )
-    assert settings.worker_threads == 2 * (os.cpu_count() or 1)  # two executions per core
+    assert settings.worker_threads == 2 * usable_cpus()  # two executions per usable core
 
 
 def test_variables_and_plain_urls() -> None:
@@ -82,3 +83,43 @@ def test_cli_stops_on_a_bad_value() -> None:
     )
     assert process.returncode == 2
     assert "LIVECODE_OUTPUT_LIMIT_BYTES" in process.stderr
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("cgroup", "files", "quota_cpus"),
+    [
+        ("0::/box\n", {"sys/fs/cgroup/box/cpu.max": "150000 100000\n"}, 2),
+        ("0::/box\n", {"sys/fs/cgroup/box/cpu.max": "max 100000\n"}, None),
+        (
+            "2:cpuacct:/\n1:cpu:/box\n",
+            {
+                "sys/fs/cgroup/cpu/box/cpu.cfs_quota_us": "100000\n",
+                "sys/fs/cgroup/cpu/box/cpu.cfs_period_us": "100000\n",
+            },
+            1,
+        ),
+        (
+            "1:cpu,cpuacct:/\n",
+            {
+                "sys/fs/cgroup/cpu/cpu.cfs_quota_us": "-1\n",
+                "sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000\n",
+            },
+            None,
+        ),
+    ],
+)
+def test_usable_cpus_respects_a_container_cpu_quota(
+    tmp_path: Path, cgroup: str, files: dict[str, str], quota_cpus: int | None
+) -> None:
+    """A container's CPU quota (cgroup v2 or v1) caps the count; no quota leaves the affinity."""
+    write(tmp_path / "proc/self/cgroup", cgroup)
+    for name, text in files.items():
+        write(tmp_path / name, text)
+    affinity = len(os.sched_getaffinity(0))
+    expected = affinity if quota_cpus is None else min(affinity, quota_cpus)
+    assert usable_cpus(str(tmp_path)) == expected
