@@ -168,7 +168,6 @@ class _ControlReader(threading.Thread):
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._stopping = False
-        self._pubsub: redis.client.PubSub | None = None
 
     def add(self, channel: str, on_message: OnMessage) -> None:
         with self._lock:
@@ -188,20 +187,20 @@ class _ControlReader(threading.Thread):
             raise BusUnavailable()
 
     def stop(self) -> None:
+        """End the thread; a message on a channel nobody listens to ends its wait at once."""
         self._stopping = True
-        pubsub = self._pubsub
-        if pubsub is not None:
-            with contextlib.suppress(*_REDIS_ERRORS):
-                pubsub.close()  # ends a read in progress
+        self._subscribed.clear()
+        with contextlib.suppress(*_REDIS_ERRORS):
+            self._client.publish(f"{self._bus.prefix}{CONTROL_PREFIX}reader-stop", b"")
         self.join(_READ_TIMEOUT_S + 1)
         self._client.close()
 
     def run(self) -> None:
         backoff_s, reconnected = 0.1, False
-        pubsub: redis.client.PubSub | None = None
         while not self._stopping:
+            # Only this thread touches its pub/sub connection: redis-py's is not thread-safe.
+            pubsub: redis.client.PubSub = self._client.pubsub()  # type: ignore[no-untyped-call]
             try:
-                pubsub = self._pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
                 pubsub.psubscribe(self._pattern)
                 _wait_for_subscribe(pubsub, self._pattern, SUBSCRIBE_TIMEOUT_S)
                 if reconnected:
@@ -215,17 +214,18 @@ class _ControlReader(threading.Thread):
                     )
                     if message is not None and message["type"] == "pmessage":
                         self._dispatch(_channel(message), message["data"])
-            except Exception as exc:  # Redis errors, and a closed pubsub while stopping
+            except Exception as exc:  # Redis errors; a reply we cannot parse alike
                 self._subscribed.clear()
                 if self._stopping:
                     return
                 logger.warning("control reader lost Redis (%s); retrying", exc)
                 reconnected = True
-                if pubsub is not None:
-                    with contextlib.suppress(Exception):
-                        pubsub.close()
                 time.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, _MAX_BACKOFF_S)
+            finally:
+                with contextlib.suppress(Exception):
+                    pubsub.close()
+        self._subscribed.clear()
 
     def _dispatch(self, name: str, data: bytes) -> None:
         channel = name.removeprefix(self._bus.prefix)
