@@ -75,6 +75,10 @@ class Queue:
             worker_threads=threads,
             worker_timeout=self.settings.broker_poll_ms,
         )
+        # Take no more messages than there are threads to run them (Dramatiq's default is
+        # twice that): a message held here waits for a free thread while another worker
+        # process may sit idle.
+        self._worker.queue_prefetch = threads
         self._worker.start()
         logger.info("%d worker threads consuming %s", threads, QUEUE_NAME)
 
@@ -163,19 +167,22 @@ class _WakingConsumer(_RedisConsumer):
         super().__init__(broker, queue_name, prefetch, 1)
         self.idle_s = timeout / 1000
         self.wake = broker.wake_event(queue_name)
+        self._wait_first = False
 
     def __next__(self) -> Any:
-        message = super().__next__()
-        if message is None:
-            # Idle, or holding as many messages as it may prefetch: either a new message or a
-            # finished one (ack/nack below) is a reason to look again.
-            self.wake.wait(self.idle_s)
-            self.wake.clear()
+        if not self.message_cache:
+            if self._wait_first:
+                self.wake.wait(self.idle_s)
+            self.wake.clear()  # before looking: a wake-up after this look stays set
+        message = super().__next__()  # asks Redis only when nothing is at hand
+        # Nothing left at hand means the queue was empty or we hold all we may: look again
+        # when a message is enqueued (by any process) or one of ours finishes, not at once.
+        self._wait_first = not self.message_cache
         return message
 
     def ack(self, message: Any) -> None:
         super().ack(message)
-        self.wake.set()
+        self.wake.set()  # a slot is free: look again (worker threads call this)
 
     def nack(self, message: Any) -> None:
         super().nack(message)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import time
+
 import pytest
 
 from livecode.config import Settings
@@ -35,3 +38,45 @@ async def test_chunks_reach_a_socket_on_another_server_process(
     assert joined(here, "stdout") == joined(there, "stdout") == expected
     assert [e["seq"] for e in outputs(there)] == list(range(1, len(outputs(there)) + 1))
     assert there[-1]["status"] == "COMPLETED"
+
+
+def test_queued_runs_spread_over_idle_workers(postgres_database: str, redis_url: str) -> None:
+    """Two runs queued before any worker is up, two one-thread workers: they run side by side.
+
+    A worker takes no more messages than it has threads: one that grabbed both would run them
+    one after the other while the second worker sat idle.
+    """
+    import httpx
+    import redis
+
+    base, db = redis_url.rsplit("/", 1)
+    own_redis = f"{base}/{int(db) % 15 + 1}"  # a broker queue no other test's worker reads
+    client = redis.Redis.from_url(own_redis)
+    client.flushdb()
+    client.close()
+    port = free_port()
+    env = {
+        **distributed_env(postgres_database, own_redis),
+        "LIVECODE_PORT": str(port),
+        "LIVECODE_WORKER_THREADS": "1",
+    }
+    url = f"http://127.0.0.1:{port}"
+    source = "import time\ntime.sleep(4)\nprint('done')\n"
+    with run_process(["serve"], env, ready_url=f"{url}/health"), httpx.Client(base_url=url) as http:
+        ids = [
+            http.post("/executions", json={"language": "python", "source_code": source}).json()[
+                "execution_id"
+            ]
+            for _ in range(2)
+        ]
+        with run_process(["worker"], env), run_process(["worker"], env):
+            deadline = time.monotonic() + 60
+            finals = [http.get(f"/executions/{execution_id}").json() for execution_id in ids]
+            while any(f["status"] in ("QUEUED", "RUNNING") for f in finals):
+                assert time.monotonic() < deadline, finals
+                time.sleep(0.2)
+                finals = [http.get(f"/executions/{execution_id}").json() for execution_id in ids]
+    assert [final["stdout"] for final in finals] == ["done\n", "done\n"]
+    starts = [dt.datetime.fromisoformat(final["started_at"]) for final in finals]
+    ends = [dt.datetime.fromisoformat(final["finished_at"]) for final in finals]
+    assert max(starts) < min(ends), "the second run waited for the first to finish"
