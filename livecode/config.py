@@ -12,7 +12,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from runners.limits import Limits
+
 DEFAULT_DATABASE_URL = "sqlite:///./livecode.db"
+_RUN_LIMITS = Limits()
 
 
 class ConfigError(ValueError):
@@ -76,11 +79,12 @@ class Settings:
     redis_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
-    wall_timeout_s: float = 30.0
-    compile_timeout_s: float = 30.0
-    memory_mb: int = 256
-    max_processes: int = 64
-    output_limit_bytes: int = 102400
+    # Per-run limits: SPEC.md's defaults live in runners.Limits.
+    wall_timeout_s: float = _RUN_LIMITS.wall_timeout_s
+    compile_timeout_s: float = _RUN_LIMITS.compile_timeout_s
+    memory_mb: int = _RUN_LIMITS.memory_mb
+    max_processes: int = _RUN_LIMITS.max_processes
+    output_limit_bytes: int = _RUN_LIMITS.output_limit_bytes
     max_source_bytes: int = 262144
     max_stdin_bytes: int = 1048576
     runs_per_minute: int = 10
