@@ -144,7 +144,16 @@ class Store:
         """
         parsed = make_url(normalize_database_url(url))
         if parsed.get_backend_name() == "sqlite":
-            engine = sa.create_engine(parsed, connect_args={"check_same_thread": False})
+            # One connection for every thread: SQLite writes one transaction at a time anyway,
+            # and a connection's page cache is dropped whenever another connection has written,
+            # so with a pool each transaction began by re-reading its pages from the file.
+            engine = sa.create_engine(
+                parsed,
+                connect_args={"check_same_thread": False},
+                pool_size=1,
+                max_overflow=0,
+                pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+            )
             _configure_sqlite(engine)
         elif parsed.get_backend_name() == "postgresql":
             # No pre-ping: it costs a round trip per checkout on the hot path. A connection lost
