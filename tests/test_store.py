@@ -15,6 +15,8 @@ from livecode import errors, store as store_module
 from livecode.store import Execution, Session, SessionStatus, Status, Store
 from livecode.tables import code_sessions, executions
 from tests.conftest_store import (
+    SCHEMA_SQL,
+    postgresql_schema,
     postgresql_url,
     require_postgresql,
     store_fixture,  # noqa: F401  (the `store` fixture)
@@ -562,3 +564,27 @@ def _race(n: int, call: Any) -> list[Any]:
         thread.join(timeout=30)
     assert not any(thread.is_alive() for thread in threads)
     return outcomes
+
+
+@pytest.mark.postgresql
+def test_lost_postgresql_connection_fails_one_call_then_reconnects() -> None:
+    """A pooled connection killed under the store (a database restart) fails the next call
+    with Unavailable, not a driver error; the pool drops it, so the call after that works."""
+    with postgresql_schema() as (engine, _schema):
+        postgresql_store = Store(engine)
+        postgresql_store.apply_schema_sql(SCHEMA_SQL)
+        try:
+            execution = _execution(postgresql_store)
+            # used one at a time, the pool holds a single connection: the next call gets it
+            with engine.connect() as conn:
+                backend_pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            admin = sa.create_engine(engine.url, poolclass=sa.NullPool)
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f"SELECT pg_terminate_backend({backend_pid})")
+            admin.dispose()
+            with pytest.raises(errors.Unavailable):
+                postgresql_store.claim(execution.id)
+            claimed = postgresql_store.claim(execution.id)
+            assert claimed is not None and claimed.status == Status.RUNNING
+        finally:
+            postgresql_store.close()
