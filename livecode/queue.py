@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 QUEUE_NAME = "executions"
 # Dramatiq's TimeLimit is only a backstop: the sandbox owns the deadline and kills the tree.
 BACKSTOP_MARGIN_S = 60
+EMBEDDED_PREFETCH = 65535  # Dramatiq's ceiling
 
 
 class Queue:
@@ -75,10 +76,15 @@ class Queue:
             worker_threads=threads,
             worker_timeout=self.settings.broker_poll_ms,
         )
-        # Take no more messages than there are threads to run them (Dramatiq's default is
-        # twice that): a message held here waits for a free thread while another worker
-        # process may sit idle.
-        self._worker.queue_prefetch = threads
+        if self.settings.redis_url:
+            # Take no more messages than there are threads to run them (Dramatiq's default is
+            # twice that): a message held here waits for a free thread while another worker
+            # process may sit idle.
+            self._worker.queue_prefetch = threads
+        else:
+            # One process takes every message anyway; a prefetch cap would only make each
+            # finished run wake the consumer thread to take the next one.
+            self._worker.queue_prefetch = EMBEDDED_PREFETCH
         self._worker.start()
         logger.info("%d worker threads consuming %s", threads, QUEUE_NAME)
 
