@@ -1,7 +1,8 @@
 """The executor: what a worker thread does with one `execute` message.
 
-claim (RUNNING, attempt+1) -> runners sandbox run, each chunk published with its seq ->
-store.finish() -> only after that commit, `finished` is published.
+claim (RUNNING, attempt+1) -> runners sandbox run (its `status` published once the program has
+started), each chunk published with its seq -> store.finish() -> only after that commit,
+`finished` is published.
 Cancel and interactive stdin arrive on the execution's control channel.
 """
 
@@ -54,8 +55,19 @@ class Executor:
             if execution is None:
                 log.info("execution %s is not queued any more; skipped", execution_id)
                 return
-            self.bus.publish(channel, events.status_event(execution))
+            announced = False
+
+            def announce_running() -> None:
+                nonlocal announced
+                if not announced:
+                    announced = True
+                    self.bus.publish(channel, events.status_event(execution))
+
+            # Announced once the program has started: sent before, the event woke the server's
+            # loop to compete with the start for the GIL.
+            inbox.control.on_start(announce_running)
             finished = self._run(execution, inbox.control, log)
+            announce_running()  # a run that never started (no slot, a sandbox failure) too
             self.bus.publish(channel, finished)
         self.bus.expire(channel, HISTORY_AFTER_FINAL_S)
         self.bus.expire(control_channel(execution_id), HISTORY_AFTER_FINAL_S)

@@ -1,4 +1,4 @@
-"""Control: how another thread cancels a run or feeds its stdin."""
+"""Control: how another thread cancels a run or feeds its stdin, and learns that it started."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ class Control:
         self._stdin_eof = False
         self._stdin: list[bytes] = []
         self._wake: Callable[[], None] | None = None
+        self._on_start: Callable[[], None] | None = None
 
     @property
     def is_cancelled(self) -> bool:
@@ -47,9 +48,20 @@ class Control:
             self._stdin_eof = True
             self._wake_pump()
 
+    def on_start(self, callback: Callable[[], None]) -> None:
+        """Have `callback` called once, in the run's thread, when its first process has started
+        and before any of its output is passed on; never if the run does not start."""
+        with self._lock:
+            self._on_start = callback
+
     def _attach(self, wake: Callable[[], None] | None) -> None:
         with self._lock:
             self._wake = wake
+            on_start = self._on_start if wake is not None else None
+            if on_start is not None:
+                self._on_start = None
+        if on_start is not None:
+            on_start()
 
     def _wake_pump(self) -> None:
         # Under the lock: once _attach(None) returns, no wake() is under way, so the pump may

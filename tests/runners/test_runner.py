@@ -163,8 +163,38 @@ def test_cancel_mid_run(sandbox: Sandbox) -> None:
 def test_cancel_before_start_returns_at_once(sandbox: Sandbox) -> None:
     control = Control()
     control.cancel()
+    started: list[bool] = []
+    control.on_start(lambda: started.append(True))
     result = sandbox.run(Program("python", "print(1)"), FAST, control=control)
     assert result.status is Status.CANCELLED
+    assert started == []  # it never started
+
+
+@pytest.mark.parametrize(
+    ("language", "source"),
+    [
+        ("python", "print('out')"),
+        # a compile stage and a run stage: one start, before the compiler's message
+        ("c++", '#warning "careful"\n#include <cstdio>\nint main() { puts("out"); }'),
+    ],
+)
+def test_on_start_comes_once_before_any_output(
+    sandbox: Sandbox, language: str, source: str
+) -> None:
+    control = Control()
+    happened: list[str] = []
+    control.on_start(lambda: happened.append("start"))
+    result = sandbox.run(
+        Program(language, source),
+        FAST,
+        on_output=lambda stream, text: happened.append(str(stream)),
+        control=control,
+    )
+    assert result.status is Status.COMPLETED, result
+    assert happened[0] == "start" and happened.count("start") == 1
+    assert "stdout" in happened
+    if language == "c++":
+        assert "compile" in happened
 
 
 def test_exception_in_on_output_kills_the_run_and_propagates(sandbox: Sandbox) -> None:
