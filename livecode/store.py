@@ -10,6 +10,7 @@ A database that is down or unreachable raises :class:`livecode.errors.Unavailabl
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import enum
@@ -341,7 +342,7 @@ class Store:
         elif language is None or source_code is None:
             raise RuntimeError("create_execution() without a session needs language and source")
         now = _now()
-        with self._transaction(write=True) as conn:
+        with self._driver_transaction(write=True) as conn:
             if max_queued is not None and self._count_in(conn, Status.QUEUED) >= max_queued:
                 raise errors.Unavailable("the queue is full; try again shortly", retry_after=5.0)
             if session_id is not None:
@@ -536,7 +537,7 @@ class Store:
     def get_execution(self, execution_id: str, owner: str = "") -> Execution:
         """Return the execution; NotFound when unknown, invalid or another owner's."""
         execution_id = parse_id(execution_id, "execution")
-        with self._transaction() as conn:
+        with self._driver_transaction() as conn:
             parameters = {"execution_id": execution_id, "owner": owner}
             rows = self._run(conn, _GET_EXECUTION, parameters)
         if not rows:
@@ -616,20 +617,46 @@ class Store:
             with conn.begin():
                 yield conn
 
+    @contextmanager
+    def _driver_transaction(self, *, write: bool = False) -> Iterator[Any]:
+        """One transaction on a pooled DBAPI connection itself, for `_run`.
+
+        The same pool, pragmas and error mapping as `_transaction`, without SQLAlchemy's
+        Connection and transaction objects, which took a third of each hot call's CPU.
+        """
+        dialect = self.engine.dialect
+        with self._database():
+            connection = self.engine.raw_connection()
+            try:
+                with _as_sqlalchemy_error(dialect, "BEGIN"):
+                    if dialect.name == "sqlite":  # see _configure_sqlite
+                        connection.driver_connection.execute(  # type: ignore[union-attr]
+                            "BEGIN IMMEDIATE" if write else "BEGIN"
+                        )
+                yield connection
+                with _as_sqlalchemy_error(dialect, "COMMIT"):
+                    connection.commit()
+            except BaseException:
+                with contextlib.suppress(Exception):  # a lost connection: the pool drops it
+                    connection.rollback()
+                raise
+            finally:
+                connection.close()  # back to the pool
+
     def _run(
-        self, conn: sa.Connection, statement: sa.ClauseElement, parameters: Mapping[str, Any]
+        self, conn: Any, statement: sa.ClauseElement, parameters: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
-        """Run one of the hot statements (a module constant) through its `_Prepared` form."""
+        """Run a hot statement (a module constant) in a `_driver_transaction`."""
         prepared = self._prepared.get(id(statement))
         if prepared is None:
             prepared = self._prepared[id(statement)] = _Prepared(statement, self.engine.dialect)
         return prepared.run(conn, parameters)
 
     def _count(self, status: Status) -> int:
-        with self._transaction() as conn:
+        with self._driver_transaction() as conn:
             return self._count_in(conn, status)
 
-    def _count_in(self, conn: sa.Connection, status: Status) -> int:
+    def _count_in(self, conn: Any, status: Status) -> int:
         return int(self._run(conn, _COUNT_STATUS, {"status": status.value})[0]["count"])
 
     def _move(
@@ -649,12 +676,12 @@ class Store:
             key: value for key, value in values.items() if not isinstance(value, sa.ClauseElement)
         }
         parameters["execution_id"] = execution_id
-        with self._transaction(write=True) as conn:
+        with self._driver_transaction(write=True) as conn:
             rows = self._run(conn, statement, parameters)
         return _execution(rows[0]) if rows else None
 
     def _count_run(
-        self, conn: sa.Connection, session_id: str, owner: str, max_runs_per_session: int | None
+        self, conn: Any, session_id: str, owner: str, max_runs_per_session: int | None
     ) -> tuple[str, str]:
         updated = self._run(
             conn,
@@ -667,12 +694,7 @@ class Store:
         )
         if updated:
             return updated[0]["language"], updated[0]["source_code"]
-        exists = conn.execute(
-            sa.select(code_sessions.c.id).where(
-                code_sessions.c.id == session_id, code_sessions.c.owner == owner
-            )
-        ).scalar_one_or_none()
-        if exists is None:
+        if not self._run(conn, _SESSION_EXISTS, {"b_session_id": session_id, "b_owner": owner}):
             raise errors.NotFound("session not found")
         # The cap never lifts for this session; Retry-After is set because every 429 has one.
         raise errors.RateLimited(
@@ -734,6 +756,10 @@ _COUNT_RUN = (
     .values(run_count=code_sessions.c.run_count + 1)
     .returning(code_sessions.c.language, code_sessions.c.source_code)
 )
+_SESSION_EXISTS = sa.select(code_sessions.c.id).where(
+    code_sessions.c.id == sa.bindparam("b_session_id"),
+    code_sessions.c.owner == sa.bindparam("b_owner"),
+)
 _GET_EXECUTION = sa.select(executions).where(
     executions.c.id == sa.bindparam("execution_id"), executions.c.owner == sa.bindparam("owner")
 )
@@ -770,22 +796,18 @@ class _Prepared:
             for column in getattr(statement, "exported_columns", ())
         ]
 
-    def run(self, conn: sa.Connection, parameters: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Execute in the connection's transaction; return the rows it returns, as dicts."""
+    def run(self, connection: Any, parameters: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Execute on a DBAPI connection; return the rows it returns, as dicts."""
         values: dict[str, Any] = {}
         for name, (default, process) in self._binds.items():
             value = parameters.get(name, default)
             values[name] = value if process is None or value is None else process(value)
         bound: Any = values if self._order is None else [values[name] for name in self._order]
-        dbapi = self._dialect.loaded_dbapi
-        cursor = conn.connection.cursor()
+        cursor = connection.cursor()
         try:
-            cursor.execute(self._sql, bound)
-            rows = cursor.fetchall() if cursor.description is not None else []
-        except dbapi.Error as exc:
-            # As SQLAlchemy's: the store maps those. The transaction's rollback then finds a
-            # lost connection and invalidates it.
-            raise sa.exc.DBAPIError.instance(self._sql, bound, exc, dbapi.Error) from exc
+            with _as_sqlalchemy_error(self._dialect, self._sql, bound):
+                cursor.execute(self._sql, bound)
+                rows = cursor.fetchall() if cursor.description is not None else []
         finally:
             cursor.close()
         return [
@@ -795,6 +817,16 @@ class _Prepared:
             }
             for row in rows
         ]
+
+
+@contextmanager
+def _as_sqlalchemy_error(dialect: sa.Dialect, sql: str, parameters: Any = None) -> Iterator[None]:
+    """Raise the driver's errors as SQLAlchemy's, which the store maps (`_DATABASE_DOWN`)."""
+    dbapi = dialect.loaded_dbapi
+    try:
+        yield
+    except dbapi.Error as exc:
+        raise sa.exc.DBAPIError.instance(sql, parameters, exc, dbapi.Error) from exc
 
 
 def _move_statement(from_statuses: tuple[Status, ...], values: dict[str, Any]) -> sa.Update:
