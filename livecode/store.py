@@ -17,6 +17,7 @@ import enum
 import logging
 import os
 import re
+import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -134,6 +135,16 @@ class Store:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._prepared: dict[int, _Prepared] = {}
+        # SQLite: transactions one at a time, in this process at least (see from_url)
+        self._lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+        # A StaticPool's one DBAPI connection, used by `_driver_transaction` without a checkout
+        # (which cost more than the rest of a transaction); the pool keeps it open.
+        self._shared_connection: Any = None
+        if isinstance(engine.pool, sa.pool.StaticPool):
+            with self._database():
+                checked_out = engine.raw_connection()
+                self._shared_connection = checked_out.dbapi_connection
+                checked_out.close()
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Store:
@@ -146,15 +157,12 @@ class Store:
         """
         parsed = make_url(normalize_database_url(url))
         if parsed.get_backend_name() == "sqlite":
-            # One connection for every thread: SQLite writes one transaction at a time anyway,
-            # and a connection's page cache is dropped whenever another connection has written,
-            # so with a pool each transaction began by re-reading its pages from the file.
+            # One connection for every thread, one transaction at a time (the Store's lock):
+            # SQLite writes one transaction at a time anyway, and a connection's page cache is
+            # dropped whenever another connection has written, so with a pool each transaction
+            # began by re-reading its pages from the file.
             engine = sa.create_engine(
-                parsed,
-                connect_args={"check_same_thread": False},
-                pool_size=1,
-                max_overflow=0,
-                pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+                parsed, connect_args={"check_same_thread": False}, poolclass=sa.pool.StaticPool
             )
             _configure_sqlite(engine)
         elif parsed.get_backend_name() == "postgresql":
@@ -177,7 +185,7 @@ class Store:
 
     def create_tables(self) -> None:
         """Create the tables that do not exist yet (``metadata.create_all``; embedded mode)."""
-        with self._database():
+        with self._database(), self._one_at_a_time():
             metadata.create_all(self.engine)
 
     def apply_schema_sql(self, path: str | os.PathLike[str]) -> None:
@@ -199,6 +207,7 @@ class Store:
 
     def close(self) -> None:
         """Close every pooled connection."""
+        self._shared_connection = None
         self.engine.dispose()
 
     # -- sessions ----------------------------------------------------------------------------
@@ -609,9 +618,21 @@ class Store:
             yield
 
     @contextmanager
+    def _one_at_a_time(self) -> Iterator[None]:
+        if self._lock is None:
+            yield
+            return
+        if not self._lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            raise errors.Unavailable("the database is busy", retry_after=UNAVAILABLE_RETRY_AFTER_S)
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    @contextmanager
     def _transaction(self, *, write: bool = False) -> Iterator[sa.Connection]:
         """One transaction; ``write`` makes SQLite take its write lock up front."""
-        with self._database(), self.engine.connect() as conn:
+        with self._database(), self._one_at_a_time(), self.engine.connect() as conn:
             if write:
                 conn.execution_options(livecode_write=True)
             with conn.begin():
@@ -625,14 +646,13 @@ class Store:
         Connection and transaction objects, which took a third of each hot call's CPU.
         """
         dialect = self.engine.dialect
-        with self._database():
-            connection = self.engine.raw_connection()
+        with self._database(), self._one_at_a_time():
+            connection = self._shared_connection or self.engine.raw_connection()
             try:
                 with _as_sqlalchemy_error(dialect, "BEGIN"):
                     if dialect.name == "sqlite":  # see _configure_sqlite
-                        connection.driver_connection.execute(  # type: ignore[union-attr]
-                            "BEGIN IMMEDIATE" if write else "BEGIN"
-                        )
+                        driver = getattr(connection, "driver_connection", connection)
+                        driver.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 yield connection
                 with _as_sqlalchemy_error(dialect, "COMMIT"):
                     connection.commit()
@@ -641,7 +661,8 @@ class Store:
                     connection.rollback()
                 raise
             finally:
-                connection.close()  # back to the pool
+                if connection is not self._shared_connection:
+                    connection.close()  # back to the pool
 
     def _run(
         self, conn: Any, statement: sa.ClauseElement, parameters: Mapping[str, Any]
