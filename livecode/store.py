@@ -364,7 +364,7 @@ class Store:
             execution = self._new_execution(
                 session_id, owner, language, source_code, stdin, args, limits, interactive, now
             )
-            values = {f.name: getattr(execution, f.name) for f in dataclasses.fields(execution)}
+            values = {name: getattr(execution, name) for name in _EXECUTION_FIELDS}
             values["args"] = list(execution.args)
             self._run(conn, _INSERT_EXECUTION, values)
         logger.debug("execution %s queued (session %s)", execution.id, session_id)
@@ -724,6 +724,9 @@ class Store:
         )
 
 
+_CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -734,6 +737,8 @@ def _new_id() -> str:
 
 def parse_id(value: str, kind: str, refusal: type[errors.LivecodeError] = errors.NotFound) -> str:
     """Return the canonical form of a uuid string; anything else is simply not found."""
+    if isinstance(value, str) and _CANONICAL_ID.fullmatch(value):
+        return value  # ours, as we wrote it: uuid.UUID() would build the same string again
     try:
         return str(uuid.UUID(value))
     except (TypeError, ValueError, AttributeError):
@@ -884,8 +889,11 @@ def _move_statement(from_statuses: tuple[Status, ...], values: dict[str, Any]) -
     return statement
 
 
+_EXECUTION_FIELDS = tuple(field.name for field in dataclasses.fields(Execution))
+
+
 def _execution(row: Mapping[str, Any] | sa.RowMapping) -> Execution:
-    values = {f.name: row[f.name] for f in dataclasses.fields(Execution)}
+    values = {name: row[name] for name in _EXECUTION_FIELDS}
     values["status"] = Status(row["status"])
     values["args"] = tuple(row["args"] or ())
     values["limits"] = dict(row["limits"] or {})
