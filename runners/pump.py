@@ -162,6 +162,18 @@ def pump(
                 outcome.error = exc
                 kill()
 
+    def take_control() -> None:
+        nonlocal pending, stdin_eof
+        if control is None:
+            return
+        data, eof, cancelled = control._take()
+        if cancelled and not outcome.cancelled:
+            outcome.cancelled = True
+            kill()
+        if keep_stdin_open:
+            pending += data
+            stdin_eof = stdin_eof or eof
+
     def close_stdin() -> None:
         nonlocal stdin_fd
         if stdin_fd is not None:
@@ -178,7 +190,7 @@ def pump(
         poller.register(stdin_fd, select.POLLOUT)
     if control is not None:
         control._attach(wake)
-        wake()  # pick up what was written or cancelled before the start
+        take_control()  # what was written or cancelled before the start
     deadline = time.monotonic() + wall_timeout_s
     try:
         while sinks or outcome.report is None:
@@ -205,14 +217,7 @@ def pump(
                     _read(fd, sinks, outcome, emit, kill, poller)
                 elif fd == wake_r:
                     _drain(wake_r)
-                    if control is not None:
-                        data, eof, cancelled = control._take()
-                        if cancelled and not outcome.cancelled:
-                            outcome.cancelled = True
-                            kill()
-                        if keep_stdin_open:
-                            pending += data
-                            stdin_eof = stdin_eof or eof
+                    take_control()
                 elif fd == stdin_fd:
                     if events & (select.POLLERR | select.POLLHUP):
                         pending.clear()
