@@ -68,9 +68,9 @@ class Executor:
             inbox.control.on_start(announce_running)
             finished = self._run(execution, inbox.control, log)
             announce_running()  # a run that never started (no slot, a sandbox failure) too
-            self.bus.publish(channel, finished)
-        self.bus.expire(channel, HISTORY_AFTER_FINAL_S)
-        self.bus.expire(control_channel(execution_id), HISTORY_AFTER_FINAL_S)
+            self.bus.publish(channel, finished, keep_for_s=HISTORY_AFTER_FINAL_S)
+        if inbox.received_any:  # else it has no history to drop
+            self.bus.expire(control_channel(execution_id), HISTORY_AFTER_FINAL_S)
         log.info(
             "execution %s finished: %s/%s", execution_id, finished["status"], finished.get("reason")
         )
@@ -155,6 +155,7 @@ class _ControlInbox:
         self._lock = threading.Lock()
         self._seen: set[str] = set()
         self._waiting: list[dict[str, Any]] | None = []
+        self.received_any = False
 
     def receive(self, message: dict[str, Any]) -> None:
         """A live message (called by the bus from any thread)."""
@@ -172,6 +173,7 @@ class _ControlInbox:
                 self._apply(message)
 
     def _apply(self, message: dict[str, Any]) -> None:
+        self.received_any = True
         message_id = message.get("id")
         if message_id in self._seen:
             return

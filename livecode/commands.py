@@ -96,9 +96,7 @@ class Commands:
         """Delete a session and its executions; running ones are cancelled, followers told."""
         for execution_id in self.store.delete_session(session_id, owner):
             self._publish_quietly(control_channel(execution_id), _control("cancel"))
-            channel = execution_channel(execution_id)
-            self._publish_quietly(channel, events.deleted_event(execution_id))
-            self._expire_quietly(channel)
+            self._publish_final(execution_id, events.deleted_event(execution_id))
 
     # executions
 
@@ -121,9 +119,7 @@ class Commands:
             return execution
         cancelled = self.store.cancel_queued(execution_id)
         if cancelled is not None:
-            channel = execution_channel(execution_id)
-            self._publish_quietly(channel, events.finished_event(cancelled))
-            self._expire_quietly(channel)
+            self._publish_final(execution_id, events.finished_event(cancelled))
             return cancelled
         self.bus.publish(control_channel(execution_id), _control("cancel"))
         return execution
@@ -227,16 +223,22 @@ class Commands:
         if len(source_code.encode()) > self.settings.max_source_bytes:
             raise TooLarge(f"source_code is larger than {self.settings.max_source_bytes} bytes")
 
-    def _expire_quietly(self, channel: str) -> None:
-        try:
-            self.bus.expire(channel, HISTORY_AFTER_FINAL_S)
-        except Exception:
-            logger.exception("could not expire %s", channel)
+    def _publish_final(self, execution_id: str, event: dict[str, Any]) -> None:
+        """The last event of an execution; its history is kept only a little longer."""
+        self._publish_quietly(
+            execution_channel(execution_id), event, keep_for_s=HISTORY_AFTER_FINAL_S
+        )
 
-    def _publish_quietly(self, channel: str, event: dict[str, Any], keep: bool = True) -> None:
+    def _publish_quietly(
+        self,
+        channel: str,
+        event: dict[str, Any],
+        keep: bool = True,
+        keep_for_s: float | None = None,
+    ) -> None:
         # The write is committed already; a bus hiccup must not turn it into an error reply.
         try:
-            self.bus.publish(channel, event, keep=keep)
+            self.bus.publish(channel, event, keep=keep, keep_for_s=keep_for_s)
         except Exception:
             logger.exception("could not publish on %s", channel)
 

@@ -76,6 +76,17 @@ def test_expire_drops_history(bus: Bus) -> None:
     assert bus.history("execution:e1") == []
 
 
+def test_a_last_event_kept_for_a_while_shortens_the_history(bus: Bus) -> None:
+    """publish(keep_for_s=...) keeps the whole history, then drops it after that delay."""
+    bus.publish("execution:e1", output(1))
+    bus.publish("execution:e1", {"type": "finished"}, keep_for_s=0.2)
+    assert bus.history("execution:e1") == [output(1), {"type": "finished"}]
+    deadline = time.monotonic() + TIMEOUT_S
+    while bus.history("execution:e1") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert bus.history("execution:e1") == []
+
+
 def test_expire_zero_drops_history_now(bus: Bus) -> None:
     """expire(channel, 0) drops it at once."""
     bus.publish("execution:e1", output(1))

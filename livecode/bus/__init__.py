@@ -107,11 +107,19 @@ class Bus(Protocol):
     # in-process bus answers at once, and a thread hop would cost more than the call.
     blocks: bool
 
-    def publish(self, channel: str, event: Mapping[str, Any], *, keep: bool = True) -> None:
+    def publish(
+        self,
+        channel: str,
+        event: Mapping[str, Any],
+        *,
+        keep: bool = True,
+        keep_for_s: float | None = None,
+    ) -> None:
         """Deliver to every subscriber, and with keep=True append to the channel's history.
 
         The history append and the delivery are atomic: a reader that subscribes first and then
-        reads the history misses nothing. Thread-safe; raises BusUnavailable.
+        reads the history misses nothing. The history lives `keep_for_s` from now (default:
+        HISTORY_TTL_S, renewed by each kept event). Thread-safe; raises BusUnavailable.
         """
         ...
 

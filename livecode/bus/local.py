@@ -39,7 +39,14 @@ class LocalBus:
         self._subscribers: dict[str, set[_LocalSubscriber]] = {}
         self._listeners: dict[str, list[OnMessage]] = {}
 
-    def publish(self, channel: str, event: Mapping[str, Any], *, keep: bool = True) -> None:
+    def publish(
+        self,
+        channel: str,
+        event: Mapping[str, Any],
+        *,
+        keep: bool = True,
+        keep_for_s: float | None = None,
+    ) -> None:
         """Deliver to every subscriber and, with keep=True, append to history (atomically)."""
         data = json.dumps(event, separators=(",", ":"))
         with self._lock:
@@ -47,7 +54,8 @@ class LocalBus:
             self._drop_expired(now)
             if keep:
                 self._history.setdefault(channel, []).append(data)
-                self._set_deadline(channel, now + self._history_ttl_s)
+                ttl_s = self._history_ttl_s if keep_for_s is None else keep_for_s
+                self._set_deadline(channel, now + ttl_s)
             # Delivering under the lock keeps delivery order equal to history order.
             for subscriber in self._subscribers.get(channel, ()):
                 subscriber._deliver(channel, data)

@@ -73,7 +73,14 @@ class RedisBus:
         """The prefix of every key and pub/sub channel of this bus."""
         return self._prefix
 
-    def publish(self, channel: str, event: Mapping[str, Any], *, keep: bool = True) -> None:
+    def publish(
+        self,
+        channel: str,
+        event: Mapping[str, Any],
+        *,
+        keep: bool = True,
+        keep_for_s: float | None = None,
+    ) -> None:
         """Deliver to every subscriber and, with keep=True, append to history (one MULTI)."""
         data = json.dumps(event, separators=(",", ":"))
         with unavailable_on_redis_errors():
@@ -84,7 +91,8 @@ class RedisBus:
             with self._redis.pipeline(transaction=True) as pipe:
                 pipe.rpush(key, data)
                 # A rolling safety TTL: the history of an abandoned channel never lives forever.
-                pipe.pexpire(key, self._history_ttl_ms)
+                ttl_ms = self._history_ttl_ms if keep_for_s is None else int(keep_for_s * 1000)
+                pipe.pexpire(key, max(ttl_ms, 1))
                 pipe.publish(self._prefix + channel, data)
                 pipe.execute()
 
