@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -61,6 +62,36 @@ def test_enqueue_wakes_idle_consumers_of_other_processes(redis_url: str) -> None
                 break
         assert woken.is_set()
     finally:
-        consumer_side.broker.client.delete(f"{broker.namespace}:executions")
+        broker.client.delete(f"{broker.namespace}:executions")
         sender.close()
         consumer_side.close()
+
+
+def test_in_process_close_lets_the_running_execution_finish_and_starts_no_other() -> None:
+    """Embedded shutdown: what runs ends; what is still queued stays QUEUED in the store, for
+    the next start to run."""
+    in_process = Queue(settings_for("in-process", None))
+    started: list[str] = []
+    finished: list[str] = []
+    running, release = threading.Event(), threading.Event()
+
+    def execute(execution_id: str) -> None:
+        started.append(execution_id)
+        running.set()
+        release.wait(TIMEOUT)
+        finished.append(execution_id)
+
+    in_process.start_workers(execute, threads=1)
+    assert in_process.worker_threads == 1
+    for number in range(3):
+        in_process.enqueue(f"execution-{number}")
+    assert running.wait(TIMEOUT)
+    closing = threading.Thread(target=in_process.close, kwargs={"timeout_s": TIMEOUT})
+    closing.start()
+    while not in_process._local._stopping:  # type: ignore[union-attr]  # close() has begun
+        time.sleep(0.001)
+    release.set()
+    closing.join(TIMEOUT)
+    assert not closing.is_alive()
+    assert started == finished == ["execution-0"]
+    assert in_process.worker_threads == 0
