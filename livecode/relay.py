@@ -297,7 +297,7 @@ class _Sent:
     def __init__(self, since: int) -> None:
         self.last_seq = since
         self.is_finished = False
-        self._seen: set[str] = set()
+        self._seen: set[Any] = set()
 
     def is_gap(self, event: Event) -> bool:
         """Return whether the event is output beyond the next seq."""
@@ -313,7 +313,7 @@ class _Sent:
                 return False
             self.last_seq = seq
             return True
-        key = json.dumps(event, sort_keys=True, separators=(",", ":"))
+        key = _identity(event)
         if key in self._seen:
             return False
         self._seen.add(key)
@@ -333,6 +333,16 @@ async def _listen(channel: str, follower: _Follower) -> AsyncIterator[Event]:
             return
         if event.get("type") != RESYNC:
             yield event
+
+
+def _identity(event: Event) -> Any:
+    """What makes a non-output event the same one again (from the history, then live)."""
+    kind = event.get("type")
+    if kind == "finished":
+        return kind  # an execution has one end
+    if kind == "status":
+        return kind, event.get("status"), event.get("attempt")  # one per move
+    return json.dumps(event, sort_keys=True, separators=(",", ":"))
 
 
 def _seq(event: Event) -> int:
