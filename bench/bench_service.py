@@ -102,11 +102,17 @@ def runs_per_second(function: Callable[[], None], concurrency: int, seconds: flo
     return done / (time.monotonic() - started)
 
 
+# livecode's processes by role, for the CPU split: filled as they start
+SERVICE_PIDS: dict[str, list[int]] = {}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def process(args: list[str], env: dict[str, str]) -> Iterator[None]:
+def process(args: list[str], env: dict[str, str], role: str) -> Iterator[None]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECODE_")}
     full_env.update(env, PYTHONPATH=REPO, LIVECODE_LOG_LEVEL="WARNING")
     child = subprocess.Popen([sys.executable, "-m", "livecode", *args], env=full_env, cwd=REPO)
+    SERVICE_PIDS.setdefault(role, []).append(child.pid)
     try:
         yield
     finally:
@@ -207,7 +213,7 @@ def embedded_server(port: int) -> Iterator[str]:
             "LIVECODE_PORT": str(port),
             **UNLIMITED,
         }
-        with process(["serve"], env):
+        with process(["serve"], env, "embedded server"):
             url = f"http://127.0.0.1:{port}"
             wait_ready(url)
             yield url
@@ -233,7 +239,7 @@ def distributed_servers(port: int) -> Iterator[str]:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        with process(["worker"], env), process(["serve"], env):
+        with process(["worker"], env, "worker"), process(["serve"], env, "web"):
             url = f"http://127.0.0.1:{port}"
             wait_ready(url)
             yield url
@@ -241,6 +247,47 @@ def distributed_servers(port: int) -> Iterator[str]:
         with admin.connect() as connection:
             connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         admin.dispose()
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of the processes (threads included), from /proc."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def pids_named(*prefixes: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/comm") as comm:
+            if comm.read().startswith(prefixes):
+                found.append(int(pid))
+    return found
+
+
+def machine_cpu_seconds() -> float:
+    with open("/proc/stat") as stat:
+        ticks = [int(value) for value in stat.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS  # all but idle and iowait
+
+
+def cpu_split(url: str, roles: dict[str, list[int]], concurrency: int, seconds: float) -> str:
+    """CPU per run, by process role, over a throughput slice; the rest is mostly sandboxes."""
+    parts_before = {role: cpu_seconds(pids) for role, pids in roles.items()}
+    client_before, machine_before = time.process_time(), machine_cpu_seconds()
+    rate = asyncio.run(ws_throughput(url, concurrency, seconds))
+    runs = rate * seconds
+    per_run = {
+        role: (cpu_seconds(pids) - parts_before[role]) * 1000 / runs for role, pids in roles.items()
+    }
+    per_run["client"] = (time.process_time() - client_before) * 1000 / runs
+    total = (machine_cpu_seconds() - machine_before) * 1000 / runs
+    split = "  ".join(f"{role} {ms:.2f}" for role, ms in per_run.items())
+    return f"{total:5.2f} ms = {split}  sandboxes and the rest {total - sum(per_run.values()):.2f}"
 
 
 def interleaved(
@@ -319,6 +366,18 @@ def main() -> None:
         for name, url in urls.items():
             ws_rate, rest_rate = asyncio.run(autosaves(url, args.seconds))
             print(f"{name}: autosaves/s  one WS {ws_rate:7.0f}   REST {rest_rate:7.0f}")
+        roles = {
+            "embedded": {"server": SERVICE_PIDS["embedded server"]},
+            "distributed": {
+                "web": SERVICE_PIDS["web"],
+                "worker": SERVICE_PIDS["worker"],
+                "postgres": pids_named("postgres"),
+                "redis": pids_named("redis"),
+            },
+        }
+        print("\nCPU per run at c=4 (both cores busy), by process:")
+        for name, url in urls.items():
+            print(f"  {name:<12} {cpu_split(url, roles[name], 4, 2 * args.seconds)}")
 
     levels = (1, 4, 16)
     print("\nruns/s (python hello world)      c=1      c=4     c=16")
