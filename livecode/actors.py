@@ -60,8 +60,8 @@ class Executor:
             def announce_running() -> None:
                 nonlocal announced
                 if not announced:
-                    announced = True
                     self.bus.publish(channel, events.status_event(execution))
+                    announced = True
 
             # Announced once the program has started: sent before, the event woke the server's
             # loop to compete with the start for the GIL.

@@ -140,11 +140,6 @@ class Store:
         # A StaticPool's one DBAPI connection, used by `_driver_transaction` without a checkout
         # (which cost more than the rest of a transaction); the pool keeps it open.
         self._shared_connection: Any = None
-        if isinstance(engine.pool, sa.pool.StaticPool):
-            with self._database():
-                checked_out = engine.raw_connection()
-                self._shared_connection = checked_out.dbapi_connection
-                checked_out.close()
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Store:
@@ -206,9 +201,16 @@ class Store:
             conn.execute(sa.text("SELECT 1"))
 
     def close(self) -> None:
-        """Close every pooled connection."""
-        self._shared_connection = None
-        self.engine.dispose()
+        """Close every pooled connection (after the transaction under way, if it ends soon)."""
+        lock = self._lock
+        waited = lock is not None and lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        try:
+            self._shared_connection = None
+            self.engine.dispose()
+        finally:
+            if waited:
+                assert lock is not None
+                lock.release()
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -651,18 +653,19 @@ class Store:
         """
         dialect = self.engine.dialect
         with self._database(), self._one_at_a_time():
-            connection: Any = self._shared_connection or self.engine.raw_connection()
+            shared = isinstance(self.engine.pool, sa.pool.StaticPool)
+            connection: Any = self._shared() if shared else self.engine.raw_connection()
             driver = getattr(connection, "driver_connection", connection)
             autocommit = one_statement and dialect.name == "postgresql"
             try:
-                with _as_sqlalchemy_error(dialect, "BEGIN"):
+                with self._driver_errors(connection, "BEGIN"):
                     if autocommit:
                         driver.autocommit = True
                     elif dialect.name == "sqlite" and not one_statement:  # see _configure_sqlite
                         driver.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 yield connection
                 if not one_statement:
-                    with _as_sqlalchemy_error(dialect, "COMMIT"):
+                    with self._driver_errors(connection, "COMMIT"):
                         connection.commit()
             except BaseException:
                 with contextlib.suppress(Exception):  # a lost connection: the pool drops it
@@ -672,8 +675,44 @@ class Store:
                 if autocommit:
                     with contextlib.suppress(Exception):  # as the pool expects it back
                         driver.autocommit = False
-                if connection is not self._shared_connection:
+                if not shared:
                     connection.close()  # back to the pool
+
+    def _shared(self) -> Any:
+        """The StaticPool's DBAPI connection (a new one after a loss); under the lock."""
+        if self._shared_connection is None:
+            checked_out = self.engine.raw_connection()
+            self._shared_connection = checked_out.dbapi_connection
+            checked_out.close()  # the pool keeps it open
+        return self._shared_connection
+
+    @contextmanager
+    def _driver_errors(self, connection: Any, sql: str) -> Iterator[None]:
+        """Raise the driver's errors as SQLAlchemy's, which `_database` maps.
+
+        A lost connection goes, and so do the others in the pool, as on SQLAlchemy's own path:
+        those opened before a database restart are lost too, and would each fail a request.
+        """
+        dialect = self.engine.dialect
+        try:
+            yield
+        except dialect.loaded_dbapi.Error as exc:
+            driver = getattr(connection, "driver_connection", connection)
+            lost = dialect.is_disconnect(exc, driver, None)
+            error = sa.exc.DBAPIError.instance(
+                sql, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost
+            )
+            if not lost:
+                raise error from exc
+            if connection is self._shared_connection:
+                self._shared_connection = None
+            else:
+                connection.invalidate(exc)
+            self.engine.dispose()
+            logger.warning("database connection lost: %s", exc)
+            raise errors.Unavailable(
+                "database unavailable", retry_after=UNAVAILABLE_RETRY_AFTER_S
+            ) from error
 
     def _run(
         self, conn: Any, statement: sa.ClauseElement, parameters: Mapping[str, Any]
@@ -682,7 +721,8 @@ class Store:
         prepared = self._prepared.get(id(statement))
         if prepared is None:
             prepared = self._prepared[id(statement)] = _Prepared(statement, self.engine.dialect)
-        return prepared.run(conn, parameters)
+        with self._driver_errors(conn, prepared.sql):
+            return prepared.run(conn, parameters)
 
     def _count(self, status: Status) -> int:
         with self._driver_transaction(one_statement=True) as conn:
@@ -809,20 +849,19 @@ class _Prepared:
     Through ``Connection.execute()`` queueing, claiming and finishing an execution cost 0.63 ms
     of CPU on SQLite where the same statements on the bare driver take 0.14 ms: the execution
     context, cache-key lookup and result wrapping are most of it. Values still go through each
-    type's own bind and result processors, and a driver error is raised as SQLAlchemy's, so
-    callers see what ``Connection.execute()`` would give them.
+    type's own bind and result processors; `Store._driver_errors` raises a driver error as
+    SQLAlchemy's, so callers see what ``Connection.execute()`` would give them.
     """
 
-    __slots__ = ("_dialect", "_statement", "_sql", "_order", "_binds", "_columns")
+    __slots__ = ("_statement", "sql", "_order", "_binds", "_columns")
 
     def __init__(self, statement: sa.ClauseElement, dialect: sa.Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         assert isinstance(compiled, sa.sql.compiler.SQLCompiler)
         if compiled.escaped_bind_names:
             raise RuntimeError(f"bind names need escaping in {compiled.string!r}")
-        self._dialect = dialect
         self._statement = statement  # holds its id(), the cache key, for as long as this lives
-        self._sql = compiled.string
+        self.sql = compiled.string
         self._order = compiled.positiontup  # None for a named paramstyle (psycopg)
         self._binds = {
             name: (bind.effective_value, bind.type.dialect_impl(dialect).bind_processor(dialect))
@@ -842,9 +881,8 @@ class _Prepared:
         bound: Any = values if self._order is None else [values[name] for name in self._order]
         cursor = connection.cursor()
         try:
-            with _as_sqlalchemy_error(self._dialect, self._sql, bound):
-                cursor.execute(self._sql, bound)
-                rows = cursor.fetchall() if cursor.description is not None else []
+            cursor.execute(self.sql, bound)
+            rows = cursor.fetchall() if cursor.description is not None else []
         finally:
             cursor.close()
         return [
@@ -854,16 +892,6 @@ class _Prepared:
             }
             for row in rows
         ]
-
-
-@contextmanager
-def _as_sqlalchemy_error(dialect: sa.Dialect, sql: str, parameters: Any = None) -> Iterator[None]:
-    """Raise the driver's errors as SQLAlchemy's, which the store maps (`_DATABASE_DOWN`)."""
-    dbapi = dialect.loaded_dbapi
-    try:
-        yield
-    except dbapi.Error as exc:
-        raise sa.exc.DBAPIError.instance(sql, parameters, exc, dbapi.Error) from exc
 
 
 def _move_statement(from_statuses: tuple[Status, ...], values: dict[str, Any]) -> sa.Update:

@@ -188,11 +188,15 @@ def pump(
     if stdin_fd is not None:
         os.set_blocking(stdin_fd, False)
         poller.register(stdin_fd, select.POLLOUT)
-    if control is not None:
-        control._attach(wake)
-        take_control()  # what was written or cancelled before the start
     deadline = time.monotonic() + wall_timeout_s
     try:
+        if control is not None:
+            try:
+                control._attach(wake)  # calls its on_start
+            except BaseException as exc:  # noqa: BLE001 - as from on_output: kill, re-raise later
+                outcome.error = exc
+                kill()
+            take_control()  # what was written or cancelled before the start
         while sinks or outcome.report is None:
             now = time.monotonic()
             if killed_at is None and now >= deadline:

@@ -567,24 +567,47 @@ def _race(n: int, call: Any) -> list[Any]:
 
 
 @pytest.mark.postgresql
-def test_lost_postgresql_connection_fails_one_call_then_reconnects() -> None:
-    """A pooled connection killed under the store (a database restart) fails the next call
-    with Unavailable, not a driver error; the pool drops it, so the call after that works."""
+def test_lost_postgresql_connections_fail_one_call_then_reconnect() -> None:
+    """Pooled connections killed under the store (a database restart) fail the next call with
+    Unavailable, not a driver error; the pool then drops every connection it had, so the calls
+    after that work instead of each meeting another dead connection."""
     with postgresql_schema() as (engine, _schema):
         postgresql_store = Store(engine)
         postgresql_store.apply_schema_sql(SCHEMA_SQL)
         try:
             execution = _execution(postgresql_store)
-            # used one at a time, the pool holds a single connection: the next call gets it
-            with engine.connect() as conn:
-                backend_pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            held = [engine.connect() for _ in range(3)]  # three connections in the pool
+            backend_pids = [
+                conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() for conn in held
+            ]
+            for conn in held:
+                conn.close()
             admin = sa.create_engine(engine.url, poolclass=sa.NullPool)
             with admin.connect() as conn:
-                conn.exec_driver_sql(f"SELECT pg_terminate_backend({backend_pid})")
+                for backend_pid in backend_pids:
+                    conn.exec_driver_sql(f"SELECT pg_terminate_backend({backend_pid})")
             admin.dispose()
             with pytest.raises(errors.Unavailable):
                 postgresql_store.claim(execution.id)
             claimed = postgresql_store.claim(execution.id)
             assert claimed is not None and claimed.status == Status.RUNNING
+            assert postgresql_store.get_execution(execution.id).status == Status.RUNNING
         finally:
             postgresql_store.close()
+
+
+def test_sqlite_connection_closed_under_the_store_is_opened_again(tmp_path: Path) -> None:
+    """The store keeps SQLite's one connection; if it is closed behind its back (invalidated),
+    one call is Unavailable and the next one works on a new connection."""
+    sqlite_store = Store.from_url(f"sqlite:///{tmp_path / 'reopened.db'}")
+    sqlite_store.create_tables()
+    try:
+        execution = _execution(sqlite_store)
+        with sqlite_store.engine.connect() as conn:
+            conn.invalidate()  # closes the pool's one connection
+        with pytest.raises(errors.Unavailable):
+            sqlite_store.get_execution(execution.id)
+        assert sqlite_store.get_execution(execution.id).id == execution.id
+        assert sqlite_store.claim(execution.id) is not None
+    finally:
+        sqlite_store.close()

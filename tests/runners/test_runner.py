@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -203,6 +204,25 @@ def test_exception_in_on_output_kills_the_run_and_propagates(sandbox: Sandbox) -
 
     with pytest.raises(KeyError):
         sandbox.run(Program("python", "import time\nprint(1)\ntime.sleep(60)"), FAST, on_output)
+    run(sandbox, Program("python", "print(2)"))  # nothing left behind, the slot works
+
+
+def test_exception_in_on_start_kills_the_run_and_propagates(sandbox: Sandbox) -> None:
+    """Like a failing on_output: the run is killed, every pipe closed, the error raised."""
+
+    def on_start() -> None:
+        raise KeyError("announcer broke")
+
+    run(sandbox, Program("python", "print(1)"))  # whatever a first run opens for good
+    open_fds = len(os.listdir("/proc/self/fd"))
+    started = time.monotonic()
+    for _ in range(3):
+        control = Control()
+        control.on_start(on_start)
+        with pytest.raises(KeyError):
+            sandbox.run(Program("python", "import time\ntime.sleep(60)"), FAST, control=control)
+    assert time.monotonic() - started < 30
+    assert len(os.listdir("/proc/self/fd")) == open_fds
     run(sandbox, Program("python", "print(2)"))  # nothing left behind, the slot works
 
 
