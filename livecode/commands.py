@@ -229,16 +229,11 @@ class Commands:
             execution_channel(execution_id), event, keep_for_s=HISTORY_AFTER_FINAL_S
         )
 
-    def _publish_quietly(
-        self,
-        channel: str,
-        event: dict[str, Any],
-        keep: bool = True,
-        keep_for_s: float | None = None,
-    ) -> None:
+    def _publish_quietly(self, channel: str, event: dict[str, Any], **options: Any) -> None:
+        """Bus.publish(), with its options; a failure is logged, not raised."""
         # The write is committed already; a bus hiccup must not turn it into an error reply.
         try:
-            self.bus.publish(channel, event, keep=keep, keep_for_s=keep_for_s)
+            self.bus.publish(channel, event, **options)
         except Exception:
             logger.exception("could not publish on %s", channel)
 

@@ -139,6 +139,7 @@ class Store:
         self._lock = threading.Lock() if engine.dialect.name == "sqlite" else None
         # A StaticPool's one DBAPI connection, used by `_driver_transaction` without a checkout
         # (which cost more than the rest of a transaction); the pool keeps it open.
+        self._shares_connection = isinstance(engine.pool, sa.pool.StaticPool)
         self._shared_connection: Any = None
 
     @classmethod
@@ -653,7 +654,7 @@ class Store:
         """
         dialect = self.engine.dialect
         with self._database(), self._one_at_a_time():
-            shared = isinstance(self.engine.pool, sa.pool.StaticPool)
+            shared = self._shares_connection
             connection: Any = self._shared() if shared else self.engine.raw_connection()
             driver = getattr(connection, "driver_connection", connection)
             autocommit = one_statement and dialect.name == "postgresql"
@@ -661,8 +662,8 @@ class Store:
                 with self._driver_errors(connection, "BEGIN"):
                     if autocommit:
                         driver.autocommit = True
-                    elif dialect.name == "sqlite" and not one_statement:  # see _configure_sqlite
-                        driver.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                    elif dialect.name == "sqlite" and not one_statement:
+                        _begin_sqlite(driver, write)
                 yield connection
                 if not one_statement:
                     with self._driver_errors(connection, "COMMIT"):
@@ -968,12 +969,17 @@ def _configure_sqlite(engine: sa.Engine) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        immediate = conn.get_execution_options().get("livecode_write", False)
         # Straight to the driver: through conn.exec_driver_sql() this one statement took the
         # whole execution path, 0.07-0.14 ms per transaction in a running server; 0.04 direct.
-        conn.connection.driver_connection.execute(  # type: ignore[union-attr]
-            "BEGIN IMMEDIATE" if immediate else "BEGIN"
+        _begin_sqlite(
+            conn.connection.driver_connection,
+            conn.get_execution_options().get("livecode_write", False),
         )
+
+
+def _begin_sqlite(driver_connection: Any, write: bool) -> None:
+    """Begin a transaction ourselves (see _configure_sqlite); a write takes the lock first."""
+    driver_connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def _split_sql(script: str) -> list[str]:

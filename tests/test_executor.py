@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +12,8 @@ from livecode.actors import Executor
 from livecode.bus import execution_channel
 from livecode.bus.local import LocalBus
 from livecode.store import Status, Store
-from runners import Limits, Sandbox, SandboxConfig
-from tests.runners.conftest import requires_bwrap
+from runners import Limits, Sandbox
+from tests.runners.conftest import private_sandbox, requires_bwrap
 
 pytestmark = requires_bwrap
 
@@ -30,12 +28,9 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 @pytest.fixture
 def sandbox() -> Iterator[Sandbox]:
-    work_root = tempfile.mkdtemp(dir="/var/tmp", prefix="livecode-executor-test-")
-    try:
-        with Sandbox(SandboxConfig(slots=1, work_root=work_root)) as opened:
-            yield opened
-    finally:
-        shutil.rmtree(work_root, ignore_errors=True)
+    # its own: one test closes it
+    with private_sandbox(slots=1) as opened:
+        yield opened
 
 
 def _queue(store: Store, source: str) -> str:

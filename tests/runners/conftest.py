@@ -7,6 +7,7 @@ import pathlib
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -35,15 +36,22 @@ requires_bwrap = (
 )
 
 
-@pytest.fixture(scope="session")
-def sandbox() -> Iterator[Sandbox]:
-    # a private work root (other processes share the default one), traversable by slot uids
-    work_root = tempfile.mkdtemp(dir="/var/tmp", prefix="livecode-runners-test-")
+@contextmanager
+def private_sandbox(slots: int) -> Iterator[Sandbox]:
+    """A sandbox on a private work root (other processes share the default one), traversable
+    by slot uids, removed afterwards."""
+    work_root = tempfile.mkdtemp(dir="/var/tmp", prefix="livecode-test-")
     try:
-        with Sandbox(SandboxConfig(slots=2, work_root=work_root)) as sandbox:
+        with Sandbox(SandboxConfig(slots=slots, work_root=work_root)) as sandbox:
             yield sandbox
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    with private_sandbox(slots=2) as opened:
+        yield opened
 
 
 def program(name: str, language: str, **kwargs: object) -> Program:
