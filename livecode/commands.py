@@ -29,8 +29,8 @@ from runners import Language, Limits, UnknownLanguage, resolve_language
 
 logger = logging.getLogger(__name__)
 
-# The window of the per-execution stdin counter: longer than any run.
-STDIN_WINDOW_S = 86400
+# How long an execution's stdin budget is remembered: longer than any run.
+STDIN_BUDGET_TTL_S = 86400
 
 
 class Commands:
@@ -133,9 +133,11 @@ class Commands:
             raise Conflict("stdin can only be sent to an execution started with interactive: true")
         # Everything written to one execution's stdin counts against one cap, initial stdin
         # included: it is kept in the control channel's history until the run ends.
-        size = len(data.encode()) + len(execution.stdin or b"")
         cap = self.settings.max_stdin_bytes
-        if self.rate_limiter.hit(f"stdin:{execution.id}", cap, STDIN_WINDOW_S, amount=size):
+        budget = cap - len(execution.stdin or b"")
+        if not self.rate_limiter.spend(
+            f"stdin:{execution.id}", len(data.encode()), budget, STDIN_BUDGET_TTL_S
+        ):
             raise TooLarge(f"stdin of one execution is capped at {cap} bytes")
         self.bus.publish(control_channel(execution_id), _control("stdin", data=data, eof=eof))
 
