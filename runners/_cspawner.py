@@ -46,9 +46,12 @@ SOURCE = r"""
 #define MSG_BYTES (1 << 20)
 #define MAX_ITEMS 8192
 #define MAX_REQUEST (16 << 20)
+/* what the spawner's own pages may grow by over its start-up figure (own_usage) */
+#define OWN_SLACK (8LL << 20)
 
 static int sock;
 static char *cg_memory, *cg_pids, *cg_cpuacct;
+static long long own_usage; /* the memory cgroup's usage before any run: ours */
 static char *cg_all[MAX_CGROUPS];
 static int n_cg;
 static char msg[MSG_BYTES + 1];
@@ -348,9 +351,12 @@ static int run(char *buf, size_t size, int *fds, int *n_fds) {
     }
     long long baseline = 0, oom_before = 0, cpu_before = 0;
     if (cg_memory && req.memory >= 0) {
-        /* the spawner's own pages are charged here too: the program gets its full limit */
+        /* The spawner's own pages are charged here too: the limit leaves room for them. Not
+           for the page cache earlier runs left charged here: counted in, it would raise the
+           limit run after run without bound. The kernel reclaims that cache under pressure. */
         if (read_ll(cg_memory, "memory.usage_in_bytes", &baseline) ||
-            set_memory_limit(req.memory + baseline) ||
+            set_memory_limit(req.memory + (baseline < own_usage + OWN_SLACK
+                                                ? baseline : own_usage + OWN_SLACK)) ||
             write_ll(cg_memory, "memory.max_usage_in_bytes", 0)) {
             reply("error cannot set the memory cgroup: %s", strerror(errno));
             return 1;
@@ -483,6 +489,10 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[k], "memory")) cg_memory = dir;
         if (!strcmp(argv[k], "pids")) cg_pids = dir;
         if (!strcmp(argv[k], "cpuacct")) cg_cpuacct = dir;
+    }
+    if (cg_memory) {
+        write_ll(cg_memory, "memory.force_empty", 0); /* what an earlier spawner left */
+        if (read_ll(cg_memory, "memory.usage_in_bytes", &own_usage)) own_usage = 0;
     }
     if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) return 1;
     sigset_t chld;

@@ -26,6 +26,7 @@ It is a child subreaper: everything the run leaves behind is reparented here, sw
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -52,6 +53,8 @@ _FD_END = 0x7FFFFFFF  # above any fd number
 # The OOM killer never picks the spawner (root, in the slot's memory cgroup, where a run can
 # fill memory with pages of no process: memfd, tmpfs), and picks the runs first
 _OOM_NEVER = -1000
+# what the spawner's own pages may grow by over its start-up figure
+_OWN_SLACK = 8 << 20
 _OOM_FIRST = 1000
 
 
@@ -103,14 +106,26 @@ class Cgroups:
         for spec in specs:
             controller, _, directory = spec.partition("=")
             self.dirs[controller] = directory
+        self.own_usage = 0
+
+    def measure_own_usage(self) -> None:
+        """Once joined, before any run: what the memory cgroup holds is the spawner's."""
+        memory = self.dirs.get("memory")
+        if memory:
+            with contextlib.suppress(OSError):  # best effort: it frees what it can
+                _write(memory, "memory.force_empty", 0)  # what an earlier spawner left
+            self.own_usage = _read_int(memory, "memory.usage_in_bytes")
 
     def prepare(self, request: Request) -> dict[str, int]:
         before: dict[str, int] = {}
         memory = self.dirs.get("memory")
         if memory and request.memory is not None:
             baseline = _read_int(memory, "memory.usage_in_bytes")
-            # the spawner's own pages are charged here too: the program gets its full limit
-            _set_memory_limit(memory, request.memory + baseline)
+            # The spawner's own pages are charged here too: the limit leaves room for them. Not
+            # for the page cache earlier runs left charged here: counted in, it would raise the
+            # limit run after run without bound. The kernel reclaims that cache under pressure.
+            allowance = min(baseline, self.own_usage + _OWN_SLACK)
+            _set_memory_limit(memory, request.memory + allowance)
             _write(memory, "memory.max_usage_in_bytes", 0)
             before["memory"] = baseline
             before["oom_kill"] = _oom_kills(memory)
@@ -143,6 +158,7 @@ def main() -> None:
     for directory in cgroups.dirs.values():
         with open(os.path.join(directory, "cgroup.procs"), "w") as procs:
             procs.write(str(os.getpid()))
+    cgroups.measure_own_usage()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     sock.send(b"ready netns" if _private_network(libc) else b"ready")
