@@ -106,9 +106,8 @@ class Sandbox:
                 "SANDBOX DISABLED (mode 'none'): untrusted programs run unsandboxed on this host"
             )
         self._bwrap_version = _bwrap_version(self._bwrap) if self._bwrap else None
-        default_root = f"/var/tmp/livecode-runners-{os.geteuid()}"
-        self.work_root = os.path.abspath(config.work_root or default_root)
-        os.makedirs(self.work_root, mode=0o711, exist_ok=True)
+        self.work_root = os.path.abspath(config.work_root or _default_work_root(self._is_root))
+        _make_private_directory(self.work_root)
         os.chmod(self.work_root, 0o711)  # slot uids traverse it to the runtime and cache
         self._runtime = os.path.join(self.work_root, "runtime")
         self._scratch = os.path.join(self.work_root, "scratch")
@@ -741,6 +740,44 @@ _DEV_LINKS = (
     ("stdout", "/proc/self/fd/1"),
     ("stderr", "/proc/self/fd/2"),
 )
+
+
+def _default_work_root(is_root: bool) -> str:
+    # Not under a world-writable directory such as /var/tmp: another local user could create
+    # the directory first and plant the spawner we run as root, or the seccomp filter.
+    if is_root:
+        return "/var/lib/livecode-runners"
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(cache, "livecode-runners")
+
+
+def _make_private_directory(path: str) -> None:
+    """Create `path`, or accept it only when nobody but us (and root) could have put anything
+    in it: the spawner, seccomp filter, runtime and binary cache found there are trusted."""
+    os.makedirs(path, mode=0o711, exist_ok=True)
+    euid = os.geteuid()
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise SandboxUnavailable(f"the sandbox work root {path} is not a directory (a symlink?)")
+    if info.st_uid != euid or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise SandboxUnavailable(
+            f"the sandbox work root {path} must belong to uid {euid} and be writable by it "
+            f"alone (it belongs to uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):o})"
+        )
+    # Whoever may rename an ancestor may swap the whole tree: each must be ours or root's,
+    # and writable by others only with the sticky bit (as /tmp is).
+    ancestor = os.path.dirname(os.path.realpath(path))
+    while True:
+        info = os.stat(ancestor)
+        shared = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX
+        if info.st_uid not in (euid, 0) or shared:
+            raise SandboxUnavailable(
+                f"the sandbox work root {path} lies in {ancestor}, which others may change"
+            )
+        parent = os.path.dirname(ancestor)
+        if parent == ancestor:
+            return
+        ancestor = parent
 
 
 def _prepare_dev(work_root: str) -> str | None:

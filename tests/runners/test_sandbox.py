@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
+import shutil
 import socket
 import stat
+import tempfile
 import time
 from collections.abc import Iterator
 
 import pytest
 
 import runners.sandbox
-from runners import Limits, Program, Reason, Sandbox, SandboxConfig, SandboxUnavailable, Status
+from runners import (
+    Limits,
+    Program,
+    Reason,
+    Sandbox,
+    SandboxConfig,
+    SandboxUnavailable,
+    Status,
+    _cspawner,
+)
 from tests.runners.conftest import (
     FAST,
     LANGUAGES,
@@ -265,3 +277,50 @@ def test_runs_in_two_slots_do_not_share_a_process_budget(sandbox: Sandbox) -> No
     thread.join()
     assert result.stdout == "spawned\n", result
     assert results[0].status in (Status.TIMEOUT, Status.FAILED)
+
+
+@pytest.fixture()
+def scratch_dir() -> Iterator[pathlib.Path]:
+    path = pathlib.Path(tempfile.mkdtemp(dir="/var/tmp", prefix="livecode-test-root-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_work_root_another_user_could_have_filled_is_refused(
+    scratch_dir: pathlib.Path,
+) -> None:
+    # What the work root holds is trusted: the spawner is run (as root), the seccomp filter,
+    # runtime and binary cache are used. One prepared by someone else must not be.
+    if os.geteuid() != 0:
+        pytest.skip("making a directory another user's needs root")
+    planted = scratch_dir / "theirs"
+    planted.mkdir()
+    marker = scratch_dir / "ran"
+    digest = hashlib.sha256(_cspawner.SOURCE.encode()).hexdigest()[:16]
+    spawner = planted / f"spawner-{digest}"  # the name under which the real one is kept
+    spawner.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    spawner.chmod(0o755)
+    os.chown(planted, 65534, 65534)
+    writable = scratch_dir / "writable"
+    writable.mkdir(mode=0o777)
+    os.chmod(writable, 0o777)
+    link = scratch_dir / "link"
+    link.symlink_to(scratch_dir / "mine")
+    (scratch_dir / "mine").mkdir()
+    open_parent = scratch_dir / "open"
+    open_parent.mkdir()
+    os.chmod(open_parent, 0o777)  # writable by all, without the sticky bit of /tmp
+    for work_root, complaint in (
+        (planted, "must belong to uid 0"),
+        (writable, "writable by it alone"),
+        (link, "not a directory"),
+        (open_parent / "root", "which others may change"),
+    ):
+        with pytest.raises(SandboxUnavailable, match=complaint):
+            Sandbox(SandboxConfig(slots=1, work_root=str(work_root)))
+    assert not marker.exists()
+
+
+def test_the_default_work_root_is_private() -> None:
+    root = runners.sandbox._default_work_root(os.geteuid() == 0)
+    assert not root.startswith(("/tmp", "/var/tmp", "/dev/shm"))
