@@ -108,13 +108,15 @@ class Relay:
             await _close_quietly(events)
 
     @asynccontextmanager
-    async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[Event]]:
+    async def listen(
+        self, channel: str, *, queue_size: int | None = None
+    ) -> AsyncIterator[AsyncIterator[Event]]:
         """Follow the live events of any channel (e.g. session:{id}); no history, no end.
 
-        A follower too slow for its queue gets an error event and its iterator ends.
-        Safe to cancel: leaving the block unsubscribes.
+        A follower too slow for its queue (`queue_size` events, else the relay's) gets an
+        error event and its iterator ends. Safe to cancel: leaving the block unsubscribes.
         """
-        follower = await self._attach(channel)
+        follower = await self._attach(channel, queue_size)
         events = _listen(channel, follower)
         try:
             yield events
@@ -179,10 +181,10 @@ class Relay:
         # server) the stored status at least tells the follower where the execution is.
         return history or stored
 
-    async def _attach(self, channel: str) -> _Follower:
+    async def _attach(self, channel: str, queue_size: int | None = None) -> _Follower:
         if self._subscriber is None or self._is_closed:
             raise RuntimeError("Relay is not running: await start() first, and not after close()")
-        follower = _Follower(self._follower_queue_size)
+        follower = _Follower(queue_size or self._follower_queue_size)
         entry = self._channels.get(channel)
         if entry is None:
             entry = _Channel(asyncio.ensure_future(self._subscribe(channel)))

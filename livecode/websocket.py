@@ -8,6 +8,7 @@ A bad message gets an `error` event and the socket stays open; flooding closes i
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 import uuid
@@ -25,6 +26,12 @@ from livecode.services import Services
 logger = logging.getLogger(__name__)
 
 OUTBOX_SIZE = 1024
+# What a socket that reads slowly may hold of its events, encoded: past that its follows wait,
+# their relay queues fill and end them, instead of the server's memory growing per socket.
+OUTBOX_BYTES = 4 << 20
+# Each session.updated carries a whole source (up to LIVECODE_MAX_SOURCE_BYTES): a socket too
+# slow for 32 of them is told so, and opening the session again gets it the latest source.
+SESSION_FOLLOW_QUEUE_SIZE = 32
 POLICY_VIOLATION = 1008
 
 
@@ -56,7 +63,7 @@ class Connection:
         self.services = services
         self.commands = services.commands
         self.id = uuid.uuid4().hex
-        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(OUTBOX_SIZE)
+        self.outbox = _Outbox(OUTBOX_SIZE, OUTBOX_BYTES)
         self.follows: dict[str, asyncio.Task[None]] = {}
         self.sessions: dict[str, asyncio.Task[None]] = {}
         # Flood control: a token bucket refilled at ws_messages_per_s, holding two seconds' worth.
@@ -188,12 +195,12 @@ class Connection:
             assert self.services.relay is not None  # set by the lifespan before any socket
             async with self.services.relay.follow(execution_id, since) as stream:
                 async for event in stream:
-                    await self.outbox.put(event)
+                    await self.outbox.put(events.encode(event))
         except asyncio.CancelledError:
             raise
         except Exception:
             logger.exception("socket %s: following %s failed", self.id, execution_id)
-            await self.outbox.put(
+            await self._send(
                 {
                     "type": "error",
                     "code": "unavailable",
@@ -213,26 +220,33 @@ class Connection:
     async def _pump_session(self, session_id: str) -> None:
         try:
             assert self.services.relay is not None
-            async with self.services.relay.listen(session_channel(session_id)) as stream:
+            listen = self.services.relay.listen(
+                session_channel(session_id), queue_size=SESSION_FOLLOW_QUEUE_SIZE
+            )
+            async with listen as stream:
                 async for event in stream:
                     if event.get("origin") == self.id:
                         continue  # the saving socket got `saved`; others get the update
-                    await self.outbox.put({k: v for k, v in event.items() if k != "origin"})
+                    if event.get("type") == "error":  # e.g. too slow: which follow it ended
+                        event = {**event, "session_id": session_id}
+                    await self._send({k: v for k, v in event.items() if k != "origin"})
         except asyncio.CancelledError:
             raise
         except Exception:
             logger.exception("socket %s: following session %s failed", self.id, session_id)
-            self.sessions.pop(session_id, None)
+        finally:
+            # Ended (too slow, or failed): opening the session again follows it anew.
+            if self.sessions.get(session_id) is asyncio.current_task():
+                del self.sessions[session_id]
 
     async def _send(self, event: dict[str, Any]) -> None:
         if event.get("ref", "") is None:
             del event["ref"]
-        await self.outbox.put(event)
+        await self.outbox.put(events.encode(event))
 
     async def _send_loop(self) -> None:
         while True:
-            event = await self.outbox.get()
-            await self.websocket.send_text(events.encode(event))
+            await self.websocket.send_text(await self.outbox.get())
 
     def _take_token(self) -> bool:
         now = time.monotonic()
@@ -242,6 +256,45 @@ class Connection:
             return False
         self._tokens -= 1.0
         return True
+
+
+class _Outbox:
+    """Encoded events on their way to the client, bounded in number and in bytes.
+
+    put() waits while either bound is reached; one event larger than the byte bound still
+    goes through alone.
+    """
+
+    def __init__(self, max_events: int, max_bytes: int) -> None:
+        self._texts: collections.deque[str] = collections.deque()
+        self._bytes = 0
+        self._max_events = max_events
+        self._max_bytes = max_bytes
+        self._changed = asyncio.Condition()
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    async def put(self, text: str) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._has_room(len(text)))
+            self._texts.append(text)
+            self._bytes += len(text)
+            self._changed.notify_all()
+
+    async def get(self) -> str:
+        async with self._changed:
+            await self._changed.wait_for(lambda: bool(self._texts))
+            text = self._texts.popleft()
+            self._bytes -= len(text)
+            self._changed.notify_all()
+            return text
+
+    def _has_room(self, size: int) -> bool:
+        if not self._texts:
+            return True
+        return len(self._texts) < self._max_events and self._bytes + size <= self._max_bytes
 
 
 def _error_event(exc: LivecodeError, ref: str | None) -> dict[str, Any]:

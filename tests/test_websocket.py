@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from livecode.websocket import _Outbox
 from tests.conftest import embedded_settings
-from tests.utils import LiveServer, Socket, joined, outputs, run_server, ws_connect
+from tests.utils import TIMEOUT, LiveServer, Socket, joined, outputs, run_server, ws_connect
 
 pytestmark = pytest.mark.anyio
 
@@ -359,3 +363,47 @@ async def test_interactive_stdin_has_one_cap_per_execution(
             assert [(e["type"], e["code"]) for e in over] == [("error", "too_large")]
             await ws.send({"type": "cancel", "execution_id": execution_id})
             await ws.until("finished", execution_id)
+
+
+async def test_a_socket_too_slow_for_session_updates_is_told_and_can_open_again(
+    embedded_server: LiveServer,
+) -> None:
+    big = base64.b64encode(os.urandom(150_000)).decode()  # each update carries the source
+    async with ws_connect(embedded_server, max_queue=1) as viewer:
+        session = await create(viewer, "v1")
+        async with httpx.AsyncClient(base_url=embedded_server.url, timeout=30) as http:
+            for n in range(300):  # the viewer reads none of these meanwhile
+                saved = await http.patch(
+                    f"/code-sessions/{session['id']}", json={"source_code": f"{big}{n}"}
+                )
+                assert saved.status_code == 200
+        received = []
+        while (event := await viewer.recv())["type"] == "session.updated":
+            received.append(event["version"])
+        assert event["type"] == "error" and event["session_id"] == session["id"], event
+        assert "too slow" in event["message"]
+        # What it got is in order and far from all 300: the server held no more for it.
+        assert received == sorted(received) and len(received) < 150
+        opened = await viewer.request({"type": "open", "session_id": session["id"]})
+        assert opened["session"]["version"] == 301
+        async with httpx.AsyncClient(base_url=embedded_server.url) as http:
+            await http.patch(f"/code-sessions/{session['id']}", json={"source_code": "after"})
+        update = await viewer.recv()
+        assert (update["type"], update["source_code"], update["version"]) == (
+            "session.updated",
+            "after",
+            302,
+        )
+
+
+async def test_the_outbox_of_a_slow_socket_is_bounded_in_bytes() -> None:
+    outbox = _Outbox(max_events=100, max_bytes=1000)
+    await outbox.put("x" * 600)
+    waiting = asyncio.create_task(outbox.put("y" * 600))
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and outbox.bytes == 600  # 1200 bytes would be over the bound
+    assert await outbox.get() == "x" * 600
+    await asyncio.wait_for(waiting, TIMEOUT)
+    assert await outbox.get() == "y" * 600
+    await asyncio.wait_for(outbox.put("z" * 5000), TIMEOUT)  # alone, a bigger one still goes
+    assert outbox.bytes == 5000
