@@ -25,7 +25,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, 
 
 from livecode.errors import BadRequest
 
-PositiveInt = Annotated[int, Field(gt=0)]
+# Within what the store's BIGINT columns hold: a bigger version is a 400, not a driver error.
+MAX_INT = 2**63 - 1
+PositiveInt = Annotated[int, Field(gt=0, le=MAX_INT)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
 
@@ -50,7 +52,8 @@ Code = Annotated[str, AfterValidator(_no_nul)]
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # Strict: JSON's own types only, so "1" and true are not a version and "yes" is no bool.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class RequestedLimits(_Message):
@@ -122,7 +125,7 @@ class RunMessage(_Client, RunOptions):
 class SubscribeMessage(_Client):
     type: Literal["subscribe"]
     execution_id: str
-    since: Annotated[int, Field(ge=0)] = 0
+    since: Annotated[int, Field(ge=0, le=MAX_INT)] = 0
 
 
 class UnsubscribeMessage(_Client):
@@ -183,8 +186,8 @@ def parse_message(text: str | bytes) -> ClientMessage:
 def ref_of(text: str | bytes) -> str | None:
     """The `ref` of a message that failed to parse, so its error can still be matched."""
     try:
-        data = json.loads(text)
-    except ValueError:
+        data = _load_json(text)
+    except BadRequest:
         return None
     ref = data.get("ref") if isinstance(data, dict) else None
     return ref if isinstance(ref, str) else None
@@ -208,6 +211,8 @@ def _load_json(text: str | bytes) -> Any:
         return json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("invalid JSON: nested too deeply") from None
 
 
 def _describe(exc: ValidationError) -> str:

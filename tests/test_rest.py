@@ -238,6 +238,30 @@ def test_bad_requests_get_clear_errors(
         assert "Traceback" not in answer.text
 
 
+@pytest.mark.parametrize("base_version", [2**63, 10**30, "1", True, 0])
+def test_a_version_that_is_no_version_is_refused_and_changes_nothing(
+    server: LiveServer, base_version: Any
+) -> None:
+    with server.client() as client:  # one connection: it must stay usable after the refusal
+        session_id = client.post(
+            "/code-sessions", json={"language": "python", "source_code": "a"}
+        ).json()["session_id"]
+        answer = client.patch(
+            f"/code-sessions/{session_id}", json={"source_code": "b", "base_version": base_version}
+        )
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_request"
+        assert "base_version" in answer.json()["error"]["message"]
+        session = client.get(f"/code-sessions/{session_id}").json()
+        assert (session["source_code"], session["version"]) == ("a", 1)
+
+
+def test_json_nested_too_deeply_is_a_bad_request(server: LiveServer) -> None:
+    with server.client() as client:
+        answer = client.post("/code-sessions", content=b"[" * 100_000)
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_request"
+        assert client.get("/health").status_code == 200  # the connection is still served
+
+
 def test_stale_base_version_is_a_conflict_and_changes_nothing(server: LiveServer) -> None:
     with server.client() as client:
         session_id = client.post(

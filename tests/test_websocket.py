@@ -246,6 +246,23 @@ async def test_unsubscribe_stops_events(server: LiveServer) -> None:
             json.dumps({"type": "run", "ref": "r1", "session_id": "x", "limits": {"memory_mb": 0}}),
             "bad_request",
         ),
+        (
+            json.dumps(
+                {
+                    "type": "autosave",
+                    "ref": "r1",
+                    "session_id": "x",
+                    "source_code": "",
+                    "base_version": 2**64,
+                }
+            ),
+            "bad_request",
+        ),
+        (
+            json.dumps({"type": "run", "ref": "r1", "session_id": "x", "interactive": "yes"}),
+            "bad_request",
+        ),
+        ("[" * 100_000, "bad_request"),
     ],
 )
 async def test_every_error_keeps_the_socket(server: LiveServer, message: str, code: str) -> None:
