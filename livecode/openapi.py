@@ -93,6 +93,8 @@ SCHEMAS: dict[str, Any] = {
             "cpu_time_ms": {"type": "integer"},
             "memory_kb": {"type": "integer"},
             "attempt": {"type": "integer"},
+            "interactive": {"type": "boolean"},
+            "error": {"type": "string", "description": "why it failed or timed out, in words"},
             "queued_at": _TIMESTAMP,
             "started_at": _TIMESTAMP,
             "finished_at": _TIMESTAMP,
@@ -173,8 +175,8 @@ def document() -> dict[str, Any]:
         protocol.OneShotRun,
     ):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(schema.pop("$defs", {}))
-        schemas[model.__name__] = schema
+        schemas.update({name: _openapi_30(d) for name, d in schema.pop("$defs", {}).items()})
+        schemas[model.__name__] = _openapi_30(schema)
     run_answers = {
         "202": _answer("queued", _ref("Queued")),
         "200": _answer("with ?wait=true: the final execution", _ref("Execution")),
@@ -246,7 +248,8 @@ def document() -> dict[str, Any]:
                     "200": {
                         "description": "an event stream",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                    }
+                    },
+                    "204": _answer("resumed after the last event: nothing more will come"),
                 },
                 "400 404",
             ),
@@ -284,6 +287,15 @@ def document() -> dict[str, Any]:
     }
     for part in ("ready", "db", "redis", "workers", "celery", "sandbox"):
         paths[f"/health/{part}"] = {"get": _operation(f"Health of {part}", health)}
+    paths["/openapi.json"] = {
+        "get": _operation("This document", {"200": _answer("OpenAPI 3.0", {"type": "object"})})
+    }
+    paths["/docs"] = {
+        "get": _operation(
+            "Swagger UI of this document",
+            {"200": {"description": "a page", "content": {"text/html": {}}}},
+        )
+    }
     return {
         "openapi": "3.0.3",
         "info": {
@@ -294,6 +306,32 @@ def document() -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": schemas},
     }
+
+
+def _openapi_30(schema: Any) -> Any:
+    """A pydantic JSON Schema (draft 2020-12, as OpenAPI 3.1 has it) in OpenAPI 3.0's dialect,
+    the one the bundled Swagger UI (4.x) reads."""
+    if isinstance(schema, list):
+        return [_openapi_30(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    converted = {key: _openapi_30(value) for key, value in schema.items()}
+    options = converted.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options:
+        rest = [option for option in options if option != {"type": "null"}]
+        del converted["anyOf"]
+        only = rest[0] if len(rest) == 1 else {"anyOf": rest}
+        if "$ref" in only:  # 3.0 ignores siblings of $ref
+            only = {"allOf": [only]}
+        converted = {**only, **converted, "nullable": True}
+    for bound, inclusive in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        value = converted.get(bound)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            converted[inclusive], converted[bound] = value, True
+    if "const" in converted:
+        converted["enum"] = [converted.pop("const")]
+    converted.pop("examples", None)
+    return converted
 
 
 _DOCS_PAGE = """<!doctype html>
