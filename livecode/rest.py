@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -14,6 +15,8 @@ from livecode import events, protocol
 from livecode.errors import BadRequest, LivecodeError, TooLarge
 from livecode.services import Services
 from livecode.store import Execution
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 MAX_PAGE = 200
 
@@ -189,11 +192,22 @@ def error_response(exc: LivecodeError) -> Response:
     )
 
 
+def _by_method(**endpoints: Endpoint) -> Endpoint:
+    """One route for a path served by several methods, so that a 405 lists all of them."""
+
+    async def endpoint(request: Request) -> Response:
+        return await endpoints[request.method if request.method != "HEAD" else "GET"](request)
+
+    return endpoint
+
+
 routes = [
     Route("/code-sessions", create_session, methods=["POST"]),
-    Route("/code-sessions/{session_id}", get_session, methods=["GET"]),
-    Route("/code-sessions/{session_id}", save_session, methods=["PATCH"]),
-    Route("/code-sessions/{session_id}", delete_session, methods=["DELETE"]),
+    Route(
+        "/code-sessions/{session_id}",
+        _by_method(GET=get_session, PATCH=save_session, DELETE=delete_session),
+        methods=["GET", "PATCH", "DELETE"],
+    ),
     Route("/code-sessions/{session_id}/run", run_session, methods=["POST"]),
     Route("/executions", run_once, methods=["POST"]),
     Route("/executions/{execution_id}", get_execution, methods=["GET"]),

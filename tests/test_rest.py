@@ -256,6 +256,14 @@ def test_a_version_that_is_no_version_is_refused_and_changes_nothing(
         assert (session["source_code"], session["version"]) == ("a", 1)
 
 
+def test_a_method_a_path_does_not_serve_lists_the_ones_it_does(server: LiveServer) -> None:
+    with server.client() as client:
+        answer = client.put("/code-sessions/00000000-0000-0000-0000-000000000000", json={})
+        assert answer.status_code == 405 and answer.json()["error"]["code"] == "bad_request"
+        allowed = {method.strip() for method in answer.headers["Allow"].split(",")}
+        assert {"GET", "PATCH", "DELETE"} <= allowed
+
+
 def test_json_nested_too_deeply_is_a_bad_request(server: LiveServer) -> None:
     with server.client() as client:
         answer = client.post("/code-sessions", content=b"[" * 100_000)
