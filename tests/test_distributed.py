@@ -61,7 +61,9 @@ def test_queued_runs_spread_over_idle_workers(postgres_database: str, redis_url:
         "LIVECODE_WORKER_THREADS": "1",
     }
     url = f"http://127.0.0.1:{port}"
-    source = "import time\ntime.sleep(4)\nprint('done')\n"
+    # Long enough that one worker ready seconds before the other (a loaded machine) cannot
+    # finish the first run and take the second too.
+    source = "import time\ntime.sleep(8)\nprint('done')\n"
     with run_process(["serve"], env, ready_url=f"{url}/health"), httpx.Client(base_url=url) as http:
         ids = [
             http.post("/executions", json={"language": "python", "source_code": source}).json()[
