@@ -32,6 +32,7 @@ __attribute__((constructor(101))) static void livecode_line_buffered_stdout() {
 }
 """
 _COMPILE_TIMEOUT_S = 120.0
+_MESSAGES = ".messages"  # beside each cached binary: what the compiler said making it
 _STDCXX_HEADER = "/usr/include/x86_64-linux-gnu/c++/12/bits/stdc++.h"
 
 
@@ -54,8 +55,9 @@ class BinaryCache:
             digest.update(b"\0\0")
         return digest.hexdigest()
 
-    def checkout(self, key: str) -> str | None:
-        """Return a private hard link to the cached binary (remove it after use), or None."""
+    def checkout(self, key: str) -> tuple[str, str] | None:
+        """Return a private hard link to the cached binary (remove it after use) and what the
+        compiler said making it, or None."""
         path = os.path.join(self.directory, key)
         private = os.path.join(self.directory, f".use-{uuid.uuid4().hex}")
         try:
@@ -63,10 +65,16 @@ class BinaryCache:
             os.utime(path)
         except FileNotFoundError:
             return None
-        return private
+        try:
+            with open(path + _MESSAGES, encoding="utf-8") as messages:
+                return private, messages.read()
+        except FileNotFoundError:  # evicted meanwhile (or cached before messages were kept)
+            os.unlink(private)
+            return None
 
-    def put(self, key: str, produced: str) -> str:
-        """Copy a freshly compiled binary into the cache (root-owned, 0755), then evict.
+    def put(self, key: str, produced: str, compile_output: str) -> str:
+        """Copy a freshly compiled binary into the cache (root-owned, 0755) with what the
+        compiler said (its warnings are the program's on every later run too), then evict.
 
         Returns a private hard link to it, as checkout does (remove it after use). A binary
         over max_entry_bytes is not cached: the private copy is all there is of it.
@@ -86,6 +94,8 @@ class BinaryCache:
                 os.rename(temporary, private)
                 return private
             os.link(temporary, private)
+            # the messages first: a binary in the cache always has its messages beside it
+            _write_once(os.path.join(self.directory, key + _MESSAGES), compile_output.encode())
             os.replace(temporary, os.path.join(self.directory, key))
         except BaseException:
             for path in (temporary, private):
@@ -100,8 +110,8 @@ class BinaryCache:
     def _evict(self, keep: str) -> None:
         entries = []
         for entry in os.scandir(self.directory):
-            if entry.name.startswith("."):
-                continue
+            if entry.name.startswith(".") or entry.name.endswith(_MESSAGES):
+                continue  # in the making, in use, or a binary's messages: evicted with it
             try:
                 stat = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
@@ -116,6 +126,7 @@ class BinaryCache:
             try:
                 os.unlink(path)
                 total -= size
+                os.unlink(path + _MESSAGES)  # after the binary: checkout looks for it second
             except FileNotFoundError:
                 pass
 

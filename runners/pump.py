@@ -131,8 +131,12 @@ def pump(
     limit_bytes: int,
     on_output: OnOutput | None,
     control: Control | None,
+    preface: tuple[Stream, str] | None = None,
 ) -> Outcome:
-    """Run the program's I/O to the end and close the given fds; every process is gone after."""
+    """Run the program's I/O to the end and close the given fds; every process is gone after.
+
+    `preface` is passed on as output once the process has started, before any of its own.
+    """
     sinks = {fd: _Sink(stream, limit_bytes) for fd, stream in outputs.items()}
     every_sink = list(sinks.values())
     outcome = Outcome(texts={}, truncated={}, report=None)
@@ -197,6 +201,8 @@ def pump(
                 outcome.error = exc
                 kill()
             take_control()  # what was written or cancelled before the start
+        if preface is not None:
+            emit(*preface)
         while sinks or outcome.report is None:
             now = time.monotonic()
             if killed_at is None and now >= deadline:

@@ -167,18 +167,19 @@ def test_a_binary_over_the_entry_cap_does_not_evict_the_others(tmp_path: pathlib
     cache = BinaryCache(str(tmp_path / "cache"), max_bytes=16 << 20)  # entries up to 1 MiB
     victim = tmp_path / "victim"
     victim.write_bytes(b"v" * (512 << 10))
-    os.unlink(cache.put("victim", str(victim)))
+    os.unlink(cache.put("victim", str(victim), "a warning"))
     for index in range(10):
         huge = tmp_path / f"huge-{index}"
         huge.write_bytes(bytes([index]) * (2 << 20))
-        private = cache.put(f"huge-{index}", str(huge))
+        private = cache.put(f"huge-{index}", str(huge), "")
         assert pathlib.Path(private).read_bytes() == huge.read_bytes()
         os.unlink(private)
         assert cache.checkout(f"huge-{index}") is None
     kept = cache.checkout("victim")
-    assert kept is not None and pathlib.Path(kept).read_bytes() == victim.read_bytes()
-    os.unlink(kept)
-    assert sorted(os.listdir(cache.directory)) == ["victim"]
+    assert kept is not None and pathlib.Path(kept[0]).read_bytes() == victim.read_bytes()
+    assert kept[1] == "a warning"
+    os.unlink(kept[0])
+    assert sorted(os.listdir(cache.directory)) == ["victim", "victim.messages"]
 
 
 def test_a_huge_cpp_binary_runs_without_being_cached(sandbox: Sandbox) -> None:

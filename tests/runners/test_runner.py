@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from runners import Control, Limits, Program, Reason, Sandbox, Status, Stream
+from runners.languages import CXX_FLAGS, resolve_language
 from tests.runners.conftest import FAST, LANGUAGES, program, requires_bwrap, run
 
 pytestmark = requires_bwrap
@@ -105,14 +106,37 @@ def test_unicode_is_decoded_without_splitting_characters(sandbox: Sandbox) -> No
     assert "a" in [text for _s, text in chunks.calls]  # the chunk before the split char
 
 
-def test_cache_hit_skips_the_compiler(sandbox: Sandbox) -> None:
-    source = f'#warning "compiled {uuid.uuid4()}"\nint main() {{ return 0; }}'
+def test_cache_hit_skips_the_compiler_and_repeats_its_messages(sandbox: Sandbox) -> None:
+    source = f'#include <cstdio>\n#warning "compiled {uuid.uuid4()}"\nint main() {{ puts("a"); }}'
     first, _ = run(sandbox, Program("c++", source))
-    second, chunks = run(sandbox, Program("c++", source))
-    assert first.status is second.status is Status.COMPLETED
-    assert "compiled" in first.compile_output  # the compiler ran and warned
-    assert second.compile_output == ""  # no compiler, no warning
-    assert not [s for s, _ in chunks.calls if s is Stream.COMPILE]
+    assert first.stdout == "a\n" and "compiled" in first.compile_output  # the compiler warned
+    # Swap the cached binary for another program's: what the next run prints tells which ran.
+    other = '#include <cstdio>\nint main() { puts("from the cache"); }'
+    assert run(sandbox, Program("c++", other))[0].stdout == "from the cache\n"
+    version = resolve_language("c++").version
+    assert version is not None
+    cached = os.path.join(sandbox.cache.directory, sandbox.cache.key(source, version, CXX_FLAGS))
+    os.replace(
+        os.path.join(sandbox.cache.directory, sandbox.cache.key(other, version, CXX_FLAGS)), cached
+    )
+    seen: list[tuple[str, str]] = []
+    control = Control()
+    control.on_start(lambda: seen.append(("start", "")))
+    second = sandbox.run(
+        Program("c++", source),
+        FAST,
+        on_output=lambda stream, text: seen.append((str(stream), text)),
+        control=control,
+    )
+    assert (second.status, second.stdout) == (Status.COMPLETED, "from the cache\n")
+    # The same warnings, as a user re-running the same source expects, in the result and in
+    # the stream: after the start (a follower's RUNNING), before the program's own output.
+    assert second.compile_output == first.compile_output
+    assert seen == [
+        ("start", ""),
+        ("compile", first.compile_output),
+        ("stdout", "from the cache\n"),
+    ]
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
