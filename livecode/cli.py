@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -64,6 +66,13 @@ def _serve(settings: Settings) -> int:
 
     from livecode.app import create_app
 
+    if not is_loopback(settings.host):
+        # API keys come later (SPEC.md, Security): until then, reaching the port is enough.
+        logger.warning(
+            "serving on %s without API keys: anyone who can reach port %d can run programs",
+            settings.host,
+            settings.port,
+        )
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -113,6 +122,15 @@ def _init_db(settings: Settings) -> int:
         store.close()
     print(f"schema applied to {settings.database_url.split('@')[-1]}")
     return 0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address `host` stands for is a loopback one (unresolvable: no)."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return all(ipaddress.ip_address(address).is_loopback for address in addresses)
 
 
 if __name__ == "__main__":

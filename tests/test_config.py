@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from livecode.cli import is_loopback
 from livecode.config import ConfigError, Settings, usable_cpus
 
 
@@ -123,3 +124,11 @@ def test_usable_cpus_respects_a_container_cpu_quota(
     affinity = len(os.sched_getaffinity(0))
     expected = affinity if quota_cpus is None else min(affinity, quota_cpus)
     assert usable_cpus(str(tmp_path)) == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("localhost", True), ("::1", True), ("0.0.0.0", False), ("::", False)],
+)
+def test_serving_beyond_loopback_is_told_apart(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
