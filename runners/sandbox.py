@@ -106,8 +106,7 @@ class Sandbox:
                 "SANDBOX DISABLED (mode 'none'): untrusted programs run unsandboxed on this host"
             )
         self._bwrap_version = _bwrap_version(self._bwrap) if self._bwrap else None
-        self.work_root = os.path.abspath(config.work_root or _default_work_root(self._is_root))
-        _make_private_directory(self.work_root)
+        self.work_root = _private_directory(config.work_root or _default_work_root(self._is_root))
         os.chmod(self.work_root, 0o711)  # slot uids traverse it to the runtime and cache
         self._runtime = os.path.join(self.work_root, "runtime")
         self._scratch = os.path.join(self.work_root, "scratch")
@@ -748,17 +747,24 @@ def _default_work_root(is_root: bool) -> str:
     if is_root:
         return "/var/lib/livecode-runners"
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    if not os.path.isabs(cache):  # no home: the temporary directory, checked like any other
+        cache = os.path.join(tempfile.gettempdir(), f"livecode-{os.geteuid()}")
     return os.path.join(cache, "livecode-runners")
 
 
-def _make_private_directory(path: str) -> None:
-    """Create `path`, or accept it only when nobody but us (and root) could have put anything
-    in it: the spawner, seccomp filter, runtime and binary cache found there are trusted."""
-    os.makedirs(path, mode=0o711, exist_ok=True)
+def _private_directory(path: str) -> str:
+    """Create `path`; return its real path (symlinks resolved once, here, so nobody can
+    re-point one later) when nobody but us (and root) could have put anything in it: the
+    spawner, seccomp filter, runtime and binary cache found there are trusted."""
+    real = os.path.realpath(path)
+    try:
+        os.makedirs(real, mode=0o711, exist_ok=True)
+    except FileExistsError:
+        pass  # not a directory: said just below
     euid = os.geteuid()
-    info = os.lstat(path)
+    info = os.lstat(real)
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-        raise SandboxUnavailable(f"the sandbox work root {path} is not a directory (a symlink?)")
+        raise SandboxUnavailable(f"the sandbox work root {path} is not a directory")
     if info.st_uid != euid or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise SandboxUnavailable(
             f"the sandbox work root {path} must belong to uid {euid} and be writable by it "
@@ -766,9 +772,9 @@ def _make_private_directory(path: str) -> None:
         )
     # Whoever may rename an ancestor may swap the whole tree: each must be ours or root's,
     # and writable by others only with the sticky bit (as /tmp is).
-    ancestor = os.path.dirname(os.path.realpath(path))
+    ancestor = os.path.dirname(real)
     while True:
-        info = os.stat(ancestor)
+        info = os.lstat(ancestor)
         shared = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX
         if info.st_uid not in (euid, 0) or shared:
             raise SandboxUnavailable(
@@ -776,7 +782,7 @@ def _make_private_directory(path: str) -> None:
             )
         parent = os.path.dirname(ancestor)
         if parent == ancestor:
-            return
+            return real
         ancestor = parent
 
 

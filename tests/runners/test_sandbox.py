@@ -304,21 +304,36 @@ def test_a_work_root_another_user_could_have_filled_is_refused(
     writable = scratch_dir / "writable"
     writable.mkdir(mode=0o777)
     os.chmod(writable, 0o777)
-    link = scratch_dir / "link"
-    link.symlink_to(scratch_dir / "mine")
-    (scratch_dir / "mine").mkdir()
+    a_file = scratch_dir / "file"
+    a_file.write_text("")
+    into_theirs = scratch_dir / "into-theirs"
+    into_theirs.symlink_to(planted)
     open_parent = scratch_dir / "open"
     open_parent.mkdir()
     os.chmod(open_parent, 0o777)  # writable by all, without the sticky bit of /tmp
     for work_root, complaint in (
         (planted, "must belong to uid 0"),
         (writable, "writable by it alone"),
-        (link, "not a directory"),
+        (a_file, "not a directory"),
+        (into_theirs / "root", "which others may change"),
         (open_parent / "root", "which others may change"),
     ):
         with pytest.raises(SandboxUnavailable, match=complaint):
             Sandbox(SandboxConfig(slots=1, work_root=str(work_root)))
     assert not marker.exists()
+
+
+def test_a_work_root_reached_through_a_symlink_is_used_by_its_real_path(
+    scratch_dir: pathlib.Path,
+) -> None:
+    # A symlink someone else may re-point later must not decide where the spawner comes from.
+    (scratch_dir / "mine").mkdir()
+    (scratch_dir / "link").symlink_to(scratch_dir / "mine")
+    with Sandbox(SandboxConfig(slots=1, work_root=str(scratch_dir / "link" / "root"))) as box:
+        assert box.work_root == str(scratch_dir / "mine" / "root")
+        (scratch_dir / "link").unlink()
+        (scratch_dir / "link").symlink_to("/nowhere")
+        assert run(box, Program("python", "print('still here')"))[0].stdout == "still here\n"
 
 
 def test_the_default_work_root_is_private() -> None:
