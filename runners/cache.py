@@ -8,6 +8,7 @@ array) would evict everyone else's.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import logging
@@ -90,12 +91,13 @@ class BinaryCache:
                     raise OSError(f"{produced} is not a regular file")
                 shutil.copyfileobj(binary, out, 1 << 20)
             os.chmod(temporary, 0o755)
-            if os.stat(temporary).st_size > self.max_entry_bytes:
+            messages = compile_output.encode()
+            if os.stat(temporary).st_size + len(messages) > self.max_entry_bytes:
                 os.rename(temporary, private)
                 return private
             os.link(temporary, private)
-            # the messages first: a binary in the cache always has its messages beside it
-            _write_once(os.path.join(self.directory, key + _MESSAGES), compile_output.encode())
+            # the messages first: a binary in the cache has its messages beside it
+            _replace(os.path.join(self.directory, key + _MESSAGES), messages)
             os.replace(temporary, os.path.join(self.directory, key))
         except BaseException:
             for path in (temporary, private):
@@ -108,27 +110,34 @@ class BinaryCache:
         return private
 
     def _evict(self, keep: str) -> None:
-        entries = []
+        binaries: dict[str, tuple[float, int]] = {}
+        messages: dict[str, int] = {}
         for entry in os.scandir(self.directory):
-            if entry.name.startswith(".") or entry.name.endswith(_MESSAGES):
-                continue  # in the making, in use, or a binary's messages: evicted with it
+            if entry.name.startswith("."):
+                continue  # in the making, or in use
             try:
                 stat = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            entries.append((stat.st_mtime, stat.st_size, entry.path, entry.name))
-        total = sum(size for _mtime, size, _path, _name in entries)
-        for _mtime, size, path, name in sorted(entries):
+            if entry.name.endswith(_MESSAGES):
+                messages[entry.name.removesuffix(_MESSAGES)] = stat.st_size
+            else:
+                binaries[entry.name] = (stat.st_mtime, stat.st_size)
+        for orphan in messages.keys() - binaries.keys() - {keep}:  # a put or evict cut short
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.directory, orphan + _MESSAGES))
+        sizes = {key: size + messages.get(key, 0) for key, (_mtime, size) in binaries.items()}
+        total = sum(sizes.values())
+        for _mtime, key in sorted((mtime, key) for key, (mtime, _size) in binaries.items()):
             if total <= self.max_bytes:
                 break
-            if name == keep:
+            if key == keep:
                 continue
-            try:
+            path = os.path.join(self.directory, key)
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-                total -= size
+                total -= sizes[key]
                 os.unlink(path + _MESSAGES)  # after the binary: checkout looks for it second
-            except FileNotFoundError:
-                pass
 
 
 def prepare_runtime(directory: str) -> None:
@@ -203,11 +212,20 @@ def _compile(argv: list[str], stop: threading.Event | None = None) -> None:
         raise OSError(f"{' '.join(argv)} failed: {output.decode(errors='replace')}")
 
 
+def _replace(path: str, content: bytes) -> None:
+    """Write the file whole under its name (readers see the old one or the new one)."""
+    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".new-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
 def _write_once(path: str, content: bytes) -> None:
-    if os.path.exists(path):
-        return
-    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path))
-    with os.fdopen(fd, "wb") as out:
-        out.write(content)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
+    if not os.path.exists(path):
+        _replace(path, content)

@@ -229,3 +229,23 @@ def test_no_host_path_in_the_sandbox_init_command_line(sandbox: Sandbox, languag
     result, _ = run(sandbox, Program(language, source))
     assert result.status is Status.COMPLETED and "bwrap" in result.stdout, result
     assert sandbox.work_root not in result.stdout and "/var/tmp" not in result.stdout, result
+
+
+def test_compiler_messages_count_against_the_cache_bound(tmp_path: pathlib.Path) -> None:
+    # The messages are the user's to make long (warnings up to the output limit).
+    cache = BinaryCache(str(tmp_path / "cache"), max_bytes=1 << 20)
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"b" * (16 << 10))
+    for index in range(30):
+        os.unlink(cache.put(f"key-{index}", str(binary), "w" * (48 << 10)))
+    held = sum(entry.stat().st_size for entry in os.scandir(cache.directory))
+    assert held <= 1 << 20
+    newest = cache.checkout("key-29")  # the newest is kept, with its messages
+    assert newest is not None and newest[1] == "w" * (48 << 10)
+    os.unlink(newest[0])
+    (pathlib.Path(cache.directory) / "orphan.messages").write_text("left by a put cut short")
+    os.unlink(cache.put("key-30", str(binary), ""))
+    assert not (pathlib.Path(cache.directory) / "orphan.messages").exists()
+    too_wordy = cache.put("key-31", str(binary), "w" * (1 << 20))  # over the entry cap
+    os.unlink(too_wordy)
+    assert cache.checkout("key-31") is None
