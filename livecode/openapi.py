@@ -321,9 +321,12 @@ def _openapi_30(schema: Any) -> Any:
         rest = [option for option in options if option != {"type": "null"}]
         del converted["anyOf"]
         only = rest[0] if len(rest) == 1 else {"anyOf": rest}
-        if "$ref" in only:  # 3.0 ignores siblings of $ref
-            only = {"allOf": [only]}
-        converted = {**only, **converted, "nullable": True}
+        if "$ref" in only or "anyOf" in only:
+            # 3.0 ignores `nullable` without a `type` beside it (and siblings of $ref)
+            null = {"type": "object", "nullable": True, "enum": [None]}
+            converted = {"anyOf": [*only.get("anyOf", [only]), null], **converted}
+        else:
+            converted = {**only, **converted, "nullable": True}
     for bound, inclusive in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
         value = converted.get(bound)
         if isinstance(value, int | float) and not isinstance(value, bool):

@@ -21,14 +21,34 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    TypeAdapter,
+    ValidationError,
+)
 
 from livecode.errors import BadRequest
 
 # Within what the store's BIGINT columns hold: a bigger version is a 400, not a driver error.
 MAX_INT = 2**63 - 1
-PositiveInt = Annotated[int, Field(gt=0, le=MAX_INT)]
-PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+def _json_number(value: Any) -> Any:
+    # JSON's numbers only: "1" is no version and true no timeout. A whole float (128.0, as
+    # clients that compute their numbers send) is still an integer.
+    if isinstance(value, str | bool):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+Number = BeforeValidator(_json_number)
+PositiveInt = Annotated[int, Field(gt=0, le=MAX_INT), Number]
+PositiveFloat = Annotated[float, Field(gt=0), Number]
 
 
 def _utf8(text: str) -> str:
@@ -52,8 +72,7 @@ Code = Annotated[str, AfterValidator(_no_nul)]
 
 
 class _Message(BaseModel):
-    # Strict: JSON's own types only, so "1" and true are not a version and "yes" is no bool.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
 class RequestedLimits(_Message):
@@ -71,7 +90,7 @@ class RunOptions(_Message):
     stdin: Text | None = None
     args: list[Annotated[Code, Field(max_length=4096)]] = Field(default_factory=list, max_length=64)
     limits: RequestedLimits | None = None
-    interactive: bool = False
+    interactive: StrictBool = False
 
 
 class CreateSession(_Message):
@@ -125,7 +144,7 @@ class RunMessage(_Client, RunOptions):
 class SubscribeMessage(_Client):
     type: Literal["subscribe"]
     execution_id: str
-    since: Annotated[int, Field(ge=0, le=MAX_INT)] = 0
+    since: Annotated[int, Field(ge=0, le=MAX_INT), Number] = 0
 
 
 class UnsubscribeMessage(_Client):
@@ -137,7 +156,7 @@ class StdinMessage(_Client):
     type: Literal["stdin"]
     execution_id: str
     data: Text = ""
-    eof: bool = False
+    eof: StrictBool = False
 
 
 class CancelMessage(_Client):
@@ -218,6 +237,10 @@ def _load_json(text: str | bytes) -> Any:
 def _describe(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors(include_url=False):
-        location = ".".join(str(part) for part in error["loc"] if part not in MESSAGE_TYPES)
-        problems.append(f"{location}: {error['msg']}" if location else error["msg"])
+        parts = list(error["loc"])
+        if len(parts) > 1 and parts[0] in MESSAGE_TYPES:  # the message's tag, not a field
+            parts = parts[1:]
+        location = ".".join(str(part) for part in parts)
+        text = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{location}: {text}" if location else text)
     return "; ".join(problems)

@@ -266,7 +266,7 @@ class _Outbox:
     """
 
     def __init__(self, max_events: int, max_bytes: int) -> None:
-        self._texts: collections.deque[str] = collections.deque()
+        self._texts: collections.deque[tuple[str, int]] = collections.deque()
         self._bytes = 0
         self._max_events = max_events
         self._max_bytes = max_bytes
@@ -277,17 +277,18 @@ class _Outbox:
         return self._bytes
 
     async def put(self, text: str) -> None:
+        size = _utf8_size(text)
         async with self._changed:
-            await self._changed.wait_for(lambda: self._has_room(len(text)))
-            self._texts.append(text)
-            self._bytes += len(text)
+            await self._changed.wait_for(lambda: self._has_room(size))
+            self._texts.append((text, size))
+            self._bytes += size
             self._changed.notify_all()
 
     async def get(self) -> str:
         async with self._changed:
             await self._changed.wait_for(lambda: bool(self._texts))
-            text = self._texts.popleft()
-            self._bytes -= len(text)
+            text, size = self._texts.popleft()
+            self._bytes -= size
             self._changed.notify_all()
             return text
 
@@ -295,6 +296,10 @@ class _Outbox:
         if not self._texts:
             return True
         return len(self._texts) < self._max_events and self._bytes + size <= self._max_bytes
+
+
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def _error_event(exc: LivecodeError, ref: str | None) -> dict[str, Any]:

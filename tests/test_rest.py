@@ -13,6 +13,7 @@ import httpx
 import openapi_spec_validator
 import pytest
 import sqlalchemy as sa
+from openapi_schema_validator import OAS30Validator
 
 from tests.conftest import embedded_settings
 from tests.utils import TIMEOUT, LiveServer, free_port, run_server
@@ -254,6 +255,10 @@ def test_a_version_that_is_no_version_is_refused_and_changes_nothing(
         assert "base_version" in answer.json()["error"]["message"]
         session = client.get(f"/code-sessions/{session_id}").json()
         assert (session["source_code"], session["version"]) == ("a", 1)
+        whole = client.patch(  # a whole float is a number a client computed: still a version
+            f"/code-sessions/{session_id}", json={"source_code": "b", "base_version": 1.0}
+        )
+        assert whole.status_code == 200 and whole.json()["version"] == 2
 
 
 def test_a_method_a_path_does_not_serve_lists_the_ones_it_does(server: LiveServer) -> None:
@@ -345,6 +350,15 @@ def test_openapi_and_local_swagger_ui(embedded_server: LiveServer) -> None:
             document["components"]["schemas"]
         )
         openapi_spec_validator.validate(document)  # the dialect Swagger UI 4 reads: 3.0
+        run_options = OAS30Validator(
+            {
+                **document["components"]["schemas"]["RunOptions"],
+                "components": document["components"],
+            }
+        )
+        for accepted in ({"limits": None, "stdin": None}, {"limits": {"memory_mb": 64}}):
+            assert not list(run_options.iter_errors(accepted)), accepted
+        assert list(run_options.iter_errors({"limits": {"memory_mb": 0}}))
         ran = client.post(
             "/executions?wait=true",
             json={

@@ -424,3 +424,6 @@ async def test_the_outbox_of_a_slow_socket_is_bounded_in_bytes() -> None:
     assert await outbox.get() == "y" * 600
     await asyncio.wait_for(outbox.put("z" * 5000), TIMEOUT)  # alone, a bigger one still goes
     assert outbox.bytes == 5000
+    await outbox.get()
+    await outbox.put("€" * 300)  # what is bounded is what goes on the wire: UTF-8 bytes
+    assert outbox.bytes == 900
