@@ -354,10 +354,12 @@ static int run(char *buf, size_t size, int *fds, int *n_fds) {
         /* The spawner's own pages are charged here too: the limit leaves room for them. Not
            for the page cache earlier runs left charged here: counted in, it would raise the
            limit run after run without bound. The kernel reclaims that cache under pressure. */
+        /* the peak is measured from the usage once the limit is set: setting it may reclaim */
         if (read_ll(cg_memory, "memory.usage_in_bytes", &baseline) ||
             set_memory_limit(req.memory + (baseline < own_usage + OWN_SLACK
                                                 ? baseline : own_usage + OWN_SLACK)) ||
-            write_ll(cg_memory, "memory.max_usage_in_bytes", 0)) {
+            write_ll(cg_memory, "memory.max_usage_in_bytes", 0) ||
+            read_ll(cg_memory, "memory.usage_in_bytes", &baseline)) {
             reply("error cannot set the memory cgroup: %s", strerror(errno));
             return 1;
         }

@@ -127,7 +127,8 @@ class Cgroups:
             allowance = min(baseline, self.own_usage + _OWN_SLACK)
             _set_memory_limit(memory, request.memory + allowance)
             _write(memory, "memory.max_usage_in_bytes", 0)
-            before["memory"] = baseline
+            # the peak is measured from the usage once the limit is set: setting it may reclaim
+            before["memory"] = _read_int(memory, "memory.usage_in_bytes")
             before["oom_kill"] = _oom_kills(memory)
         pids = self.dirs.get("pids")
         if pids and request.pids_max is not None:
