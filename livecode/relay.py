@@ -142,7 +142,7 @@ class Relay:
             elif sent.is_gap(event):
                 # Live output was lost (e.g. a Redis reconnect): the history has it.
                 batch = await self._catch_up(execution_id, follower, sent)
-                if sent.is_gap(event):
+                if not sent.is_finished and sent.is_gap(event):
                     for backlog_event in batch:
                         yield backlog_event
                     logger.error(
@@ -158,9 +158,22 @@ class Relay:
                 yield batch_event
 
     async def _catch_up(self, execution_id: str, follower: _Follower, sent: _Sent) -> list[Event]:
-        """Return the backlog events not sent yet; live events queue again from here."""
+        """Return the backlog events not sent yet; live events queue again from here.
+
+        A backlog with a hole in its output (a history partly lost with Redis) ends with the
+        `output lost` error, after what precedes the hole: never a silent gap.
+        """
         follower.is_overflowed = False  # before the history read, so nothing falls between
-        return [event for event in await self._backlog(execution_id) if sent.accept(event)]
+        batch = []
+        for event in await self._backlog(execution_id):
+            if sent.is_gap(event):
+                logger.error("execution %s: output after seq %s lost", execution_id, sent.last_seq)
+                sent.is_finished = True
+                batch.append(_error("internal", "output lost"))
+                break
+            if sent.accept(event):
+                batch.append(event)
+        return batch
 
     async def _backlog(self, execution_id: str) -> list[Event]:
         # Must run after the subscription is active: then backlog + live events miss nothing.
@@ -169,10 +182,10 @@ class Relay:
             history = await asyncio.to_thread(self._bus.history, channel)
         else:
             history = self._bus.history(channel)
-        if history:
-            # A history is dropped whole, never in part: this one has everything published so
-            # far, and a `finished` not in it yet is published after it is stored, so it will
-            # arrive live. The store has nothing to add.
+        if history and _has_every_output(history):
+            # Expiry drops a history whole, never in part: this one has everything published
+            # so far, and a `finished` not in it yet is published after it is stored, so it
+            # will arrive live. The store has nothing to add.
             return history
         stored = await self._load_final(execution_id) or []
         if stored and stored[-1].get("type") == "finished":
@@ -345,6 +358,18 @@ def _identity(event: Event) -> Any:
     if kind == "status":
         return kind, event.get("status"), event.get("attempt")  # one per move
     return json.dumps(event, sort_keys=True, separators=(",", ":"))
+
+
+def _has_every_output(history: list[Event]) -> bool:
+    """Whether the outputs run 1, 2, 3...: a Redis that lost its data (a restart without
+    persistence) keeps only what was published after it came back."""
+    expected = 1
+    for event in history:
+        if event.get("type") == "output":
+            if _seq(event) != expected:
+                return False
+            expected += 1
+    return True
 
 
 def _seq(event: Event) -> int:

@@ -380,3 +380,23 @@ def kill_subscribers(redis_bus: RedisBus) -> None:
                 client.client_kill_filter(_id=info["id"])
     finally:
         client.close()
+
+
+async def test_a_history_with_a_hole_is_never_a_silent_gap(
+    bus: Bus, relay: Relay, store: FakeStore
+) -> None:
+    """A Redis restarted without its data keeps only what came after: a late follower gets the
+    store's events once the execution is final, and before that an error at the hole."""
+    events = execution_events("e1", 6)
+    publish(bus, [event for event in events if event.get("seq") not in (2, 3)][:-1])
+    async with relay.follow("e1") as followed:
+        received = await collect(followed)
+    assert [event.get("seq") for event in received] == [None, 1, None]
+    assert received[-1]["type"] == "error" and received[-1]["message"] == "output lost"
+    async with relay.follow("e1", since=3) as followed:  # the hole is behind it: fine
+        iterator = aiter(followed)
+        with anyio.fail_after(TIMEOUT_S):
+            assert [(await anext(iterator)).get("seq") for _ in range(4)] == [None, 4, 5, 6]
+    store.final["e1"] = events
+    async with relay.follow("e1") as followed:
+        assert await collect(followed) == events
