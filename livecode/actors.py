@@ -8,6 +8,7 @@ Cancel and interactive stdin arrive on the execution's control channel.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -22,8 +23,11 @@ from runners import Control, Limits, Program, Reason, Result, RunnerError, Sandb
 
 logger = logging.getLogger(__name__)
 
-# A database that is briefly away at the end of a run: retry storing the result for ~15 s.
+# A database or bus that is briefly away at the end of a run: retry storing the result, and
+# publishing its events, for ~15 s.
 FINISH_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+# While the bus is away, events wait; a new one tries again after this long, not at once.
+PUBLISH_RETRY_AFTER_S = 0.5
 _T = TypeVar("_T")
 
 
@@ -42,7 +46,7 @@ class Executor:
         does nothing.
         """
         log = logging.LoggerAdapter(logger, {"execution_id": execution_id})
-        channel = execution_channel(execution_id)
+        events_out = _Publisher(self.bus, execution_channel(execution_id))
         inbox = _ControlInbox()
         # Listen before claiming: a cancel sent once the execution is RUNNING must not be lost.
         with self.bus.listen(control_channel(execution_id), inbox.receive):
@@ -60,15 +64,17 @@ class Executor:
             def announce_running() -> None:
                 nonlocal announced
                 if not announced:
-                    self.bus.publish(channel, events.status_event(execution))
+                    events_out.publish(events.status_event(execution))
                     announced = True
 
             # Announced once the program has started: sent before, the event woke the server's
             # loop to compete with the start for the GIL.
             inbox.control.on_start(announce_running)
-            finished = self._run(execution, inbox.control, log)
+            finished = self._run(execution, inbox.control, events_out, log)
             announce_running()  # a run that never started (no slot, a sandbox failure) too
-            self.bus.publish(channel, finished, keep_for_s=HISTORY_AFTER_FINAL_S)
+            events_out.publish(finished, keep_for_s=HISTORY_AFTER_FINAL_S)
+            if not events_out.flush(retry=True):
+                log.error("execution %s: its events could not be published", execution_id)
         if inbox.received_any:  # else it has no history to drop
             self.bus.expire(control_channel(execution_id), HISTORY_AFTER_FINAL_S)
         log.info(
@@ -76,17 +82,20 @@ class Executor:
         )
 
     def _run(
-        self, execution: Execution, control: Control, log: logging.LoggerAdapter[Any]
+        self,
+        execution: Execution,
+        control: Control,
+        events_out: _Publisher,
+        log: logging.LoggerAdapter[Any],
     ) -> dict[str, Any]:
         """Run in the sandbox, store the final state; return the `finished` event."""
-        channel = execution_channel(execution.id)
         streamed = _Streamed()
 
         def on_output(stream: Stream, text: str) -> None:
             # PostgreSQL text cannot hold NUL; replace it alike in what is sent and stored.
             text = text.replace("\x00", "\ufffd")
             seq = streamed.add(str(stream), text)
-            self.bus.publish(channel, events.output_event(execution.id, str(stream), seq, text))
+            events_out.publish(events.output_event(execution.id, str(stream), seq, text))
 
         program = Program(
             language=execution.language,
@@ -141,6 +150,45 @@ class Executor:
             return events.finished_event(self.store.get_execution(execution.id, execution.owner))
         except NotFound:  # deleted with its session while it ran
             return events.deleted_event(execution.id)
+
+
+class _Publisher:
+    """An execution's events, published on its channel in order. While the bus is away they
+    wait here and go out, still in order, once it is back: a Redis blip neither kills the
+    program (a publish that raised in on_output would) nor leaves a hole in the history.
+    What waits is bounded by the run's output limit."""
+
+    def __init__(self, bus: Bus, channel: str) -> None:
+        self._bus = bus
+        self._channel = channel
+        self._waiting: collections.deque[tuple[dict[str, Any], dict[str, Any]]] = (
+            collections.deque()
+        )
+        self._quiet_until = 0.0  # after a failure, no new attempt before this (monotonic)
+
+    def publish(self, event: dict[str, Any], **options: Any) -> None:
+        self._waiting.append((event, options))
+        if time.monotonic() >= self._quiet_until:
+            self.flush()
+
+    def flush(self, retry: bool = False) -> bool:
+        """Publish what waits; with `retry`, through a short outage (FINISH_RETRY_DELAYS_S).
+        Whether nothing waits any more."""
+        delays = iter(FINISH_RETRY_DELAYS_S if retry else ())
+        while self._waiting:
+            event, options = self._waiting[0]
+            try:
+                self._bus.publish(self._channel, event, **options)
+            except Unavailable as exc:
+                delay_s = next(delays, None)
+                if delay_s is None:
+                    self._quiet_until = time.monotonic() + PUBLISH_RETRY_AFTER_S
+                    return False
+                logger.warning("publishing on %s failed (%s); retrying", self._channel, exc)
+                time.sleep(delay_s)
+                continue
+            self._waiting.popleft()
+        return True
 
 
 class _ControlInbox:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from livecode.actors import Executor
-from livecode.bus import execution_channel
+from livecode.bus import BusUnavailable, execution_channel
 from livecode.bus.local import LocalBus
 from livecode.store import Status, Store
 from runners import Limits, Sandbox
@@ -73,3 +75,44 @@ def test_a_run_that_cannot_start_is_still_announced_running(store: Store, sandbo
     assert _published(bus, execution_id) == [("status", "RUNNING"), ("finished", "FAILED")]
     stored = store.get_execution(execution_id)
     assert (stored.status, stored.reason) == (Status.FAILED, "internal_error")
+
+
+class _BusAwayAfterFirstOutput(LocalBus):
+    """A bus whose publishes fail from the first output on until `back` is set, as Redis's do
+    while it restarts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.away = False
+        self.back = threading.Event()
+        self.refused = threading.Semaphore(0)
+
+    def publish(self, channel: str, event: dict[str, Any], **options: Any) -> None:
+        if self.away and not self.back.is_set():
+            self.refused.release()
+            raise BusUnavailable()
+        super().publish(channel, event, **options)
+        self.away = self.away or event["type"] == "output"
+
+
+def test_a_bus_outage_during_a_run_neither_kills_it_nor_loses_events(
+    store: Store, sandbox: Sandbox
+) -> None:
+    bus = _BusAwayAfterFirstOutput()
+    source = "import time\nfor line in 'abc':\n    print(line, flush=True)\n    time.sleep(0.8)\n"
+    execution_id = _queue(store, source)
+
+    def come_back() -> None:  # once 'b' was refused
+        if bus.refused.acquire(timeout=30):
+            bus.back.set()
+
+    threading.Thread(target=come_back, daemon=True).start()
+    Executor(store, bus, sandbox).execute(execution_id)
+    assert bus.back.is_set()  # the outage did hit a publish
+    stored = store.get_execution(execution_id)
+    assert (stored.status, stored.stdout) == (Status.COMPLETED, "a\nb\nc\n")
+    history = bus.history(execution_channel(execution_id))
+    outputs = [event for event in history if event["type"] == "output"]
+    assert [event["seq"] for event in outputs] == [1, 2, 3]
+    assert "".join(event["data"] for event in outputs) == stored.stdout
+    assert [history[0]["type"], history[-1]["type"]] == ["status", "finished"]
