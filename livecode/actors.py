@@ -9,6 +9,7 @@ Cancel and interactive stdin arrive on the execution's control channel.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -73,7 +74,9 @@ class Executor:
             finished = self._run(execution, inbox.control, events_out, log)
             announce_running()  # a run that never started (no slot, a sandbox failure) too
             events_out.publish(finished, keep_for_s=HISTORY_AFTER_FINAL_S)
-            if not events_out.flush(retry=True):
+            try:
+                _with_retries(events_out.flush, "publishing the last events")
+            except Unavailable:
                 log.error("execution %s: its events could not be published", execution_id)
         if inbox.received_any:  # else it has no history to drop
             self.bus.expire(control_channel(execution_id), HISTORY_AFTER_FINAL_S)
@@ -169,26 +172,20 @@ class _Publisher:
     def publish(self, event: dict[str, Any], **options: Any) -> None:
         self._waiting.append((event, options))
         if time.monotonic() >= self._quiet_until:
-            self.flush()
+            with contextlib.suppress(Unavailable):  # it waits for the next try
+                self.flush()
 
-    def flush(self, retry: bool = False) -> bool:
-        """Publish what waits; with `retry`, through a short outage (FINISH_RETRY_DELAYS_S).
-        Whether nothing waits any more."""
-        delays = iter(FINISH_RETRY_DELAYS_S if retry else ())
+    def flush(self) -> None:
+        """Publish what waits, in order; Unavailable (the rest still waiting) while the bus
+        is away."""
         while self._waiting:
             event, options = self._waiting[0]
             try:
                 self._bus.publish(self._channel, event, **options)
-            except Unavailable as exc:
-                delay_s = next(delays, None)
-                if delay_s is None:
-                    self._quiet_until = time.monotonic() + PUBLISH_RETRY_AFTER_S
-                    return False
-                logger.warning("publishing on %s failed (%s); retrying", self._channel, exc)
-                time.sleep(delay_s)
-                continue
+            except Unavailable:
+                self._quiet_until = time.monotonic() + PUBLISH_RETRY_AFTER_S
+                raise
             self._waiting.popleft()
-        return True
 
 
 class _ControlInbox:
@@ -253,13 +250,13 @@ class _Streamed:
         return "".join(self._parts[stream])
 
 
-def _with_retries(write: Callable[[], _T]) -> _T:
-    """A final-state write, retried with backoff through a short database outage."""
+def _with_retries(write: Callable[[], _T], what: str = "storing a final state") -> _T:
+    """A write at the end of a run, retried with backoff through a short outage."""
     for delay_s in FINISH_RETRY_DELAYS_S:
         try:
             return write()
         except Unavailable as exc:
-            logger.warning("storing a final state failed (%s); retrying in %.1f s", exc, delay_s)
+            logger.warning("%s failed (%s); retrying in %.1f s", what, exc, delay_s)
             time.sleep(delay_s)
     return write()
 

@@ -145,10 +145,7 @@ class Relay:
                 if not sent.is_finished and sent.is_gap(event):
                     for backlog_event in batch:
                         yield backlog_event
-                    logger.error(
-                        "execution %s: output after seq %s lost", execution_id, sent.last_seq
-                    )
-                    yield _error("internal", "output lost")
+                    yield _output_lost(execution_id, sent)
                     return
                 if sent.accept(event):
                     batch.append(event)
@@ -167,9 +164,7 @@ class Relay:
         batch = []
         for event in await self._backlog(execution_id):
             if sent.is_gap(event):
-                logger.error("execution %s: output after seq %s lost", execution_id, sent.last_seq)
-                sent.is_finished = True
-                batch.append(_error("internal", "output lost"))
+                batch.append(_output_lost(execution_id, sent))
                 break
             if sent.accept(event):
                 batch.append(event)
@@ -358,6 +353,13 @@ def _identity(event: Event) -> Any:
     if kind == "status":
         return kind, event.get("status"), event.get("attempt")  # one per move
     return json.dumps(event, sort_keys=True, separators=(",", ":"))
+
+
+def _output_lost(execution_id: str, sent: _Sent) -> Event:
+    """The follow's last event when output is missing after what it sent."""
+    logger.error("execution %s: output after seq %s lost", execution_id, sent.last_seq)
+    sent.is_finished = True
+    return _error("internal", "output lost")
 
 
 def _has_every_output(history: list[Event]) -> bool:

@@ -162,16 +162,18 @@ def test_compile_error_and_runtime_error(server: LiveServer) -> None:
         assert "ZeroDivisionError" in crash["stderr"]
 
 
+def timed_out_run(client: httpx.Client) -> dict[str, Any]:
+    """The final execution of a program that outlives its one-second limit."""
+    answer: dict[str, Any] = client.post(
+        "/executions?wait=true",
+        json={"language": "python", "source_code": "while True: pass", "limits": {"timeout_s": 1}},
+    ).json()
+    return answer
+
+
 def test_timeout_is_reported_like_the_reference(server: LiveServer) -> None:
     with server.client() as client:
-        answer = client.post(
-            "/executions?wait=true",
-            json={
-                "language": "python",
-                "source_code": "while True: pass",
-                "limits": {"timeout_s": 1},
-            },
-        ).json()
+        answer = timed_out_run(client)
         assert (answer["status"], answer["reason"]) == ("TIMEOUT", "timeout")
         assert answer["stderr"].endswith("Execution exceeded 1 second timeout")
 
@@ -359,14 +361,7 @@ def test_openapi_and_local_swagger_ui(embedded_server: LiveServer) -> None:
         for accepted in ({"limits": None, "stdin": None}, {"limits": {"memory_mb": 64}}):
             assert not list(run_options.iter_errors(accepted)), accepted
         assert list(run_options.iter_errors({"limits": {"memory_mb": 0}}))
-        ran = client.post(
-            "/executions?wait=true",
-            json={
-                "language": "python",
-                "source_code": "import time; time.sleep(5)",
-                "limits": {"timeout_s": 1},
-            },
-        ).json()
+        ran = timed_out_run(client)
         assert ran["status"] == "TIMEOUT" and ran["error"]
         described = document["components"]["schemas"]["Execution"]["properties"]
         assert set(ran) <= set(described), set(ran) - set(described)
