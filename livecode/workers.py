@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -58,4 +58,5 @@ def live_workers(client: redis.Redis) -> list[dict[str, Any]]:
     keys = list(client.scan_iter(match=f"{HEARTBEAT_PREFIX}*", count=100))
     if not keys:
         return []
-    return [json.loads(raw) for raw in client.mget(keys) if raw is not None]
+    values = cast(list[bytes | None], client.mget(keys))
+    return [json.loads(raw) for raw in values if raw is not None]

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio
@@ -99,7 +99,7 @@ class RedisBus:
     def history(self, channel: str) -> list[dict[str, Any]]:
         """Return the kept events of a channel, in publish order."""
         with unavailable_on_redis_errors():
-            kept: list[Any] = self._redis.lrange(self._history_key(channel), 0, -1)
+            kept = cast(list[Any], self._redis.lrange(self._history_key(channel), 0, -1))
         return [json.loads(data) for data in kept]
 
     def expire(self, channel: str, after_s: float) -> None:
@@ -209,7 +209,7 @@ class _ControlReader(threading.Thread):
             # Only this thread touches its pub/sub connection: redis-py's is not thread-safe.
             pubsub: redis.client.PubSub = self._client.pubsub()  # type: ignore[no-untyped-call]
             try:
-                pubsub.psubscribe(self._pattern)
+                pubsub.psubscribe(self._pattern)  # type: ignore[no-untyped-call]
                 _wait_for_subscribe(pubsub, self._pattern, SUBSCRIBE_TIMEOUT_S)
                 if reconnected:
                     logger.info("control reader subscribed again; replaying histories")
@@ -345,7 +345,7 @@ class _RedisSubscriber:
             except asyncio.CancelledError:
                 pass
         try:
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._pubsub.aclose()
             await self._redis.aclose()
         except _REDIS_ERRORS:
             logger.debug("error while closing the Redis subscriber", exc_info=True)
