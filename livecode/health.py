@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from livecode.heartbeat import live_workers
 from livecode.services import Services
-from livecode.workers import live_workers
 
 logger = logging.getLogger(__name__)
 

@@ -24,6 +24,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
+from starlette.concurrency import run_in_threadpool
+
 from livecode.bus import RESYNC, Bus, BusUnavailable, Subscriber, execution_channel
 
 __all__ = ["FOLLOWER_QUEUE_SIZE", "Relay"]
@@ -174,7 +176,7 @@ class Relay:
         # Must run after the subscription is active: then backlog + live events miss nothing.
         channel = execution_channel(execution_id)
         if self._bus.blocks:
-            history = await asyncio.to_thread(self._bus.history, channel)
+            history = await run_in_threadpool(self._bus.history, channel)
         else:
             history = self._bus.history(channel)
         if history and _has_every_output(history):

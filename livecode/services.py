@@ -13,16 +13,16 @@ from typing import Any
 import redis
 
 from livecode import events
-from livecode.actors import Executor
 from livecode.bus import Bus, create_bus, execution_channel
 from livecode.commands import Commands
 from livecode.config import Settings
 from livecode.errors import Unavailable
+from livecode.executor import Executor
+from livecode.heartbeat import Heartbeat
 from livecode.queue import Queue
 from livecode.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from livecode.relay import Relay
 from livecode.store import Store
-from livecode.workers import Heartbeat
 from runners import Language, Sandbox, SandboxConfig, SandboxUnavailable, detect_languages
 
 logger = logging.getLogger(__name__)

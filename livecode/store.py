@@ -29,8 +29,9 @@ from sqlalchemy.engine import make_url
 from livecode import errors
 from livecode.config import normalize_database_url
 from livecode.tables import code_sessions, executions, metadata
+from runners import ExecutionStatus, Reason
 
-__all__ = ["Execution", "Session", "SessionStatus", "Status", "Store"]
+__all__ = ["Execution", "Session", "SessionStatus", "ExecutionStatus", "Store"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,21 +47,6 @@ _DATABASE_DOWN: tuple[type[BaseException], ...] = (
     sa.exc.InterfaceError,
     sa.exc.TimeoutError,
 )
-
-
-class Status(enum.StrEnum):
-    """Where an execution is: QUEUED → RUNNING → one of the final states."""
-
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    TIMEOUT = "TIMEOUT"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def is_final(self) -> bool:
-        return self not in (Status.QUEUED, Status.RUNNING)
 
 
 class SessionStatus(enum.StrEnum):
@@ -101,8 +87,8 @@ class Execution:
     args: tuple[str, ...]
     limits: dict[str, Any]
     interactive: bool
-    status: Status
-    reason: str | None
+    status: ExecutionStatus
+    reason: Reason | None
     exit_code: int | None
     signal: int | None
     stdout: str | None
@@ -317,7 +303,7 @@ class Store:
                 .returning(executions.c.id, executions.c.status)
             ).all()
             conn.execute(code_sessions.delete().where(*owned))
-        active = [id_ for id_, status in deleted if not Status(status).is_final]
+        active = [id_ for id_, status in deleted if not ExecutionStatus(status).is_final]
         logger.debug("session %s deleted with %d executions", session_id, len(deleted))
         return active
 
@@ -355,7 +341,10 @@ class Store:
             raise RuntimeError("create_execution() without a session needs language and source")
         now = _now()
         with self._driver_transaction(write=True) as conn:
-            if max_queued is not None and self._count_in(conn, Status.QUEUED) >= max_queued:
+            if (
+                max_queued is not None
+                and self._count_in(conn, ExecutionStatus.QUEUED) >= max_queued
+            ):
                 raise errors.Unavailable("the queue is full; try again shortly", retry_after=5.0)
             if session_id is not None:
                 session_language, session_source = self._count_run(
@@ -395,7 +384,7 @@ class Store:
             args=tuple(args),
             limits=dict(limits),
             interactive=interactive,
-            status=Status.QUEUED,
+            status=ExecutionStatus.QUEUED,
             reason=None,
             exit_code=None,
             signal=None,
@@ -418,11 +407,11 @@ class Store:
 
     def count_queued(self) -> int:
         """Return how many executions are QUEUED (all owners): the queue's length."""
-        return self._count(Status.QUEUED)
+        return self._count(ExecutionStatus.QUEUED)
 
     def count_running(self) -> int:
         """Return how many executions are RUNNING (all owners)."""
-        return self._count(Status.RUNNING)
+        return self._count(ExecutionStatus.RUNNING)
 
     def claim(self, execution_id: str) -> Execution | None:
         """Move an execution to RUNNING and count the attempt.
@@ -432,9 +421,9 @@ class Store:
         """
         execution = self._move(
             execution_id,
-            from_statuses=(Status.QUEUED,),
+            from_statuses=(ExecutionStatus.QUEUED,),
             values={
-                "status": Status.RUNNING.value,
+                "status": ExecutionStatus.RUNNING.value,
                 "attempt": _NEXT_ATTEMPT,
                 "started_at": _now(),
             },
@@ -447,7 +436,7 @@ class Store:
         self,
         execution_id: str,
         *,
-        status: Status | str,
+        status: ExecutionStatus | str,
         reason: str | None,
         exit_code: int | None,
         signal: int | None,
@@ -467,12 +456,12 @@ class Store:
         ``chunks`` is the output index, ``(stream, n_chars)`` per seq (tuples or lists).
         Idempotent: returns None when the execution is already final (or gone).
         """
-        status = Status(status)
+        status = ExecutionStatus(status)
         if not status.is_final:
             raise RuntimeError(f"finish() expects a final status, got {status.value}")
         execution = self._move(
             execution_id,
-            from_statuses=(Status.QUEUED, Status.RUNNING),
+            from_statuses=(ExecutionStatus.QUEUED, ExecutionStatus.RUNNING),
             values={
                 "status": status.value,
                 "reason": reason,
@@ -502,9 +491,9 @@ class Store:
         """
         execution = self._move(
             execution_id,
-            from_statuses=(Status.QUEUED,),
+            from_statuses=(ExecutionStatus.QUEUED,),
             values={
-                "status": Status.CANCELLED.value,
+                "status": ExecutionStatus.CANCELLED.value,
                 "reason": "cancelled",
                 "stdout": "",
                 "stderr": "",
@@ -521,9 +510,9 @@ class Store:
         program's. None when it is final already."""
         return self._move(
             execution_id,
-            from_statuses=(Status.QUEUED, Status.RUNNING),
+            from_statuses=(ExecutionStatus.QUEUED, ExecutionStatus.RUNNING),
             values={
-                "status": Status.FAILED.value,
+                "status": ExecutionStatus.FAILED.value,
                 "reason": "internal_error",
                 "stdout": "",
                 "stderr": "",
@@ -539,11 +528,15 @@ class Store:
         with self._transaction() as conn:
             rows = conn.execute(
                 sa.select(executions.c.id, executions.c.status)
-                .where(executions.c.status.in_([Status.QUEUED.value, Status.RUNNING.value]))
+                .where(
+                    executions.c.status.in_(
+                        [ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value]
+                    )
+                )
                 .order_by(executions.c.created_at)
             ).all()
-        queued = [row.id for row in rows if row.status == Status.QUEUED.value]
-        running = [row.id for row in rows if row.status == Status.RUNNING.value]
+        queued = [row.id for row in rows if row.status == ExecutionStatus.QUEUED.value]
+        running = [row.id for row in rows if row.status == ExecutionStatus.RUNNING.value]
         return queued, running
 
     def get_execution(self, execution_id: str, owner: str = "") -> Execution:
@@ -725,18 +718,18 @@ class Store:
         with self._driver_errors(conn, prepared.sql):
             return prepared.run(conn, parameters)
 
-    def _count(self, status: Status) -> int:
+    def _count(self, status: ExecutionStatus) -> int:
         with self._driver_transaction(one_statement=True) as conn:
             return self._count_in(conn, status)
 
-    def _count_in(self, conn: Any, status: Status) -> int:
+    def _count_in(self, conn: Any, status: ExecutionStatus) -> int:
         return int(self._run(conn, _COUNT_STATUS, {"status": status.value})[0]["count"])
 
     def _move(
         self,
         execution_id: str,
         *,
-        from_statuses: tuple[Status, ...],
+        from_statuses: tuple[ExecutionStatus, ...],
         values: dict[str, Any],
     ) -> Execution | None:
         """One guarded UPDATE of an execution's status; None when the guard does not hold."""
@@ -895,7 +888,9 @@ class _Prepared:
         ]
 
 
-def _move_statement(from_statuses: tuple[Status, ...], values: dict[str, Any]) -> sa.Update:
+def _move_statement(
+    from_statuses: tuple[ExecutionStatus, ...], values: dict[str, Any]
+) -> sa.Update:
     # SQL-expression values are module constants (like _NEXT_ATTEMPT): keyed by identity.
     shape = tuple(
         (key, id(value) if isinstance(value, sa.ClauseElement) else None)
@@ -934,7 +929,8 @@ _EXECUTION_FIELDS = tuple(field.name for field in dataclasses.fields(Execution))
 
 def _execution(row: Mapping[str, Any] | sa.RowMapping) -> Execution:
     values = {name: row[name] for name in _EXECUTION_FIELDS}
-    values["status"] = Status(row["status"])
+    values["status"] = ExecutionStatus(row["status"])
+    values["reason"] = Reason(row["reason"]) if row["reason"] is not None else None
     values["args"] = tuple(row["args"] or ())
     values["limits"] = dict(row["limits"] or {})
     values["interactive"] = bool(row["interactive"])

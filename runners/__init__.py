@@ -13,7 +13,7 @@ from runners.errors import RunnerError, SandboxUnavailable, ToolchainMissing, Un
 from runners.languages import Language, detect_languages, resolve_language
 from runners.limits import Limits
 from runners.program import Program
-from runners.result import Reason, Result, Status, Stream
+from runners.result import ExecutionStatus, Reason, Result, Stream
 from runners.sandbox import Sandbox, SandboxConfig
 
 __all__ = [
@@ -27,7 +27,7 @@ __all__ = [
     "Sandbox",
     "SandboxConfig",
     "SandboxUnavailable",
-    "Status",
+    "ExecutionStatus",
     "Stream",
     "ToolchainMissing",
     "UnknownLanguage",

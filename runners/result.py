@@ -14,13 +14,23 @@ class Stream(enum.StrEnum):
     STDERR = "stderr"
 
 
-class Status(enum.StrEnum):
-    """Final status of a run, as SPEC.md names it."""
+class ExecutionStatus(enum.StrEnum):
+    """Where an execution is, as SPEC.md names it: QUEUED -> RUNNING -> one of the final states.
 
+    The one status enum of the project: the store, the tables, the events and OpenAPI use it,
+    and a sandbox run's Result carries one of its final values.
+    """
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     TIMEOUT = "TIMEOUT"
     CANCELLED = "CANCELLED"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (ExecutionStatus.QUEUED, ExecutionStatus.RUNNING)
 
 
 class Reason(enum.StrEnum):
@@ -40,7 +50,7 @@ class Reason(enum.StrEnum):
 class Result:
     """The end of a run; stdout/stderr/compile_output equal the joined chunks given to on_output."""
 
-    status: Status
+    status: ExecutionStatus
     reason: Reason
     exit_code: int | None
     signal: int | None
@@ -55,7 +65,7 @@ class Result:
     message: str | None = None
 
     @classmethod
-    def without_output(cls, status: Status, reason: Reason, message: str) -> Result:
+    def without_output(cls, status: ExecutionStatus, reason: Reason, message: str) -> Result:
         """A run that ended before its program produced anything (cancelled while waiting,
         or our own failure)."""
         return cls(

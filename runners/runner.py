@@ -19,7 +19,7 @@ from runners.control import Control
 from runners.languages import CXX_FLAGS, Language
 from runners.limits import Limits
 from runners.pump import OnOutput, Outcome, Process, make_pipe, pump
-from runners.result import Reason, Result, Status, Stream
+from runners.result import ExecutionStatus, Reason, Result, Stream
 
 logger = logging.getLogger(__name__)
 
@@ -187,15 +187,19 @@ def _compile(
         if ok:
             return None, text, cache.put(key, produced, text)
         if outcome.cancelled:
-            status, reason, message = Status.CANCELLED, Reason.CANCELLED, "Cancelled"
+            status, reason, message = ExecutionStatus.CANCELLED, Reason.CANCELLED, "Cancelled"
         elif outcome.timed_out or report.signal == signal.SIGXCPU:
-            status, reason = Status.TIMEOUT, Reason.TIMEOUT
+            status, reason = ExecutionStatus.TIMEOUT, Reason.TIMEOUT
             message = f"Compilation exceeded {limits.compile_timeout_s:g} second timeout"
         elif report.oom_killed:
-            status, reason = Status.FAILED, Reason.COMPILE_ERROR
+            status, reason = ExecutionStatus.FAILED, Reason.COMPILE_ERROR
             message = f"Compilation exceeded the {limits.compile_memory_mb} MB memory limit"
         else:
-            status, reason, message = Status.FAILED, Reason.COMPILE_ERROR, "Compilation failed"
+            status, reason, message = (
+                ExecutionStatus.FAILED,
+                Reason.COMPILE_ERROR,
+                "Compilation failed",
+            )
         return (
             Result(
                 status=status,
@@ -251,29 +255,29 @@ def _execute(
     stderr_text = outcome.texts[Stream.STDERR]
     message: str | None = None
     if outcome.cancelled:
-        status, reason, message = Status.CANCELLED, Reason.CANCELLED, "Cancelled"
+        status, reason, message = ExecutionStatus.CANCELLED, Reason.CANCELLED, "Cancelled"
     elif outcome.output_limited:
-        status, reason = Status.FAILED, Reason.OUTPUT_LIMIT
+        status, reason = ExecutionStatus.FAILED, Reason.OUTPUT_LIMIT
         streams = [s.value for s in (Stream.STDOUT, Stream.STDERR) if outcome.truncated[s]]
         message = (
             f"Output exceeded the {limits.output_limit_bytes} byte limit on {' and '.join(streams)}"
         )
     elif outcome.timed_out:
-        status, reason = Status.TIMEOUT, Reason.TIMEOUT
+        status, reason = ExecutionStatus.TIMEOUT, Reason.TIMEOUT
         message = f"Execution exceeded {limits.wall_timeout_s:g} second timeout"
     elif report.signal == signal.SIGXCPU:
-        status, reason = Status.TIMEOUT, Reason.TIMEOUT
+        status, reason = ExecutionStatus.TIMEOUT, Reason.TIMEOUT
         message = f"Execution exceeded {limits.wall_timeout_s:g} seconds of CPU time"
     elif report.exit_code != 0 and (
         report.oom_killed
         or any(marker in stderr_text[-_OOM_TAIL_CHARS:] for marker in language.oom_markers)
     ):
-        status, reason = Status.FAILED, Reason.MEMORY_LIMIT
+        status, reason = ExecutionStatus.FAILED, Reason.MEMORY_LIMIT
         message = f"Memory limit of {limits.memory_mb} MB exceeded"
     elif report.exit_code == 0:
-        status, reason = Status.COMPLETED, Reason.EXIT
+        status, reason = ExecutionStatus.COMPLETED, Reason.EXIT
     else:
-        status, reason = Status.FAILED, Reason.RUNTIME_ERROR
+        status, reason = ExecutionStatus.FAILED, Reason.RUNTIME_ERROR
     return Result(
         status=status,
         reason=reason,

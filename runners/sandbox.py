@@ -40,7 +40,7 @@ from runners.errors import RunnerError, SandboxUnavailable, ToolchainMissing
 from runners.languages import CXX_FLAGS, resolve_language
 from runners.limits import Limits
 from runners.program import Program
-from runners.result import Reason, Result, Status, Stream
+from runners.result import ExecutionStatus, Reason, Result, Stream
 from runners.runner import ExitReport, Job, run_program
 from runners.seccomp import FILTER_VERSION as SECCOMP_VERSION, build_filter
 
@@ -661,7 +661,7 @@ class _Started:
 
 
 def _cancelled_result() -> Result:
-    return Result.without_output(Status.CANCELLED, Reason.CANCELLED, "Cancelled")
+    return Result.without_output(ExecutionStatus.CANCELLED, Reason.CANCELLED, "Cancelled")
 
 
 def _fd_etc(job: Job) -> int:

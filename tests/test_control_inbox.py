@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from livecode.actors import _ControlInbox
+from livecode.executor import _ControlInbox
 
 
 def stdin(message_id: str, data: str, eof: bool = False) -> dict[str, object]:

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from livecode.actors import Executor
 from livecode.bus import BusUnavailable, execution_channel
 from livecode.bus.local import LocalBus
-from livecode.store import Status, Store
-from runners import Limits, Sandbox
+from livecode.executor import Executor
+from livecode.store import Store
+from runners import ExecutionStatus, Limits, Sandbox
 from tests.runners.conftest import private_sandbox, requires_bwrap
 
 pytestmark = requires_bwrap
@@ -74,7 +74,7 @@ def test_a_run_that_cannot_start_is_still_announced_running(store: Store, sandbo
     Executor(store, bus, sandbox).execute(execution_id)
     assert _published(bus, execution_id) == [("status", "RUNNING"), ("finished", "FAILED")]
     stored = store.get_execution(execution_id)
-    assert (stored.status, stored.reason) == (Status.FAILED, "internal_error")
+    assert (stored.status, stored.reason) == (ExecutionStatus.FAILED, "internal_error")
 
 
 class _BusAwayAfterFirstOutput(LocalBus):
@@ -110,7 +110,7 @@ def test_a_bus_outage_during_a_run_neither_kills_it_nor_loses_events(
     Executor(store, bus, sandbox).execute(execution_id)
     assert bus.back.is_set()  # the outage did hit a publish
     stored = store.get_execution(execution_id)
-    assert (stored.status, stored.stdout) == (Status.COMPLETED, "a\nb\nc\n")
+    assert (stored.status, stored.stdout) == (ExecutionStatus.COMPLETED, "a\nb\nc\n")
     history = bus.history(execution_channel(execution_id))
     outputs = [event for event in history if event["type"] == "output"]
     assert [event["seq"] for event in outputs] == [1, 2, 3]

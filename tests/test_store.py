@@ -12,8 +12,9 @@ import pytest
 import sqlalchemy as sa
 
 from livecode import errors, store as store_module
-from livecode.store import Execution, Session, SessionStatus, Status, Store
+from livecode.store import Execution, Session, SessionStatus, Store
 from livecode.tables import code_sessions, executions
+from runners import ExecutionStatus
 from tests.conftest_store import (
     SCHEMA_SQL,
     postgresql_schema,
@@ -51,7 +52,7 @@ def _execution(
 
 def _finish(store: Store, execution_id: str, **overrides: Any) -> Execution | None:
     arguments: dict[str, Any] = {
-        "status": Status.COMPLETED,
+        "status": ExecutionStatus.COMPLETED,
         "reason": "exit",
         "exit_code": 0,
         "signal": None,
@@ -79,9 +80,12 @@ def _row_count(store: Store, table: sa.Table) -> int:
 
 def test_status_is_final() -> None:
     """Only QUEUED and RUNNING are not final; values are what we store and send."""
-    assert [s for s in Status if not s.is_final] == [Status.QUEUED, Status.RUNNING]
-    assert Status("TIMEOUT") is Status.TIMEOUT
-    assert f"{Status.CANCELLED}" == "CANCELLED"
+    assert [s for s in ExecutionStatus if not s.is_final] == [
+        ExecutionStatus.QUEUED,
+        ExecutionStatus.RUNNING,
+    ]
+    assert ExecutionStatus("TIMEOUT") is ExecutionStatus.TIMEOUT
+    assert f"{ExecutionStatus.CANCELLED}" == "CANCELLED"
 
 
 # -- sessions ------------------------------------------------------------------------------
@@ -223,7 +227,7 @@ def test_create_execution(store: Store) -> None:
         args=["-x", "y z"],
         interactive=True,
     )
-    assert execution.status is Status.QUEUED and not execution.is_final
+    assert execution.status is ExecutionStatus.QUEUED and not execution.is_final
     assert execution.attempt == 0
     assert execution.queued_at == execution.created_at
     assert execution.started_at is None and execution.finished_at is None
@@ -298,7 +302,7 @@ def test_claim(store: Store) -> None:
     execution = _execution(store)
     claimed = store.claim(execution.id)
     assert claimed is not None
-    assert claimed.status is Status.RUNNING and claimed.attempt == 1
+    assert claimed.status is ExecutionStatus.RUNNING and claimed.attempt == 1
     assert claimed.started_at is not None and claimed.started_at >= claimed.queued_at
     assert store.get_execution(execution.id) == claimed
 
@@ -333,7 +337,7 @@ def test_finish(store: Store) -> None:
     finished = _finish(
         store,
         execution.id,
-        status=Status.FAILED,
+        status=ExecutionStatus.FAILED,
         reason="runtime_error",
         exit_code=1,
         stdout="a" * 70_000,
@@ -344,7 +348,7 @@ def test_finish(store: Store) -> None:
         error_message=None,
     )
     assert finished is not None and finished.is_final
-    assert finished.status is Status.FAILED and finished.reason == "runtime_error"
+    assert finished.status is ExecutionStatus.FAILED and finished.reason == "runtime_error"
     assert finished.finished_at is not None and finished.started_at is not None
     assert finished.finished_at >= finished.started_at
     read = store.get_execution(execution.id)
@@ -360,7 +364,7 @@ def test_finish_is_guarded(store: Store) -> None:
     execution = _execution(store)
     store.claim(execution.id)
     first = _finish(store, execution.id)
-    assert _finish(store, execution.id, status=Status.TIMEOUT, reason="timeout") is None
+    assert _finish(store, execution.id, status=ExecutionStatus.TIMEOUT, reason="timeout") is None
     assert store.get_execution(execution.id) == first
     assert _finish(store, str(uuid.uuid4())) is None
     assert _finish(store, "junk") is None
@@ -372,7 +376,7 @@ def test_finish_from_queued(store: Store) -> None:
     finished = _finish(
         store,
         execution.id,
-        status=Status.FAILED,
+        status=ExecutionStatus.FAILED,
         reason="internal_error",
         exit_code=None,
         stdout="",
@@ -389,7 +393,7 @@ def test_finish_accepts_plain_strings_and_list_chunks(store: Store) -> None:
     execution = _execution(store)
     store.claim(execution.id)
     finished = _finish(store, execution.id, status="TIMEOUT", chunks=[["stdout", 2]])
-    assert finished is not None and finished.status is Status.TIMEOUT
+    assert finished is not None and finished.status is ExecutionStatus.TIMEOUT
     assert finished.chunks == [("stdout", 2)]
 
 
@@ -397,8 +401,8 @@ def test_finish_needs_a_final_status(store: Store) -> None:
     """Finishing with a non-final status is a programming error."""
     execution = _execution(store)
     with pytest.raises(RuntimeError):
-        _finish(store, execution.id, status=Status.RUNNING)
-    assert store.get_execution(execution.id).status is Status.QUEUED
+        _finish(store, execution.id, status=ExecutionStatus.RUNNING)
+    assert store.get_execution(execution.id).status is ExecutionStatus.QUEUED
 
 
 def test_cancel_queued(store: Store) -> None:
@@ -406,7 +410,7 @@ def test_cancel_queued(store: Store) -> None:
     execution = _execution(store)
     cancelled = store.cancel_queued(execution.id)
     assert cancelled is not None
-    assert cancelled.status is Status.CANCELLED and cancelled.reason == "cancelled"
+    assert cancelled.status is ExecutionStatus.CANCELLED and cancelled.reason == "cancelled"
     assert cancelled.finished_at is not None and cancelled.chunks == []
     assert store.cancel_queued(execution.id) is None
     assert store.claim(execution.id) is None
@@ -419,7 +423,7 @@ def test_cancel_queued_only_when_queued(store: Store) -> None:
     store.claim(execution.id)
     assert store.cancel_queued(execution.id) is None
     assert store.cancel_queued("nope") is None
-    assert store.get_execution(execution.id).status is Status.RUNNING
+    assert store.get_execution(execution.id).status is ExecutionStatus.RUNNING
 
 
 def test_get_execution_not_found(store: Store) -> None:
@@ -590,8 +594,8 @@ def test_lost_postgresql_connections_fail_one_call_then_reconnect() -> None:
             with pytest.raises(errors.Unavailable):
                 postgresql_store.claim(execution.id)
             claimed = postgresql_store.claim(execution.id)
-            assert claimed is not None and claimed.status == Status.RUNNING
-            assert postgresql_store.get_execution(execution.id).status == Status.RUNNING
+            assert claimed is not None and claimed.status == ExecutionStatus.RUNNING
+            assert postgresql_store.get_execution(execution.id).status == ExecutionStatus.RUNNING
         finally:
             postgresql_store.close()
 

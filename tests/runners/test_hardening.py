@@ -18,13 +18,13 @@ import pytest
 import runners.pump
 import runners.sandbox
 from runners import (
+    ExecutionStatus,
     Limits,
     Program,
     Reason,
     RunnerError,
     Sandbox,
     SandboxConfig,
-    Status,
     Stream,
     _cspawner,
 )
@@ -65,7 +65,7 @@ def test_a_program_inherits_only_stdin_stdout_and_stderr(
     crowded_sandbox: Sandbox, language: str
 ) -> None:
     result, _ = run(crowded_sandbox, program("open_fds", language))
-    assert (result.status, result.stdout) == (Status.COMPLETED, "fds: 0 1 2\n"), result
+    assert (result.status, result.stdout) == (ExecutionStatus.COMPLETED, "fds: 0 1 2\n"), result
 
 
 def _in_thread(call: Callable[[], object], timeout_s: float) -> object:
@@ -130,18 +130,18 @@ def test_memory_held_by_no_process_never_kills_the_spawner(
     spawner = slot.spawner.pid
     limits = Limits(wall_timeout_s=10, memory_mb=48, output_limit_bytes=16384)
     result, _ = run(crowded_sandbox, program(name, language), limits)
-    assert result.status in (Status.FAILED, Status.COMPLETED), result
+    assert result.status in (ExecutionStatus.FAILED, ExecutionStatus.COMPLETED), result
     if os.geteuid() == 0:  # a memory cgroup: the OOM killer picks the program, not the spawner
         assert result.reason in (Reason.MEMORY_LIMIT, Reason.RUNTIME_ERROR), result
     assert slot.spawner is not None and slot.spawner.pid == spawner and slot.spawner.poll() is None
     result, _ = run(crowded_sandbox, Program("python", "print('next')"))
-    assert (result.status, result.stdout) == (Status.COMPLETED, "next\n"), result
+    assert (result.status, result.stdout) == (ExecutionStatus.COMPLETED, "next\n"), result
     assert slot.spawner.pid == spawner
 
 
 def test_only_unix_sockets_can_be_made(sandbox: Sandbox) -> None:
     result, _ = run(sandbox, program("socket_families", "python"))
-    assert result.status is Status.COMPLETED, result
+    assert result.status is ExecutionStatus.COMPLETED, result
     assert result.stdout == f"socket: {socket.AF_UNIX}\nsocketpair: {socket.AF_UNIX}\n", result
 
 
@@ -154,13 +154,13 @@ def test_arguments_at_the_api_maximum_reach_the_program(
 ) -> None:
     args = tuple(char * 4096 for _ in range(64))  # 64 arguments of 4096 characters
     result, _ = run(crowded_sandbox, Program("python", _ARGS_PROGRAM, args=args))
-    assert (result.status, result.stdout) == (Status.COMPLETED, "64 262144\n"), result
+    assert (result.status, result.stdout) == (ExecutionStatus.COMPLETED, "64 262144\n"), result
 
 
 def test_a_lone_surrogate_in_a_cpp_source_is_no_runner_error(sandbox: Sandbox) -> None:
     source = '#include <cstdio>\nint main() { puts("ok"); }  // \ud800\n'
     result, _ = run(sandbox, Program("c++", source))
-    assert (result.status, result.stdout) == (Status.COMPLETED, "ok\n"), result
+    assert (result.status, result.stdout) == (ExecutionStatus.COMPLETED, "ok\n"), result
 
 
 def test_a_binary_over_the_entry_cap_does_not_evict_the_others(tmp_path: pathlib.Path) -> None:
@@ -186,7 +186,7 @@ def test_a_huge_cpp_binary_runs_without_being_cached(sandbox: Sandbox) -> None:
     source = "char big[20 << 20] = {1};\nint main() { return big[0] + big[5] - 1; }\n"
     for _ in range(2):
         result, _ = run(sandbox, Program("c++", source), Limits(compile_timeout_s=30))
-        assert (result.status, result.exit_code) == (Status.COMPLETED, 0), result
+        assert (result.status, result.exit_code) == (ExecutionStatus.COMPLETED, 0), result
     sizes = [entry.stat().st_size for entry in os.scandir(sandbox.cache.directory)]
     assert max(sizes, default=0) <= sandbox.cache.max_entry_bytes
 
@@ -227,7 +227,7 @@ def test_no_host_path_in_the_sandbox_init_command_line(sandbox: Sandbox, languag
         " for (size_t i = 0; i < n; i++) std::putchar(b[i] ? b[i] : ' '); }",
     }[language]
     result, _ = run(sandbox, Program(language, source))
-    assert result.status is Status.COMPLETED and "bwrap" in result.stdout, result
+    assert result.status is ExecutionStatus.COMPLETED and "bwrap" in result.stdout, result
     assert sandbox.work_root not in result.stdout and "/var/tmp" not in result.stdout, result
 
 

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from runners import Control, Limits, Program, Reason, Sandbox, Status, Stream
+from runners import Control, ExecutionStatus, Limits, Program, Reason, Sandbox, Stream
 from runners.languages import CXX_FLAGS, resolve_language
 from tests.runners.conftest import FAST, LANGUAGES, program, requires_bwrap, run
 
@@ -39,7 +39,11 @@ CRASH = {
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_hello_world(sandbox: Sandbox, language: str) -> None:
     result, _ = run(sandbox, Program(language, HELLO[language]))
-    assert (result.status, result.reason, result.exit_code) == (Status.COMPLETED, Reason.EXIT, 0)
+    assert (result.status, result.reason, result.exit_code) == (
+        ExecutionStatus.COMPLETED,
+        Reason.EXIT,
+        0,
+    )
     assert result.stdout == "hello, world\n"
     assert result.stderr == ""
     assert result.wall_time_ms >= 0 and result.cpu_time_ms is not None
@@ -50,7 +54,7 @@ def test_hello_world(sandbox: Sandbox, language: str) -> None:
 def test_stdin_and_args(sandbox: Sandbox, language: str) -> None:
     prog = Program(language, ECHO[language], stdin=b"abc\n", args=("x y", "é"))
     result, _ = run(sandbox, prog)
-    assert result.status is Status.COMPLETED, result
+    assert result.status is ExecutionStatus.COMPLETED, result
     assert result.stdout.startswith("ABC\n")
     assert result.stdout.rstrip().endswith("x y é")
 
@@ -60,7 +64,7 @@ def test_args_reach_the_program_verbatim(sandbox: Sandbox, language: str) -> Non
     """Arguments that look like our argv templates are passed as they are, not filled in."""
     args = ("{source}", "{", "{heap_cap}", "")
     result, _ = run(sandbox, Program(language, ECHO[language], stdin=b"", args=args))
-    assert result.status is Status.COMPLETED, result
+    assert result.status is ExecutionStatus.COMPLETED, result
     assert result.stdout.rstrip("\n").endswith(" {source} { {heap_cap} ")
 
 
@@ -68,7 +72,7 @@ def test_args_reach_the_program_verbatim(sandbox: Sandbox, language: str) -> Non
 def test_nonzero_exit_is_a_runtime_error(sandbox: Sandbox, language: str) -> None:
     result, _ = run(sandbox, Program(language, CRASH[language]))
     assert (result.status, result.reason, result.exit_code) == (
-        Status.FAILED,
+        ExecutionStatus.FAILED,
         Reason.RUNTIME_ERROR,
         3,
     )
@@ -77,7 +81,7 @@ def test_nonzero_exit_is_a_runtime_error(sandbox: Sandbox, language: str) -> Non
 def test_uncaught_exception_is_a_runtime_error_with_traceback(sandbox: Sandbox) -> None:
     result, _ = run(sandbox, Program("python", "def f():\n    1/0\nf()"))
     assert (result.status, result.reason, result.exit_code) == (
-        Status.FAILED,
+        ExecutionStatus.FAILED,
         Reason.RUNTIME_ERROR,
         1,
     )
@@ -86,13 +90,17 @@ def test_uncaught_exception_is_a_runtime_error_with_traceback(sandbox: Sandbox) 
 
 def test_cpp_abort_reports_the_signal(sandbox: Sandbox) -> None:
     result, _ = run(sandbox, Program("c++", "#include <cstdlib>\nint main() { std::abort(); }"))
-    assert (result.status, result.reason, result.signal) == (Status.FAILED, Reason.RUNTIME_ERROR, 6)
+    assert (result.status, result.reason, result.signal) == (
+        ExecutionStatus.FAILED,
+        Reason.RUNTIME_ERROR,
+        6,
+    )
 
 
 def test_compile_error_streams_the_compiler_message(sandbox: Sandbox) -> None:
     source = f"// {uuid.uuid4()}\nint main() {{ return undefined_name; }}"
     result, chunks = run(sandbox, Program("c++", source))
-    assert (result.status, result.reason) == (Status.FAILED, Reason.COMPILE_ERROR)
+    assert (result.status, result.reason) == (ExecutionStatus.FAILED, Reason.COMPILE_ERROR)
     assert "undefined_name" in result.compile_output and "error" in result.compile_output
     assert any(stream is Stream.COMPILE for stream, _ in chunks.calls)
     assert result.stdout == ""
@@ -128,7 +136,7 @@ def test_cache_hit_skips_the_compiler_and_repeats_its_messages(sandbox: Sandbox)
         on_output=lambda stream, text: seen.append((str(stream), text)),
         control=control,
     )
-    assert (second.status, second.stdout) == (Status.COMPLETED, "from the cache\n")
+    assert (second.status, second.stdout) == (ExecutionStatus.COMPLETED, "from the cache\n")
     # The same warnings, as a user re-running the same source expects, in the result and in
     # the stream: after the start (a follower's RUNNING), before the program's own output.
     assert second.compile_output == first.compile_output
@@ -148,7 +156,7 @@ def test_output_streams_line_by_line_without_flushing(sandbox: Sandbox, language
             arrivals.append((time.monotonic(), text))
 
     result = sandbox.run(program("stream_lines", language), FAST, on_output=on_output)
-    assert result.status is Status.COMPLETED, result
+    assert result.status is ExecutionStatus.COMPLETED, result
     assert [text for _t, text in arrivals] == [f"tick {i}\n" for i in range(4)]
     gaps = [b[0] - a[0] for a, b in zip(arrivals, arrivals[1:], strict=False)]
     assert all(gap > 0.15 for gap in gaps), gaps
@@ -167,7 +175,7 @@ def test_interactive_stdin_write_then_eof(sandbox: Sandbox) -> None:
 
     prog = program("echo_upper", "python", interactive=True)
     result = sandbox.run(prog, FAST, on_output=on_output, control=control)
-    assert result.status is Status.COMPLETED, result
+    assert result.status is ExecutionStatus.COMPLETED, result
     assert result.stdout == "ready\nHELLO\neof\n"
 
 
@@ -180,7 +188,7 @@ def test_cancel_mid_run(sandbox: Sandbox) -> None:
     started = time.monotonic()
     prog = Program("python", "import time\nprint('started')\ntime.sleep(60)")
     result = sandbox.run(prog, Limits(wall_timeout_s=30), on_output=on_output, control=control)
-    assert (result.status, result.reason) == (Status.CANCELLED, Reason.CANCELLED)
+    assert (result.status, result.reason) == (ExecutionStatus.CANCELLED, Reason.CANCELLED)
     assert result.stdout == "started\n"
     assert time.monotonic() - started < 5
 
@@ -191,7 +199,7 @@ def test_cancel_before_start_returns_at_once(sandbox: Sandbox) -> None:
     started: list[bool] = []
     control.on_start(lambda: started.append(True))
     result = sandbox.run(Program("python", "print(1)"), FAST, control=control)
-    assert result.status is Status.CANCELLED
+    assert result.status is ExecutionStatus.CANCELLED
     assert started == []  # it never started
 
 
@@ -215,7 +223,7 @@ def test_on_start_comes_once_before_any_output(
         on_output=lambda stream, text: happened.append(str(stream)),
         control=control,
     )
-    assert result.status is Status.COMPLETED, result
+    assert result.status is ExecutionStatus.COMPLETED, result
     assert happened[0] == "start" and happened.count("start") == 1
     assert "stdout" in happened
     if language == "c++":
@@ -254,7 +262,7 @@ def test_exception_in_on_start_kills_the_run_and_propagates(sandbox: Sandbox) ->
 def test_output_limit_keeps_exactly_the_first_bytes(sandbox: Sandbox, language: str) -> None:
     result, _ = run(sandbox, program("flood", language))
     expected = "".join(f"line {i} ✓\n" for i in range(5000)).encode()[: FAST.output_limit_bytes]
-    assert (result.status, result.reason) == (Status.FAILED, Reason.OUTPUT_LIMIT)
+    assert (result.status, result.reason) == (ExecutionStatus.FAILED, Reason.OUTPUT_LIMIT)
     assert result.stdout_truncated and not result.stderr_truncated
     assert result.stdout == expected.decode(errors="ignore")
     assert result.message and "limit" in result.message

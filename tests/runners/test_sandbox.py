@@ -16,13 +16,13 @@ import pytest
 
 import runners.sandbox
 from runners import (
+    ExecutionStatus,
     Limits,
     Program,
     Reason,
     Sandbox,
     SandboxConfig,
     SandboxUnavailable,
-    Status,
     _cspawner,
 )
 from tests.runners.conftest import (
@@ -73,7 +73,7 @@ def test_missing_bwrap_refuses_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_fork_bomb_is_contained(sandbox: Sandbox, language: str) -> None:
     limits = Limits(wall_timeout_s=2, max_processes=16, output_limit_bytes=4096)
     result, _ = run(sandbox, program("fork_bomb", language), limits)
-    assert result.status in (Status.TIMEOUT, Status.FAILED), result
+    assert result.status in (ExecutionStatus.TIMEOUT, ExecutionStatus.FAILED), result
     assert result.reason in (Reason.TIMEOUT, Reason.RUNTIME_ERROR, Reason.MEMORY_LIMIT)
     assert _within(result.wall_time_ms, limits)
     assert run(sandbox, Program("python", "print('host fine')"))[0].stdout == "host fine\n"
@@ -83,7 +83,7 @@ def test_fork_bomb_is_contained(sandbox: Sandbox, language: str) -> None:
 def test_memory_bomb_hits_the_memory_limit(sandbox: Sandbox, language: str) -> None:
     limits = Limits(wall_timeout_s=10, memory_mb=128, output_limit_bytes=16384)
     result, _ = run(sandbox, program("memory_bomb", language), limits)
-    assert (result.status, result.reason) == (Status.FAILED, Reason.MEMORY_LIMIT), result
+    assert (result.status, result.reason) == (ExecutionStatus.FAILED, Reason.MEMORY_LIMIT), result
     assert result.message and "128 MB" in result.message
 
 
@@ -91,7 +91,7 @@ def test_memory_bomb_hits_the_memory_limit(sandbox: Sandbox, language: str) -> N
 def test_infinite_loop_times_out(sandbox: Sandbox, language: str) -> None:
     limits = Limits(wall_timeout_s=2)
     result, _ = run(sandbox, program("infinite_loop", language), limits)
-    assert (result.status, result.reason) == (Status.TIMEOUT, Reason.TIMEOUT), result
+    assert (result.status, result.reason) == (ExecutionStatus.TIMEOUT, Reason.TIMEOUT), result
     assert _within(result.wall_time_ms, limits)
 
 
@@ -99,7 +99,7 @@ def test_infinite_loop_times_out(sandbox: Sandbox, language: str) -> None:
 def test_sleep_forever_with_stdout_closed_times_out(sandbox: Sandbox, language: str) -> None:
     limits = Limits(wall_timeout_s=1.5)
     result, _ = run(sandbox, program("sleep_closed", language), limits)
-    assert (result.status, result.reason) == (Status.TIMEOUT, Reason.TIMEOUT), result
+    assert (result.status, result.reason) == (ExecutionStatus.TIMEOUT, Reason.TIMEOUT), result
     assert result.message == "Execution exceeded 1.5 second timeout"
     assert _within(result.wall_time_ms, limits)
 
@@ -108,7 +108,7 @@ def test_wall_timeout_at_a_whole_second_says_so(sandbox: Sandbox) -> None:
     result, _ = run(
         sandbox, Program("python", "import time\ntime.sleep(60)"), Limits(wall_timeout_s=1)
     )
-    assert result.status is Status.TIMEOUT
+    assert result.status is ExecutionStatus.TIMEOUT
     assert result.message == "Execution exceeded 1 second timeout"
 
 
@@ -120,7 +120,7 @@ def test_huge_files_stop_at_the_file_size_limit(sandbox: Sandbox, language: str)
     if language == "c++":  # C++ does not ignore SIGXFSZ
         assert (result.reason, result.signal) == (Reason.RUNTIME_ERROR, 25), result
     else:
-        assert result.status is Status.COMPLETED, result
+        assert result.status is ExecutionStatus.COMPLETED, result
         assert "wrote 1 GiB" not in result.stdout
         assert result.stdout.count("stopped") == 2
     usage_after = os.statvfs(sandbox.work_root)
@@ -146,7 +146,7 @@ def test_network_namespace_is_not_the_hosts(sandbox: Sandbox) -> None:
         " if ':' in line))"
     )
     result, _ = run(sandbox, Program("python", source))
-    assert result.status is Status.COMPLETED, result
+    assert result.status is ExecutionStatus.COMPLETED, result
     inside, interfaces = result.stdout.splitlines()
     assert inside != os.readlink("/proc/self/ns/net")
     assert interfaces == "['lo']"
@@ -156,7 +156,7 @@ def test_network_namespace_is_not_the_hosts(sandbox: Sandbox) -> None:
 def test_host_files_and_processes_are_invisible(sandbox: Sandbox, language: str) -> None:
     paths = ("/etc/shadow", "/root", "/work/main", "/work", "/home", "/proc/1/environ")
     result, _ = run(sandbox, program("secrets", language, args=paths))
-    assert result.status is Status.COMPLETED, result
+    assert result.status is ExecutionStatus.COMPLETED, result
     for path in paths[:-1]:
         assert f"{path} denied" in result.stdout, result.stdout
     assert SECRET not in result.stdout
@@ -173,7 +173,7 @@ def test_environment_is_empty_everywhere(sandbox: Sandbox) -> None:
         "print(sorted(os.environ))"
     )
     result, _ = run(sandbox, Program("python", source))
-    assert result.status is Status.COMPLETED, result
+    assert result.status is ExecutionStatus.COMPLETED, result
     assert "/proc/1/environ b''" in result.stdout
     assert SECRET not in result.stdout and "DATABASE" not in result.stdout
     names = set(eval(result.stdout.splitlines()[-1]))  # noqa: S307 - our own program's list
@@ -206,7 +206,7 @@ def test_etc_files_are_ours_and_read_only(sandbox: Sandbox) -> None:
         "        print(path, exc.strerror)\n"
     )
     result, _ = run(sandbox, Program("python", source))
-    assert result.status is Status.COMPLETED, result
+    assert result.status is ExecutionStatus.COMPLETED, result
     lines = result.stdout.splitlines()
     assert lines[:2] == ["nobody nogroup", "[]"]  # the runtime is bound for compiles only
     assert [line.split(" ", 1)[1] for line in lines[2:]] == ["Read-only file system"] * 3
@@ -222,7 +222,7 @@ def test_killing_the_parent_does_not_reach_the_host(sandbox: Sandbox) -> None:
 def test_background_child_left_behind_is_killed(sandbox: Sandbox, language: str) -> None:
     started = time.monotonic()
     result, _ = run(sandbox, program("daemon", language), Limits(wall_timeout_s=10))
-    assert result.status is Status.COMPLETED, result
+    assert result.status is ExecutionStatus.COMPLETED, result
     assert result.stdout == "parent done\n"
     assert time.monotonic() - started < 5  # the run did not wait for the daemon
     # run() already asserted that no process of a slot uid remains on the host
@@ -230,7 +230,7 @@ def test_background_child_left_behind_is_killed(sandbox: Sandbox, language: str)
 
 def test_setuid_bit_gives_nothing(sandbox: Sandbox) -> None:
     result, _ = run(sandbox, program("setuid", "python"))
-    assert result.status is Status.COMPLETED, result
+    assert result.status is ExecutionStatus.COMPLETED, result
     for line in result.stdout.splitlines():
         if line.startswith("/"):
             assert line.endswith(" 65534"), line  # nosuid: still nobody
@@ -243,7 +243,7 @@ def test_setuid_bit_gives_nothing(sandbox: Sandbox) -> None:
 def test_process_limit(sandbox: Sandbox) -> None:
     limits = Limits(wall_timeout_s=5, max_processes=8)
     result, _ = run(sandbox, program("processes", "python"), limits)
-    assert (result.status, result.reason) == (Status.FAILED, Reason.RUNTIME_ERROR), result
+    assert (result.status, result.reason) == (ExecutionStatus.FAILED, Reason.RUNTIME_ERROR), result
     assert "stopped after" in result.stdout
     assert int(result.stdout.split("stopped after ")[1].split()[0]) < 8
 
@@ -252,7 +252,7 @@ def test_compile_time_memory_bomb(sandbox: Sandbox) -> None:
     source = '#include "/dev/zero"\nint main() {}'
     limits = Limits(compile_timeout_s=10, compile_memory_mb=256)
     result, _ = run(sandbox, Program("c++", source), limits)
-    assert result.status in (Status.FAILED, Status.TIMEOUT), result
+    assert result.status in (ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT), result
     assert result.reason in (Reason.COMPILE_ERROR, Reason.TIMEOUT)
 
 
@@ -276,7 +276,7 @@ def test_runs_in_two_slots_do_not_share_a_process_budget(sandbox: Sandbox) -> No
     result = sandbox.run(Program("python", source), FAST)
     thread.join()
     assert result.stdout == "spawned\n", result
-    assert results[0].status in (Status.TIMEOUT, Status.FAILED)
+    assert results[0].status in (ExecutionStatus.TIMEOUT, ExecutionStatus.FAILED)
 
 
 @pytest.fixture()

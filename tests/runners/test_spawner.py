@@ -13,13 +13,13 @@ import pytest
 
 import runners.sandbox
 from runners import (
+    ExecutionStatus,
     Limits,
     Program,
     Reason,
     RunnerError,
     Sandbox,
     SandboxConfig,
-    Status,
     _cspawner,
 )
 from tests.runners.conftest import FAST, private_sandbox, program, requires_bwrap, run
@@ -57,22 +57,22 @@ def test_python_spawner_runs_programs(python_spawner_sandbox: Sandbox) -> None:
         ("c++", '#include <cstdio>\nint main() { puts("hi"); }'),
     ):
         result, _ = run(python_spawner_sandbox, Program(language, source))
-        assert (result.status, result.stdout) == (Status.COMPLETED, "hi\n"), result
+        assert (result.status, result.stdout) == (ExecutionStatus.COMPLETED, "hi\n"), result
         assert result.cpu_time_ms is not None and result.memory_kb
 
 
 def test_python_spawner_contains_hostile_programs(python_spawner_sandbox: Sandbox) -> None:
     box = python_spawner_sandbox
     result, _ = run(box, program("daemon", "python"), Limits(wall_timeout_s=10))
-    assert (result.status, result.stdout) == (Status.COMPLETED, "parent done\n"), result
+    assert (result.status, result.stdout) == (ExecutionStatus.COMPLETED, "parent done\n"), result
     limits = Limits(wall_timeout_s=2, max_processes=16, output_limit_bytes=4096)
     result, _ = run(box, program("fork_bomb", "python"), limits)
-    assert result.status in (Status.TIMEOUT, Status.FAILED), result
+    assert result.status in (ExecutionStatus.TIMEOUT, ExecutionStatus.FAILED), result
     limits = Limits(wall_timeout_s=10, memory_mb=128, output_limit_bytes=16384)
     result, _ = run(box, program("memory_bomb", "javascript"), limits)
-    assert (result.status, result.reason) == (Status.FAILED, Reason.MEMORY_LIMIT), result
+    assert (result.status, result.reason) == (ExecutionStatus.FAILED, Reason.MEMORY_LIMIT), result
     result, _ = run(box, program("infinite_loop", "c++"), Limits(wall_timeout_s=1))
-    assert (result.status, result.reason) == (Status.TIMEOUT, Reason.TIMEOUT), result
+    assert (result.status, result.reason) == (ExecutionStatus.TIMEOUT, Reason.TIMEOUT), result
     prog = program("huge_file", "python", args=("/box/big",))
     result, _ = run(box, prog, Limits(wall_timeout_s=10))
     assert result.stdout.count("stopped") == 1, result
@@ -120,7 +120,7 @@ def test_dev_has_what_programs_need(
     if kind == "prepared" and os.geteuid() == 0:
         assert box._dev is not None
     result, _ = run(box, Program("python", DEV_PROGRAM))
-    assert result.status is Status.COMPLETED, result
+    assert result.status is ExecutionStatus.COMPLETED, result
     lines = result.stdout.splitlines()
     names = set(eval(lines[0]))  # noqa: S307 - our own program's list
     assert {"null", "zero", "full", "random", "urandom", "fd", "stdin", "shm"} <= names
@@ -174,7 +174,7 @@ def test_page_cache_left_by_earlier_runs_does_not_raise_the_memory_limit(
         with open("/proc/sys/vm/drop_caches", "w") as drop:
             drop.write("1")  # so that the filler's reads are charged to the slot
         filled, _ = run(box, Program("python", PAGE_CACHE_FILLER), Limits(wall_timeout_s=30))
-        assert filled.status == Status.COMPLETED and int(filled.stdout) > 300, filled
+        assert filled.status == ExecutionStatus.COMPLETED and int(filled.stdout) > 300, filled
         for _ in range(2):
             limits = Limits(wall_timeout_s=10, memory_mb=128)
             result, _ = run(box, Program("javascript", ALLOCATE_288_MB), limits)

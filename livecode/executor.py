@@ -20,7 +20,17 @@ from livecode import events
 from livecode.bus import HISTORY_AFTER_FINAL_S, Bus, control_channel, execution_channel
 from livecode.errors import NotFound, Unavailable
 from livecode.store import Execution, Store
-from runners import Control, Limits, Program, Reason, Result, RunnerError, Sandbox, Status, Stream
+from runners import (
+    Control,
+    ExecutionStatus,
+    Limits,
+    Program,
+    Reason,
+    Result,
+    RunnerError,
+    Sandbox,
+    Stream,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -262,4 +272,4 @@ def _with_retries(write: Callable[[], _T], what: str = "storing a final state") 
 
 
 def _internal_error(message: str) -> Result:
-    return Result.without_output(Status.FAILED, Reason.INTERNAL_ERROR, message)
+    return Result.without_output(ExecutionStatus.FAILED, Reason.INTERNAL_ERROR, message)
