@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import uuid
 from collections.abc import Iterator
 
@@ -16,6 +15,7 @@ from tests.utils import (
     LiveServer,
     free_port,
     missing_service,
+    private_redis_url,
     run_process,
     run_server,
     wait_until_http_ok,
@@ -24,7 +24,6 @@ from tests.utils import (
 POSTGRES_URL = os.environ.get(
     "LIVECODE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-REDIS_URL = os.environ.get("LIVECODE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 SCHEMA_SQL = os.path.join(os.path.dirname(os.path.dirname(__file__)), "schema.sql")
 
 
@@ -69,8 +68,8 @@ def postgres_database() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """A Redis database of its own (broker queues and counters are per database)."""
-    url = f"{REDIS_URL}/{random.randint(1, 15)}"
+    """Database 1 of the tests' own Redis, emptied first (broker queues are per database)."""
+    url = f"{private_redis_url()}/1"
     try:
         client = redis.Redis.from_url(url)
         client.ping()

@@ -7,7 +7,7 @@ conftest)::
 
 The ``*_fixture`` names keep ruff's F811 quiet about test arguments named ``bus``.
 
-Redis comes from ``LIVECODE_TEST_REDIS_URL`` (default: the local server). Each test gets its
+Redis is the tests' own redis-server (``tests.utils.private_redis_url``). Each test gets its
 own key prefix, and its keys are deleted afterwards. When Redis is unreachable the test is
 skipped, or failed when ``CI`` is set.
 """
@@ -24,7 +24,7 @@ import redis
 from livecode.bus import Bus
 from livecode.bus.local import LocalBus
 from livecode.bus.redis import RedisBus
-from tests.utils import require_service
+from tests.utils import private_redis_url, require_service
 
 __all__ = [
     "TIMEOUT_S",
@@ -35,10 +35,6 @@ __all__ = [
     "require_redis",
 ]
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
-
-# Read at import: an autouse fixture may clear LIVECODE_* before the tests run.
-_REDIS_URL = os.environ.get("LIVECODE_TEST_REDIS_URL") or DEFAULT_REDIS_URL
 # The one unit every wait is scaled by; raise LIVECODE_TEST_TIMEOUT_S on a slow machine.
 TIMEOUT_S = float(os.environ.get("LIVECODE_TEST_TIMEOUT_S") or 10)
 
@@ -50,8 +46,8 @@ def anyio_backend_fixture() -> str:
 
 
 def redis_url() -> str:
-    """Return the Redis URL the tests use (``LIVECODE_TEST_REDIS_URL`` or the default)."""
-    return _REDIS_URL
+    """Return the Redis URL the tests use: their own server, or ``LIVECODE_TEST_REDIS_URL``."""
+    return private_redis_url()
 
 
 def require_redis() -> str:

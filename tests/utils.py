@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from typing import Any, NoReturn
 
 import httpx
 import pytest
+import redis
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -57,6 +60,59 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def private_redis_url() -> str:
+    """The URL of a redis-server of the tests' own, started on a free port at first use.
+
+    Tests flush and fill their Redis, so they never touch the developer's: the server keeps
+    nothing on disk and stops when the test process exits. ``LIVECODE_TEST_REDIS_URL`` points
+    them at another Redis instead, one whose data they may delete.
+    """
+    global _private_redis_url
+    explicit = os.environ.get("LIVECODE_TEST_REDIS_URL")
+    if explicit:
+        return explicit.rstrip("/")
+    if _private_redis_url is None:
+        _private_redis_url = _start_private_redis()
+    return _private_redis_url
+
+
+_private_redis_url: str | None = None
+
+
+def _start_private_redis() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing_service("redis-server is not installed (Debian: apt-get install redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        + ["--dir", "/tmp", "--logfile", "", "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL,
+    )
+    atexit.register(_stop, process)
+    url = f"redis://127.0.0.1:{port}"
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                missing_service(f"the tests' redis-server did not start (exit {process.poll()})")
+            time.sleep(0.02)
+    client.close()
+    return url
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 @dataclass
