@@ -12,6 +12,9 @@ import sys
 import threading
 from pathlib import Path
 
+import uvicorn
+
+from livecode import __version__
 from livecode.config import ConfigError, Settings
 
 logger = logging.getLogger("livecode")
@@ -19,14 +22,15 @@ logger = logging.getLogger("livecode")
 # A frame carries at most a source (256 KiB) or stdin (1 MiB) plus JSON escaping; past this
 # uvicorn closes the socket, below it our own size checks answer with `too_large`.
 WS_MAX_FRAME_BYTES = 8 << 20
+GIL_SWITCH_INTERVAL_S = 0.0005
 # schema.sql lives at the top of the repository; livecode/schema.sql links to it, so that
 # an installed package (a wheel copies the file) has it too.
-GIL_SWITCH_INTERVAL_S = 0.0005
 SCHEMA_SQL = Path(__file__).resolve().parent / "schema.sql"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="livecode", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"livecode {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="HTTP + WebSocket server (embedded: also workers)")
     serve.add_argument("--host", help="listen address (LIVECODE_HOST, default 127.0.0.1)")
@@ -62,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    import uvicorn
-
     from livecode.app import create_app
 
     if not is_loopback(settings.host):
@@ -73,7 +75,7 @@ def _serve(settings: Settings) -> int:
             settings.host,
             settings.port,
         )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -83,7 +85,18 @@ def _serve(settings: Settings) -> int:
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=int(settings.wall_timeout_s + 5),
     )
+    _AnnouncingServer(config).run()
     return 0
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """A uvicorn server that prints where to go next once it listens (not before: the port
+    may be taken)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            print(_next_steps(self.config.host, self.config.port), flush=True)
 
 
 def _work(settings: Settings) -> int:
@@ -122,6 +135,20 @@ def _init_db(settings: Settings) -> int:
         store.close()
     print(f"schema applied to {settings.database_url.split('@')[-1]}")
     return 0
+
+
+def _next_steps(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    if host in ("0.0.0.0", "::"):
+        shown = "127.0.0.1"  # listening everywhere: loopback is one address that works here
+    base = f"http://{shown}:{port}"
+    return (
+        f"livecode {__version__} is serving on {base}\n"
+        f"  API docs (Swagger UI):  {base}/docs\n"
+        f"  OpenAPI document:       {base}/openapi.json\n"
+        f"  WebSocket:              ws://{shown}:{port}/ws\n"
+        f"  health:                 {base}/health/ready"
+    )
 
 
 def is_loopback(host: str) -> bool:

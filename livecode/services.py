@@ -2,6 +2,17 @@
 
 A web process opens store, bus, queue, relay and commands; a worker process (and embedded
 mode, which is both) also opens the sandbox and consumes the queue with an Executor.
+
+The threads each process runs. `livecode serve` (distributed): uvicorn's event loop (sockets,
+the relay, SSE) and anyio's thread pool, the one way the loop hops to blocking work
+(`run_in_threadpool`: commands, the store, bus history reads). `livecode worker`:
+`LIVECODE_WORKER_THREADS` Dramatiq worker threads, each running one `Executor.execute` at a
+time with its output pump inline; Dramatiq's consumer thread; `broker-wake` (the Redis wake-up
+subscription that ends idle polling); `bus-control-reader` (cancel and stdin from the control
+channels); `heartbeat` (announces the worker for /health/workers); and `runners-pch`, once at
+start (the C++ precompiled header). Embedded `serve`: the event loop, the thread pool,
+`livecode-worker-N` threads reading the in-process queue, and `runners-pch`; the local bus
+hands events to the loop with `call_soon_threadsafe`.
 """
 
 from __future__ import annotations
