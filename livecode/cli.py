@@ -11,11 +11,13 @@ import socket
 import sys
 import threading
 from pathlib import Path
-
-import uvicorn
+from typing import TYPE_CHECKING
 
 from livecode import __version__
 from livecode.config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 logger = logging.getLogger("livecode")
 
@@ -66,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: Settings) -> int:
+    import uvicorn
+
     from livecode.app import create_app
 
     if not is_loopback(settings.host):
@@ -85,18 +89,22 @@ def _serve(settings: Settings) -> int:
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=int(settings.wall_timeout_s + 5),
     )
-    _AnnouncingServer(config).run()
+    _announcing_server(config).run()
     return 0
 
 
-class _AnnouncingServer(uvicorn.Server):
+def _announcing_server(config: uvicorn.Config) -> uvicorn.Server:
     """A uvicorn server that prints where to go next once it listens (not before: the port
-    may be taken)."""
+    may be taken). Built here because the CLI imports no server part until it serves."""
+    import uvicorn
 
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            print(_next_steps(self.config.host, self.config.port), flush=True)
+    class AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                print(_next_steps(self.config.host, self.config.port), flush=True)
+
+    return AnnouncingServer(config)
 
 
 def _work(settings: Settings) -> int:
