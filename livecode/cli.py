@@ -30,7 +30,8 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 SCHEMA_SQL = Path(__file__).resolve().parent / "schema.sql"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: `livecode serve | worker | init-db`."""
     parser = argparse.ArgumentParser(prog="livecode", description=__doc__)
     parser.add_argument("--version", action="version", version=f"livecode {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -40,8 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     worker = commands.add_parser("worker", help="Dramatiq worker process (distributed mode)")
     worker.add_argument("--threads", type=int, help="executions at once (LIVECODE_WORKER_THREADS)")
     commands.add_parser("init-db", help="apply schema.sql to the configured PostgreSQL database")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env(
             os.environ,
