@@ -1,4 +1,8 @@
-"""Shared fixtures: a clean environment, real PostgreSQL and Redis, live servers in both modes."""
+"""Shared fixtures: a clean environment, real PostgreSQL and Redis, live servers in both modes.
+
+The fixture modules registered below serve every test module: name `store` (SQLite and
+PostgreSQL) or `bus` (local and Redis), or `redis_bus`, as an argument, and that is all.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,11 @@ import sqlalchemy as sa
 
 from livecode.config import Settings
 from tests.utils import (
+    POSTGRESQL_URL,
+    SCHEMA_SQL,
     LiveServer,
+    distributed_env,
+    embedded_settings,
     free_port,
     missing_service,
     private_redis_url,
@@ -21,10 +29,7 @@ from tests.utils import (
     wait_until_http_ok,
 )
 
-POSTGRES_URL = os.environ.get(
-    "LIVECODE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-SCHEMA_SQL = os.path.join(os.path.dirname(os.path.dirname(__file__)), "schema.sql")
+pytest_plugins = ["tests.conftest_store", "tests.conftest_bus"]
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +43,7 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def anyio_backend() -> str:
+    """Run the anyio-marked tests on asyncio only (the server's loop)."""
     return "asyncio"
 
 
@@ -45,14 +51,14 @@ def anyio_backend() -> str:
 def postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database with schema.sql applied; dropped at the end."""
     name = f"livecode_t_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(POSTGRESQL_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
             connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
     except sa.exc.OperationalError:
         admin.dispose()
         missing_service("PostgreSQL is not reachable")
-    url = POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    url = POSTGRESQL_URL.rsplit("/", 1)[0] + "/" + name
     from livecode.store import Store
 
     store = Store.from_url(url)
@@ -80,22 +86,9 @@ def redis_url() -> str:
     return url
 
 
-def embedded_settings(tmp_path_factory: pytest.TempPathFactory, **overrides: object) -> Settings:
-    database = tmp_path_factory.mktemp("embedded") / "livecode.db"
-    return Settings(database_url=f"sqlite:///{database}", worker_threads=2, **overrides)  # type: ignore[arg-type]
-
-
-def distributed_env(postgres_database: str, redis_url: str) -> dict[str, str]:
-    return {
-        "LIVECODE_DATABASE_URL": postgres_database,
-        "LIVECODE_REDIS_URL": redis_url,
-        "LIVECODE_WORKER_THREADS": "2",
-        "LIVECODE_LOG_LEVEL": "WARNING",
-    }
-
-
 @pytest.fixture(scope="module")
 def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server in embedded mode: SQLite, and queue, bus and worker threads in this process."""
     with run_server(embedded_settings(tmp_path_factory)) as server:
         yield server
 

@@ -1,11 +1,7 @@
-"""Bus fixtures: ``bus`` parametrized over ``local`` and ``redis``, and the anyio backend.
+"""Bus fixtures: ``bus`` parametrized over ``local`` and ``redis``, and ``redis_bus``.
 
-Import the fixtures into a test module (``pytest_plugins`` is only allowed in the root
-conftest)::
-
-    from tests.conftest_bus import anyio_backend_fixture, bus_fixture  # noqa: F401
-
-The ``*_fixture`` names keep ruff's F811 quiet about test arguments named ``bus``.
+A plugin of the root conftest (``pytest_plugins``): a test names ``bus`` or ``redis_bus`` as an
+argument.
 
 Redis is the tests' own redis-server (``tests.utils.private_redis_url``). Each test gets its
 own key prefix, and its keys are deleted afterwards. When Redis is unreachable the test is
@@ -14,7 +10,6 @@ skipped, or failed when ``CI`` is set.
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 
@@ -24,49 +19,11 @@ import redis
 from livecode.bus import Bus
 from livecode.bus.local import LocalBus
 from livecode.bus.redis import RedisBus
-from tests.utils import private_redis_url, require_service
-
-__all__ = [
-    "TIMEOUT_S",
-    "anyio_backend_fixture",
-    "bus_fixture",
-    "redis_bus_fixture",
-    "redis_url",
-    "require_redis",
-]
-
-# The one unit every wait is scaled by; raise LIVECODE_TEST_TIMEOUT_S on a slow machine.
-TIMEOUT_S = float(os.environ.get("LIVECODE_TEST_TIMEOUT_S") or 10)
+from tests.utils import require_redis
 
 
-@pytest.fixture(name="anyio_backend")
-def anyio_backend_fixture() -> str:
-    """Run the anyio-marked tests on asyncio only (the server's loop)."""
-    return "asyncio"
-
-
-def redis_url() -> str:
-    """Return the Redis URL the tests use: their own server, or ``LIVECODE_TEST_REDIS_URL``."""
-    return private_redis_url()
-
-
-def require_redis() -> str:
-    """Return the URL if Redis answers; else skip the test (fail it under ``CI``)."""
-    url = redis_url()
-
-    def ping() -> None:
-        client = redis.Redis.from_url(url, socket_connect_timeout=3)
-        try:
-            client.ping()
-        finally:
-            client.close()
-
-    require_service(f"Redis at {url}", ping)
-    return url
-
-
-@pytest.fixture(name="redis_bus")
-def redis_bus_fixture() -> Iterator[RedisBus]:
+@pytest.fixture
+def redis_bus() -> Iterator[RedisBus]:
     """A RedisBus with a key prefix of its own, whose keys are deleted afterwards."""
     url = require_redis()
     prefix = f"livecode:test:{secrets.token_hex(6)}:"
@@ -84,8 +41,8 @@ def redis_bus_fixture() -> Iterator[RedisBus]:
             client.close()
 
 
-@pytest.fixture(name="bus", params=["local", "redis"])
-def bus_fixture(request: pytest.FixtureRequest) -> Iterator[Bus]:
+@pytest.fixture(params=["local", "redis"])
+def bus(request: pytest.FixtureRequest) -> Iterator[Bus]:
     """A bus of each kind: in-process and Redis."""
     if request.param == "local":
         local = LocalBus()

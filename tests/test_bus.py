@@ -21,13 +21,7 @@ from livecode.bus import (
 )
 from livecode.bus.local import LocalBus
 from livecode.bus.redis import RedisBus
-from tests.conftest_bus import (
-    TIMEOUT_S,
-    anyio_backend_fixture,  # noqa: F401
-    bus_fixture,  # noqa: F401
-    redis_bus_fixture,  # noqa: F401
-    require_redis,
-)
+from tests.utils import TIMEOUT, require_redis
 
 
 def output(seq: int) -> dict[str, Any]:
@@ -62,7 +56,7 @@ def test_keep_false_is_not_in_history(bus: Bus) -> None:
     received: queue.Queue[dict[str, Any]] = queue.Queue()
     with bus.listen("control:e1", received.put):
         bus.publish("control:e1", {"type": "cancel"}, keep=False)
-        assert received.get(timeout=TIMEOUT_S) == {"type": "cancel"}
+        assert received.get(timeout=TIMEOUT) == {"type": "cancel"}
     assert bus.history("control:e1") == []
 
 
@@ -70,7 +64,7 @@ def test_expire_drops_history(bus: Bus) -> None:
     """After expire(), the history is gone once the delay has passed."""
     bus.publish("execution:e1", output(1))
     bus.expire("execution:e1", 0.05)
-    deadline = time.monotonic() + TIMEOUT_S
+    deadline = time.monotonic() + TIMEOUT
     while bus.history("execution:e1") and time.monotonic() < deadline:
         time.sleep(0.01)
     assert bus.history("execution:e1") == []
@@ -81,7 +75,7 @@ def test_a_last_event_kept_for_a_while_shortens_the_history(bus: Bus) -> None:
     bus.publish("execution:e1", output(1))
     bus.publish("execution:e1", {"type": "finished"}, keep_for_s=0.2)
     assert bus.history("execution:e1") == [output(1), {"type": "finished"}]
-    deadline = time.monotonic() + TIMEOUT_S
+    deadline = time.monotonic() + TIMEOUT
     while bus.history("execution:e1") and time.monotonic() < deadline:
         time.sleep(0.01)
     assert bus.history("execution:e1") == []
@@ -103,16 +97,16 @@ def test_listen_from_a_thread_receives(bus: Bus) -> None:
     def worker() -> None:
         with bus.listen("control:e1", received.put):
             ready.set()
-            done.wait(TIMEOUT_S)
+            done.wait(TIMEOUT)
 
     thread = threading.Thread(target=worker)
     thread.start()
-    assert ready.wait(TIMEOUT_S)
+    assert ready.wait(TIMEOUT)
     for n in range(3):
         bus.publish("control:e1", {"type": "stdin", "data": str(n)}, keep=False)
-    got = [received.get(timeout=TIMEOUT_S) for _ in range(3)]
+    got = [received.get(timeout=TIMEOUT) for _ in range(3)]
     done.set()
-    thread.join(TIMEOUT_S)
+    thread.join(TIMEOUT)
     assert got == [{"type": "stdin", "data": str(n)} for n in range(3)]
     bus.publish("control:e1", {"type": "stdin", "data": "late"}, keep=False)
     with pytest.raises(queue.Empty):
@@ -131,7 +125,7 @@ def test_a_failing_listener_does_not_break_publish(bus: Bus) -> None:
     with bus.listen("control:e1", on_message):
         bus.publish("control:e1", {"n": 0}, keep=False)
         bus.publish("control:e1", {"n": 1}, keep=False)
-        assert [received.get(timeout=TIMEOUT_S) for _ in range(2)] == [{"n": 0}, {"n": 1}]
+        assert [received.get(timeout=TIMEOUT) for _ in range(2)] == [{"n": 0}, {"n": 1}]
 
 
 @pytest.mark.anyio
@@ -150,7 +144,7 @@ async def test_subscriber_receives_from_other_threads(bus: Bus) -> None:
     for thread in threads:
         thread.start()
     received: dict[str, list[int]] = {"execution:a": [], "execution:b": []}
-    with anyio.fail_after(TIMEOUT_S):
+    with anyio.fail_after(TIMEOUT):
         async for channel, event in subscriber:
             received[channel].append(event["n"])
             if sum(map(len, received.values())) == 400:
@@ -169,7 +163,7 @@ async def test_subscriber_stops_after_unsubscribe_and_aclose(bus: Bus) -> None:
     await subscriber.unsubscribe("session:s1")
     bus.publish("session:s1", {"n": 1}, keep=False)
     bus.publish("session:s2", {"n": 2}, keep=False)
-    with anyio.fail_after(TIMEOUT_S):
+    with anyio.fail_after(TIMEOUT):
         assert await subscriber.__anext__() == ("session:s2", {"n": 2})
     await subscriber.aclose()
     await subscriber.aclose()
@@ -194,7 +188,7 @@ async def test_subscribe_then_history_misses_nothing(bus: Bus) -> None:
     await subscriber.subscribe(channel)
     history = await anyio.to_thread.run_sync(bus.history, channel)
     seen = {event["seq"] for event in history}
-    with anyio.fail_after(TIMEOUT_S):
+    with anyio.fail_after(TIMEOUT):
         while len(seen) < 1000:
             _, event = await subscriber.__anext__()
             seen.add(event["seq"])
@@ -217,7 +211,7 @@ async def test_publish_from_another_process_reaches_the_subscriber(redis_bus: Re
     )
     url = require_redis()
     await anyio.run_process([sys.executable, "-c", script, url, redis_bus.prefix], check=True)
-    with anyio.fail_after(TIMEOUT_S):
+    with anyio.fail_after(TIMEOUT):
         received = [await subscriber.__anext__() for _ in range(3)]
     await subscriber.aclose()
     assert [event["seq"] for _, event in received] == [1, 2, 3]
@@ -242,7 +236,7 @@ async def test_subscriber_resyncs_after_a_lost_connection(redis_bus: RedisBus) -
     killed = sum(client.client_kill_filter(_id=client_id) for client_id in ids)
     client.close()
     assert killed
-    with anyio.fail_after(TIMEOUT_S):
+    with anyio.fail_after(TIMEOUT):
         assert await subscriber.__anext__() == ("execution:k1", {"type": "bus.resync"})
         redis_bus.publish("execution:k1", output(1))
         assert await subscriber.__anext__() == ("execution:k1", output(1))
@@ -266,12 +260,12 @@ def test_listeners_hear_only_their_own_channel(bus: Bus) -> None:
     with bus.listen("control:first", first.put), bus.listen("control:second", second.put):
         bus.publish("control:first", {"n": 1}, keep=False)
         bus.publish("control:second", {"n": 2}, keep=False)
-        assert first.get(timeout=TIMEOUT_S) == {"n": 1}
-        assert second.get(timeout=TIMEOUT_S) == {"n": 2}
+        assert first.get(timeout=TIMEOUT) == {"n": 1}
+        assert second.get(timeout=TIMEOUT) == {"n": 2}
     with bus.listen("control:second", second.put):
         bus.publish("control:first", {"n": "not mine"}, keep=False)
         bus.publish("control:second", {"n": "mine"}, keep=False)
-        assert second.get(timeout=TIMEOUT_S) == {"n": "mine"}
+        assert second.get(timeout=TIMEOUT) == {"n": "mine"}
     with pytest.raises(queue.Empty):
         first.get(timeout=0.2)
 
@@ -297,5 +291,5 @@ def test_redis_listener_gets_what_was_sent_while_redis_was_away(redis_bus: Redis
         ]
         assert sum(client.client_kill_filter(_id=reader) for reader in readers)
         redis_bus.publish("control:blip", {"type": "cancel", "id": "c1"})
-        assert received.get(timeout=TIMEOUT_S) == {"type": "cancel", "id": "c1"}
+        assert received.get(timeout=TIMEOUT) == {"type": "cancel", "id": "c1"}
     client.close()

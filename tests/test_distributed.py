@@ -8,8 +8,15 @@ import time
 import pytest
 
 from livecode.config import Settings
-from tests.conftest import distributed_env
-from tests.utils import LiveServer, free_port, joined, outputs, run_process, ws_connect
+from tests.utils import (
+    LiveServer,
+    distributed_env,
+    free_port,
+    joined,
+    outputs,
+    run_process,
+    ws_connect,
+)
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from livecode.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
-from tests.conftest_bus import require_redis
+from tests.utils import require_redis
 
 
 @pytest.fixture(params=["local", "redis"])

@@ -16,13 +16,7 @@ import redis
 from livecode.bus import Bus, Subscriber, execution_channel
 from livecode.bus.redis import RedisBus
 from livecode.relay import Relay
-from tests.conftest_bus import (
-    TIMEOUT_S,
-    anyio_backend_fixture,  # noqa: F401
-    bus_fixture,  # noqa: F401
-    redis_bus_fixture,  # noqa: F401
-    require_redis,
-)
+from tests.utils import TIMEOUT, require_redis
 
 pytestmark = pytest.mark.anyio
 
@@ -123,7 +117,7 @@ def in_thread(target: Any, *args: Any, **kwargs: Any) -> threading.Thread:
 
 
 async def collect(events: AsyncIterator[Event]) -> list[Event]:
-    with anyio.fail_after(TIMEOUT_S):
+    with anyio.fail_after(TIMEOUT):
         return [event async for event in events]
 
 
@@ -193,7 +187,7 @@ async def test_finished_after_the_store_commit_arrives_live(
     publish(bus, events[:-1])
     async with relay.follow("e1") as followed:
         iterator = aiter(followed)
-        with anyio.fail_after(TIMEOUT_S):
+        with anyio.fail_after(TIMEOUT):
             first = [await anext(iterator) for _ in range(6)]
         publish(bus, events[-1:])
         rest = await collect(iterator)
@@ -278,7 +272,7 @@ async def test_slow_follower_resyncs_without_blocking_others(
         tasks = asyncio.gather(slow(), fast())
         await asyncio.sleep(0.05)
         thread = in_thread(publish, bus, events)
-        with anyio.fail_after(TIMEOUT_S):
+        with anyio.fail_after(TIMEOUT):
             slow_received, fast_received = await tasks
         thread.join()
     finally:
@@ -303,14 +297,14 @@ async def test_cancelled_follow_unsubscribes(bus: Bus, store: FakeStore) -> None
 
     try:
         task = asyncio.ensure_future(follow_forever())
-        with anyio.fail_after(TIMEOUT_S):
+        with anyio.fail_after(TIMEOUT):
             await entered.wait()
         assert relay.subscribed_channels == {"execution:e1"}
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         assert relay.subscribed_channels == frozenset()
-        with anyio.fail_after(TIMEOUT_S):
+        with anyio.fail_after(TIMEOUT):
             while counting.unsubscribes != ["execution:e1"]:
                 await asyncio.sleep(0.01)
     finally:
@@ -322,7 +316,7 @@ async def test_listen_relays_live_session_events(bus: Bus, relay: Relay) -> None
     update = {"type": "session.updated", "session_id": "s1", "version": 2}
     async with relay.listen("session:s1") as first, relay.listen("session:s1") as second:
         bus.publish("session:s1", update, keep=False)
-        with anyio.fail_after(TIMEOUT_S):
+        with anyio.fail_after(TIMEOUT):
             assert await anext(aiter(first)) == update
             assert await anext(aiter(second)) == update
     assert relay.subscribed_channels == frozenset()
@@ -361,7 +355,7 @@ async def test_follower_survives_a_lost_redis_connection(
         async with relay.follow("e1") as followed:
             iterator = aiter(followed)
             publish(redis_bus, events[:40])
-            with anyio.fail_after(TIMEOUT_S):
+            with anyio.fail_after(TIMEOUT):
                 received = [await anext(iterator) for _ in range(40)]
             kill_subscribers(redis_bus)
             publish(redis_bus, events[40:])
@@ -395,7 +389,7 @@ async def test_a_history_with_a_hole_is_never_a_silent_gap(
     assert received[-1]["type"] == "error" and received[-1]["message"] == "output lost"
     async with relay.follow("e1", since=3) as followed:  # the hole is behind it: fine
         iterator = aiter(followed)
-        with anyio.fail_after(TIMEOUT_S):
+        with anyio.fail_after(TIMEOUT):
             assert [(await anext(iterator)).get("seq") for _ in range(4)] == [None, 4, 5, 6]
     store.final["e1"] = events
     async with relay.follow("e1") as followed:

@@ -15,28 +15,18 @@ import pytest
 import sqlalchemy as sa
 from openapi_schema_validator import OAS30Validator
 
-from tests.conftest import embedded_settings
-from tests.utils import TIMEOUT, LiveServer, free_port, run_server
+from tests.utils import (
+    TIMEOUT,
+    LiveServer,
+    embedded_settings,
+    free_port,
+    run_server,
+    wait_final,
+    wait_status,
+)
 
 HELLO = "print('Hello World')"
 SLEEPER = "import time\nprint('started', flush=True)\ntime.sleep(60)"
-
-
-def wait_final(client: httpx.Client, execution_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        execution = client.get(f"/executions/{execution_id}").json()
-        if execution["status"] not in ("QUEUED", "RUNNING"):
-            return execution  # type: ignore[no-any-return]
-        time.sleep(0.05)
-    raise AssertionError(f"execution {execution_id} did not finish")
-
-
-def wait_status(client: httpx.Client, execution_id: str, status: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while client.get(f"/executions/{execution_id}").json()["status"] != status:
-        assert time.monotonic() < deadline, f"execution never reached {status}"
-        time.sleep(0.05)
 
 
 def test_reference_flow(server: LiveServer) -> None:

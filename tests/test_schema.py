@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from livecode.store import Store
 from livecode.tables import metadata
-from tests.conftest_store import SCHEMA_SQL, postgresql_schema
+from tests.utils import SCHEMA_SQL, postgresql_schema
 
 _FAMILIES: tuple[tuple[str, type[Any]], ...] = (
     ("boolean", sa.Boolean),

@@ -15,13 +15,7 @@ from livecode import errors, store as store_module
 from livecode.store import Execution, Session, SessionStatus, Store
 from livecode.tables import code_sessions, executions
 from runners import ExecutionStatus
-from tests.conftest_store import (
-    SCHEMA_SQL,
-    postgresql_schema,
-    postgresql_url,
-    require_postgresql,
-    store_fixture,  # noqa: F401  (the `store` fixture)
-)
+from tests.utils import SCHEMA_SQL, TIMEOUT, postgresql_schema, require_postgresql
 
 LIMITS = {"timeout_s": 5.0, "memory_mb": 128, "max_processes": 16, "output_limit_bytes": 1024}
 
@@ -543,7 +537,6 @@ def test_postgresql_from_url() -> None:
         postgresql_store.ping()
     finally:
         postgresql_store.close()
-    assert postgresql_url() == url
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -565,7 +558,7 @@ def _race(n: int, call: Any) -> list[Any]:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=30)
+        thread.join(TIMEOUT)
     assert not any(thread.is_alive() for thread in threads)
     return outcomes
 

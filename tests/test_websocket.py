@@ -12,8 +12,16 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from livecode.websocket import _Outbox
-from tests.conftest import embedded_settings
-from tests.utils import TIMEOUT, LiveServer, Socket, joined, outputs, run_server, ws_connect
+from tests.utils import (
+    TIMEOUT,
+    LiveServer,
+    Socket,
+    embedded_settings,
+    joined,
+    outputs,
+    run_server,
+    ws_connect,
+)
 
 pytestmark = pytest.mark.anyio
 

@@ -1,4 +1,6 @@
-"""Real servers for end-to-end tests: uvicorn on a free port, `livecode worker` processes."""
+"""Helpers of the tests: the TIMEOUT unit and waits bounded by it, the real services (PostgreSQL,
+the tests' own Redis), real servers (uvicorn on a free port, `livecode worker` processes) and a
+WebSocket client."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import atexit
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -15,20 +18,68 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import httpx
 import pytest
 import redis
+import sqlalchemy as sa
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from livecode.app import create_app
 from livecode.config import Settings
+from runners import ExecutionStatus
 
 # One unit for every wait in the tests; scale it on a slow machine.
 TIMEOUT = 30.0 * float(os.environ.get("LIVECODE_TEST_TIMEOUT_SCALE", "1"))
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA_SQL = Path(REPO) / "schema.sql"
+# The tests' PostgreSQL server: a session creates a database of its own in it, a store test a
+# schema of its own.
+POSTGRESQL_URL = (
+    os.environ.get("LIVECODE_TEST_DATABASE_URL")
+    or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+_T = TypeVar("_T")
+
+
+def wait_until(
+    condition: Callable[[], _T], what: str, *, timeout: float = TIMEOUT, interval_s: float = 0.01
+) -> _T:
+    """Poll `condition` until it returns something true, and return that.
+
+    For states nothing announces; fails saying `what` did not happen within `timeout`.
+    """
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:g} s in vain until {what}")
+        time.sleep(interval_s)
+    return value
+
+
+def wait_final(
+    client: httpx.Client, execution_id: str, *, timeout: float = TIMEOUT
+) -> dict[str, Any]:
+    """Poll GET /executions/{id} until the execution is final; return it."""
+
+    def final() -> dict[str, Any] | None:
+        execution: dict[str, Any] = client.get(f"/executions/{execution_id}").json()
+        return execution if ExecutionStatus(execution["status"]).is_final else None
+
+    return wait_until(final, f"execution {execution_id} is final", timeout=timeout, interval_s=0.05)
+
+
+def wait_status(client: httpx.Client, execution_id: str, status: str) -> None:
+    """Poll GET /executions/{id} until the execution has `status`."""
+    wait_until(
+        lambda: client.get(f"/executions/{execution_id}").json()["status"] == status,
+        f"execution {execution_id} is {status}",
+        interval_s=0.05,
+    )
 
 
 # Read at import: an autouse fixture clears LIVECODE_* (not CI) before each test.
@@ -56,10 +107,44 @@ def require_service(what: str, check: Callable[[], object]) -> None:
         missing_service(reason)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def require_postgresql() -> str:
+    """Return the tests' PostgreSQL URL if it answers; else skip the test (fail it under CI)."""
+
+    def select_one() -> None:
+        engine = sa.create_engine(
+            POSTGRESQL_URL, connect_args={"connect_timeout": 3}, poolclass=sa.NullPool
+        )
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        finally:
+            engine.dispose()
+
+    require_service(f"PostgreSQL at {POSTGRESQL_URL}", select_one)
+    return POSTGRESQL_URL
+
+
+@contextlib.contextmanager
+def postgresql_schema() -> Iterator[tuple[sa.Engine, str]]:
+    """Yield an engine whose ``search_path`` is a new empty schema, dropped afterwards."""
+    url = require_postgresql()
+    name = f"lc_test_{secrets.token_hex(6)}"
+    admin = sa.create_engine(url, poolclass=sa.NullPool)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{name}"')
+    engine = sa.create_engine(
+        url,
+        pool_size=10,
+        max_overflow=10,
+        connect_args={"options": f"-c search_path={name}", "connect_timeout": 3},
+    )
+    try:
+        yield engine, name
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        admin.dispose()
 
 
 def private_redis_url() -> str:
@@ -113,6 +198,43 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(5)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+def require_redis() -> str:
+    """Return the URL of the tests' Redis if it answers; else skip the test (fail it under CI)."""
+    url = private_redis_url()
+
+    def ping() -> None:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3)
+        try:
+            client.ping()
+        finally:
+            client.close()
+
+    require_service(f"Redis at {url}", ping)
+    return url
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def embedded_settings(tmp_path_factory: pytest.TempPathFactory, **overrides: object) -> Settings:
+    """Embedded mode (SQLite in a fresh directory, in-process queue and bus), two workers."""
+    database = tmp_path_factory.mktemp("embedded") / "livecode.db"
+    return Settings(database_url=f"sqlite:///{database}", worker_threads=2, **overrides)  # type: ignore[arg-type]
+
+
+def distributed_env(postgres_database: str, redis_url: str) -> dict[str, str]:
+    """The LIVECODE_* variables of a distributed server or worker process."""
+    return {
+        "LIVECODE_DATABASE_URL": postgres_database,
+        "LIVECODE_REDIS_URL": redis_url,
+        "LIVECODE_WORKER_THREADS": "2",
+        "LIVECODE_LOG_LEVEL": "WARNING",
+    }
 
 
 @dataclass
