@@ -12,11 +12,15 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Protocol
 
 import redis
 
 from livecode.errors import unavailable_on
+
+# Seconds on a clock that only moves forward; tests pass a fake one to drive the windows.
+Clock = Callable[[], float]
 
 
 class RateLimiter(Protocol):
@@ -31,15 +35,16 @@ class RateLimiter(Protocol):
 
 
 class LocalRateLimiter:
-    """In-process counters for embedded mode. Thread-safe."""
+    """In-process counters for embedded mode, timed by `clock`. Thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._hits: dict[str, collections.deque[float]] = {}
         self._spent: dict[str, tuple[int, float]] = {}  # key -> (spent, forget at)
 
     def hit(self, key: str, limit: int, window_s: float) -> float | None:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             if len(self._hits) > 10_000:  # forget idle keys now and then
                 self._hits = {k: h for k, h in self._hits.items() if h and h[-1] > now - window_s}
@@ -52,7 +57,7 @@ class LocalRateLimiter:
             return None
 
     def spend(self, key: str, amount: int, budget: int, ttl_s: float) -> bool:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             if len(self._spent) > 10_000:
                 self._spent = {k: v for k, v in self._spent.items() if v[1] > now}
@@ -65,10 +70,14 @@ class LocalRateLimiter:
             return True
 
 
-# A sorted set of hit times per key, in Redis's clock so that every server agrees on it.
+# A sorted set of hit times per key, in ms of Redis's clock so that every server agrees on it
+# (or of the clock given as ARGV[4]).
 _HIT = """
-local now_t = redis.call('TIME')
-local now = tonumber(now_t[1]) * 1000 + math.floor(tonumber(now_t[2]) / 1000)
+local now = tonumber(ARGV[4])
+if not now then
+  local now_t = redis.call('TIME')
+  now = tonumber(now_t[1]) * 1000 + math.floor(tonumber(now_t[2]) / 1000)
+end
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[1])
@@ -95,9 +104,14 @@ return 1
 
 
 class RedisRateLimiter:
-    """Counters shared by every server, each check one atomic script."""
+    """Counters shared by every server, each check one atomic script.
 
-    def __init__(self, client: redis.Redis) -> None:
+    Hits are timed by Redis's own clock, unless a `clock` is given (tests drive the window with
+    a fake one). A budget is forgotten by Redis's key expiry, always in Redis's time.
+    """
+
+    def __init__(self, client: redis.Redis, *, clock: Clock | None = None) -> None:
+        self._clock = clock
         self._hit = client.register_script(_HIT)
         self._spend = client.register_script(_SPEND)
 
@@ -105,12 +119,10 @@ class RedisRateLimiter:
         with unavailable_on(
             redis.RedisError, message="rate counters (Redis) unavailable", retry_after=5.0
         ):
-            wait_ms = int(
-                self._hit(
-                    keys=[f"livecode:rate:{key}"],
-                    args=[limit, int(window_s * 1000), uuid.uuid4().hex],
-                )
-            )
+            args: list[int | str] = [limit, int(window_s * 1000), uuid.uuid4().hex]
+            if self._clock is not None:
+                args.append(int(self._clock() * 1000))
+            wait_ms = int(self._hit(keys=[f"livecode:rate:{key}"], args=args))
         return None if wait_ms < 0 else _seconds(wait_ms / 1000)
 
     def spend(self, key: str, amount: int, budget: int, ttl_s: float) -> bool:
