@@ -5,7 +5,6 @@ from __future__ import annotations
 import queue
 import sys
 import threading
-import time
 from typing import Any
 
 import anyio
@@ -21,7 +20,7 @@ from livecode.bus import (
 )
 from livecode.bus.local import LocalBus
 from livecode.bus.redis import RedisBus
-from tests.utils import TIMEOUT, require_redis
+from tests.utils import TIMEOUT, require_redis, wait_until
 
 
 def output(seq: int) -> dict[str, Any]:
@@ -64,10 +63,7 @@ def test_expire_drops_history(bus: Bus) -> None:
     """After expire(), the history is gone once the delay has passed."""
     bus.publish("execution:e1", output(1))
     bus.expire("execution:e1", 0.05)
-    deadline = time.monotonic() + TIMEOUT
-    while bus.history("execution:e1") and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert bus.history("execution:e1") == []
+    wait_until(lambda: bus.history("execution:e1") == [], "the history expired")
 
 
 def test_a_last_event_kept_for_a_while_shortens_the_history(bus: Bus) -> None:
@@ -75,10 +71,7 @@ def test_a_last_event_kept_for_a_while_shortens_the_history(bus: Bus) -> None:
     bus.publish("execution:e1", output(1))
     bus.publish("execution:e1", {"type": "finished"}, keep_for_s=0.2)
     assert bus.history("execution:e1") == [output(1), {"type": "finished"}]
-    deadline = time.monotonic() + TIMEOUT
-    while bus.history("execution:e1") and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert bus.history("execution:e1") == []
+    wait_until(lambda: bus.history("execution:e1") == [], "the history expired")
 
 
 def test_expire_zero_drops_history_now(bus: Bus) -> None:
@@ -174,16 +167,16 @@ async def test_subscriber_stops_after_unsubscribe_and_aclose(bus: Bus) -> None:
 async def test_subscribe_then_history_misses_nothing(bus: Bus) -> None:
     """Subscribed first, then history read: every event is in one or the other (or both)."""
     channel = "execution:race"
-    done = threading.Event()
+    publishing = threading.Event()
 
     def publisher() -> None:
         for seq in range(1, 1001):
             bus.publish(channel, output(seq))
-        done.set()
+            publishing.set()
 
     thread = threading.Thread(target=publisher)
     thread.start()
-    time.sleep(0.001)
+    assert publishing.wait(TIMEOUT)  # subscribe while the events are being published
     subscriber = bus.subscriber()
     await subscriber.subscribe(channel)
     history = await anyio.to_thread.run_sync(bus.history, channel)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import pytest
 
 from livecode.config import Settings
 from tests.utils import (
+    TIMEOUT,
     LiveServer,
     distributed_env,
     free_port,
     joined,
     outputs,
     run_process,
+    wait_final,
     ws_connect,
 )
 
@@ -79,12 +80,8 @@ def test_queued_runs_spread_over_idle_workers(postgres_database: str, redis_url:
             for _ in range(2)
         ]
         with run_process(["worker"], env), run_process(["worker"], env):
-            deadline = time.monotonic() + 60
-            finals = [http.get(f"/executions/{execution_id}").json() for execution_id in ids]
-            while any(f["status"] in ("QUEUED", "RUNNING") for f in finals):
-                assert time.monotonic() < deadline, finals
-                time.sleep(0.2)
-                finals = [http.get(f"/executions/{execution_id}").json() for execution_id in ids]
+            # Two worker processes start, then each run sleeps 8 s.
+            finals = [wait_final(http, execution_id, timeout=2 * TIMEOUT) for execution_id in ids]
     assert [final["stdout"] for final in finals] == ["done\n", "done\n"]
     starts = [dt.datetime.fromisoformat(final["started_at"]) for final in finals]
     ends = [dt.datetime.fromisoformat(final["finished_at"]) for final in finals]

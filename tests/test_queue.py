@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from livecode.config import Settings
 from livecode.queue import Queue, WakingRedisBroker
-from tests.utils import TIMEOUT
+from tests.utils import TIMEOUT, wait_until
 
 
 def settings_for(kind: str, redis_url: str | None) -> Settings:
@@ -88,8 +87,9 @@ def test_in_process_close_lets_the_running_execution_finish_and_starts_no_other(
     assert running.wait(TIMEOUT)
     closing = threading.Thread(target=in_process.close, kwargs={"timeout_s": TIMEOUT})
     closing.start()
-    while not in_process._local._stopping:  # type: ignore[union-attr]  # close() has begun
-        time.sleep(0.001)
+    local = in_process._local
+    assert local is not None
+    wait_until(lambda: local._stopping, "close() has begun: it takes no more executions")
     release.set()
     closing.join(TIMEOUT)
     assert not closing.is_alive()

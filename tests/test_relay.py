@@ -46,12 +46,18 @@ class FakeStore:
 
     def __init__(self) -> None:
         self.final: dict[str, list[Event]] = {}
-
         self.reads: list[str] = []
+        self._read = asyncio.Event()
 
     async def load_final(self, execution_id: str) -> list[Event] | None:
         self.reads.append(execution_id)
+        self._read.set()
         return self.final.get(execution_id)
+
+    async def wait_read(self) -> None:
+        """Return once a follower has asked: it has read the bus history, and now goes live."""
+        with anyio.fail_after(TIMEOUT):
+            await self._read.wait()
 
 
 class CountingBus:
@@ -61,6 +67,7 @@ class CountingBus:
         self._bus = bus
         self.subscribes: list[str] = []
         self.unsubscribes: list[str] = []
+        self.unsubscribed = asyncio.Event()  # set by each unsubscribe, once it is done
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._bus, name)
@@ -81,6 +88,7 @@ class _CountingSubscriber:
     async def unsubscribe(self, *channels: str) -> None:
         self._counts.unsubscribes.extend(channels)
         await self._subscriber.unsubscribe(*channels)
+        self._counts.unsubscribed.set()
 
     def __aiter__(self) -> AsyncIterator[tuple[str, Event]]:
         return self._subscriber.__aiter__()
@@ -107,7 +115,7 @@ def publish(bus: Bus, events: list[Event], *, pause_every: int = 0) -> None:
     for n, event in enumerate(events, 1):
         bus.publish(execution_channel(event["execution_id"]), event)
         if pause_every and n % pause_every == 0:
-            time.sleep(0.001)
+            time.sleep(0.001)  # a worker's pace: followers get to join between the events
 
 
 def in_thread(target: Any, *args: Any, **kwargs: Any) -> threading.Thread:
@@ -201,7 +209,7 @@ async def test_empty_history_goes_live(bus: Bus, relay: Relay, store: FakeStore)
     async with relay.follow("e1") as followed:
         iterator = aiter(followed)
         task = asyncio.ensure_future(collect(iterator))
-        await asyncio.sleep(0.05)
+        await store.wait_read()
         publish(bus, events)
         assert await task == events
     assert store.reads == ["e1"]
@@ -231,7 +239,7 @@ async def test_followers_joining_while_the_worker_publishes(bus: Bus, relay: Rel
     rng = random.Random(7)
 
     async def follower(delay_s: float, since: int) -> tuple[int, list[Event]]:
-        await asyncio.sleep(delay_s)
+        await asyncio.sleep(delay_s)  # joins at a random moment of the run: what is tested
         async with relay.follow("e1", since=since) as followed:
             return since, await collect(followed)
 
@@ -252,25 +260,30 @@ async def test_slow_follower_resyncs_without_blocking_others(
     await relay.start()
     events = execution_events("e1", 300)
     fast_done = asyncio.Event()
+    slow_following, fast_following = asyncio.Event(), asyncio.Event()
 
     async def slow() -> list[Event]:
         received = []
         async with relay.follow("e1") as followed:
+            slow_following.set()
             async for event in followed:
                 received.append(event)
                 if not fast_done.is_set():
-                    await asyncio.sleep(0.002)
+                    await asyncio.sleep(0.002)  # slower than the worker publishes
         return received
 
     async def fast() -> list[Event]:
         async with relay.follow("e1") as followed:
+            fast_following.set()
             received = await collect(followed)
         fast_done.set()
         return received
 
     try:
         tasks = asyncio.gather(slow(), fast())
-        await asyncio.sleep(0.05)
+        with anyio.fail_after(TIMEOUT):
+            await slow_following.wait()
+            await fast_following.wait()
         thread = in_thread(publish, bus, events)
         with anyio.fail_after(TIMEOUT):
             slow_received, fast_received = await tasks
@@ -305,8 +318,8 @@ async def test_cancelled_follow_unsubscribes(bus: Bus, store: FakeStore) -> None
             await task
         assert relay.subscribed_channels == frozenset()
         with anyio.fail_after(TIMEOUT):
-            while counting.unsubscribes != ["execution:e1"]:
-                await asyncio.sleep(0.01)
+            await counting.unsubscribed.wait()
+        assert counting.unsubscribes == ["execution:e1"]
     finally:
         await relay.close()
 
@@ -328,7 +341,7 @@ async def test_close_ends_followers_with_an_error(bus: Bus, store: FakeStore) ->
     await relay.start()
     async with relay.follow("e1") as followed:
         task = asyncio.ensure_future(collect(followed))
-        await asyncio.sleep(0.05)
+        await store.wait_read()  # the follower waits for live events
         await relay.close()
         received = await task
     assert received == [

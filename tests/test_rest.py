@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,13 +15,13 @@ import sqlalchemy as sa
 from openapi_schema_validator import OAS30Validator
 
 from tests.utils import (
-    TIMEOUT,
     LiveServer,
     embedded_settings,
     free_port,
     run_server,
     wait_final,
     wait_status,
+    wait_until,
 )
 
 HELLO = "print('Hello World')"
@@ -417,16 +416,17 @@ def test_deleting_a_session_cancels_its_running_execution(server: LiveServer) ->
             "/code-sessions", json={"language": "python", "source_code": SLEEPER}
         ).json()["session_id"]
         execution_id = client.post(f"/code-sessions/{session_id}/run").json()["execution_id"]
-        deadline = time.monotonic() + TIMEOUT
-        while not sandboxed_programs(client):  # RUNNING is stored just before the program starts
-            assert time.monotonic() < deadline, "the sleeper never started in a sandbox"
-            time.sleep(0.05)
+        # RUNNING is stored just before the program starts: look for the program itself.
+        wait_until(
+            lambda: sandboxed_programs(client), "the sleeper runs in a sandbox", interval_s=0.05
+        )
         assert client.delete(f"/code-sessions/{session_id}").status_code == 204
         assert client.get(f"/executions/{execution_id}").status_code == 404
-        deadline = time.monotonic() + TIMEOUT
-        while sandboxed_programs(client):  # killed, not left to sleep its 60 s
-            assert time.monotonic() < deadline, sandboxed_programs(client)
-            time.sleep(0.05)
+        wait_until(  # killed, not left to sleep its 60 s
+            lambda: not sandboxed_programs(client),
+            "the sleeper is gone from the sandbox",
+            interval_s=0.05,
+        )
 
 
 def sandboxed_programs(client: httpx.Client) -> list[str]:

@@ -20,6 +20,7 @@ from tests.utils import (
     joined,
     outputs,
     run_server,
+    wait_final,
     ws_connect,
 )
 
@@ -212,7 +213,8 @@ async def test_unsubscribe_stops_events(server: LiveServer) -> None:
             "ref": answer["ref"],
             "execution_id": execution_id,
         }
-        await asyncio.sleep(1.5)
+        with server.client() as client:
+            wait_final(client, execution_id)  # its `finished` is published right after
         pong = await ws.request({"type": "ping"})
         assert pong["type"] == "pong"
         # Only events already queued before the unsubscribe may have arrived; no `finished`.
@@ -425,7 +427,7 @@ async def test_the_outbox_of_a_slow_socket_is_bounded_in_bytes() -> None:
     outbox = _Outbox(max_events=100, max_bytes=1000)
     await outbox.put("x" * 600)
     waiting = asyncio.create_task(outbox.put("y" * 600))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # one turn of the loop: the put runs until it waits for room
     assert not waiting.done() and outbox.bytes == 600  # 1200 bytes would be over the bound
     assert await outbox.get() == "x" * 600
     await asyncio.wait_for(waiting, TIMEOUT)

@@ -10,7 +10,6 @@ import signal
 import socket
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -30,6 +29,7 @@ from runners import (
 )
 from runners.cache import BinaryCache
 from tests.runners.conftest import assert_nothing_left, program, requires_bwrap, run
+from tests.utils import wait_until
 
 pytestmark = requires_bwrap
 
@@ -208,9 +208,11 @@ def test_close_stops_the_precompiled_header_build(tmp_path: pathlib.Path) -> Non
     work_root = tempfile.mkdtemp(dir="/var/tmp", prefix="livecode-runners-pch-")
     try:
         box = Sandbox(SandboxConfig(slots=1, work_root=work_root))
-        deadline = time.monotonic() + 10
-        while not _processes_mentioning(work_root) and time.monotonic() < deadline:
-            time.sleep(0.01)  # the compiler started
+        # Not any process with the work root in its command line: the slot's spawner has it.
+        wait_until(
+            lambda: [p for p in _processes_mentioning(work_root) if "c++-header" in p],
+            "the precompiled header's compiler runs",
+        )
         box.close()
         assert not box._pch.is_alive()
         assert _processes_mentioning(work_root) == []

@@ -32,7 +32,9 @@ from tests.runners.conftest import (
     program,
     requires_bwrap,
     run,
+    slot_processes,
 )
+from tests.utils import wait_until
 
 pytestmark = requires_bwrap
 
@@ -267,7 +269,8 @@ def test_runs_in_two_slots_do_not_share_a_process_budget(sandbox: Sandbox) -> No
 
     thread = threading.Thread(target=bomber)
     thread.start()
-    time.sleep(0.5)
+    # Its slot's uid runs all the processes it may: the budget another slot must not share.
+    wait_until(lambda: len(slot_processes(sandbox)) >= 16, "the fork bomb has its 16 processes")
     source = (
         "import subprocess\n"
         "print(subprocess.run(['/usr/bin/echo', 'spawned'], capture_output=True, text=True).stdout,"
