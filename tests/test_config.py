@@ -14,6 +14,7 @@ from livecode.config import ConfigError, Settings, usable_cpus
 
 
 def test_defaults_are_embedded_mode() -> None:
+    """With no variable set, the server runs embedded on 127.0.0.1:8000 with the SPEC's limits."""
     settings = Settings.from_env({})
     assert settings.database_url == "sqlite:///./livecode.db"
     assert settings.redis_url is None and not settings.is_distributed
@@ -32,6 +33,7 @@ def test_defaults_are_embedded_mode() -> None:
 
 
 def test_variables_and_plain_urls() -> None:
+    """DATABASE_URL and REDIS_URL as hosting platforms give them are understood, as LIVECODE_*."""
     settings = Settings.from_env(
         {
             "DATABASE_URL": "postgres://u@db:5432/live",
@@ -48,6 +50,7 @@ def test_variables_and_plain_urls() -> None:
 
 
 def test_livecode_variables_win_and_flags_win_over_them() -> None:
+    """A LIVECODE_ variable wins over the plain one, and a command-line flag over both."""
     environ = {
         "DATABASE_URL": "sqlite:///a.db",
         "LIVECODE_DATABASE_URL": "sqlite:///b.db",
@@ -70,11 +73,13 @@ def test_livecode_variables_win_and_flags_win_over_them() -> None:
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str) -> None:
+    """A bad value is refused, naming the variable to fix."""
     with pytest.raises(ConfigError, match=variable):
         Settings.from_env({variable: value})
 
 
 def test_cli_stops_on_a_bad_value() -> None:
+    """`livecode serve` with a bad value exits with status 2, naming the variable."""
     process = subprocess.run(
         [sys.executable, "-m", "livecode", "serve"],
         env={"LIVECODE_OUTPUT_LIMIT_BYTES": "lots", "PATH": "/usr/bin:/bin"},
@@ -131,4 +136,5 @@ def test_usable_cpus_respects_a_container_cpu_quota(
     [("127.0.0.1", True), ("localhost", True), ("::1", True), ("0.0.0.0", False), ("::", False)],
 )
 def test_serving_beyond_loopback_is_told_apart(host: str, loopback: bool) -> None:
+    """Loopback addresses are told apart from addresses others can reach."""
     assert is_loopback(host) is loopback

@@ -22,6 +22,7 @@ def test_live_messages_wait_for_the_history_before_them() -> None:
 
 
 def test_cancel_from_the_history_or_live_cancels() -> None:
+    """A cancel sent before the worker listened, or while the program runs, cancels it."""
     before = _ControlInbox()
     before.replay([{"type": "cancel", "id": "c1"}])
     assert before.control.is_cancelled

@@ -56,6 +56,7 @@ def _published(bus: LocalBus, execution_id: str) -> list[tuple[str, str | None]]
 
 
 def test_running_is_announced_before_the_output(store: Store, sandbox: Sandbox) -> None:
+    """Followers see RUNNING before the first output, and finished last."""
     bus = LocalBus()
     execution_id = _queue(store, "print('hi')")
     Executor(store, bus, sandbox).execute(execution_id)
@@ -98,6 +99,7 @@ class _BusAwayAfterFirstOutput(LocalBus):
 def test_a_bus_outage_during_a_run_neither_kills_it_nor_loses_events(
     store: Store, sandbox: Sandbox
 ) -> None:
+    """A bus outage mid-run neither stops the program nor loses events: they come late, in order."""
     bus = _BusAwayAfterFirstOutput()
     source = "import time\nfor line in 'abc':\n    print(line, flush=True)\n    time.sleep(0.8)\n"
     execution_id = _queue(store, source)

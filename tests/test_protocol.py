@@ -11,6 +11,7 @@ from livecode.errors import BadRequest
 
 
 def test_every_client_message_type_parses() -> None:
+    """Every message type a client may send is understood, with all its fields."""
     messages = {
         "create": {"language": "python", "source_code": "x"},
         "open": {"session_id": "s"},
@@ -58,17 +59,20 @@ def test_every_client_message_type_parses() -> None:
     ],
 )
 def test_bad_messages_say_what_is_wrong(text: str, words: str) -> None:
+    """A bad message is refused with a message naming what is wrong with it."""
     with pytest.raises(BadRequest) as error:
         protocol.parse_message(text)
     assert words in error.value.message
 
 
 def test_ref_of_a_bad_message_is_still_found() -> None:
+    """The error about a bad message still echoes its ref, when it has one."""
     assert protocol.ref_of('{"type": "nope", "ref": "abc"}') == "abc"
     assert protocol.ref_of("not json") is None
 
 
 def test_optional_run_body() -> None:
+    """A run may be posted without a body; a new session may not."""
     assert protocol.parse_body(protocol.RunOptions, b"", optional=True) == protocol.RunOptions()
     with pytest.raises(BadRequest):
         protocol.parse_body(protocol.CreateSession, b"")

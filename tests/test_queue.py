@@ -19,6 +19,7 @@ def settings_for(kind: str, redis_url: str | None) -> Settings:
 def test_enqueued_executions_reach_a_worker_thread(
     kind: str, request: pytest.FixtureRequest
 ) -> None:
+    """Every queued execution reaches a worker thread, in process and through Redis."""
     redis_url = request.getfixturevalue("redis_url") if kind == "redis" else None
     sender, consumer = Queue(settings_for(kind, redis_url)), None
     received: list[str] = []

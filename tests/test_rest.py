@@ -133,6 +133,7 @@ def test_one_shot_run_with_stdin_and_args(
 
 
 def test_compile_error_and_runtime_error(server: LiveServer) -> None:
+    """A C++ compile error and a Python crash end FAILED, with the reason and the message."""
     with server.client() as client:
         broken = client.post(
             "/executions?wait=true",
@@ -161,6 +162,7 @@ def timed_out_run(client: httpx.Client) -> dict[str, Any]:
 
 
 def test_timeout_is_reported_like_the_reference(server: LiveServer) -> None:
+    """A program over its time limit ends as TIMEOUT, its stderr saying which limit."""
     with server.client() as client:
         answer = timed_out_run(client)
         assert (answer["status"], answer["reason"]) == ("TIMEOUT", "timeout")
@@ -168,6 +170,7 @@ def test_timeout_is_reported_like_the_reference(server: LiveServer) -> None:
 
 
 def test_cancel_a_running_execution(server: LiveServer) -> None:
+    """Cancelling a running execution over REST ends it as CANCELLED."""
     with server.client() as client:
         execution_id = client.post(
             "/executions", json={"language": "python", "source_code": SLEEPER}
@@ -222,6 +225,7 @@ def test_cancel_a_running_execution(server: LiveServer) -> None:
 def test_bad_requests_get_clear_errors(
     server: LiveServer, method: str, path: str, body: Any, status: int, code: str
 ) -> None:
+    """A bad request gets its status, an error code and a message, never a traceback."""
     with server.client() as client:
         content = body if isinstance(body, bytes) else None
         answer = client.request(method, path, content=content, json=None if content else body)
@@ -235,6 +239,7 @@ def test_bad_requests_get_clear_errors(
 def test_a_version_that_is_no_version_is_refused_and_changes_nothing(
     server: LiveServer, base_version: Any
 ) -> None:
+    """A base_version that is no version is a 400 and saves nothing; a whole float still counts."""
     with server.client() as client:  # one connection: it must stay usable after the refusal
         session_id = client.post(
             "/code-sessions", json={"language": "python", "source_code": "a"}
@@ -253,6 +258,7 @@ def test_a_version_that_is_no_version_is_refused_and_changes_nothing(
 
 
 def test_a_method_a_path_does_not_serve_lists_the_ones_it_does(server: LiveServer) -> None:
+    """A method a path does not serve is a 405 listing the methods it does serve."""
     with server.client() as client:
         answer = client.put("/code-sessions/00000000-0000-0000-0000-000000000000", json={})
         assert answer.status_code == 405 and answer.json()["error"]["code"] == "bad_request"
@@ -261,6 +267,7 @@ def test_a_method_a_path_does_not_serve_lists_the_ones_it_does(server: LiveServe
 
 
 def test_json_nested_too_deeply_is_a_bad_request(server: LiveServer) -> None:
+    """JSON nested too deeply is a 400, and the connection keeps working."""
     with server.client() as client:
         answer = client.post("/code-sessions", content=b"[" * 100_000)
         assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_request"
@@ -268,6 +275,7 @@ def test_json_nested_too_deeply_is_a_bad_request(server: LiveServer) -> None:
 
 
 def test_stale_base_version_is_a_conflict_and_changes_nothing(server: LiveServer) -> None:
+    """Saving over a newer version is a 409 conflict, and the newer source stays."""
     with server.client() as client:
         session_id = client.post(
             "/code-sessions", json={"language": "python", "source_code": "a"}
@@ -287,6 +295,7 @@ def test_stale_base_version_is_a_conflict_and_changes_nothing(server: LiveServer
 
 
 def test_runs_per_minute_are_limited(server: LiveServer) -> None:
+    """The 11th run of a session within a minute is a 429 with Retry-After, and is not queued."""
     with server.client() as client:
         session_id = client.post(
             "/code-sessions", json={"language": "python", "source_code": "pass"}
@@ -299,6 +308,7 @@ def test_runs_per_minute_are_limited(server: LiveServer) -> None:
 
 
 def test_languages_report_real_versions(server: LiveServer) -> None:
+    """GET /languages lists the three languages with the versions installed."""
     with server.client() as client:
         languages = {language["id"]: language for language in client.get("/languages").json()}
     assert set(languages) == {"python", "javascript", "c++"}
@@ -309,6 +319,7 @@ def test_languages_report_real_versions(server: LiveServer) -> None:
 
 
 def test_health_endpoints(server: LiveServer) -> None:
+    """Every health endpoint answers 200 on a working server."""
     with server.client() as client:
         assert client.get("/health").json()["status"] == "healthy"
         for part in ("ready", "db", "redis", "workers", "celery", "sandbox"):
@@ -320,6 +331,7 @@ def test_health_endpoints(server: LiveServer) -> None:
 
 
 def test_openapi_and_local_swagger_ui(embedded_server: LiveServer) -> None:
+    """The OpenAPI document is valid and describes a real execution; /docs needs no CDN."""
     with embedded_server.client() as client:
         document = client.get("/openapi.json").json()
         for path in (
@@ -371,6 +383,7 @@ def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServe
 
 
 def test_full_queue_answers_503(small_server: LiveServer) -> None:
+    """A run beyond what the queue holds is a 503 with Retry-After."""
     with small_server.client() as client:
         running = client.post(
             "/executions", json={"language": "python", "source_code": SLEEPER}
@@ -387,6 +400,7 @@ def test_full_queue_answers_503(small_server: LiveServer) -> None:
 
 
 def test_runs_per_session_are_capped(small_server: LiveServer) -> None:
+    """A session's runs beyond its cap are a 429, and are not stored."""
     with small_server.client() as client:
         session_id = client.post(
             "/code-sessions", json={"language": "python", "source_code": "pass"}
@@ -400,6 +414,7 @@ def test_runs_per_session_are_capped(small_server: LiveServer) -> None:
 
 
 def test_wait_gives_202_when_the_run_outlasts_the_wait_cap(small_server: LiveServer) -> None:
+    """A ?wait=true run that outlasts the wait cap is answered 202, to be polled."""
     with small_server.client() as client:
         answer = client.post(
             "/executions?wait=true", json={"language": "python", "source_code": SLEEPER}
@@ -411,6 +426,7 @@ def test_wait_gives_202_when_the_run_outlasts_the_wait_cap(small_server: LiveSer
 
 
 def test_deleting_a_session_cancels_its_running_execution(server: LiveServer) -> None:
+    """Deleting a session kills its running program: nothing sleeps on in the sandbox."""
     with server.client() as client:
         session_id = client.post(
             "/code-sessions", json={"language": "python", "source_code": SLEEPER}
@@ -447,6 +463,7 @@ def sandboxed_programs(client: httpx.Client) -> list[str]:
 
 
 def test_redis_down_gives_503_and_the_rest_keeps_working(server_without_redis: LiveServer) -> None:
+    """With Redis down, a run is a 503 with Retry-After, while sessions still work."""
     with server_without_redis.client() as client:
         created = client.post("/code-sessions", json={"language": "python", "source_code": HELLO})
         assert created.status_code == 201  # the store does not need Redis
@@ -489,6 +506,7 @@ def test_database_down_gives_503(tmp_path_factory: pytest.TempPathFactory) -> No
 def test_text_that_cannot_be_program_text_is_refused(
     server: LiveServer, body: dict[str, Any], code: str
 ) -> None:
+    """Source, arguments or stdin with a lone surrogate or a NUL byte are a 400."""
     with server.client() as client:
         content = json.dumps(body)  # json.dumps escapes the lone surrogates, as a client would
         answer = client.post(
@@ -499,6 +517,7 @@ def test_text_that_cannot_be_program_text_is_refused(
 
 
 def test_huge_body_is_refused_before_it_is_read(embedded_server: LiveServer) -> None:
+    """A request body of 9 MiB is refused with 413."""
     with embedded_server.client() as client:
         huge = b'{"language": "python", "source_code": "' + b"x" * (9 << 20) + b'"}'
         answer = client.post("/executions", content=huge)
@@ -508,6 +527,7 @@ def test_huge_body_is_refused_before_it_is_read(embedded_server: LiveServer) -> 
 def test_a_session_id_spelled_differently_shares_its_rate_limit(
     embedded_server: LiveServer,
 ) -> None:
+    """Another spelling of a session id (capitals, no dashes, braces) shares its rate limit."""
     with embedded_server.client() as client:
         session_id = client.post(
             "/code-sessions", json={"language": "python", "source_code": "pass"}

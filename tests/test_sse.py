@@ -40,6 +40,7 @@ def read_events(
 
 
 def test_sse_streams_and_resumes(server: LiveServer) -> None:
+    """An event stream gives a run's events as they happen, and resumes after Last-Event-ID."""
     with server.client() as client:
         execution_id = client.post(
             "/executions", json={"language": "python", "source_code": SOURCE}
@@ -90,6 +91,7 @@ def test_sse_with_redis_down_is_503(
 
 
 def test_a_run_refused_for_redis_is_not_left_queued(server_without_redis: LiveServer) -> None:
+    """A run refused because Redis is down is stored FAILED, never left QUEUED."""
     source = f"print('{uuid.uuid4()}')"
     with server_without_redis.client() as client:
         refused = client.post("/executions", json={"language": "python", "source_code": source})
@@ -103,6 +105,7 @@ def test_a_run_refused_for_redis_is_not_left_queued(server_without_redis: LiveSe
 
 
 def test_sse_unknown_execution_is_404(server: LiveServer) -> None:
+    """The event stream of an unknown execution is a 404."""
     answer = httpx.get(f"{server.url}/executions/00000000-0000-0000-0000-000000000000/events")
     assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
     bad = httpx.get(f"{server.url}/executions/x/events?since=-3")

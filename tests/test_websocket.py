@@ -170,6 +170,7 @@ async def test_two_sockets_on_one_session(server: LiveServer) -> None:
 
 
 async def test_interactive_stdin(server: LiveServer) -> None:
+    """An interactive run reads what the socket sends while it runs, up to the end of input."""
     source = "import sys\nfor line in sys.stdin:\n    print(line.strip().upper())\nprint('bye')"
     async with ws_connect(server) as ws:
         session = await create(ws, source)
@@ -189,6 +190,7 @@ async def test_interactive_stdin(server: LiveServer) -> None:
 
 
 async def test_cancel_over_the_socket(server: LiveServer) -> None:
+    """Cancelling over the socket ends a running program as CANCELLED, its output kept."""
     async with ws_connect(server) as ws:
         session = await create(ws, "import time\nprint('go', flush=True)\ntime.sleep(60)")
         execution_id = await run(ws, session["id"])
@@ -202,6 +204,7 @@ async def test_cancel_over_the_socket(server: LiveServer) -> None:
 
 
 async def test_unsubscribe_stops_events(server: LiveServer) -> None:
+    """After unsubscribe, a socket gets no more events of that run, not even finished."""
     async with ws_connect(server) as ws:
         session = await create(
             ws, "import time\nfor i in range(5):\n    print(i, flush=True)\n    time.sleep(0.2)"
@@ -276,6 +279,7 @@ async def test_unsubscribe_stops_events(server: LiveServer) -> None:
     ],
 )
 async def test_every_error_keeps_the_socket(server: LiveServer, message: str, code: str) -> None:
+    """Each bad message gets an error event with its code, and the socket stays open."""
     async with ws_connect(server) as ws:
         await ws.connection.send(message)
         error = await ws.recv()
@@ -286,6 +290,7 @@ async def test_every_error_keeps_the_socket(server: LiveServer, message: str, co
 
 
 async def test_rate_limited_and_conflicting_stdin(server: LiveServer) -> None:
+    """The 11th run in a minute is rate limited; stdin to a non-interactive run is a conflict."""
     async with ws_connect(server) as ws:
         session = await create(ws, "pass")
         answers = [
@@ -301,6 +306,7 @@ async def test_rate_limited_and_conflicting_stdin(server: LiveServer) -> None:
 
 
 async def test_flooding_closes_the_socket(embedded_server: LiveServer) -> None:
+    """A socket flooding the server with messages is closed with code 1008."""
     async with ws_connect(embedded_server) as ws:
         with pytest.raises(ConnectionClosed) as closed:
             for _ in range(5000):
@@ -311,6 +317,7 @@ async def test_flooding_closes_the_socket(embedded_server: LiveServer) -> None:
 
 
 async def test_foreign_origin_is_refused(embedded_server: LiveServer) -> None:
+    """A socket from a foreign Origin is refused with 403; the server's own Origin is served."""
     with pytest.raises(InvalidStatus) as refused:
         async with ws_connect(embedded_server, origin="http://evil.example"):
             pass
@@ -322,6 +329,7 @@ async def test_foreign_origin_is_refused(embedded_server: LiveServer) -> None:
 async def test_redis_down_is_an_unavailable_error_and_the_socket_stays(
     server_without_redis: LiveServer,
 ) -> None:
+    """With Redis down, a run is refused as unavailable, and the socket still autosaves."""
     async with ws_connect(server_without_redis) as ws:
         session = await create(ws, "print(1)")
         refused = await ws.request({"type": "run", "session_id": session["id"]})
@@ -347,6 +355,7 @@ async def test_nul_and_invalid_bytes_arrive_as_replacement_characters(server: Li
 
 
 async def test_stdin_sent_before_the_run_starts_is_not_lost(server: LiveServer) -> None:
+    """Input sent before the run starts is read by the program."""
     async with ws_connect(server) as ws:
         session = await create(ws, "print(input()[::-1])")
         execution_id = await run(ws, session["id"], interactive=True)
@@ -358,6 +367,7 @@ async def test_stdin_sent_before_the_run_starts_is_not_lost(server: LiveServer) 
 
 
 async def test_followers_are_told_when_the_session_is_deleted(server: LiveServer) -> None:
+    """Deleting a session ends its running execution as CANCELLED for the sockets following it."""
     async with ws_connect(server) as ws:
         session = await create(ws, "import time\nprint('up', flush=True)\ntime.sleep(60)")
         execution_id = await run(ws, session["id"])
@@ -373,6 +383,7 @@ async def test_followers_are_told_when_the_session_is_deleted(server: LiveServer
 async def test_interactive_stdin_has_one_cap_per_execution(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
+    """An interactive run's stdin, given at the start and sent later, has one cap in all."""
     settings = embedded_settings(tmp_path_factory, max_stdin_bytes=1000)
     with run_server(settings) as small:
         async with ws_connect(small) as ws:
@@ -395,6 +406,7 @@ async def test_interactive_stdin_has_one_cap_per_execution(
 async def test_a_socket_too_slow_for_session_updates_is_told_and_can_open_again(
     embedded_server: LiveServer,
 ) -> None:
+    """A socket too slow for session updates is told so; opening the session again resumes them."""
     big = base64.b64encode(os.urandom(150_000)).decode()  # each update carries the source
     async with ws_connect(embedded_server, max_queue=1) as viewer:
         session = await create(viewer, "v1")
@@ -424,6 +436,7 @@ async def test_a_socket_too_slow_for_session_updates_is_told_and_can_open_again(
 
 
 async def test_the_outbox_of_a_slow_socket_is_bounded_in_bytes() -> None:
+    """The server queues a bounded number of bytes for a slow socket; a bigger event goes alone."""
     outbox = _Outbox(max_events=100, max_bytes=1000)
     await outbox.put("x" * 600)
     waiting = asyncio.create_task(outbox.put("y" * 600))

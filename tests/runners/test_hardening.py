@@ -64,6 +64,7 @@ def crowded_sandbox(request: pytest.FixtureRequest, sandbox: Sandbox) -> Iterato
 def test_a_program_inherits_only_stdin_stdout_and_stderr(
     crowded_sandbox: Sandbox, language: str
 ) -> None:
+    """A program finds only stdin, stdout and stderr open, however many files the server holds."""
     result, _ = run(crowded_sandbox, program("open_fds", language))
     assert (result.status, result.stdout) == (ExecutionStatus.COMPLETED, "fds: 0 1 2\n"), result
 
@@ -81,6 +82,7 @@ def _in_thread(call: Callable[[], object], timeout_s: float) -> object:
 def test_a_silent_spawner_is_replaced_and_the_run_retried(
     crowded_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A run whose slot's spawner stopped answering still runs, on a new spawner."""
     monkeypatch.setattr(runners.sandbox, "_REPLY_TIMEOUT_S", 1.0)
     slot = crowded_sandbox._slots[0]
     slot.reset()  # its socket gets the shorter reply timeout
@@ -99,6 +101,7 @@ def test_a_silent_spawner_is_replaced_and_the_run_retried(
 def test_a_run_the_spawner_does_not_end_resets_the_slot(
     crowded_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A killed run its spawner never ends is our error; nothing is left running, the next works."""
     monkeypatch.setattr(runners.pump, "_KILL_GRACE_S", 1.0)
     slot = crowded_sandbox._slots[0]
     assert slot.spawner is not None
@@ -125,6 +128,7 @@ def test_a_run_the_spawner_does_not_end_resets_the_slot(
 def test_memory_held_by_no_process_never_kills_the_spawner(
     crowded_sandbox: Sandbox, name: str, language: str
 ) -> None:
+    """Filling memory with files no process holds ends at most that run; the slot works on."""
     slot = crowded_sandbox._slots[0]
     assert slot.spawner is not None
     spawner = slot.spawner.pid
@@ -140,6 +144,7 @@ def test_memory_held_by_no_process_never_kills_the_spawner(
 
 
 def test_only_unix_sockets_can_be_made(sandbox: Sandbox) -> None:
+    """A program can make Unix sockets only, of no other family."""
     result, _ = run(sandbox, program("socket_families", "python"))
     assert result.status is ExecutionStatus.COMPLETED, result
     assert result.stdout == f"socket: {socket.AF_UNIX}\nsocketpair: {socket.AF_UNIX}\n", result
@@ -152,18 +157,21 @@ _ARGS_PROGRAM = "import sys\nprint(len(sys.argv) - 1, sum(map(len, sys.argv[1:])
 def test_arguments_at_the_api_maximum_reach_the_program(
     crowded_sandbox: Sandbox, char: str
 ) -> None:
+    """64 arguments of 4096 characters, the most the API takes, all reach the program."""
     args = tuple(char * 4096 for _ in range(64))  # 64 arguments of 4096 characters
     result, _ = run(crowded_sandbox, Program("python", _ARGS_PROGRAM, args=args))
     assert (result.status, result.stdout) == (ExecutionStatus.COMPLETED, "64 262144\n"), result
 
 
 def test_a_lone_surrogate_in_a_cpp_source_is_no_runner_error(sandbox: Sandbox) -> None:
+    """A C++ source with a lone surrogate in a comment compiles and runs."""
     source = '#include <cstdio>\nint main() { puts("ok"); }  // \ud800\n'
     result, _ = run(sandbox, Program("c++", source))
     assert (result.status, result.stdout) == (ExecutionStatus.COMPLETED, "ok\n"), result
 
 
 def test_a_binary_over_the_entry_cap_does_not_evict_the_others(tmp_path: pathlib.Path) -> None:
+    """A binary too big for the C++ cache is not kept, and pushes no cached binary out."""
     cache = BinaryCache(str(tmp_path / "cache"), max_bytes=16 << 20)  # entries up to 1 MiB
     victim = tmp_path / "victim"
     victim.write_bytes(b"v" * (512 << 10))
@@ -183,6 +191,7 @@ def test_a_binary_over_the_entry_cap_does_not_evict_the_others(tmp_path: pathlib
 
 
 def test_a_huge_cpp_binary_runs_without_being_cached(sandbox: Sandbox) -> None:
+    """A C++ program whose binary is over the cache's entry cap runs each time, never cached."""
     source = "char big[20 << 20] = {1};\nint main() { return big[0] + big[5] - 1; }\n"
     for _ in range(2):
         result, _ = run(sandbox, Program("c++", source), Limits(compile_timeout_s=30))
@@ -205,6 +214,7 @@ def _processes_mentioning(text: str) -> list[str]:
 
 @pytest.mark.skipif(not os.access("/usr/bin/g++", os.X_OK), reason="no g++: no PCH to build")
 def test_close_stops_the_precompiled_header_build(tmp_path: pathlib.Path) -> None:
+    """Closing the sandbox while it precompiles the C++ header leaves no compiler running."""
     work_root = tempfile.mkdtemp(dir="/var/tmp", prefix="livecode-runners-pch-")
     try:
         box = Sandbox(SandboxConfig(slots=1, work_root=work_root))
@@ -222,6 +232,7 @@ def test_close_stops_the_precompiled_header_build(tmp_path: pathlib.Path) -> Non
 
 @pytest.mark.parametrize("language", ["python", "c++"])
 def test_no_host_path_in_the_sandbox_init_command_line(sandbox: Sandbox, language: str) -> None:
+    """A program reading /proc/1/cmdline learns no host path of the sandbox."""
     source = {
         "python": "print(open('/proc/1/cmdline', 'rb').read())",
         "c++": '#include <cstdio>\nint main() { auto f = std::fopen("/proc/1/cmdline", "rb");'
@@ -234,6 +245,7 @@ def test_no_host_path_in_the_sandbox_init_command_line(sandbox: Sandbox, languag
 
 
 def test_compiler_messages_count_against_the_cache_bound(tmp_path: pathlib.Path) -> None:
+    """Long compiler messages count against the C++ cache's size, and none is left orphaned."""
     # The messages are the user's to make long (warnings up to the output limit).
     cache = BinaryCache(str(tmp_path / "cache"), max_bytes=1 << 20)
     binary = tmp_path / "binary"

@@ -8,6 +8,7 @@ from runners import Limits
 
 
 def test_defaults_are_the_spec_defaults() -> None:
+    """A run that asks for no limits gets the SPEC's: 30 s, 256 MB, 64 processes, 100 KiB."""
     limits = Limits()
     assert (limits.wall_timeout_s, limits.memory_mb, limits.max_processes) == (30.0, 256, 64)
     assert limits.output_limit_bytes == 102400
@@ -15,6 +16,7 @@ def test_defaults_are_the_spec_defaults() -> None:
 
 
 def test_clamp_lowers_but_never_raises() -> None:
+    """A run may ask for lower limits than the server's, never for higher ones."""
     limits = Limits().clamp({"timeout_s": 5, "memory_mb": 4096, "output_limit_bytes": 10})
     assert limits.wall_timeout_s == 5.0
     assert isinstance(limits.wall_timeout_s, float)
@@ -23,6 +25,7 @@ def test_clamp_lowers_but_never_raises() -> None:
 
 
 def test_clamp_of_nothing_is_identity() -> None:
+    """A run that asks for no limit, or for none in particular, gets the server's."""
     assert Limits().clamp(None) == Limits()
     assert Limits().clamp({}) == Limits()
 
@@ -40,5 +43,6 @@ def test_clamp_of_nothing_is_identity() -> None:
     ],
 )
 def test_clamp_rejects_bad_values(requested: dict[str, object], message: str) -> None:
+    """A limit that is no positive number, or no limit we know, is refused saying why."""
     with pytest.raises(ValueError, match=message):
         Limits().clamp(requested)

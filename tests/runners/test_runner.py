@@ -38,6 +38,7 @@ CRASH = {
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_hello_world(sandbox: Sandbox, language: str) -> None:
+    """Hello world in each language completes with exit code 0, its output, time and memory."""
     result, _ = run(sandbox, Program(language, HELLO[language]))
     assert (result.status, result.reason, result.exit_code) == (
         ExecutionStatus.COMPLETED,
@@ -52,6 +53,7 @@ def test_hello_world(sandbox: Sandbox, language: str) -> None:
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_stdin_and_args(sandbox: Sandbox, language: str) -> None:
+    """A program reads the stdin and the arguments it was given, in each language."""
     prog = Program(language, ECHO[language], stdin=b"abc\n", args=("x y", "é"))
     result, _ = run(sandbox, prog)
     assert result.status is ExecutionStatus.COMPLETED, result
@@ -70,6 +72,7 @@ def test_args_reach_the_program_verbatim(sandbox: Sandbox, language: str) -> Non
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_nonzero_exit_is_a_runtime_error(sandbox: Sandbox, language: str) -> None:
+    """A program exiting with 3 fails as a runtime error with exit code 3."""
     result, _ = run(sandbox, Program(language, CRASH[language]))
     assert (result.status, result.reason, result.exit_code) == (
         ExecutionStatus.FAILED,
@@ -79,6 +82,7 @@ def test_nonzero_exit_is_a_runtime_error(sandbox: Sandbox, language: str) -> Non
 
 
 def test_uncaught_exception_is_a_runtime_error_with_traceback(sandbox: Sandbox) -> None:
+    """An uncaught Python exception fails as a runtime error, its traceback in stderr."""
     result, _ = run(sandbox, Program("python", "def f():\n    1/0\nf()"))
     assert (result.status, result.reason, result.exit_code) == (
         ExecutionStatus.FAILED,
@@ -89,6 +93,7 @@ def test_uncaught_exception_is_a_runtime_error_with_traceback(sandbox: Sandbox) 
 
 
 def test_cpp_abort_reports_the_signal(sandbox: Sandbox) -> None:
+    """A C++ program that aborts fails as a runtime error with signal 6."""
     result, _ = run(sandbox, Program("c++", "#include <cstdlib>\nint main() { std::abort(); }"))
     assert (result.status, result.reason, result.signal) == (
         ExecutionStatus.FAILED,
@@ -98,6 +103,7 @@ def test_cpp_abort_reports_the_signal(sandbox: Sandbox) -> None:
 
 
 def test_compile_error_streams_the_compiler_message(sandbox: Sandbox) -> None:
+    """A C++ compile error fails the run, the compiler's message streamed as it comes."""
     source = f"// {uuid.uuid4()}\nint main() {{ return undefined_name; }}"
     result, chunks = run(sandbox, Program("c++", source))
     assert (result.status, result.reason) == (ExecutionStatus.FAILED, Reason.COMPILE_ERROR)
@@ -107,6 +113,7 @@ def test_compile_error_streams_the_compiler_message(sandbox: Sandbox) -> None:
 
 
 def test_unicode_is_decoded_without_splitting_characters(sandbox: Sandbox) -> None:
+    """Output cut mid-character arrives whole, and bytes that are not UTF-8 as U+FFFD."""
     result, chunks = run(sandbox, program("utf8_split", "python"))
     assert result.stdout == "a€\nbad \ufffd\ufffd end\n\ufffd"
     for _stream, text in chunks.calls:
@@ -115,6 +122,7 @@ def test_unicode_is_decoded_without_splitting_characters(sandbox: Sandbox) -> No
 
 
 def test_cache_hit_skips_the_compiler_and_repeats_its_messages(sandbox: Sandbox) -> None:
+    """Running the same C++ source again skips the compiler and still shows its warnings."""
     source = f'#include <cstdio>\n#warning "compiled {uuid.uuid4()}"\nint main() {{ puts("a"); }}'
     first, _ = run(sandbox, Program("c++", source))
     assert first.stdout == "a\n" and "compiled" in first.compile_output  # the compiler warned
@@ -149,6 +157,7 @@ def test_cache_hit_skips_the_compiler_and_repeats_its_messages(sandbox: Sandbox)
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_output_streams_line_by_line_without_flushing(sandbox: Sandbox, language: str) -> None:
+    """Lines a program prints without flushing arrive one by one, as they are printed."""
     arrivals: list[tuple[float, str]] = []
 
     def on_output(stream: Stream, text: str) -> None:
@@ -163,6 +172,7 @@ def test_output_streams_line_by_line_without_flushing(sandbox: Sandbox, language
 
 
 def test_interactive_stdin_write_then_eof(sandbox: Sandbox) -> None:
+    """An interactive program reads input typed while it runs, then the end of input."""
     control = Control()
     seen: list[str] = []
 
@@ -180,6 +190,7 @@ def test_interactive_stdin_write_then_eof(sandbox: Sandbox) -> None:
 
 
 def test_cancel_mid_run(sandbox: Sandbox) -> None:
+    """Cancelling a running program ends it within seconds as cancelled, its output kept."""
     control = Control()
 
     def on_output(stream: Stream, text: str) -> None:
@@ -194,6 +205,7 @@ def test_cancel_mid_run(sandbox: Sandbox) -> None:
 
 
 def test_cancel_before_start_returns_at_once(sandbox: Sandbox) -> None:
+    """A run cancelled before it starts ends as cancelled without starting."""
     control = Control()
     control.cancel()
     started: list[bool] = []
@@ -214,6 +226,7 @@ def test_cancel_before_start_returns_at_once(sandbox: Sandbox) -> None:
 def test_on_start_comes_once_before_any_output(
     sandbox: Sandbox, language: str, source: str
 ) -> None:
+    """A run is announced started once, before any output or compiler message."""
     control = Control()
     happened: list[str] = []
     control.on_start(lambda: happened.append("start"))
@@ -231,6 +244,8 @@ def test_on_start_comes_once_before_any_output(
 
 
 def test_exception_in_on_output_kills_the_run_and_propagates(sandbox: Sandbox) -> None:
+    """A consumer failing on output kills the run, raises its error, and the slot works on."""
+
     def on_output(stream: Stream, text: str) -> None:
         raise KeyError("consumer broke")
 
@@ -260,6 +275,7 @@ def test_exception_in_on_start_kills_the_run_and_propagates(sandbox: Sandbox) ->
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_output_limit_keeps_exactly_the_first_bytes(sandbox: Sandbox, language: str) -> None:
+    """A program flooding stdout fails at the output limit, keeping exactly its first bytes."""
     result, _ = run(sandbox, program("flood", language))
     expected = "".join(f"line {i} ✓\n" for i in range(5000)).encode()[: FAST.output_limit_bytes]
     assert (result.status, result.reason) == (ExecutionStatus.FAILED, Reason.OUTPUT_LIMIT)
@@ -269,6 +285,7 @@ def test_output_limit_keeps_exactly_the_first_bytes(sandbox: Sandbox, language: 
 
 
 def test_output_limit_at_the_default_100_kib(sandbox: Sandbox) -> None:
+    """A run that asks for no output limit has its output cut at 100 KiB."""
     result, _ = run(sandbox, program("flood", "python"), Limits(wall_timeout_s=10))
     expected = "".join(f"line {i} ✓\n" for i in range(20000)).encode()[:102400]
     assert result.reason is Reason.OUTPUT_LIMIT and result.stdout_truncated
@@ -277,6 +294,7 @@ def test_output_limit_at_the_default_100_kib(sandbox: Sandbox) -> None:
 
 
 def test_stderr_limit_is_per_stream(sandbox: Sandbox) -> None:
+    """Flooding stderr is cut on stderr alone; what went to stdout is kept whole."""
     source = "import sys\nprint('ok')\nwhile True: sys.stderr.write('e' * 1000)"
     result, _ = run(sandbox, Program("python", source))
     assert result.reason is Reason.OUTPUT_LIMIT

@@ -56,6 +56,7 @@ def listener() -> Iterator[socket.socket]:
 
 
 def test_measures_report_every_layer(sandbox: Sandbox) -> None:
+    """An operator sees every isolation layer in use: namespaces, seccomp, slot uids, cgroups."""
     measures = sandbox.measures()
     assert measures["mode"] == "bwrap" and measures["bwrap"]
     assert set(measures["namespaces"]) == {"user", "pid", "net", "ipc", "uts", "mount"}
@@ -66,6 +67,7 @@ def test_measures_report_every_layer(sandbox: Sandbox) -> None:
 
 
 def test_missing_bwrap_refuses_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without bwrap the sandbox does not start, and says that bwrap is missing."""
     monkeypatch.setattr(runners.sandbox.shutil, "which", lambda *a, **k: None)
     with pytest.raises(SandboxUnavailable, match="bwrap"):
         Sandbox(SandboxConfig())
@@ -73,6 +75,7 @@ def test_missing_bwrap_refuses_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_fork_bomb_is_contained(sandbox: Sandbox, language: str) -> None:
+    """A fork bomb ends within its time limit, and the next program runs as usual."""
     limits = Limits(wall_timeout_s=2, max_processes=16, output_limit_bytes=4096)
     result, _ = run(sandbox, program("fork_bomb", language), limits)
     assert result.status in (ExecutionStatus.TIMEOUT, ExecutionStatus.FAILED), result
@@ -83,6 +86,7 @@ def test_fork_bomb_is_contained(sandbox: Sandbox, language: str) -> None:
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_memory_bomb_hits_the_memory_limit(sandbox: Sandbox, language: str) -> None:
+    """A program allocating without end fails at the memory limit, which the message names."""
     limits = Limits(wall_timeout_s=10, memory_mb=128, output_limit_bytes=16384)
     result, _ = run(sandbox, program("memory_bomb", language), limits)
     assert (result.status, result.reason) == (ExecutionStatus.FAILED, Reason.MEMORY_LIMIT), result
@@ -91,6 +95,7 @@ def test_memory_bomb_hits_the_memory_limit(sandbox: Sandbox, language: str) -> N
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_infinite_loop_times_out(sandbox: Sandbox, language: str) -> None:
+    """An endless loop times out at its wall time limit."""
     limits = Limits(wall_timeout_s=2)
     result, _ = run(sandbox, program("infinite_loop", language), limits)
     assert (result.status, result.reason) == (ExecutionStatus.TIMEOUT, Reason.TIMEOUT), result
@@ -99,6 +104,7 @@ def test_infinite_loop_times_out(sandbox: Sandbox, language: str) -> None:
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_sleep_forever_with_stdout_closed_times_out(sandbox: Sandbox, language: str) -> None:
+    """A program that closes its output and sleeps forever times out, saying after how long."""
     limits = Limits(wall_timeout_s=1.5)
     result, _ = run(sandbox, program("sleep_closed", language), limits)
     assert (result.status, result.reason) == (ExecutionStatus.TIMEOUT, Reason.TIMEOUT), result
@@ -107,6 +113,7 @@ def test_sleep_forever_with_stdout_closed_times_out(sandbox: Sandbox, language: 
 
 
 def test_wall_timeout_at_a_whole_second_says_so(sandbox: Sandbox) -> None:
+    """A timeout of one second is reported as '1 second', not '1.0 second'."""
     result, _ = run(
         sandbox, Program("python", "import time\ntime.sleep(60)"), Limits(wall_timeout_s=1)
     )
@@ -116,6 +123,7 @@ def test_wall_timeout_at_a_whole_second_says_so(sandbox: Sandbox) -> None:
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_huge_files_stop_at_the_file_size_limit(sandbox: Sandbox, language: str) -> None:
+    """Writing a huge file stops at the file size limit, and nothing reaches the host disk."""
     usage_before = os.statvfs(sandbox.work_root)
     prog = program("huge_file", language, args=("/tmp/big", "/box/big"))
     result, _ = run(sandbox, prog, Limits(wall_timeout_s=10))
@@ -132,6 +140,7 @@ def test_huge_files_stop_at_the_file_size_limit(sandbox: Sandbox, language: str)
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_no_network(sandbox: Sandbox, language: str, listener: socket.socket) -> None:
+    """A program cannot connect anywhere, not even to a port open on the host."""
     port = listener.getsockname()[1]
     result, _ = run(sandbox, program("net", language, args=(str(port),)), Limits(wall_timeout_s=10))
     assert "CONNECTED" not in result.stdout
@@ -141,6 +150,7 @@ def test_no_network(sandbox: Sandbox, language: str, listener: socket.socket) ->
 
 
 def test_network_namespace_is_not_the_hosts(sandbox: Sandbox) -> None:
+    """A program has a network of its own, with a loopback interface only."""
     source = (
         "import os\n"
         "print(os.readlink('/proc/self/ns/net'))\n"
@@ -156,6 +166,7 @@ def test_network_namespace_is_not_the_hosts(sandbox: Sandbox) -> None:
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_host_files_and_processes_are_invisible(sandbox: Sandbox, language: str) -> None:
+    """A program cannot read the host's files, secrets or processes; it sees only its own."""
     paths = ("/etc/shadow", "/root", "/work/main", "/work", "/home", "/proc/1/environ")
     result, _ = run(sandbox, program("secrets", language, args=paths))
     assert result.status is ExecutionStatus.COMPLETED, result
@@ -168,6 +179,7 @@ def test_host_files_and_processes_are_invisible(sandbox: Sandbox, language: str)
 
 
 def test_environment_is_empty_everywhere(sandbox: Sandbox) -> None:
+    """A program sees none of the server's environment, in no process it can see."""
     source = (
         "import os, glob\n"
         "for path in glob.glob('/proc/[0-9]*/environ'):\n"
@@ -183,6 +195,7 @@ def test_environment_is_empty_everywhere(sandbox: Sandbox) -> None:
 
 
 def test_filesystem_is_read_only(sandbox: Sandbox) -> None:
+    """A program cannot write outside its own directories: the rest is read-only."""
     source = (
         "for path in ('/usr/evil', '/etc/evil', '/evil', '/opt/livecode/evil'):\n"
         "    try:\n"
@@ -196,6 +209,7 @@ def test_filesystem_is_read_only(sandbox: Sandbox) -> None:
 
 
 def test_etc_files_are_ours_and_read_only(sandbox: Sandbox) -> None:
+    """A program runs as nobody, sees no runtime files, and cannot change /etc."""
     source = (
         "import os, pwd, grp\n"
         "print(pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name)\n"
@@ -215,6 +229,7 @@ def test_etc_files_are_ours_and_read_only(sandbox: Sandbox) -> None:
 
 
 def test_killing_the_parent_does_not_reach_the_host(sandbox: Sandbox) -> None:
+    """A program killing its parent kills nothing of the host, and the next run works."""
     result, _ = run(sandbox, program("kill_parent", "python"))
     assert "still alive" in result.stdout
     assert run(sandbox, Program("python", "print('next run fine')"))[0].stdout == "next run fine\n"
@@ -222,6 +237,7 @@ def test_killing_the_parent_does_not_reach_the_host(sandbox: Sandbox) -> None:
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_background_child_left_behind_is_killed(sandbox: Sandbox, language: str) -> None:
+    """A program leaving a daemon behind finishes at once, and the daemon is killed."""
     started = time.monotonic()
     result, _ = run(sandbox, program("daemon", language), Limits(wall_timeout_s=10))
     assert result.status is ExecutionStatus.COMPLETED, result
@@ -231,6 +247,7 @@ def test_background_child_left_behind_is_killed(sandbox: Sandbox, language: str)
 
 
 def test_setuid_bit_gives_nothing(sandbox: Sandbox) -> None:
+    """A setuid binary makes a program no other user, and no setuid file is left behind."""
     result, _ = run(sandbox, program("setuid", "python"))
     assert result.status is ExecutionStatus.COMPLETED, result
     for line in result.stdout.splitlines():
@@ -243,6 +260,7 @@ def test_setuid_bit_gives_nothing(sandbox: Sandbox) -> None:
 
 
 def test_process_limit(sandbox: Sandbox) -> None:
+    """A program starting processes without end is stopped at its process limit."""
     limits = Limits(wall_timeout_s=5, max_processes=8)
     result, _ = run(sandbox, program("processes", "python"), limits)
     assert (result.status, result.reason) == (ExecutionStatus.FAILED, Reason.RUNTIME_ERROR), result
@@ -251,6 +269,7 @@ def test_process_limit(sandbox: Sandbox) -> None:
 
 
 def test_compile_time_memory_bomb(sandbox: Sandbox) -> None:
+    """A C++ source that makes the compiler eat memory fails to compile, or times out."""
     source = '#include "/dev/zero"\nint main() {}'
     limits = Limits(compile_timeout_s=10, compile_memory_mb=256)
     result, _ = run(sandbox, Program("c++", source), limits)
@@ -259,6 +278,7 @@ def test_compile_time_memory_bomb(sandbox: Sandbox) -> None:
 
 
 def test_runs_in_two_slots_do_not_share_a_process_budget(sandbox: Sandbox) -> None:
+    """A fork bomb in one slot does not keep a program in another slot from starting processes."""
     import threading
 
     results = []
@@ -292,6 +312,7 @@ def scratch_dir() -> Iterator[pathlib.Path]:
 def test_a_work_root_another_user_could_have_filled_is_refused(
     scratch_dir: pathlib.Path,
 ) -> None:
+    """A work root another user owns or could change is refused, and nothing in it is run."""
     # What the work root holds is trusted: the spawner is run (as root), the seccomp filter,
     # runtime and binary cache are used. One prepared by someone else must not be.
     if os.geteuid() != 0:
@@ -329,6 +350,7 @@ def test_a_work_root_another_user_could_have_filled_is_refused(
 def test_a_work_root_reached_through_a_symlink_is_used_by_its_real_path(
     scratch_dir: pathlib.Path,
 ) -> None:
+    """A work root given through a symlink stays where it was when the symlink is re-pointed."""
     # A symlink someone else may re-point later must not decide where the spawner comes from.
     (scratch_dir / "mine").mkdir()
     (scratch_dir / "link").symlink_to(scratch_dir / "mine")
@@ -340,5 +362,6 @@ def test_a_work_root_reached_through_a_symlink_is_used_by_its_real_path(
 
 
 def test_the_default_work_root_is_private() -> None:
+    """The default work root is not in a world-writable temporary directory."""
     root = runners.sandbox._default_work_root(os.geteuid() == 0)
     assert not root.startswith(("/tmp", "/var/tmp", "/dev/shm"))

@@ -43,6 +43,7 @@ def python_spawner_sandbox() -> Iterator[Sandbox]:
 
 
 def test_the_c_spawner_is_used_when_gcc_exists(sandbox: Sandbox) -> None:
+    """With gcc on the host, every slot runs programs through the C spawner."""
     if os.access("/usr/bin/gcc", os.X_OK):
         assert sandbox._spawner is not None and os.access(sandbox._spawner, os.X_OK)
         spawners = [slot.spawner for slot in sandbox._slots]
@@ -50,6 +51,7 @@ def test_the_c_spawner_is_used_when_gcc_exists(sandbox: Sandbox) -> None:
 
 
 def test_python_spawner_runs_programs(python_spawner_sandbox: Sandbox) -> None:
+    """Without gcc, the Python spawner runs each language, measuring time and memory."""
     assert python_spawner_sandbox._spawner is None
     for language, source in (
         ("python", "print('hi')"),
@@ -62,6 +64,7 @@ def test_python_spawner_runs_programs(python_spawner_sandbox: Sandbox) -> None:
 
 
 def test_python_spawner_contains_hostile_programs(python_spawner_sandbox: Sandbox) -> None:
+    """Without gcc, hostile programs are held to the same limits by the Python spawner."""
     box = python_spawner_sandbox
     result, _ = run(box, program("daemon", "python"), Limits(wall_timeout_s=10))
     assert (result.status, result.stdout) == (ExecutionStatus.COMPLETED, "parent done\n"), result
@@ -81,6 +84,7 @@ def test_python_spawner_contains_hostile_programs(python_spawner_sandbox: Sandbo
 
 
 def test_an_argument_with_a_nul_byte_is_refused(sandbox: Sandbox) -> None:
+    """An argument holding a NUL byte is refused, and the slot runs the next program."""
     with pytest.raises(RunnerError, match="NUL"):
         sandbox.run(Program("python", "print(1)", args=("a\0b",)), FAST)
     assert run(sandbox, Program("python", "print('fine')"))[0].stdout == "fine\n"
@@ -116,6 +120,7 @@ print('lock ok')
 def test_dev_has_what_programs_need(
     sandbox: Sandbox, python_spawner_sandbox: Sandbox, kind: str
 ) -> None:
+    """A program finds the usual /dev devices and shared memory, and cannot change them."""
     box = sandbox if kind == "prepared" else python_spawner_sandbox
     if kind == "prepared" and os.geteuid() == 0:
         assert box._dev is not None
@@ -159,6 +164,7 @@ ALLOCATE_288_MB = (
 def test_page_cache_left_by_earlier_runs_does_not_raise_the_memory_limit(
     spawner: str, request: pytest.FixtureRequest
 ) -> None:
+    """Files read by earlier runs do not raise a later run's memory limit."""
     # Page cache is charged to the cgroup of the run that first read a file and stays charged
     # after it ends; counted as the spawner's own, it raised the next run's limit by as much.
     if os.geteuid() != 0:
