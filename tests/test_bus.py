@@ -20,7 +20,7 @@ from livecode.bus import (
 )
 from livecode.bus.local import LocalBus
 from livecode.bus.redis import RedisBus
-from tests.utils import TIMEOUT, require_redis, wait_until
+from tests.utils import TIMEOUT, kill_redis_clients, require_redis, wait_until
 
 
 def output(seq: int) -> dict[str, Any]:
@@ -215,20 +215,9 @@ async def test_publish_from_another_process_reaches_the_subscriber(redis_bus: Re
 @pytest.mark.anyio
 async def test_subscriber_resyncs_after_a_lost_connection(redis_bus: RedisBus) -> None:
     """When Redis drops the subscriber's connection, it subscribes again and says RESYNC."""
-    import redis
-
     subscriber = redis_bus.subscriber()
     await subscriber.subscribe("execution:k1")
-    client = redis.Redis.from_url(require_redis())
-    # Only this test's subscriber: other tests may share the server.
-    ids = [
-        info["id"]
-        for info in client.client_list(_type="pubsub")
-        if info["name"] == f"{redis_bus.prefix}subscriber"
-    ]
-    killed = sum(client.client_kill_filter(_id=client_id) for client_id in ids)
-    client.close()
-    assert killed
+    assert kill_redis_clients(f"{redis_bus.prefix}subscriber")
     with anyio.fail_after(TIMEOUT):
         assert await subscriber.__anext__() == ("execution:k1", {"type": "bus.resync"})
         redis_bus.publish("execution:k1", output(1))
@@ -272,17 +261,8 @@ def test_redis_listen_is_for_control_channels(redis_bus: RedisBus) -> None:
 def test_redis_listener_gets_what_was_sent_while_redis_was_away(redis_bus: RedisBus) -> None:
     """A control message published while the reader's connection was down is replayed from
     the history once it is back: a cancel during a Redis blip is not lost."""
-    import redis
-
     received: queue.Queue[dict[str, Any]] = queue.Queue()
-    client = redis.Redis.from_url(require_redis())
     with redis_bus.listen("control:blip", received.put):
-        readers = [  # only this test's reader: other tests may share the server
-            info["id"]
-            for info in client.client_list(_type="pubsub")
-            if info["name"] == f"{redis_bus.prefix}control-reader"
-        ]
-        assert sum(client.client_kill_filter(_id=reader) for reader in readers)
+        assert kill_redis_clients(f"{redis_bus.prefix}control-reader")
         redis_bus.publish("control:blip", {"type": "cancel", "id": "c1"})
         assert received.get(timeout=TIMEOUT) == {"type": "cancel", "id": "c1"}
-    client.close()

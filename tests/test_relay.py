@@ -11,12 +11,11 @@ from typing import Any
 
 import anyio
 import pytest
-import redis
 
 from livecode.bus import Bus, Subscriber, execution_channel
 from livecode.bus.redis import RedisBus
 from livecode.relay import Relay
-from tests.utils import TIMEOUT, require_redis
+from tests.utils import TIMEOUT, kill_redis_clients
 
 pytestmark = pytest.mark.anyio
 
@@ -370,23 +369,12 @@ async def test_follower_survives_a_lost_redis_connection(
             publish(redis_bus, events[:40])
             with anyio.fail_after(TIMEOUT):
                 received = [await anext(iterator) for _ in range(40)]
-            kill_subscribers(redis_bus)
+            assert kill_redis_clients(f"{redis_bus.prefix}subscriber")  # Redis drops it
             publish(redis_bus, events[40:])
             received += await collect(iterator)
     finally:
         await relay.close()
     assert received == events
-
-
-def kill_subscribers(redis_bus: RedisBus) -> None:
-    """Drop the pub/sub connections of this bus's subscribers (only this test's)."""
-    client = redis.Redis.from_url(require_redis())
-    try:
-        for info in client.client_list(_type="pubsub"):
-            if info["name"] == f"{redis_bus.prefix}subscriber":
-                client.client_kill_filter(_id=info["id"])
-    finally:
-        client.close()
 
 
 async def test_a_history_with_a_hole_is_never_a_silent_gap(

@@ -215,6 +215,21 @@ def require_redis() -> str:
     return url
 
 
+def kill_redis_clients(name: str) -> int:
+    """Drop the pub/sub connections of the tests' Redis clients named `name`, as a Redis restart
+    would; return how many there were.
+
+    Name them by a bus's prefix (``f"{bus.prefix}subscriber"``): other tests may share the
+    server, and their connections stay.
+    """
+    client = redis.Redis.from_url(require_redis())
+    try:
+        ids = [info["id"] for info in client.client_list(_type="pubsub") if info["name"] == name]
+        return sum(client.client_kill_filter(_id=client_id) for client_id in ids)
+    finally:
+        client.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
