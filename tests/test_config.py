@@ -11,6 +11,7 @@ import pytest
 
 from livecode.cli import is_loopback
 from livecode.config import ConfigError, Settings, usable_cpus
+from tests.utils import TIMEOUT
 
 
 def test_defaults_are_embedded_mode() -> None:
@@ -85,7 +86,7 @@ def test_cli_stops_on_a_bad_value() -> None:
         env={"LIVECODE_OUTPUT_LIMIT_BYTES": "lots", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=TIMEOUT,
     )
     assert process.returncode == 2
     assert "LIVECODE_OUTPUT_LIMIT_BYTES" in process.stderr

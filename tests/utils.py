@@ -32,8 +32,10 @@ from livecode.app import create_app
 from livecode.config import Settings
 from runners import ExecutionStatus
 
-# One unit for every wait in the tests; scale it on a slow machine.
-TIMEOUT = 30.0 * float(os.environ.get("LIVECODE_TEST_TIMEOUT_SCALE", "1"))
+# One unit for every wait in the tests; scale it on a slow machine (the runners tests scale their
+# programs' time limits by the same factor).
+TIMEOUT_SCALE = float(os.environ.get("LIVECODE_TEST_TIMEOUT_SCALE", "1"))
+TIMEOUT = 30.0 * TIMEOUT_SCALE
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA_SQL = Path(REPO) / "schema.sql"
 # The tests' PostgreSQL server: a session creates a database of its own in it, a store test a

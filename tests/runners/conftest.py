@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import pytest
 
 from runners import Limits, Program, Result, Sandbox, SandboxConfig, Stream
+from tests.utils import TIMEOUT_SCALE
 
 # set before any sandbox exists: a program must never be able to read it
 SECRET = "livecode-test-secret-5f2d9c"
@@ -20,8 +21,7 @@ os.environ["LIVECODE_TEST_SECRET"] = SECRET
 PROGRAMS = pathlib.Path(__file__).parent / "programs"
 EXTENSIONS = {"python": "py", "javascript": "js", "c++": "cpp"}
 LANGUAGES = tuple(EXTENSIONS)
-TIMEOUT_UNIT = float(os.environ.get("RUNNERS_TEST_TIMEOUT_UNIT", "1"))
-FAST = Limits(wall_timeout_s=3 * TIMEOUT_UNIT, output_limit_bytes=16384, memory_mb=128)
+FAST = Limits(wall_timeout_s=3 * TIMEOUT_SCALE, output_limit_bytes=16384, memory_mb=128)
 
 
 def _missing(reason: str) -> pytest.MarkDecorator:
