@@ -1,115 +1,39 @@
-"""The store: every read and write of sessions and executions.
+"""Store: every read and write of sessions and executions.
 
 ``Store`` wraps a sync SQLAlchemy ``Engine`` and is thread-safe: the server's threadpool and
 the worker threads share one instance. Each method is one transaction. Each status move is one
 guarded ``UPDATE ... WHERE status IN (...)``, so a retried or redelivered call does nothing
-harmful: it returns ``None`` instead of moving the execution twice.
+harmful: it returns ``None`` instead of moving the execution twice. The hot calls (queue,
+claim, finish, read an execution) take the fast path (fastsql.py); the others SQLAlchemy's.
 
 A database that is down or unreachable raises :class:`livecode.errors.Unavailable`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
-import enum
 import logging
 import os
 import re
-import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from livecode import errors
-from livecode.config import normalize_database_url
-from livecode.tables import code_sessions, executions, metadata
+from livecode.store.engine import Database, create_engine
+from livecode.store.fastsql import FastPath
+from livecode.store.records import Execution, Session, SessionStatus
+from livecode.tables import code_sessions, executions
 from runners import ExecutionStatus, Reason
 
-__all__ = ["Execution", "Session", "SessionStatus", "ExecutionStatus", "Store"]
+__all__ = ["RUNS_EXHAUSTED_RETRY_S", "Store", "parse_id"]
 
 logger = logging.getLogger(__name__)
 
 RUNS_EXHAUSTED_RETRY_S = 86400.0
-
-SQLITE_BUSY_TIMEOUT_MS = 5000
-POSTGRESQL_CONNECT_TIMEOUT_S = 5
-UNAVAILABLE_RETRY_AFTER_S = 1.0
-
-# Errors meaning "the database is not there right now" (also: the pool had no connection free).
-_DATABASE_DOWN: tuple[type[BaseException], ...] = (
-    sa.exc.OperationalError,
-    sa.exc.InterfaceError,
-    sa.exc.TimeoutError,
-)
-
-
-class SessionStatus(enum.StrEnum):
-    """Where a session is. Only ACTIVE for now: deleted sessions are gone."""
-
-    ACTIVE = "ACTIVE"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Session:
-    """A code session: the source a user edits, versioned by each save."""
-
-    id: str
-    owner: str
-    language: str
-    source_code: str
-    status: SessionStatus
-    version: int
-    run_count: int
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Execution:
-    """One run of some source, with its final state once it has one.
-
-    ``chunks`` lists the output events as ``(stream, n_chars)`` in seq order, so a follower
-    joining after the end can be replayed the same events with the same seq numbers.
-    """
-
-    id: str
-    session_id: str | None
-    owner: str
-    language: str
-    source_code: str
-    stdin: bytes | None
-    args: tuple[str, ...]
-    limits: dict[str, Any]
-    interactive: bool
-    status: ExecutionStatus
-    reason: Reason | None
-    exit_code: int | None
-    signal: int | None
-    stdout: str | None
-    stderr: str | None
-    compile_output: str | None
-    stdout_truncated: bool
-    stderr_truncated: bool
-    execution_time_ms: int | None
-    cpu_time_ms: int | None
-    memory_kb: int | None
-    attempt: int
-    chunks: list[tuple[str, int]] | None
-    error_message: str | None
-    queued_at: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
-    created_at: dt.datetime
-
-    @property
-    def is_final(self) -> bool:
-        return self.status.is_final
 
 
 class Store:
@@ -120,84 +44,31 @@ class Store:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        self._prepared: dict[int, _Prepared] = {}
-        # SQLite: transactions one at a time, in this process at least (see from_url)
-        self._lock = threading.Lock() if engine.dialect.name == "sqlite" else None
-        # A StaticPool's one DBAPI connection, used by `_driver_transaction` without a checkout
-        # (which cost more than the rest of a transaction); the pool keeps it open.
-        self._shares_connection = isinstance(engine.pool, sa.pool.StaticPool)
-        self._shared_connection: Any = None
+        self._database = Database(engine)
+        self._fast = FastPath(self._database)
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Store:
-        """Build a store with an engine configured for the database the URL names.
-
-        SQLite (``sqlite:///./livecode.db``, the embedded default): WAL, ``synchronous=NORMAL``,
-        a busy timeout, foreign keys on, usable from any thread, and ``BEGIN IMMEDIATE`` for
-        writes. PostgreSQL: psycopg 3 (``postgresql://`` and ``postgres://`` are read as
-        ``postgresql+psycopg://``), a bounded pool, a connect timeout.
-        """
-        parsed = make_url(normalize_database_url(url))
-        if parsed.get_backend_name() == "sqlite":
-            # One connection for every thread, one transaction at a time (the Store's lock):
-            # SQLite writes one transaction at a time anyway, and a connection's page cache is
-            # dropped whenever another connection has written, so with a pool each transaction
-            # began by re-reading its pages from the file.
-            engine = sa.create_engine(
-                parsed, connect_args={"check_same_thread": False}, poolclass=sa.pool.StaticPool
-            )
-            _configure_sqlite(engine)
-        elif parsed.get_backend_name() == "postgresql":
-            # No pre-ping: it costs a round trip per checkout on the hot path. A connection lost
-            # to a database restart fails one request with 503 (Unavailable) and SQLAlchemy
-            # invalidates the pool, so the next request reconnects.
-            engine = sa.create_engine(
-                parsed,
-                pool_size=pool_size,
-                max_overflow=max_overflow,
-                pool_timeout=10,
-                pool_recycle=1800,
-                connect_args={"connect_timeout": POSTGRESQL_CONNECT_TIMEOUT_S},
-            )
-        else:
-            engine = sa.create_engine(parsed, pool_pre_ping=True)
-        return cls(engine)
+        """Build a store on an engine configured for the database the URL names (engine.py)."""
+        return cls(create_engine(url, pool_size=pool_size, max_overflow=max_overflow))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def create_tables(self) -> None:
         """Create the tables that do not exist yet (``metadata.create_all``; embedded mode)."""
-        with self._database(), self._one_at_a_time():
-            metadata.create_all(self.engine)
+        self._database.create_tables()
 
     def apply_schema_sql(self, path: str | os.PathLike[str]) -> None:
-        """Apply a DDL file (``schema.sql``) in one transaction; used by ``livecode init-db``.
-
-        Statements are split on ``;`` once ``--`` comments are removed, so the file must keep
-        semicolons out of string literals.
-        """
-        with open(path, encoding="utf-8") as file:
-            statements = _split_sql(file.read())
-        with self._transaction(write=True) as conn:
-            for statement in statements:
-                conn.exec_driver_sql(statement)
+        """Apply a DDL file (``schema.sql``) in one transaction; used by ``livecode init-db``."""
+        self._database.apply_schema_sql(path)
 
     def ping(self) -> None:
         """Run ``SELECT 1``; raises Unavailable when the database cannot answer."""
-        with self._transaction() as conn:
-            conn.execute(sa.text("SELECT 1"))
+        self._database.ping()
 
     def close(self) -> None:
         """Close every pooled connection (after the transaction under way, if it ends soon)."""
-        lock = self._lock
-        waited = lock is not None and lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
-        try:
-            self._shared_connection = None
-            self.engine.dispose()
-        finally:
-            if waited:
-                assert lock is not None
-                lock.release()
+        self._database.close(before=self._fast.forget_connection)
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -215,7 +86,7 @@ class Store:
             created_at=now,
             updated_at=now,
         )
-        with self._transaction(write=True) as conn:
+        with self._database.transaction(write=True) as conn:
             conn.execute(code_sessions.insert().values(**dataclasses.asdict(session)))
         logger.debug("session %s created (%s)", session.id, language)
         return session
@@ -223,7 +94,7 @@ class Store:
     def get_session(self, session_id: str, owner: str = "") -> Session:
         """Return the session; NotFound when unknown, invalid or another owner's."""
         session_id = parse_id(session_id, "session")
-        with self._transaction() as conn:
+        with self._database.transaction() as conn:
             row = (
                 conn.execute(
                     sa.select(code_sessions).where(
@@ -252,7 +123,7 @@ class Store:
         guard = [code_sessions.c.id == session_id, code_sessions.c.owner == owner]
         if base_version is not None:
             guard.append(code_sessions.c.version == base_version)
-        with self._transaction(write=True) as conn:
+        with self._database.transaction(write=True) as conn:
             row = (
                 conn.execute(
                     code_sessions.update()
@@ -287,7 +158,7 @@ class Store:
         """
         session_id = parse_id(session_id, "session")
         owned = [code_sessions.c.id == session_id, code_sessions.c.owner == owner]
-        with self._transaction(write=True) as conn:
+        with self._database.transaction(write=True) as conn:
             # Lock the session first: an execution inserted concurrently either commits before
             # (and is deleted below) or waits and then finds the session gone.
             found = conn.execute(
@@ -340,7 +211,7 @@ class Store:
         elif language is None or source_code is None:
             raise RuntimeError("create_execution() without a session needs language and source")
         now = _now()
-        with self._driver_transaction(write=True) as conn:
+        with self._fast.transaction(write=True) as conn:
             if (
                 max_queued is not None
                 and self._count_in(conn, ExecutionStatus.QUEUED) >= max_queued
@@ -358,7 +229,7 @@ class Store:
             )
             values = {name: getattr(execution, name) for name in _EXECUTION_FIELDS}
             values["args"] = list(execution.args)
-            self._run(conn, _INSERT_EXECUTION, values)
+            self._fast.run(conn, _INSERT_EXECUTION, values)
         logger.debug("execution %s queued (session %s)", execution.id, session_id)
         return execution
 
@@ -525,7 +396,7 @@ class Store:
 
     def unfinished(self) -> tuple[list[str], list[str]]:
         """Ids of the QUEUED and of the RUNNING executions, oldest first."""
-        with self._transaction() as conn:
+        with self._database.transaction() as conn:
             rows = conn.execute(
                 sa.select(executions.c.id, executions.c.status)
                 .where(
@@ -542,9 +413,9 @@ class Store:
     def get_execution(self, execution_id: str, owner: str = "") -> Execution:
         """Return the execution; NotFound when unknown, invalid or another owner's."""
         execution_id = parse_id(execution_id, "execution")
-        with self._driver_transaction(one_statement=True) as conn:
+        with self._fast.transaction(one_statement=True) as conn:
             parameters = {"execution_id": execution_id, "owner": owner}
-            rows = self._run(conn, _GET_EXECUTION, parameters)
+            rows = self._fast.run(conn, _GET_EXECUTION, parameters)
         if not rows:
             raise errors.NotFound("execution not found")
         return _execution(rows[0])
@@ -564,7 +435,7 @@ class Store:
         if limit < 1:
             raise errors.InvalidValue("limit must be at least 1")
         session_id = parse_id(session_id, "session")
-        with self._transaction() as conn:
+        with self._database.transaction() as conn:
             found = conn.execute(
                 sa.select(code_sessions.c.id).where(
                     code_sessions.c.id == session_id, code_sessions.c.owner == owner
@@ -604,126 +475,12 @@ class Store:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    @contextmanager
-    def _database(self) -> Iterator[None]:
-        with errors.unavailable_on(
-            *_DATABASE_DOWN,
-            message="database unavailable",
-            retry_after=UNAVAILABLE_RETRY_AFTER_S,
-        ):
-            yield
-
-    @contextmanager
-    def _one_at_a_time(self) -> Iterator[None]:
-        if self._lock is None:
-            yield
-            return
-        if not self._lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
-            raise errors.Unavailable("the database is busy", retry_after=UNAVAILABLE_RETRY_AFTER_S)
-        try:
-            yield
-        finally:
-            self._lock.release()
-
-    @contextmanager
-    def _transaction(self, *, write: bool = False) -> Iterator[sa.Connection]:
-        """One transaction; ``write`` makes SQLite take its write lock up front."""
-        with self._database(), self._one_at_a_time(), self.engine.connect() as conn:
-            if write:
-                conn.execution_options(livecode_write=True)
-            with conn.begin():
-                yield conn
-
-    @contextmanager
-    def _driver_transaction(
-        self, *, write: bool = False, one_statement: bool = False
-    ) -> Iterator[Any]:
-        """One transaction on a pooled DBAPI connection itself, for `_run`.
-
-        The same pool, pragmas and error mapping as `_transaction`, without SQLAlchemy's
-        Connection and transaction objects, which took a third of each hot call's CPU.
-        ``one_statement``: the block runs a single statement, which the database commits on
-        its own (autocommit), sparing PostgreSQL a COMMIT round trip.
-        """
-        dialect = self.engine.dialect
-        with self._database(), self._one_at_a_time():
-            shared = self._shares_connection
-            connection: Any = self._shared() if shared else self.engine.raw_connection()
-            driver = getattr(connection, "driver_connection", connection)
-            autocommit = one_statement and dialect.name == "postgresql"
-            try:
-                with self._driver_errors(connection, "BEGIN"):
-                    if autocommit:
-                        driver.autocommit = True
-                    elif dialect.name == "sqlite" and not one_statement:
-                        _begin_sqlite(driver, write)
-                yield connection
-                if not one_statement:
-                    with self._driver_errors(connection, "COMMIT"):
-                        connection.commit()
-            except BaseException:
-                with contextlib.suppress(Exception):  # a lost connection: the pool drops it
-                    connection.rollback()
-                raise
-            finally:
-                if autocommit:
-                    with contextlib.suppress(Exception):  # as the pool expects it back
-                        driver.autocommit = False
-                if not shared:
-                    connection.close()  # back to the pool
-
-    def _shared(self) -> Any:
-        """The StaticPool's DBAPI connection (a new one after a loss); under the lock."""
-        if self._shared_connection is None:
-            checked_out = self.engine.raw_connection()
-            self._shared_connection = checked_out.dbapi_connection
-            checked_out.close()  # the pool keeps it open
-        return self._shared_connection
-
-    @contextmanager
-    def _driver_errors(self, connection: Any, sql: str) -> Iterator[None]:
-        """Raise the driver's errors as SQLAlchemy's, which `_database` maps.
-
-        A lost connection goes, and so do the others in the pool, as on SQLAlchemy's own path:
-        those opened before a database restart are lost too, and would each fail a request.
-        """
-        dialect = self.engine.dialect
-        try:
-            yield
-        except dialect.loaded_dbapi.Error as exc:
-            driver = getattr(connection, "driver_connection", connection)
-            lost = dialect.is_disconnect(exc, driver, None)
-            error = sa.exc.DBAPIError.instance(
-                sql, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost
-            )
-            if not lost:
-                raise error from exc
-            if connection is self._shared_connection:
-                self._shared_connection = None
-            else:
-                connection.invalidate(exc)
-            self.engine.dispose()
-            logger.warning("database connection lost: %s", exc)
-            raise errors.Unavailable(
-                "database unavailable", retry_after=UNAVAILABLE_RETRY_AFTER_S
-            ) from error
-
-    def _run(
-        self, conn: Any, statement: sa.ClauseElement, parameters: Mapping[str, Any]
-    ) -> list[dict[str, Any]]:
-        """Run a hot statement (a module constant) in a `_driver_transaction`."""
-        prepared = self._prepared.get(id(statement))
-        if prepared is None:
-            prepared = self._prepared[id(statement)] = _Prepared(statement, self.engine.dialect)
-        with self._driver_errors(conn, prepared.sql):
-            return prepared.run(conn, parameters)
-
     def _count(self, status: ExecutionStatus) -> int:
-        with self._driver_transaction(one_statement=True) as conn:
+        with self._fast.transaction(one_statement=True) as conn:
             return self._count_in(conn, status)
 
     def _count_in(self, conn: Any, status: ExecutionStatus) -> int:
-        return int(self._run(conn, _COUNT_STATUS, {"status": status.value})[0]["count"])
+        return int(self._fast.run(conn, _COUNT_STATUS, {"status": status.value})[0]["count"])
 
     def _move(
         self,
@@ -742,14 +499,14 @@ class Store:
             key: value for key, value in values.items() if not isinstance(value, sa.ClauseElement)
         }
         parameters["execution_id"] = execution_id
-        with self._driver_transaction(write=True, one_statement=True) as conn:
-            rows = self._run(conn, statement, parameters)
+        with self._fast.transaction(write=True, one_statement=True) as conn:
+            rows = self._fast.run(conn, statement, parameters)
         return _execution(rows[0]) if rows else None
 
     def _count_run(
         self, conn: Any, session_id: str, owner: str, max_runs_per_session: int | None
     ) -> tuple[str, str]:
-        updated = self._run(
+        updated = self._fast.run(
             conn,
             _COUNT_RUN,
             {
@@ -760,7 +517,9 @@ class Store:
         )
         if updated:
             return updated[0]["language"], updated[0]["source_code"]
-        if not self._run(conn, _SESSION_EXISTS, {"b_session_id": session_id, "b_owner": owner}):
+        if not self._fast.run(
+            conn, _SESSION_EXISTS, {"b_session_id": session_id, "b_owner": owner}
+        ):
             raise errors.NotFound("session not found")
         # The cap never lifts for this session; Retry-After is set because every 429 has one.
         raise errors.RateLimited(
@@ -837,57 +596,6 @@ _GET_EXECUTION = sa.select(executions).where(
 _MOVE_STATEMENTS: dict[tuple[Any, ...], sa.Update] = {}
 
 
-class _Prepared:
-    """A hot statement compiled once for a dialect and run on the DBAPI cursor itself.
-
-    Through ``Connection.execute()`` queueing, claiming and finishing an execution cost 0.63 ms
-    of CPU on SQLite where the same statements on the bare driver take 0.14 ms: the execution
-    context, cache-key lookup and result wrapping are most of it. Values still go through each
-    type's own bind and result processors; `Store._driver_errors` raises a driver error as
-    SQLAlchemy's, so callers see what ``Connection.execute()`` would give them.
-    """
-
-    __slots__ = ("_statement", "sql", "_order", "_binds", "_columns")
-
-    def __init__(self, statement: sa.ClauseElement, dialect: sa.Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
-        assert isinstance(compiled, sa.sql.compiler.SQLCompiler)
-        if compiled.escaped_bind_names:
-            raise RuntimeError(f"bind names need escaping in {compiled.string!r}")
-        self._statement = statement  # holds its id(), the cache key, for as long as this lives
-        self.sql = compiled.string
-        self._order = compiled.positiontup  # None for a named paramstyle (psycopg)
-        self._binds = {
-            name: (bind.effective_value, bind.type.dialect_impl(dialect).bind_processor(dialect))
-            for name, bind in compiled.binds.items()
-        }
-        self._columns = [
-            (column.key, column.type.dialect_impl(dialect).result_processor(dialect, None))
-            for column in getattr(statement, "exported_columns", ())
-        ]
-
-    def run(self, connection: Any, parameters: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Execute on a DBAPI connection; return the rows it returns, as dicts."""
-        values: dict[str, Any] = {}
-        for name, (default, process) in self._binds.items():
-            value = parameters.get(name, default)
-            values[name] = value if process is None or value is None else process(value)
-        bound: Any = values if self._order is None else [values[name] for name in self._order]
-        cursor = connection.cursor()
-        try:
-            cursor.execute(self.sql, bound)
-            rows = cursor.fetchall() if cursor.description is not None else []
-        finally:
-            cursor.close()
-        return [
-            {
-                key: value if process is None or value is None else process(value)
-                for (key, process), value in zip(self._columns, row, strict=True)
-            }
-            for row in rows
-        ]
-
-
 def _move_statement(
     from_statuses: tuple[ExecutionStatus, ...], values: dict[str, Any]
 ) -> sa.Update:
@@ -941,43 +649,3 @@ def _execution(row: Mapping[str, Any] | sa.RowMapping) -> Execution:
     if row["chunks"] is not None:
         values["chunks"] = [(str(stream), int(n)) for stream, n in row["chunks"]]
     return Execution(**values)
-
-
-def _configure_sqlite(engine: sa.Engine) -> None:
-    """Per-connection pragmas, and transactions we begin ourselves.
-
-    pysqlite's own transaction handling begins lazily and only before DML; we switch it off
-    and emit ``BEGIN`` (reads) or ``BEGIN IMMEDIATE`` (writes), so a write transaction takes
-    the write lock first and waits on the busy timeout instead of failing on a lock upgrade.
-    """
-
-    @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")
-            cursor.execute("PRAGMA foreign_keys = ON")
-        finally:
-            cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(conn: sa.Connection) -> None:
-        # Straight to the driver: through conn.exec_driver_sql() this one statement took the
-        # whole execution path, 0.07-0.14 ms per transaction in a running server; 0.04 direct.
-        _begin_sqlite(
-            conn.connection.driver_connection,
-            conn.get_execution_options().get("livecode_write", False),
-        )
-
-
-def _begin_sqlite(driver_connection: Any, write: bool) -> None:
-    """Begin a transaction ourselves (see _configure_sqlite); a write takes the lock first."""
-    driver_connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-
-
-def _split_sql(script: str) -> list[str]:
-    without_comments = re.sub(r"--[^\n]*", "", script)
-    return [s.strip() for s in without_comments.split(";") if s.strip()]

@@ -1,0 +1,25 @@
+"""The store: every read and write of sessions and executions, in SQLite or PostgreSQL.
+
+Its rooms, in the order a call goes through them::
+
+    queries.py   Store: every query; each status move is one guarded UPDATE
+    records.py   Session and Execution, the rows as the store reads and writes them
+    fastsql.py   the hot statements, compiled once and run on the DBAPI connection itself
+    engine.py    the engine for a URL (SQLite pragmas, the pool), transactions, schema.sql
+"""
+
+from __future__ import annotations
+
+from livecode.store.queries import RUNS_EXHAUSTED_RETRY_S, Store, parse_id
+from livecode.store.records import Execution, Session, SessionStatus
+from runners import ExecutionStatus
+
+__all__ = [
+    "RUNS_EXHAUSTED_RETRY_S",
+    "Execution",
+    "ExecutionStatus",
+    "Session",
+    "SessionStatus",
+    "Store",
+    "parse_id",
+]
