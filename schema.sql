@@ -48,8 +48,12 @@ CREATE TABLE IF NOT EXISTS executions (
     started_at         TIMESTAMP WITH TIME ZONE,
     finished_at        TIMESTAMP WITH TIME ZONE,
     created_at         TIMESTAMP WITH TIME ZONE NOT NULL,
+    -- the values of ExecutionStatus and Reason (runners/result.py)
     CONSTRAINT executions_status_check
-        CHECK (status IN ('QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'TIMEOUT', 'CANCELLED'))
+        CHECK (status IN ('QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'TIMEOUT', 'CANCELLED')),
+    CONSTRAINT executions_reason_check
+        CHECK (reason IN ('exit', 'compile_error', 'runtime_error', 'timeout', 'memory_limit',
+                          'output_limit', 'cancelled', 'internal_error'))
 );
 
 CREATE INDEX IF NOT EXISTS ix_executions_session_id_created_at

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -14,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import WebSocketRoute
 
-from livecode import health, openapi, rest, sse
+from livecode import events, health, openapi, rest, sse
 from livecode.config import Settings
-from livecode.errors import LivecodeError
+from livecode.errors import InternalError, LivecodeError
 from livecode.relay import Relay
 from livecode.services import Services, open_services
 from livecode.websocket import websocket_endpoint
@@ -34,7 +33,7 @@ def create_app(settings: Settings, *, consume: bool | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services: Services = await run_in_threadpool(open_services, settings, consume=consume)
 
-        async def load_stored(execution_id: str) -> list[dict[str, Any]] | None:
+        async def load_stored(execution_id: str) -> list[events.ExecutionEvent] | None:
             return await run_in_threadpool(services.commands.stored_events, execution_id)
 
         services.relay = Relay(services.bus, load_stored)
@@ -79,14 +78,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "bad_request")
     return JSONResponse(
-        {"error": {"code": code, "message": exc.detail}},
-        status_code=exc.status_code,
-        headers=exc.headers,
+        events.error_json(code, exc.detail), status_code=exc.status_code, headers=exc.headers
     )
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(
-        {"error": {"code": "internal", "message": "internal error"}}, status_code=500
-    )
+    error = InternalError()
+    return JSONResponse(events.error_json(error.code, error.message), status_code=500)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from livecode import events
@@ -82,13 +83,7 @@ class Commands:
         """Save the source (committed on return) and tell every other follower of the session."""
         self._check_source(source_code)
         session = self.store.save_source(session_id, source_code, base_version, owner)
-        update = {
-            "type": "session.updated",
-            "session_id": session.id,
-            "version": session.version,
-            "source_code": session.source_code,
-            "origin": origin,
-        }
+        update = events.session_updated(session, origin)
         self._publish_quietly(session_channel(session.id), update, keep=False)
         return session
 
@@ -150,7 +145,7 @@ class Commands:
         """A session's executions, newest first, `limit` of them created before `before`."""
         return self.store.list_executions(session_id, owner, limit, before)
 
-    def stored_events(self, execution_id: str) -> list[dict[str, Any]] | None:
+    def stored_events(self, execution_id: str) -> list[events.ExecutionEvent] | None:
         """Every event of a final execution from the store; before that, its status event."""
         try:
             execution = self.store.get_execution(execution_id)
@@ -225,13 +220,13 @@ class Commands:
         if len(source_code.encode()) > self.settings.max_source_bytes:
             raise TooLarge(f"source_code is larger than {self.settings.max_source_bytes} bytes")
 
-    def _publish_final(self, execution_id: str, event: dict[str, Any]) -> None:
+    def _publish_final(self, execution_id: str, event: Mapping[str, Any]) -> None:
         """The last event of an execution; its history is kept only a little longer."""
         self._publish_quietly(
             execution_channel(execution_id), event, keep_for_s=HISTORY_AFTER_FINAL_S
         )
 
-    def _publish_quietly(self, channel: str, event: dict[str, Any], **options: Any) -> None:
+    def _publish_quietly(self, channel: str, event: Mapping[str, Any], **options: Any) -> None:
         """Bus.publish(), with its options; a failure is logged, not raised."""
         # The write is committed already; a bus hiccup must not turn it into an error reply.
         try:

@@ -1,27 +1,270 @@
-"""Events and JSON shapes: one encoding for WebSocket, SSE, REST and the bus.
+"""Everything the server sends: the response bodies, the events, and their one JSON encoding.
 
-Events of an execution, in order (SPEC.md): `status` (one per move), `output` (seq 1, 2, ...
-with no gaps, across the compile, stdout and stderr streams), and last `finished`.
+Bodies are pydantic models: REST sends what they dump, the WebSocket's replies carry them, and
+openapi.py describes them from the same fields. The session and the execution are the store's
+records themselves (store/records.py); the others are here. Each is built with validation:
+2.4 us a body, where ``model_construct`` (pure Python) takes 3.4 and a dict literal 1.3.
+
+Events are TypedDicts, one per type: on the bus, in the relay and in a socket's outbox they
+stay plain dicts, so typing them costs nothing. Who gets which:
+
+    every follower of an execution     status, output (seq 1, 2, ... without gaps), finished
+    the other followers of a session   session.updated
+    the socket that asked              created, opened, saved, queued, unsubscribed, pong,
+                                       error (also a follow's last event when it breaks)
+
+A reply's ``ref`` echoes the message's; a None ref is not sent (websocket.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, NotRequired, TypedDict, cast, overload
 
-from livecode.store import Execution, Session
+from pydantic import BaseModel, ConfigDict
 
-Event = dict[str, Any]
+from livecode.errors import LivecodeError
+from livecode.store import Execution, Session, SessionStatus
+from livecode.store.records import STREAM_FIELDS, Id, Mark, marked
+from runners import ExecutionStatus, Language as RunnersLanguage, Reason, Stream
 
-_OUTPUT_FIELDS = {"stdout": "stdout", "stderr": "stderr", "compile": "compile_output"}
+# -- bodies --------------------------------------------------------------------------------
 
 
-def encode(event: Event) -> str:
+class _Body(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class SavedSession(_Body):
+    """The session's new version, once the save is committed."""
+
+    session_id: Id
+    status: SessionStatus
+    version: int
+    updated_at: dt.datetime
+
+
+class Queued(_Body):
+    """Where an execution is, right after it was queued (or asked to stop)."""
+
+    execution_id: Id
+    status: ExecutionStatus
+
+
+class Language(_Body):
+    """A language, with the version detected at start; an unavailable one cannot run."""
+
+    id: str
+    name: str
+    version: str | None
+    aliases: list[str]
+    available: bool
+
+
+class Health(_Body):
+    """What a health check found: its status, why it failed, and what it measured."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    status: str
+    reason: str | None = None
+    timestamp: dt.datetime | None = None
+
+
+class ErrorDetail(_Body):
+    """What went wrong: a code a program can act on, a message a person can."""
+
+    code: str
+    message: str
+
+
+class Error(_Body):
+    """Every error answer (400, 401, 404, 409, 413, 422, 429, 503)."""
+
+    error: ErrorDetail
+
+
+# The bodies openapi.py describes, in the order of its components.
+BODIES: tuple[type[BaseModel], ...] = (
+    Session,
+    SavedSession,
+    Queued,
+    Execution,
+    Language,
+    Health,
+    Error,
+)
+
+# The bodies whose fields are left out rather than sent as null when they have no value.
+LEAVES_OUT_NONE: frozenset[type[BaseModel]] = frozenset({Execution, Health})
+
+_SENT_WHEN_FINAL = marked(Execution, Mark.SENT_WHEN_FINAL)
+_SENT_WHEN_TRUE = marked(Execution, Mark.SENT_WHEN_TRUE)
+_STATUS_TIMES = {"queued_at", "started_at", "finished_at"}
+
+
+def session_json(session: Session) -> dict[str, Any]:
+    """A session as REST and the `created` / `opened` events send it."""
+    # The reference's order: its id first, then the same id as session_id, then the rest.
+    return {"id": session.id, "session_id": session.id, **session.model_dump(mode="json")}
+
+
+def execution_json(execution: Execution) -> dict[str, Any]:
+    """An execution as REST and the `finished` event send it; a None is left out."""
+    hidden = {name for name in _SENT_WHEN_TRUE if not getattr(execution, name)}
+    if not execution.is_final:
+        hidden |= _SENT_WHEN_FINAL
+    return execution.model_dump(
+        mode="json", by_alias=True, exclude_none=True, exclude=hidden or None
+    )
+
+
+def saved_json(session: Session) -> dict[str, Any]:
+    """The answer to an autosave over REST."""
+    return SavedSession.model_validate(session, from_attributes=True).model_dump(mode="json")
+
+
+def queued_json(execution: Execution) -> dict[str, Any]:
+    """The answer to a run (202) or a cancel."""
+    return Queued(execution_id=execution.id, status=execution.status).model_dump(mode="json")
+
+
+def languages_json(languages: Iterable[RunnersLanguage]) -> list[dict[str, Any]]:
+    """GET /languages."""
+    return [
+        Language.model_validate(language, from_attributes=True).model_dump(mode="json")
+        for language in languages
+    ]
+
+
+def health_json(status: str, **found: Any) -> dict[str, Any]:
+    """A health check's answer: its status, then what it found (a reason, measures...)."""
+    return Health(status=status, **found).model_dump(mode="json", exclude_unset=True)
+
+
+def error_json(code: str, message: str) -> dict[str, Any]:
+    """A REST error body."""
+    return Error(error=ErrorDetail(code=code, message=message)).model_dump(mode="json")
+
+
+# -- events --------------------------------------------------------------------------------
+
+
+class StatusEvent(TypedDict):
+    """Where an execution is now: one per move (QUEUED, RUNNING per attempt)."""
+
+    type: Literal["status"]
+    execution_id: str
+    status: str
+    attempt: int
+    queued_at: NotRequired[str]
+    started_at: NotRequired[str]
+    finished_at: NotRequired[str]
+
+
+class OutputEvent(TypedDict):
+    """One chunk of one stream (stdout, stderr, compile), numbered by seq."""
+
+    type: Literal["output"]
+    execution_id: str
+    stream: str
+    seq: int
+    data: str
+
+
+class FinishedEvent(TypedDict):
+    """The last event of an execution; beside these, every field of `execution_json`."""
+
+    type: Literal["finished"]
+    execution_id: str
+    status: str
+
+
+class SessionUpdated(TypedDict):
+    """A save, for the other followers of the session."""
+
+    type: Literal["session.updated"]
+    session_id: str
+    version: int
+    source_code: str
+    origin: NotRequired[str | None]  # the saving socket, which gets `saved` instead; not sent
+
+
+class ErrorEvent(TypedDict):
+    """A refused message, or the end of a follow that broke (with what it followed)."""
+
+    type: Literal["error"]
+    code: str
+    message: str
+    ref: NotRequired[str]
+    retry_after: NotRequired[float]
+    execution_id: NotRequired[str]
+    session_id: NotRequired[str]
+
+
+class SessionReply(TypedDict):
+    """`created` or `opened`: the session, which the socket now follows."""
+
+    type: Literal["created", "opened"]
+    ref: str | None
+    session: dict[str, Any]
+
+
+class SavedReply(TypedDict):
+    """An autosave is committed."""
+
+    type: Literal["saved"]
+    ref: str | None
+    session_id: str
+    version: int
+    updated_at: str
+
+
+class QueuedReply(TypedDict):
+    """A run is queued, and the socket follows it; beside these, the fields of `Queued`."""
+
+    type: Literal["queued"]
+    ref: str | None
+
+
+class Unsubscribed(TypedDict):
+    type: Literal["unsubscribed"]
+    ref: str | None
+    execution_id: str
+
+
+class Pong(TypedDict):
+    type: Literal["pong"]
+    ref: str | None
+
+
+# The events every follower of an execution gets.
+ExecutionEvent = StatusEvent | OutputEvent | FinishedEvent
+Event = (
+    StatusEvent
+    | OutputEvent
+    | FinishedEvent
+    | SessionUpdated
+    | ErrorEvent
+    | SessionReply
+    | SavedReply
+    | QueuedReply
+    | Unsubscribed
+    | Pong
+)
+
+
+def encode(event: Mapping[str, Any] | list[Any]) -> str:
     """The one JSON encoding of events and bodies (compact, UTF-8 kept as is)."""
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 
+@overload
+def timestamp(moment: dt.datetime) -> str: ...
+@overload
+def timestamp(moment: None) -> None: ...
 def timestamp(moment: dt.datetime | None) -> str | None:
     """ISO 8601 in UTC with a Z, as the reference API writes them."""
     if moment is None:
@@ -31,66 +274,23 @@ def timestamp(moment: dt.datetime | None) -> str | None:
     return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def session_json(session: Session) -> dict[str, Any]:
-    """GET /code-sessions/{id}: the reference's shape plus `session_id` and `version`."""
-    return {
-        "id": session.id,
-        "session_id": session.id,
-        "language": session.language,
-        "source_code": session.source_code,
-        "status": session.status,
-        "version": session.version,
-        "created_at": timestamp(session.created_at),
-        "updated_at": timestamp(session.updated_at),
-    }
+def status_event(execution: Execution) -> StatusEvent:
+    """`status`: where an execution is now, with the times known so far."""
+    times = execution.model_dump(mode="json", include=_STATUS_TIMES, exclude_none=True)
+    return cast(
+        StatusEvent,
+        {
+            "type": "status",
+            "execution_id": execution.id,
+            "status": execution.status.value,
+            "attempt": execution.attempt,
+            **times,
+        },
+    )
 
 
-def execution_json(execution: Execution) -> dict[str, Any]:
-    """An execution as REST returns it; fields not yet known are omitted, as in the reference."""
-    fields: dict[str, Any] = {
-        "execution_id": execution.id,
-        "session_id": execution.session_id,
-        "language": execution.language,
-        "status": str(execution.status),
-        "reason": execution.reason,
-        "exit_code": execution.exit_code,
-        "signal": execution.signal,
-        "stdout": execution.stdout,
-        "stderr": execution.stderr,
-        "compile_output": execution.compile_output,
-        "stdout_truncated": execution.stdout_truncated if execution.is_final else None,
-        "stderr_truncated": execution.stderr_truncated if execution.is_final else None,
-        "execution_time_ms": execution.execution_time_ms,
-        "cpu_time_ms": execution.cpu_time_ms,
-        "memory_kb": execution.memory_kb,
-        "attempt": execution.attempt,
-        "interactive": execution.interactive or None,
-        "error": execution.error_message,
-        "queued_at": timestamp(execution.queued_at),
-        "started_at": timestamp(execution.started_at),
-        "finished_at": timestamp(execution.finished_at),
-        "created_at": timestamp(execution.created_at),
-    }
-    return {name: value for name, value in fields.items() if value is not None}
-
-
-def status_event(execution: Execution) -> Event:
-    """`status` event announcing where an execution is now."""
-    event: Event = {
-        "type": "status",
-        "execution_id": execution.id,
-        "status": str(execution.status),
-        "attempt": execution.attempt,
-    }
-    for name in ("queued_at", "started_at", "finished_at"):
-        value = timestamp(getattr(execution, name))
-        if value is not None:
-            event[name] = value
-    return event
-
-
-def output_event(execution_id: str, stream: str, seq: int, data: str) -> Event:
-    """`output` event: one chunk of one stream, numbered by seq."""
+def output_event(execution_id: str, stream: str, seq: int, data: str) -> OutputEvent:
+    """`output`: one chunk of one stream, numbered by seq."""
     return {
         "type": "output",
         "execution_id": execution_id,
@@ -100,34 +300,100 @@ def output_event(execution_id: str, stream: str, seq: int, data: str) -> Event:
     }
 
 
-def finished_event(execution: Execution) -> Event:
-    """`finished` event: the final execution, as REST returns it."""
-    return {"type": "finished", **execution_json(execution)}
+def finished_event(execution: Execution) -> FinishedEvent:
+    """`finished`: the final execution, as REST returns it."""
+    return cast(FinishedEvent, {"type": "finished", **execution_json(execution)})
 
 
-def deleted_event(execution_id: str) -> Event:
+def deleted_event(execution_id: str) -> FinishedEvent:
     """`finished` for an execution deleted with its session: nothing of it is stored any more."""
+    return cast(
+        FinishedEvent,
+        {
+            "type": "finished",
+            "execution_id": execution_id,
+            "status": ExecutionStatus.CANCELLED.value,
+            "reason": Reason.CANCELLED.value,
+            "error": "the session was deleted",
+        },
+    )
+
+
+def session_updated(session: Session, origin: str | None) -> SessionUpdated:
+    """`session.updated`, published for every follower of the session but `origin`."""
     return {
-        "type": "finished",
-        "execution_id": execution_id,
-        "status": "CANCELLED",
-        "reason": "cancelled",
-        "error": "the session was deleted",
+        "type": "session.updated",
+        "session_id": session.id,
+        "version": session.version,
+        "source_code": session.source_code,
+        "origin": origin,
     }
 
 
-def replay_events(execution: Execution) -> list[Event]:
+def error_event(
+    error: LivecodeError,
+    *,
+    ref: str | None = None,
+    execution_id: str | None = None,
+    session_id: str | None = None,
+) -> ErrorEvent:
+    """`error`: the one builder of error events (code from the error's class, errors.py)."""
+    event: ErrorEvent = {"type": "error", "code": error.code, "message": error.message}
+    if ref is not None:
+        event["ref"] = ref
+    if error.retry_after is not None:
+        event["retry_after"] = error.retry_after
+    if execution_id is not None:
+        event["execution_id"] = execution_id
+    if session_id is not None:
+        event["session_id"] = session_id
+    return event
+
+
+def session_reply(
+    kind: Literal["created", "opened"], ref: str | None, session: Session
+) -> SessionReply:
+    """`created` / `opened`."""
+    return {"type": kind, "ref": ref, "session": session_json(session)}
+
+
+def saved_reply(ref: str | None, session: Session) -> SavedReply:
+    """`saved`, sent once the save is committed."""
+    return {
+        "type": "saved",
+        "ref": ref,
+        "session_id": session.id,
+        "version": session.version,
+        "updated_at": timestamp(session.updated_at),
+    }
+
+
+def queued_reply(ref: str | None, execution: Execution) -> QueuedReply:
+    """`queued`."""
+    return cast(QueuedReply, {"type": "queued", "ref": ref, **queued_json(execution)})
+
+
+def unsubscribed_reply(ref: str | None, execution_id: str) -> Unsubscribed:
+    return {"type": "unsubscribed", "ref": ref, "execution_id": execution_id}
+
+
+def pong(ref: str | None) -> Pong:
+    return {"type": "pong", "ref": ref}
+
+
+def replay_events(execution: Execution) -> list[ExecutionEvent]:
     """Every event of a final execution rebuilt from the store, with the seq each chunk had live.
 
     The stored `chunks` index ([stream, n_chars] per seq) cuts the stored outputs back into the
     chunks that were published, so late followers see the same events as live ones.
     """
-    events = [status_event(execution)]
-    offsets = dict.fromkeys(_OUTPUT_FIELDS, 0)
-    for seq, (stream, length) in enumerate(execution.chunks or (), start=1):
-        text = getattr(execution, _OUTPUT_FIELDS[stream]) or ""
+    events: list[ExecutionEvent] = [status_event(execution)]
+    offsets = dict.fromkeys(STREAM_FIELDS, 0)
+    for seq, (name, length) in enumerate(execution.chunks or (), start=1):
+        stream = Stream(name)
+        text = getattr(execution, STREAM_FIELDS[stream]) or ""
         start = offsets[stream]
         offsets[stream] = start + length
-        events.append(output_event(execution.id, stream, seq, text[start : start + length]))
+        events.append(output_event(execution.id, name, seq, text[start : start + length]))
     events.append(finished_event(execution))
     return events

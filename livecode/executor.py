@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from livecode import events
 from livecode.bus import HISTORY_AFTER_FINAL_S, Bus, control_channel, execution_channel
 from livecode.errors import NotFound, Unavailable
 from livecode.store import Execution, Store
+from livecode.store.records import OUTCOME_FIELDS, STREAM_FIELDS
 from runners import (
     Control,
     ExecutionStatus,
@@ -40,6 +42,9 @@ FINISH_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 # While the bus is away, events wait; a new one tries again after this long, not at once.
 PUBLISH_RETRY_AFTER_S = 0.5
 _T = TypeVar("_T")
+# The Outcome fields that runners.Result names its own way (the SPEC's names are the store's).
+_RESULT_NAMES = {"execution_time_ms": "wall_time_ms", "error_message": "message"}
+_RESULT_FIELDS = frozenset(field.name for field in dataclasses.fields(Result))
 
 
 class Executor:
@@ -100,7 +105,7 @@ class Executor:
         control: Control,
         events_out: _Publisher,
         log: logging.LoggerAdapter[Any],
-    ) -> dict[str, Any]:
+    ) -> events.FinishedEvent:
         """Run in the sandbox, store the final state; return the `finished` event."""
         streamed = _Streamed()
 
@@ -135,27 +140,12 @@ class Executor:
             on_output(Stream.STDERR, notice)
         return self._finish(execution, streamed, result)
 
-    def _finish(self, execution: Execution, streamed: _Streamed, result: Result) -> dict[str, Any]:
-        # Store exactly what was streamed: the runner's texts equal the joined chunks, and an
-        # internal error keeps whatever reached followers before it.
+    def _finish(
+        self, execution: Execution, streamed: _Streamed, result: Result
+    ) -> events.FinishedEvent:
+        outcome = _outcome(result, streamed)
         final = _with_retries(
-            lambda: self.store.finish(
-                execution.id,
-                status=str(result.status),
-                reason=str(result.reason),
-                exit_code=result.exit_code,
-                signal=result.signal,
-                stdout=streamed.text("stdout"),
-                stderr=streamed.text("stderr"),
-                compile_output=streamed.text("compile"),
-                stdout_truncated=result.stdout_truncated,
-                stderr_truncated=result.stderr_truncated,
-                execution_time_ms=result.wall_time_ms,
-                cpu_time_ms=result.cpu_time_ms,
-                memory_kb=result.memory_kb,
-                chunks=streamed.index,
-                error_message=result.message,
-            )
+            lambda: self.store.finish(execution.id, status=result.status, **outcome)
         )
         if final is not None:
             return events.finished_event(final)
@@ -174,12 +164,12 @@ class _Publisher:
     def __init__(self, bus: Bus, channel: str) -> None:
         self._bus = bus
         self._channel = channel
-        self._waiting: collections.deque[tuple[dict[str, Any], dict[str, Any]]] = (
+        self._waiting: collections.deque[tuple[Mapping[str, Any], dict[str, Any]]] = (
             collections.deque()
         )
         self._quiet_until = 0.0  # after a failure, no new attempt before this (monotonic)
 
-    def publish(self, event: dict[str, Any], **options: Any) -> None:
+    def publish(self, event: Mapping[str, Any], **options: Any) -> None:
         self._waiting.append((event, options))
         if time.monotonic() >= self._quiet_until:
             with contextlib.suppress(Unavailable):  # it waits for the next try
@@ -249,7 +239,7 @@ class _Streamed:
 
     def __init__(self) -> None:
         self.index: list[list[Any]] = []
-        self._parts: dict[str, list[str]] = {"stdout": [], "stderr": [], "compile": []}
+        self._parts: dict[str, list[str]] = {stream: [] for stream in Stream}
 
     def add(self, stream: str, text: str) -> int:
         self.index.append([stream, len(text)])
@@ -258,6 +248,21 @@ class _Streamed:
 
     def text(self, stream: str) -> str:
         return "".join(self._parts[stream])
+
+
+def _outcome(result: Result, streamed: _Streamed) -> dict[str, Any]:
+    """The execution's Outcome fields from the run's Result, each from the attribute of its name."""
+    outcome = {
+        name: getattr(result, _RESULT_NAMES.get(name, name))
+        for name in OUTCOME_FIELDS
+        if _RESULT_NAMES.get(name, name) in _RESULT_FIELDS
+    }
+    # Store exactly what was streamed: the runner's texts equal the joined chunks, and an
+    # internal error keeps whatever reached followers before it.
+    for stream, name in STREAM_FIELDS.items():
+        outcome[name] = streamed.text(stream)
+    outcome["chunks"] = streamed.index
+    return outcome
 
 
 def _with_retries(write: Callable[[], _T], what: str = "storing a final state") -> _T:

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from livecode import events
 from livecode.heartbeat import live_workers
 from livecode.services import Services
 
@@ -95,18 +96,17 @@ def check_ready(services: Services) -> dict[str, Any]:
 
 
 async def health(request: Request) -> Response:
-    now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
-    return JSONResponse({"status": "healthy", "timestamp": now})
+    return JSONResponse(events.health_json("healthy", timestamp=dt.datetime.now(dt.UTC)))
 
 
 def _endpoint(check: Check) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         services: Services = request.app.state.services
         try:
-            return JSONResponse(await run_in_threadpool(check, services))
+            return JSONResponse(events.health_json(**await run_in_threadpool(check, services)))
         except CheckFailed as exc:
             return JSONResponse(
-                {"status": "unavailable", "reason": str(exc)},
+                events.health_json("unavailable", reason=str(exc)),
                 status_code=503,
                 headers={"Retry-After": "5"},
             )

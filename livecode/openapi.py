@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import swagger_ui_bundle
 from pydantic import BaseModel
@@ -12,107 +12,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from livecode import __version__, protocol
-
-_TIMESTAMP = {"type": "string", "format": "date-time"}
-_STATUS = {
-    "type": "string",
-    "enum": ["QUEUED", "RUNNING", "COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"],
-}
-_REASON = {
-    "type": "string",
-    "enum": [
-        "exit",
-        "compile_error",
-        "runtime_error",
-        "timeout",
-        "memory_limit",
-        "output_limit",
-        "cancelled",
-        "internal_error",
-    ],
-}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "properties": {
-            "error": {
-                "type": "object",
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-                "required": ["code", "message"],
-            }
-        },
-    },
-    "Session": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string", "format": "uuid"},
-            "session_id": {"type": "string", "format": "uuid"},
-            "language": {"type": "string"},
-            "source_code": {"type": "string"},
-            "status": {"type": "string", "enum": ["ACTIVE"]},
-            "version": {"type": "integer"},
-            "created_at": _TIMESTAMP,
-            "updated_at": _TIMESTAMP,
-        },
-    },
-    "SavedSession": {
-        "type": "object",
-        "properties": {
-            "session_id": {"type": "string", "format": "uuid"},
-            "status": {"type": "string"},
-            "version": {"type": "integer"},
-            "updated_at": _TIMESTAMP,
-        },
-    },
-    "Queued": {
-        "type": "object",
-        "properties": {
-            "execution_id": {"type": "string", "format": "uuid"},
-            "status": _STATUS,
-        },
-    },
-    "Execution": {
-        "type": "object",
-        "description": "Fields not yet known are omitted.",
-        "properties": {
-            "execution_id": {"type": "string", "format": "uuid"},
-            "session_id": {"type": "string", "format": "uuid"},
-            "language": {"type": "string"},
-            "status": _STATUS,
-            "reason": _REASON,
-            "exit_code": {"type": "integer"},
-            "signal": {"type": "integer"},
-            "stdout": {"type": "string"},
-            "stderr": {"type": "string"},
-            "compile_output": {"type": "string"},
-            "stdout_truncated": {"type": "boolean"},
-            "stderr_truncated": {"type": "boolean"},
-            "execution_time_ms": {"type": "integer"},
-            "cpu_time_ms": {"type": "integer"},
-            "memory_kb": {"type": "integer"},
-            "attempt": {"type": "integer"},
-            "interactive": {"type": "boolean"},
-            "error": {"type": "string", "description": "why it failed or timed out, in words"},
-            "queued_at": _TIMESTAMP,
-            "started_at": _TIMESTAMP,
-            "finished_at": _TIMESTAMP,
-            "created_at": _TIMESTAMP,
-        },
-    },
-    "Language": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "name": {"type": "string"},
-            "version": {"type": "string", "nullable": True},
-            "aliases": {"type": "array", "items": {"type": "string"}},
-            "available": {"type": "boolean"},
-        },
-    },
-    "Health": {"type": "object", "additionalProperties": True},
-}
+from livecode import __version__, events, protocol
 
 _ERRORS = {
     "400": "bad JSON or field",
@@ -167,16 +67,16 @@ _WAIT = {
 
 def document() -> dict[str, Any]:
     """The OpenAPI 3 document of every endpoint."""
-    schemas = dict(SCHEMAS)
-    for model in (
+    schemas: dict[str, Any] = {}
+    for body in events.BODIES:
+        _add_component(schemas, body, "serialization")
+    for request in (
         protocol.CreateSession,
         protocol.SaveSource,
         protocol.RunOptions,
         protocol.OneShotRun,
     ):
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update({name: _openapi_30(d) for name, d in schema.pop("$defs", {}).items()})
-        schemas[model.__name__] = _openapi_30(schema)
+        _add_component(schemas, request, "validation")
     run_answers = {
         "202": _answer("queued", _ref("Queued")),
         "200": _answer("with ?wait=true: the final execution", _ref("Execution")),
@@ -306,6 +206,35 @@ def document() -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": schemas},
     }
+
+
+def _add_component(
+    schemas: dict[str, Any], model: type[BaseModel], mode: Literal["validation", "serialization"]
+) -> None:
+    """The model's JSON Schema, and those of the models and enums it uses, as components."""
+    schema = model.model_json_schema(
+        mode=mode, by_alias=True, ref_template="#/components/schemas/{model}"
+    )
+    for name, used in schema.pop("$defs", {}).items():
+        schemas[name] = _openapi_30(used)
+    if mode == "serialization" and schema.get("additionalProperties") is False:
+        del schema["additionalProperties"]  # the records refuse unknown columns, not clients
+    if model in events.LEAVES_OUT_NONE:
+        schema = _as_sent(schema)
+    schemas[model.__name__] = _openapi_30(schema)
+
+
+def _as_sent(schema: dict[str, Any]) -> dict[str, Any]:
+    """A body's schema as events.py sends it: a None is left out, never sent as null."""
+    properties = schema["properties"]
+    for name, field in list(properties.items()):
+        options = field.get("anyOf")
+        if isinstance(options, list) and {"type": "null"} in options:
+            rest = [option for option in options if option != {"type": "null"}]
+            field = {key: value for key, value in field.items() if key not in ("anyOf", "default")}
+            properties[name] = {**(rest[0] if len(rest) == 1 else {"anyOf": rest}), **field}
+            schema["required"] = [other for other in schema.get("required", ()) if other != name]
+    return schema
 
 
 def _openapi_30(schema: Any) -> Any:

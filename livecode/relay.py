@@ -20,13 +20,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
 from starlette.concurrency import run_in_threadpool
 
 from livecode.bus import RESYNC, Bus, BusUnavailable, Subscriber, execution_channel
+from livecode.errors import InternalError, Unavailable
+from livecode.events import error_event
 
 __all__ = ["FOLLOWER_QUEUE_SIZE", "Relay"]
 
@@ -34,10 +36,10 @@ logger = logging.getLogger(__name__)
 
 FOLLOWER_QUEUE_SIZE: Final = 1024
 
-Event = dict[str, Any]
+Event = Mapping[str, Any]
 # The stored events of an execution: all of them, ending with `finished`, once it is final;
 # before that its current `status` alone (or nothing, or None).
-LoadFinal = Callable[[str], Awaitable[list[Event] | None]]
+LoadFinal = Callable[[str], Awaitable[Sequence[Event] | None]]
 
 # Markers a follower's get() returns; compared by identity, never sent.
 _CLOSED: Final[Event] = {"type": "relay.closed"}
@@ -135,7 +137,7 @@ class Relay:
         while not sent.is_finished:
             event = await follower.get()
             if event is _CLOSED:
-                yield _error("unavailable", "the server is shutting down")
+                yield error_event(Unavailable("the server is shutting down"))
                 return
             if event is _OVERFLOW or event.get("type") == RESYNC:
                 if event is _OVERFLOW:
@@ -172,7 +174,7 @@ class Relay:
                 batch.append(event)
         return batch
 
-    async def _backlog(self, execution_id: str) -> list[Event]:
+    async def _backlog(self, execution_id: str) -> Sequence[Event]:
         # Must run after the subscription is active: then backlog + live events miss nothing.
         channel = execution_channel(execution_id)
         if self._bus.blocks:
@@ -341,7 +343,7 @@ async def _listen(channel: str, follower: _Follower) -> AsyncIterator[Event]:
             return
         if event is _OVERFLOW:
             logger.warning("follower of %s too slow: ending it", channel)
-            yield _error("internal", "follower too slow")
+            yield error_event(InternalError("follower too slow"))
             return
         if event.get("type") != RESYNC:
             yield event
@@ -361,10 +363,10 @@ def _output_lost(execution_id: str, sent: _Sent) -> Event:
     """The follow's last event when output is missing after what it sent."""
     logger.error("execution %s: output after seq %s lost", execution_id, sent.last_seq)
     sent.is_finished = True
-    return _error("internal", "output lost")
+    return error_event(InternalError("output lost"))
 
 
-def _has_every_output(history: list[Event]) -> bool:
+def _has_every_output(history: Sequence[Event]) -> bool:
     """Whether the outputs run 1, 2, 3...: a Redis that lost its data (a restart without
     persistence) keeps only what was published after it came back."""
     expected = 1
@@ -379,10 +381,6 @@ def _has_every_output(history: list[Event]) -> bool:
 def _seq(event: Event) -> int:
     seq = event.get("seq")
     return seq if isinstance(seq, int) else 0
-
-
-def _error(code: str, message: str) -> Event:
-    return {"type": "error", "code": code, "message": message}
 
 
 async def _close_quietly(events: AsyncIterator[Event]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -70,14 +70,7 @@ async def save_session(request: Request) -> Response:
         body.source_code,
         body.base_version,
     )
-    return JSONResponse(
-        {
-            "session_id": session.id,
-            "status": session.status,
-            "version": session.version,
-            "updated_at": events.timestamp(session.updated_at),
-        }
-    )
+    return JSONResponse(events.saved_json(session))
 
 
 async def delete_session(request: Request) -> Response:
@@ -116,9 +109,7 @@ async def cancel_execution(request: Request) -> Response:
     execution = await run_in_threadpool(
         _services(request).commands.cancel, request.path_params["execution_id"]
     )
-    return JSONResponse(
-        {"execution_id": execution.id, "status": str(execution.status)}, status_code=202
-    )
+    return JSONResponse(events.queued_json(execution), status_code=202)
 
 
 async def list_executions(request: Request) -> Response:
@@ -135,23 +126,12 @@ async def list_executions(request: Request) -> Response:
 
 
 async def list_languages(request: Request) -> Response:
-    return JSONResponse(
-        [
-            {
-                "id": language.id,
-                "name": language.name,
-                "version": language.version,
-                "aliases": list(language.aliases),
-                "available": language.available,
-            }
-            for language in _services(request).languages
-        ]
-    )
+    return JSONResponse(events.languages_json(_services(request).languages))
 
 
 async def _accepted(request: Request, services: Services, execution: Execution) -> Response:
     """202 with the queued execution; with ?wait=true, 200 and the final one if it ends in time."""
-    queued = {"execution_id": execution.id, "status": str(execution.status)}
+    queued = events.queued_json(execution)
     if request.query_params.get("wait", "").lower() not in ("1", "true", "yes"):
         return JSONResponse(queued, status_code=202)
     assert services.relay is not None
@@ -166,7 +146,7 @@ async def _accepted(request: Request, services: Services, execution: Execution) 
     return JSONResponse(queued, status_code=202)
 
 
-def _without_type(event: dict[str, Any]) -> dict[str, Any]:
+def _without_type(event: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in event.items() if key != "type"}
 
 
@@ -186,9 +166,7 @@ def error_response(exc: LivecodeError) -> Response:
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     return JSONResponse(
-        {"error": {"code": exc.code, "message": exc.message}},
-        status_code=exc.http_status,
-        headers=headers,
+        events.error_json(exc.code, exc.message), status_code=exc.http_status, headers=headers
     )
 
 

@@ -10,7 +10,7 @@ the same `finished` again.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -47,7 +47,7 @@ async def execution_events(request: Request) -> Response:
 
 
 async def _stream(
-    stack: contextlib.AsyncExitStack, stream: AsyncIterator[dict[str, Any]], since: int
+    stack: contextlib.AsyncExitStack, stream: AsyncIterator[Mapping[str, Any]], since: int
 ) -> AsyncIterator[str]:
     last_seq = since
     async with stack:

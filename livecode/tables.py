@@ -15,14 +15,16 @@ Conventions:
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import json
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from runners import ExecutionStatus, Reason
+
 __all__ = [
-    "EXECUTION_STATUSES",
     "ID_LENGTH",
     "JSONText",
     "UTCDateTime",
@@ -32,7 +34,6 @@ __all__ = [
 ]
 
 ID_LENGTH = 36
-EXECUTION_STATUSES = ("QUEUED", "RUNNING", "COMPLETED", "FAILED", "TIMEOUT", "CANCELLED")
 
 
 class UTCDateTime(sa.TypeDecorator[dt.datetime]):
@@ -79,6 +80,11 @@ class JSONText(sa.TypeDecorator[Any]):
         return json.loads(value)
 
 
+def _one_of(column: str, values: type[enum.StrEnum]) -> str:
+    """A CHECK that the column holds one of the enum's values (or NULL, which CHECK lets by)."""
+    return "{} IN ({})".format(column, ", ".join(f"'{value.value}'" for value in values))
+
+
 metadata = sa.MetaData()
 
 code_sessions = sa.Table(
@@ -113,7 +119,7 @@ executions = sa.Table(
     sa.Column("args", JSONText, nullable=False, server_default="[]"),
     sa.Column("limits", JSONText, nullable=False, server_default="{}"),
     sa.Column("interactive", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("status", sa.String(16), nullable=False, server_default="QUEUED"),
+    sa.Column("status", sa.String(16), nullable=False, server_default=ExecutionStatus.QUEUED.value),
     sa.Column("reason", sa.String(32), nullable=True),
     sa.Column("exit_code", sa.Integer, nullable=True),
     sa.Column("signal", sa.Integer, nullable=True),
@@ -132,10 +138,8 @@ executions = sa.Table(
     sa.Column("started_at", UTCDateTime, nullable=True),
     sa.Column("finished_at", UTCDateTime, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
-    sa.CheckConstraint(
-        "status IN ({})".format(", ".join(f"'{status}'" for status in EXECUTION_STATUSES)),
-        name="executions_status_check",
-    ),
+    sa.CheckConstraint(_one_of("status", ExecutionStatus), name="executions_status_check"),
+    sa.CheckConstraint(_one_of("reason", Reason), name="executions_reason_check"),
     sa.Index("ix_executions_session_id_created_at", "session_id", "created_at"),
     sa.Index("ix_executions_status", "status"),
 )

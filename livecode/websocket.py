@@ -12,6 +12,7 @@ import collections
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,7 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from livecode import events, protocol
 from livecode.bus import session_channel
-from livecode.errors import LivecodeError
+from livecode.errors import InternalError, LivecodeError, Unavailable
 from livecode.services import Services
 
 logger = logging.getLogger(__name__)
@@ -111,12 +112,11 @@ class Connection:
             ref = message.ref
             await self._dispatch(message)
         except LivecodeError as exc:
-            await self._send(_error_event(exc, ref if ref is not None else protocol.ref_of(text)))
+            ref = ref if ref is not None else protocol.ref_of(text)
+            await self._send(events.error_event(exc, ref=ref))
         except Exception:
             logger.exception("socket %s: message failed", self.id)
-            await self._send(
-                {"type": "error", "ref": ref, "code": "internal", "message": "internal error"}
-            )
+            await self._send(events.error_event(InternalError(), ref=ref))
 
     async def _dispatch(self, message: protocol.ClientMessage) -> None:
         commands = self.commands
@@ -126,15 +126,11 @@ class Connection:
                 session = await run_in_threadpool(
                     commands.create_session, message.language, message.source_code
                 )
-                await self._send(
-                    {"type": "created", "ref": ref, "session": events.session_json(session)}
-                )
+                await self._send(events.session_reply("created", ref, session))
                 self._follow_session(session.id)
             case protocol.OpenMessage():
                 session = await run_in_threadpool(commands.open_session, message.session_id)
-                await self._send(
-                    {"type": "opened", "ref": ref, "session": events.session_json(session)}
-                )
+                await self._send(events.session_reply("opened", ref, session))
                 self._follow_session(session.id)
             case protocol.AutosaveMessage():
                 session = await run_in_threadpool(
@@ -145,25 +141,10 @@ class Connection:
                     "",
                     self.id,
                 )
-                await self._send(
-                    {
-                        "type": "saved",
-                        "ref": ref,
-                        "session_id": session.id,
-                        "version": session.version,
-                        "updated_at": events.timestamp(session.updated_at),
-                    }
-                )
+                await self._send(events.saved_reply(ref, session))
             case protocol.RunMessage():
                 execution = await run_in_threadpool(commands.run, message.session_id, message)
-                await self._send(
-                    {
-                        "type": "queued",
-                        "ref": ref,
-                        "execution_id": execution.id,
-                        "status": str(execution.status),
-                    }
-                )
+                await self._send(events.queued_reply(ref, execution))
                 self._follow(execution.id, 0)
             case protocol.SubscribeMessage():
                 await run_in_threadpool(commands.get_execution, message.execution_id)
@@ -172,9 +153,7 @@ class Connection:
                 task = self.follows.pop(message.execution_id, None)
                 if task is not None:
                     task.cancel()
-                await self._send(
-                    {"type": "unsubscribed", "ref": ref, "execution_id": message.execution_id}
-                )
+                await self._send(events.unsubscribed_reply(ref, message.execution_id))
             case protocol.StdinMessage():
                 await run_in_threadpool(
                     commands.send_stdin, message.execution_id, message.data, message.eof
@@ -182,7 +161,7 @@ class Connection:
             case protocol.CancelMessage():
                 await run_in_threadpool(commands.cancel, message.execution_id)
             case protocol.PingMessage():
-                await self._send({"type": "pong", "ref": ref})
+                await self._send(events.pong(ref))
 
     def _follow(self, execution_id: str, since: int) -> None:
         previous = self.follows.pop(execution_id, None)
@@ -200,15 +179,10 @@ class Connection:
             raise
         except Exception:
             logger.exception("socket %s: following %s failed", self.id, execution_id)
-            await self._send(
-                {
-                    "type": "error",
-                    "code": "unavailable",
-                    "message": f"lost the event stream of execution {execution_id}; "
-                    "subscribe again with since",
-                    "execution_id": execution_id,
-                }
+            lost = Unavailable(
+                f"lost the event stream of execution {execution_id}; subscribe again with since"
             )
+            await self._send(events.error_event(lost, execution_id=execution_id))
         finally:
             if self.follows.get(execution_id) is asyncio.current_task():
                 del self.follows[execution_id]
@@ -239,9 +213,9 @@ class Connection:
             if self.sessions.get(session_id) is asyncio.current_task():
                 del self.sessions[session_id]
 
-    async def _send(self, event: dict[str, Any]) -> None:
-        if event.get("ref", "") is None:
-            del event["ref"]
+    async def _send(self, event: Mapping[str, Any]) -> None:
+        if event.get("ref", "") is None:  # a ref is echoed only when the message had one
+            event = {key: value for key, value in event.items() if key != "ref"}
         await self.outbox.put(events.encode(event))
 
     async def _send_loop(self) -> None:
@@ -300,12 +274,3 @@ class _Outbox:
 
 def _utf8_size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode())
-
-
-def _error_event(exc: LivecodeError, ref: str | None) -> dict[str, Any]:
-    event: dict[str, Any] = {"type": "error", "code": exc.code, "message": exc.message}
-    if ref is not None:
-        event["ref"] = ref
-    if exc.retry_after is not None:
-        event["retry_after"] = exc.retry_after
-    return event

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import sqlalchemy as sa
 
 from livecode.store import Store
 from livecode.tables import metadata
+from runners import ExecutionStatus, Reason
 from tests.utils import SCHEMA_SQL, postgresql_schema
 
 _FAMILIES: tuple[tuple[str, type[Any]], ...] = (
@@ -108,6 +110,21 @@ def test_status_check_is_enforced(reflected: tuple[sa.Inspector, str, sa.Engine]
             "INSERT INTO executions (id, language, source_code, status, queued_at, created_at)"
             f" VALUES ('{uuid.uuid4()}', 'python', '', 'LOST', now(), now())"
         )
+
+
+@pytest.mark.postgresql
+def test_checks_allow_exactly_the_enums(reflected: tuple[sa.Inspector, str, sa.Engine]) -> None:
+    """schema.sql's status and reason CHECKs list the values of ExecutionStatus and Reason."""
+    inspector, schema, _ = reflected
+    checks = {
+        check["name"]: check["sqltext"]
+        for check in inspector.get_check_constraints("executions", schema=schema)
+    }
+    for name, values in (
+        ("executions_status_check", ExecutionStatus),
+        ("executions_reason_check", Reason),
+    ):
+        assert set(re.findall(r"'([^']*)'", checks[name])) == {value.value for value in values}
 
 
 @pytest.mark.postgresql

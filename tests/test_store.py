@@ -82,6 +82,12 @@ def test_status_is_final() -> None:
     assert f"{ExecutionStatus.CANCELLED}" == "CANCELLED"
 
 
+def test_records_have_their_tables_columns() -> None:
+    """Each column is a field of its record and each field a column: the three stay in step."""
+    assert set(Execution.model_fields) == set(executions.c.keys())
+    assert set(Session.model_fields) == set(code_sessions.c.keys())
+
+
 # -- sessions ------------------------------------------------------------------------------
 
 

@@ -11,7 +11,6 @@ A database that is down or unreachable raises :class:`livecode.errors.Unavailabl
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import os
@@ -25,7 +24,7 @@ import sqlalchemy as sa
 from livecode import errors
 from livecode.store.engine import Database, create_engine
 from livecode.store.fastsql import FastPath
-from livecode.store.records import Execution, Session, SessionStatus
+from livecode.store.records import OUTCOME_FIELDS, Execution, Session, SessionStatus
 from livecode.tables import code_sessions, executions
 from runners import ExecutionStatus, Reason
 
@@ -87,7 +86,7 @@ class Store:
             updated_at=now,
         )
         with self._database.transaction(write=True) as conn:
-            conn.execute(code_sessions.insert().values(**dataclasses.asdict(session)))
+            conn.execute(code_sessions.insert().values(_columns(session)))
         logger.debug("session %s created (%s)", session.id, language)
         return session
 
@@ -106,7 +105,7 @@ class Store:
             )
         if row is None:
             raise errors.NotFound("session not found")
-        return _session(row)
+        return Session.model_validate(row)
 
     def save_source(
         self, session_id: str, source_code: str, base_version: int | None, owner: str = ""
@@ -148,7 +147,7 @@ class Store:
             if current is None:
                 raise errors.NotFound("session not found")
             raise errors.VersionConflict(current)
-        return _session(row)
+        return Session.model_validate(row)
 
     def delete_session(self, session_id: str, owner: str = "") -> list[str]:
         """Delete the session and its executions; return the ids that were QUEUED or RUNNING.
@@ -224,57 +223,25 @@ class Store:
                 language = session_language if language is None else language
                 source_code = session_source if source_code is None else source_code
             assert language is not None and source_code is not None
-            execution = self._new_execution(
-                session_id, owner, language, source_code, stdin, args, limits, interactive, now
+            # Fields that come later (status moves, the outcome) start at the model's defaults.
+            execution = Execution(
+                id=_new_id(),
+                session_id=session_id,
+                owner=owner,
+                language=language,
+                source_code=source_code,
+                stdin=stdin,
+                args=tuple(args),
+                limits=dict(limits),
+                interactive=interactive,
+                status=ExecutionStatus.QUEUED,
+                queued_at=now,
+                created_at=now,
             )
-            values = {name: getattr(execution, name) for name in _EXECUTION_FIELDS}
-            values["args"] = list(execution.args)
+            values = _columns(execution)
             self._fast.run(conn, _INSERT_EXECUTION, values)
         logger.debug("execution %s queued (session %s)", execution.id, session_id)
         return execution
-
-    @staticmethod
-    def _new_execution(
-        session_id: str | None,
-        owner: str,
-        language: str,
-        source_code: str,
-        stdin: bytes | None,
-        args: Sequence[str],
-        limits: Mapping[str, Any],
-        interactive: bool,
-        now: dt.datetime,
-    ) -> Execution:
-        return Execution(
-            id=_new_id(),
-            session_id=session_id,
-            owner=owner,
-            language=language,
-            source_code=source_code,
-            stdin=stdin,
-            args=tuple(args),
-            limits=dict(limits),
-            interactive=interactive,
-            status=ExecutionStatus.QUEUED,
-            reason=None,
-            exit_code=None,
-            signal=None,
-            stdout=None,
-            stderr=None,
-            compile_output=None,
-            stdout_truncated=False,
-            stderr_truncated=False,
-            execution_time_ms=None,
-            cpu_time_ms=None,
-            memory_kb=None,
-            attempt=0,
-            chunks=None,
-            error_message=None,
-            queued_at=now,
-            started_at=None,
-            finished_at=None,
-            created_at=now,
-        )
 
     def count_queued(self) -> int:
         """Return how many executions are QUEUED (all owners): the queue's length."""
@@ -304,55 +271,32 @@ class Store:
         return execution
 
     def finish(
-        self,
-        execution_id: str,
-        *,
-        status: ExecutionStatus | str,
-        reason: str | None,
-        exit_code: int | None,
-        signal: int | None,
-        stdout: str | None,
-        stderr: str | None,
-        compile_output: str | None,
-        stdout_truncated: bool,
-        stderr_truncated: bool,
-        execution_time_ms: int | None,
-        cpu_time_ms: int | None,
-        memory_kb: int | None,
-        chunks: Sequence[Sequence[Any]] | None,
-        error_message: str | None = None,
+        self, execution_id: str, *, status: ExecutionStatus | str, **outcome: Any
     ) -> Execution | None:
         """Write an execution's final state, from RUNNING (or QUEUED: an error before claim).
 
-        ``chunks`` is the output index, ``(stream, n_chars)`` per seq (tuples or lists).
+        ``outcome`` holds values of the execution's `Outcome` fields (records.py); ``chunks``,
+        the output index, is ``(stream, n_chars)`` per seq (tuples or lists).
         Idempotent: returns None when the execution is already final (or gone).
         """
         status = ExecutionStatus(status)
         if not status.is_final:
             raise RuntimeError(f"finish() expects a final status, got {status.value}")
+        unknown = outcome.keys() - OUTCOME_FIELDS
+        if unknown:
+            raise RuntimeError(f"finish() writes outcome fields only, got {sorted(unknown)}")
+        chunks = outcome.get("chunks")
+        if chunks is not None:
+            outcome["chunks"] = [[str(stream), int(n)] for stream, n in chunks]
         execution = self._move(
             execution_id,
             from_statuses=(ExecutionStatus.QUEUED, ExecutionStatus.RUNNING),
-            values={
-                "status": status.value,
-                "reason": reason,
-                "exit_code": exit_code,
-                "signal": signal,
-                "stdout": stdout,
-                "stderr": stderr,
-                "compile_output": compile_output,
-                "stdout_truncated": stdout_truncated,
-                "stderr_truncated": stderr_truncated,
-                "execution_time_ms": execution_time_ms,
-                "cpu_time_ms": cpu_time_ms,
-                "memory_kb": memory_kb,
-                "chunks": None if chunks is None else [[str(s), int(n)] for s, n in chunks],
-                "error_message": error_message,
-                "finished_at": _now(),
-            },
+            values={"status": status.value, **outcome, "finished_at": _now()},
         )
         if execution is not None:
-            logger.debug("execution %s finished: %s (%s)", execution.id, status.value, reason)
+            logger.debug(
+                "execution %s finished: %s (%s)", execution.id, status.value, execution.reason
+            )
         return execution
 
     def cancel_queued(self, execution_id: str) -> Execution | None:
@@ -365,7 +309,7 @@ class Store:
             from_statuses=(ExecutionStatus.QUEUED,),
             values={
                 "status": ExecutionStatus.CANCELLED.value,
-                "reason": "cancelled",
+                "reason": Reason.CANCELLED.value,
                 "stdout": "",
                 "stderr": "",
                 "chunks": [],
@@ -384,7 +328,7 @@ class Store:
             from_statuses=(ExecutionStatus.QUEUED, ExecutionStatus.RUNNING),
             values={
                 "status": ExecutionStatus.FAILED.value,
-                "reason": "internal_error",
+                "reason": Reason.INTERNAL_ERROR.value,
                 "stdout": "",
                 "stderr": "",
                 "compile_output": "",
@@ -418,7 +362,7 @@ class Store:
             rows = self._fast.run(conn, _GET_EXECUTION, parameters)
         if not rows:
             raise errors.NotFound("execution not found")
-        return _execution(rows[0])
+        return Execution.model_validate(rows[0])
 
     def list_executions(
         self, session_id: str, owner: str = "", limit: int = 50, before: str | None = None
@@ -471,7 +415,7 @@ class Store:
                 .mappings()
                 .all()
             )
-        return [_execution(row) for row in rows]
+        return [Execution.model_validate(row) for row in rows]
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -501,7 +445,7 @@ class Store:
         parameters["execution_id"] = execution_id
         with self._fast.transaction(write=True, one_statement=True) as conn:
             rows = self._fast.run(conn, statement, parameters)
-        return _execution(rows[0]) if rows else None
+        return Execution.model_validate(rows[0]) if rows else None
 
     def _count_run(
         self, conn: Any, session_id: str, owner: str, max_runs_per_session: int | None
@@ -551,18 +495,11 @@ def parse_id(value: str, kind: str, refusal: type[errors.LivecodeError] = errors
         raise refusal(f"{kind}: not an id") from None
 
 
-def _session(row: sa.RowMapping) -> Session:
-    return Session(
-        id=row["id"],
-        owner=row["owner"],
-        language=row["language"],
-        source_code=row["source_code"],
-        status=SessionStatus(row["status"]),
-        version=row["version"],
-        run_count=row["run_count"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+def _columns(record: Session | Execution) -> dict[str, Any]:
+    """The record's values by column name (a dump would leave its Private fields out)."""
+    # pydantic keeps a model's field values in its __dict__: 0.16 us, where getattr() on each
+    # of an execution's 28 fields took 1.5.
+    return dict(record.__dict__)
 
 
 # Building a statement and its cache key costs more CPU than running it on SQLite: the hot ones
@@ -630,22 +567,3 @@ def _move_statement(
         )
         _MOVE_STATEMENTS[key] = statement
     return statement
-
-
-_EXECUTION_FIELDS = tuple(field.name for field in dataclasses.fields(Execution))
-
-
-def _execution(row: Mapping[str, Any] | sa.RowMapping) -> Execution:
-    values = {name: row[name] for name in _EXECUTION_FIELDS}
-    values["status"] = ExecutionStatus(row["status"])
-    values["reason"] = Reason(row["reason"]) if row["reason"] is not None else None
-    values["args"] = tuple(row["args"] or ())
-    values["limits"] = dict(row["limits"] or {})
-    values["interactive"] = bool(row["interactive"])
-    values["stdout_truncated"] = bool(row["stdout_truncated"])
-    values["stderr_truncated"] = bool(row["stderr_truncated"])
-    if row["stdin"] is not None:
-        values["stdin"] = bytes(row["stdin"])
-    if row["chunks"] is not None:
-        values["chunks"] = [(str(stream), int(n)) for stream, n in row["chunks"]]
-    return Execution(**values)
