@@ -75,6 +75,12 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
+def _example(body: dict[str, Any]) -> ConfigDict:
+    """A request body's config with the example OpenAPI shows (Swagger's "Try it out" sends it;
+    tests/test_openapi.py sends each one and expects a 2xx)."""
+    return ConfigDict(json_schema_extra={"example": body})  # merged with the base's config
+
+
 class RequestedLimits(_Message):
     """What a client may ask for: each value lower than the server's, never higher."""
 
@@ -87,6 +93,8 @@ class RequestedLimits(_Message):
 class RunOptions(_Message):
     """Body of POST /code-sessions/{id}/run (optional) and the options of a WS run."""
 
+    model_config = _example({"stdin": "world", "limits": {"timeout_s": 5}})
+
     stdin: Text | None = None
     args: list[Annotated[Code, Field(max_length=4096)]] = Field(default_factory=list, max_length=64)
     limits: RequestedLimits | None = None
@@ -96,6 +104,8 @@ class RunOptions(_Message):
 class CreateSession(_Message):
     """Body of POST /code-sessions."""
 
+    model_config = _example({"language": "python", "source_code": "print('hello')"})
+
     language: Annotated[str, Field(min_length=1, max_length=32)]
     source_code: Code = ""
 
@@ -103,12 +113,16 @@ class CreateSession(_Message):
 class SaveSource(_Message):
     """Body of PATCH /code-sessions/{id}."""
 
+    model_config = _example({"source_code": "print('hello, ' + input())"})
+
     source_code: Code
     base_version: PositiveInt | None = None
 
 
 class OneShotRun(RunOptions):
     """Body of POST /executions: a run without a session."""
+
+    model_config = _example({"language": "python", "source_code": "print('hello')"})
 
     language: Annotated[str, Field(min_length=1, max_length=32)]
     source_code: Code
