@@ -63,53 +63,54 @@ class Commands:
 
     # sessions
 
-    def create_session(self, language: str, source_code: str, owner: str = "") -> Session:
+    def create_session(self, language: str, source_code: str, *, owner: str = "") -> Session:
         """Create a session in the canonical id of `language` (aliases accepted)."""
         self._check_source(source_code)
-        return self.store.create_session(self._language(language).id, source_code, owner)
+        return self.store.create_session(self._language(language).id, source_code, owner=owner)
 
-    def open_session(self, session_id: str, owner: str = "") -> Session:
+    def open_session(self, session_id: str, *, owner: str = "") -> Session:
         """The session, for a socket that starts following it."""
-        return self.store.get_session(session_id, owner)
+        return self.store.get_session(session_id, owner=owner)
 
     def autosave(
         self,
         session_id: str,
         source_code: str,
         base_version: int | None,
+        *,
         owner: str = "",
         origin: str | None = None,
     ) -> Session:
         """Save the source (committed on return) and tell every other follower of the session."""
         self._check_source(source_code)
-        session = self.store.save_source(session_id, source_code, base_version, owner)
+        session = self.store.save_source(session_id, source_code, base_version, owner=owner)
         update = events.session_updated(session, origin)
         self._publish_quietly(session_channel(session.id), update, keep=False)
         return session
 
-    def delete_session(self, session_id: str, owner: str = "") -> None:
+    def delete_session(self, session_id: str, *, owner: str = "") -> None:
         """Delete a session and its executions; running ones are cancelled, followers told."""
-        for execution_id in self.store.delete_session(session_id, owner):
+        for execution_id in self.store.delete_session(session_id, owner=owner):
             self._publish_quietly(control_channel(execution_id), _control("cancel"))
             self._publish_final(execution_id, events.deleted_event(execution_id))
 
     # executions
 
-    def run(self, session_id: str, options: RunOptions, owner: str = "") -> Execution:
+    def run(self, session_id: str, options: RunOptions, *, owner: str = "") -> Execution:
         """Queue a run of the session's current source."""
         # The session's language and source are read in the transaction that queues the run.
-        return self._queue_run(None, None, options, owner, session_id=session_id)
+        return self._queue_run(None, None, options, session_id=session_id, owner=owner)
 
     def run_once(
-        self, language: str, source_code: str, options: RunOptions, owner: str = ""
+        self, language: str, source_code: str, options: RunOptions, *, owner: str = ""
     ) -> Execution:
         """Queue a run without a session (POST /executions)."""
         self._check_source(source_code)
-        return self._queue_run(self._language(language).id, source_code, options, owner)
+        return self._queue_run(self._language(language).id, source_code, options, owner=owner)
 
-    def cancel(self, execution_id: str, owner: str = "") -> Execution:
+    def cancel(self, execution_id: str, *, owner: str = "") -> Execution:
         """End an execution as CANCELLED: at once when queued, through its worker when running."""
-        execution = self.store.get_execution(execution_id, owner)
+        execution = self.store.get_execution(execution_id, owner=owner)
         if execution.is_final:
             return execution
         cancelled = self.store.cancel_queued(execution_id)
@@ -119,9 +120,9 @@ class Commands:
         self.bus.publish(control_channel(execution_id), _control("cancel"))
         return execution
 
-    def send_stdin(self, execution_id: str, data: str, eof: bool, owner: str = "") -> None:
+    def send_stdin(self, execution_id: str, data: str, eof: bool, *, owner: str = "") -> None:
         """Pass data (and EOF) to an interactive execution's stdin."""
-        execution = self.store.get_execution(execution_id, owner)
+        execution = self.store.get_execution(execution_id, owner=owner)
         if execution.is_final:
             raise Conflict(f"execution {execution_id} has finished")
         if not execution.interactive:
@@ -136,14 +137,15 @@ class Commands:
             raise TooLarge(f"stdin of one execution is capped at {cap} bytes")
         self.bus.publish(control_channel(execution_id), _control("stdin", data=data, eof=eof))
 
-    def get_execution(self, execution_id: str, owner: str = "") -> Execution:
-        return self.store.get_execution(execution_id, owner)
+    def get_execution(self, execution_id: str, *, owner: str = "") -> Execution:
+        """The execution, if it is the owner's."""
+        return self.store.get_execution(execution_id, owner=owner)
 
     def list_executions(
-        self, session_id: str, limit: int, before: str | None, owner: str = ""
+        self, session_id: str, limit: int, before: str | None, *, owner: str = ""
     ) -> list[Execution]:
         """A session's executions, newest first, `limit` of them created before `before`."""
-        return self.store.list_executions(session_id, owner, limit, before)
+        return self.store.list_executions(session_id, owner=owner, limit=limit, before=before)
 
     def stored_events(self, execution_id: str) -> list[events.ExecutionEvent] | None:
         """Every event of a final execution from the store; before that, its status event."""
@@ -162,8 +164,9 @@ class Commands:
         language: str | None,
         source_code: str | None,
         options: RunOptions,
-        owner: str,
+        *,
         session_id: str | None = None,
+        owner: str,
     ) -> Execution:
         if self.refusal is not None:
             raise Unavailable(self.refusal, retry_after=60.0)

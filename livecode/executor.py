@@ -150,7 +150,9 @@ class Executor:
         if final is not None:
             return events.finished_event(final)
         try:  # someone else ended it first: report what is stored
-            return events.finished_event(self.store.get_execution(execution.id, execution.owner))
+            return events.finished_event(
+                self.store.get_execution(execution.id, owner=execution.owner)
+            )
         except NotFound:  # deleted with its session while it ran
             return events.deleted_event(execution.id)
 

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from livecode import events, protocol
+from livecode import auth, events, protocol
 from livecode.errors import BadRequest, LivecodeError, TooLarge
 from livecode.services import Services
 from livecode.store import Execution
@@ -50,14 +50,19 @@ def _services(request: Request) -> Services:
 async def create_session(request: Request) -> Response:
     body = protocol.parse_body(protocol.CreateSession, await read_body(request))
     session = await run_in_threadpool(
-        _services(request).commands.create_session, body.language, body.source_code
+        _services(request).commands.create_session,
+        body.language,
+        body.source_code,
+        owner=auth.owner(request),
     )
     return JSONResponse(events.session_json(session), status_code=201)
 
 
 async def get_session(request: Request) -> Response:
     session = await run_in_threadpool(
-        _services(request).commands.open_session, request.path_params["session_id"]
+        _services(request).commands.open_session,
+        request.path_params["session_id"],
+        owner=auth.owner(request),
     )
     return JSONResponse(events.session_json(session))
 
@@ -69,13 +74,16 @@ async def save_session(request: Request) -> Response:
         request.path_params["session_id"],
         body.source_code,
         body.base_version,
+        owner=auth.owner(request),
     )
     return JSONResponse(events.saved_json(session))
 
 
 async def delete_session(request: Request) -> Response:
     await run_in_threadpool(
-        _services(request).commands.delete_session, request.path_params["session_id"]
+        _services(request).commands.delete_session,
+        request.path_params["session_id"],
+        owner=auth.owner(request),
     )
     return Response(status_code=204)
 
@@ -84,7 +92,10 @@ async def run_session(request: Request) -> Response:
     options = protocol.parse_body(protocol.RunOptions, await read_body(request), optional=True)
     services = _services(request)
     execution = await run_in_threadpool(
-        services.commands.run, request.path_params["session_id"], options
+        services.commands.run,
+        request.path_params["session_id"],
+        options,
+        owner=auth.owner(request),
     )
     return await _accepted(request, services, execution)
 
@@ -93,21 +104,29 @@ async def run_once(request: Request) -> Response:
     body = protocol.parse_body(protocol.OneShotRun, await read_body(request))
     services = _services(request)
     execution = await run_in_threadpool(
-        services.commands.run_once, body.language, body.source_code, body
+        services.commands.run_once,
+        body.language,
+        body.source_code,
+        body,
+        owner=auth.owner(request),
     )
     return await _accepted(request, services, execution)
 
 
 async def get_execution(request: Request) -> Response:
     execution = await run_in_threadpool(
-        _services(request).commands.get_execution, request.path_params["execution_id"]
+        _services(request).commands.get_execution,
+        request.path_params["execution_id"],
+        owner=auth.owner(request),
     )
     return JSONResponse(events.execution_json(execution))
 
 
 async def cancel_execution(request: Request) -> Response:
     execution = await run_in_threadpool(
-        _services(request).commands.cancel, request.path_params["execution_id"]
+        _services(request).commands.cancel,
+        request.path_params["execution_id"],
+        owner=auth.owner(request),
     )
     return JSONResponse(events.queued_json(execution), status_code=202)
 
@@ -121,6 +140,7 @@ async def list_executions(request: Request) -> Response:
         request.path_params["session_id"],
         limit,
         request.query_params.get("before"),
+        owner=auth.owner(request),
     )
     return JSONResponse([events.execution_json(execution) for execution in executions])
 

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from livecode import events
+from livecode import auth, events
 from livecode.errors import BadRequest
 from livecode.services import Services
 
@@ -29,7 +29,9 @@ async def execution_events(request: Request) -> Response:
     services: Services = request.app.state.services
     assert services.relay is not None
     execution_id = request.path_params["execution_id"]
-    execution = await run_in_threadpool(services.commands.get_execution, execution_id)
+    execution = await run_in_threadpool(
+        services.commands.get_execution, execution_id, owner=auth.owner(request)
+    )
     last_event_id = request.headers.get("last-event-id", "")
     if last_event_id.endswith(FINISHED_SUFFIX) and execution.is_final:
         return Response(status_code=204)

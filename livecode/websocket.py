@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from livecode import events, protocol
+from livecode import auth, events, protocol
 from livecode.bus import session_channel
 from livecode.errors import InternalError, LivecodeError, Unavailable
 from livecode.services import Services
@@ -63,6 +63,7 @@ class Connection:
         self.websocket = websocket
         self.services = services
         self.commands = services.commands
+        self.owner = auth.owner(websocket)
         self.id = uuid.uuid4().hex
         self.outbox = _Outbox(OUTBOX_SIZE, OUTBOX_BYTES)
         self.follows: dict[str, asyncio.Task[None]] = {}
@@ -120,16 +121,19 @@ class Connection:
 
     async def _dispatch(self, message: protocol.ClientMessage) -> None:
         commands = self.commands
+        owner = self.owner
         ref = message.ref
         match message:
             case protocol.CreateMessage():
                 session = await run_in_threadpool(
-                    commands.create_session, message.language, message.source_code
+                    commands.create_session, message.language, message.source_code, owner=owner
                 )
                 await self._send(events.session_reply("created", ref, session))
                 self._follow_session(session.id)
             case protocol.OpenMessage():
-                session = await run_in_threadpool(commands.open_session, message.session_id)
+                session = await run_in_threadpool(
+                    commands.open_session, message.session_id, owner=owner
+                )
                 await self._send(events.session_reply("opened", ref, session))
                 self._follow_session(session.id)
             case protocol.AutosaveMessage():
@@ -138,16 +142,18 @@ class Connection:
                     message.session_id,
                     message.source_code,
                     message.base_version,
-                    "",
-                    self.id,
+                    owner=owner,
+                    origin=self.id,
                 )
                 await self._send(events.saved_reply(ref, session))
             case protocol.RunMessage():
-                execution = await run_in_threadpool(commands.run, message.session_id, message)
+                execution = await run_in_threadpool(
+                    commands.run, message.session_id, message, owner=owner
+                )
                 await self._send(events.queued_reply(ref, execution))
                 self._follow(execution.id, 0)
             case protocol.SubscribeMessage():
-                await run_in_threadpool(commands.get_execution, message.execution_id)
+                await run_in_threadpool(commands.get_execution, message.execution_id, owner=owner)
                 self._follow(message.execution_id, message.since)
             case protocol.UnsubscribeMessage():
                 task = self.follows.pop(message.execution_id, None)
@@ -156,10 +162,14 @@ class Connection:
                 await self._send(events.unsubscribed_reply(ref, message.execution_id))
             case protocol.StdinMessage():
                 await run_in_threadpool(
-                    commands.send_stdin, message.execution_id, message.data, message.eof
+                    commands.send_stdin,
+                    message.execution_id,
+                    message.data,
+                    message.eof,
+                    owner=owner,
                 )
             case protocol.CancelMessage():
-                await run_in_threadpool(commands.cancel, message.execution_id)
+                await run_in_threadpool(commands.cancel, message.execution_id, owner=owner)
             case protocol.PingMessage():
                 await self._send(events.pong(ref))
 

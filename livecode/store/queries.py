@@ -71,7 +71,7 @@ class Store:
 
     # -- sessions ----------------------------------------------------------------------------
 
-    def create_session(self, language: str, source_code: str, owner: str = "") -> Session:
+    def create_session(self, language: str, source_code: str, *, owner: str = "") -> Session:
         """Insert a new ACTIVE session at version 1."""
         now = _now()
         session = Session(
@@ -90,7 +90,7 @@ class Store:
         logger.debug("session %s created (%s)", session.id, language)
         return session
 
-    def get_session(self, session_id: str, owner: str = "") -> Session:
+    def get_session(self, session_id: str, *, owner: str = "") -> Session:
         """Return the session; NotFound when unknown, invalid or another owner's."""
         session_id = parse_id(session_id, "session")
         with self._database.transaction() as conn:
@@ -108,7 +108,7 @@ class Store:
         return Session.model_validate(row)
 
     def save_source(
-        self, session_id: str, source_code: str, base_version: int | None, owner: str = ""
+        self, session_id: str, source_code: str, base_version: int | None, *, owner: str = ""
     ) -> Session:
         """Replace the source and bump the version; committed before it returns.
 
@@ -149,7 +149,7 @@ class Store:
             raise errors.VersionConflict(current)
         return Session.model_validate(row)
 
-    def delete_session(self, session_id: str, owner: str = "") -> list[str]:
+    def delete_session(self, session_id: str, *, owner: str = "") -> list[str]:
         """Delete the session and its executions; return the ids that were QUEUED or RUNNING.
 
         The caller cancels those (their messages and programs may still be in flight).
@@ -218,7 +218,7 @@ class Store:
                 raise errors.Unavailable("the queue is full; try again shortly", retry_after=5.0)
             if session_id is not None:
                 session_language, session_source = self._count_run(
-                    conn, session_id, owner, max_runs_per_session
+                    conn, session_id, max_runs_per_session, owner=owner
                 )
                 language = session_language if language is None else language
                 source_code = session_source if source_code is None else source_code
@@ -354,7 +354,7 @@ class Store:
         running = [row.id for row in rows if row.status == ExecutionStatus.RUNNING.value]
         return queued, running
 
-    def get_execution(self, execution_id: str, owner: str = "") -> Execution:
+    def get_execution(self, execution_id: str, *, owner: str = "") -> Execution:
         """Return the execution; NotFound when unknown, invalid or another owner's."""
         execution_id = parse_id(execution_id, "execution")
         with self._fast.transaction(one_statement=True) as conn:
@@ -365,7 +365,7 @@ class Store:
         return Execution.model_validate(rows[0])
 
     def list_executions(
-        self, session_id: str, owner: str = "", limit: int = 50, before: str | None = None
+        self, session_id: str, *, owner: str = "", limit: int = 50, before: str | None = None
     ) -> list[Execution]:
         """Return a session's executions, newest first (``created_at``, then id).
 
@@ -448,7 +448,7 @@ class Store:
         return Execution.model_validate(rows[0]) if rows else None
 
     def _count_run(
-        self, conn: Any, session_id: str, owner: str, max_runs_per_session: int | None
+        self, conn: Any, session_id: str, max_runs_per_session: int | None, *, owner: str
     ) -> tuple[str, str]:
         updated = self._fast.run(
             conn,
