@@ -1,7 +1,8 @@
 """Commands shared by the WebSocket, REST and SSE edges.
 
-Each validates, clamps limits, writes to the store, enqueues and publishes. All are sync and
-thread-safe; the async edges call them with one `run_in_threadpool`.
+Each validates (limits above the server's are refused), writes to the store, enqueues and
+publishes. All are sync and thread-safe; the async edges call them with one
+`run_in_threadpool`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from livecode.bus import (
 )
 from livecode.config import Settings
 from livecode.errors import Conflict, InvalidValue, NotFound, RateLimited, TooLarge, Unavailable
-from livecode.protocol import RunOptions
+from livecode.protocol import RequestedLimits, RunOptions
 from livecode.queue import Queue
 from livecode.ratelimit import RateLimiter
 from livecode.store import Execution, Session, Store, parse_id
@@ -59,6 +60,13 @@ class Commands:
             max_processes=settings.max_processes,
             output_limit_bytes=settings.output_limit_bytes,
         )
+        # The most a request's `limits` may ask for, by the names SPEC.md gives them.
+        self.maxima = {
+            "timeout_s": settings.wall_timeout_s,
+            "memory_mb": settings.memory_mb,
+            "max_processes": settings.max_processes,
+            "output_limit_bytes": settings.output_limit_bytes,
+        }
         self.refusal: str | None = None  # why runs are refused (no sandbox), if they are
 
     # sessions
@@ -173,11 +181,7 @@ class Commands:
         stdin = options.stdin.encode() if options.stdin is not None else None
         if stdin is not None and len(stdin) > self.settings.max_stdin_bytes:
             raise TooLarge(f"stdin is larger than {self.settings.max_stdin_bytes} bytes")
-        requested = options.limits.model_dump(exclude_none=True) if options.limits else None
-        try:
-            limits = self.ceiling.clamp(requested)
-        except ValueError as exc:
-            raise InvalidValue(str(exc)) from None
+        limits = self._limits(options.limits)
         if session_id is not None:
             session_id = parse_id(session_id, "session")  # one spelling, one rate counter
             retry_after = self.rate_limiter.hit(
@@ -208,6 +212,24 @@ class Commands:
             self.store.fail(execution.id, "the queue was unavailable")
             raise
         return execution
+
+    def _limits(self, requested: RequestedLimits | None) -> Limits:
+        """The run's limits: the server's, lowered where the request asks.
+
+        Raises InvalidValue (422) for a limit above the server's maximum: cutting it back
+        quietly would run the program with less than it asked for, and hide why.
+        """
+        asked = requested.model_dump(exclude_none=True) if requested is not None else {}
+        for name, value in asked.items():
+            maximum = self.maxima[name]
+            if value > maximum:
+                raise InvalidValue(
+                    f"limits.{name}: {value:.15g} is above this server's maximum of {maximum:.15g}"
+                )
+        try:
+            return self.ceiling.clamp(asked)
+        except ValueError as exc:
+            raise InvalidValue(str(exc)) from None
 
     def _language(self, name: str) -> Language:
         try:

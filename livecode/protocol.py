@@ -82,7 +82,8 @@ def _example(body: dict[str, Any]) -> ConfigDict:
 
 
 class RequestedLimits(_Message):
-    """What a client may ask for: each value lower than the server's, never higher."""
+    """Limits of one run: each at most the server's (more is refused with 422); unset, the
+    server's."""
 
     timeout_s: PositiveFloat | None = None
     memory_mb: PositiveInt | None = None

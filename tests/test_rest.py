@@ -235,6 +235,29 @@ def test_bad_requests_get_clear_errors(
         assert "Traceback" not in answer.text
 
 
+# A request's limit, and the setting that is its maximum.
+LIMIT_SETTINGS = [
+    ("timeout_s", "wall_timeout_s"),
+    ("memory_mb", "memory_mb"),
+    ("max_processes", "max_processes"),
+    ("output_limit_bytes", "output_limit_bytes"),
+]
+
+
+@pytest.mark.parametrize(("limit", "setting"), LIMIT_SETTINGS)
+def test_a_limit_above_the_maximum_is_refused(server: LiveServer, limit: str, setting: str) -> None:
+    """More than the server's maximum is a 422 naming the limit and the maximum, not a cut."""
+    maximum = getattr(server.settings, setting)
+    run = {"language": "python", "source_code": "pass"}
+    with server.client() as client:
+        refused = client.post("/executions", json={**run, "limits": {limit: maximum + 1}})
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "bad_request"
+        assert f"limits.{limit}" in error["message"] and f"{maximum:g}" in error["message"]
+        assert client.post("/executions", json={**run, "limits": {limit: maximum}}).is_success
+
+
 @pytest.mark.parametrize("base_version", [2**63, 10**30, "1", True, 0])
 def test_a_version_that_is_no_version_is_refused_and_changes_nothing(
     server: LiveServer, base_version: Any

@@ -12,6 +12,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from livecode.websocket import _Outbox
+from tests.test_rest import LIMIT_SETTINGS
 from tests.utils import (
     TIMEOUT,
     LiveServer,
@@ -287,6 +288,22 @@ async def test_every_error_keeps_the_socket(server: LiveServer, message: str, co
         if '"ref"' in message:
             assert error["ref"] == "r1"
         assert (await ws.request({"type": "ping"}))["type"] == "pong"
+
+
+@pytest.mark.parametrize(("limit", "setting"), LIMIT_SETTINGS)
+async def test_a_limit_above_the_maximum_is_an_error_event(
+    server: LiveServer, limit: str, setting: str
+) -> None:
+    """Over the socket the same refusal is an error event (bad_request); the socket stays."""
+    maximum = getattr(server.settings, setting)
+    async with ws_connect(server) as ws:
+        session = await create(ws, "pass")
+        refused = await ws.request(
+            {"type": "run", "session_id": session["id"], "limits": {limit: maximum + 1}}
+        )
+        assert refused["type"] == "error" and refused["code"] == "bad_request", refused
+        assert f"limits.{limit}" in refused["message"] and f"{maximum:g}" in refused["message"]
+        await run(ws, session["id"], limits={limit: maximum})
 
 
 async def test_rate_limited_and_conflicting_stdin(server: LiveServer) -> None:
