@@ -18,7 +18,7 @@ _ERRORS = {
     "400": "bad JSON or field",
     "404": "unknown session or execution",
     "413": "source or stdin too large",
-    "422": "invalid value, e.g. unknown language",
+    "422": "invalid value: an unknown language, a limit above the server's maximum",
     "429": "rate limited (Retry-After)",
     "503": "a dependency is down or the queue is full (Retry-After)",
 }

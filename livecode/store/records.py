@@ -7,7 +7,8 @@ here, ``schema.sql``. What a field's annotation says beyond its type:
 
 - ``Private[...]``: stored, never sent;
 - ``Outcome[...]``: written once, by ``Store.finish()``, when the execution ends (the executor
-  fills each from the ``runners.Result`` attribute of the same name);
+  fills each from the ``runners.Result`` attribute of that name; executor.py lists the two
+  that Result names otherwise);
 - ``Mark.SENT_WHEN_FINAL`` / ``Mark.SENT_WHEN_TRUE``: sent only then. A None is never sent:
   fields not yet known are omitted, as in the reference API.
 """
