@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import os
 import pathlib
 import shutil
@@ -23,7 +24,6 @@ from runners import (
     Sandbox,
     SandboxConfig,
     SandboxUnavailable,
-    _cspawner,
 )
 from tests.runners.conftest import (
     FAST,
@@ -320,7 +320,8 @@ def test_a_work_root_another_user_could_have_filled_is_refused(
     planted = scratch_dir / "theirs"
     planted.mkdir()
     marker = scratch_dir / "ran"
-    digest = hashlib.sha256(_cspawner.SOURCE.encode()).hexdigest()[:16]
+    source = importlib.resources.files("runners").joinpath("spawner.c").read_bytes()
+    digest = hashlib.sha256(source).hexdigest()[:16]
     spawner = planted / f"spawner-{digest}"  # the name under which the real one is kept
     spawner.write_text(f"#!/bin/sh\ntouch {marker}\n")
     spawner.chmod(0o755)
