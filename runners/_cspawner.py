@@ -1,29 +1,51 @@
 """Builds the per-slot spawner from its C source (spawner.c) once per work root with gcc.
 
-Same protocol and behaviour as _spawner.py (which is the fallback when gcc is missing), but a
-fork of a small C process and the code between fork and exec cost ~0.1 ms instead of ~1 ms of
-Python, and waiting for the run's last processes blocks on SIGCHLD instead of polling.
+Each slot runs one spawner, started as ``spawner-DIGEST SOCKFD CONTROLLER=CGROUP_DIR...`` and
+living in the slot's cgroups (its source says why it exists). The protocol, over a
+SOCK_SEQPACKET socket, one message each, fields separated by NUL bytes (empty = none)::
+
+    -> run uid gid cwd memory_bytes pids_max N (resource soft hard)*N argc argv* envc env*
+       + fds (become fd 0..n-1)
+       or "runfd" + fds and last a memfd holding that request (a long one: a message is capped
+       by the socket's send buffer)
+    <- "ready" or "ready netns"      once, at start
+    <- "pid N"                       or "error text" when the exec failed
+    -> "kill"                        (optional, any time before the exit report)
+    <- "exit STATUS UTIME_US STIME_US MAXRSS_KIB CPU_NS MEMORY_PEAK OOM"
+       after every process is reaped; CPU_NS (cpuacct) and MEMORY_PEAK (memory cgroup, bytes
+       over the spawner's own usage) are -1 without those cgroups, OOM is 1 after an OOM kill
+
+At start the spawner enters a network namespace of its own (when root), answering "ready
+netns", and sets its oom_score_adj to -1000 (its runs get 1000): the OOM killer never picks it.
+Before each run it sets the memory limit (memory_bytes plus its own usage) and pids.max.
+Closing our end of the socket (EOF) makes it kill any run and exit.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import subprocess
 import tempfile
 from importlib import resources
 
-logger = logging.getLogger(__name__)
+from runners.errors import SandboxUnavailable
 
 _GCC = "/usr/bin/gcc"
 _SOURCE = "spawner.c"
 
 
-def build(work_root: str) -> str | None:
-    """Return the path of the compiled spawner (built once per source), or None without gcc."""
+def build(work_root: str) -> str:
+    """Return the path of the compiled spawner, built with gcc once per source.
+
+    Raises SandboxUnavailable when gcc is missing or fails: the sandbox cannot start a program
+    without its spawner.
+    """
     if not os.access(_GCC, os.X_OK):
-        return None
+        raise SandboxUnavailable(
+            f"the sandbox builds its spawner with gcc, and {_GCC} is missing: install gcc "
+            "(Debian/Ubuntu: apt-get install gcc; it comes with g++)"
+        )
     # Compiled from these very bytes, never from the package file again: what is built is what
     # the digest names.
     source = resources.files("runners").joinpath(_SOURCE).read_bytes()
@@ -45,14 +67,11 @@ def build(work_root: str) -> str | None:
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            logger.warning("cannot build the C spawner (%s); using the Python one", exc)
-            return None
+            raise SandboxUnavailable(f"cannot build the sandbox's spawner: {exc}") from exc
         if done.returncode != 0:
-            logger.warning(
-                "cannot build the C spawner; using the Python one: %s",
-                done.stderr.decode(errors="replace"),
+            raise SandboxUnavailable(
+                f"cannot build the sandbox's spawner: {done.stderr.decode(errors='replace')}"
             )
-            return None
         os.chmod(built, 0o700)
         os.replace(built, binary)
     return binary

@@ -3,7 +3,9 @@
 A user program failing is a ``Result``, not an exception. The tree::
 
     RunnerError                 something on our side (or the request) prevents the run
-    ├── SandboxUnavailable      bwrap missing or not working, and mode="none" was not asked for
+    ├── SandboxUnavailable      bwrap missing or not working (and mode="none" was not asked
+    │                           for), gcc missing (the spawner is built with it), or an unsafe
+    │                           work root
     ├── ToolchainMissing        the language is known but its compiler/interpreter is not installed
     └── UnknownLanguage         no language has this id or alias (the caller's fault)
 """
@@ -16,7 +18,7 @@ class RunnerError(Exception):
 
 
 class SandboxUnavailable(RunnerError):
-    """The sandbox cannot be used here (bwrap missing or broken)."""
+    """The sandbox cannot be used here (bwrap or gcc missing, bwrap broken, unsafe work root)."""
 
 
 class ToolchainMissing(RunnerError):

@@ -3,7 +3,7 @@
 Each Sandbox claims ``slots`` host-unique slot indexes (flock on lock files). Slot N runs as host
 uid 61000+N (uid 65534 inside bwrap's user namespace), with its own memory, pids, cpu and
 cpuacct cgroups when we are root on cgroup v1, and a long-lived spawner process that lives in
-those cgroups (see _spawner.py): runs inherit the cgroups without a per-run move. Each run is
+those cgroups (see spawner.c): runs inherit the cgroups without a per-run move. Each run is
 ``bwrap`` with new user/pid/ipc/uts/mount namespaces, in a network namespace with only lo (the
 slot spawner's own when we are root, reused run after run; else a new one), read-only /usr,
 size-capped tmpfs /tmp and /box, a read-only root, an empty environment, a seccomp deny-list
@@ -59,7 +59,6 @@ _RUNTIME = "/opt/livecode"
 _TMPFS_BYTES = 64 << 20
 _SANDBOX_PROCESSES = 2  # bwrap and its pid 1 count against the run's process budget
 _NOFILE = 256
-_SPAWNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_spawner.py")
 # --unshare-all but the network: the slot's spawner already has a network namespace of its own
 _UNSHARE_BUT_NET = ("--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try")
 # fds of a bwrap start after stdin/stdout/stderr, in the order the slot sends them: the source
@@ -123,7 +122,6 @@ class Sandbox:
         self.cache = BinaryCache(os.path.join(self.work_root, "cache"), config.cache_bytes)
         is_bwrap_root = self._is_root and config.mode == "bwrap"
         self._dev = _prepare_dev(self.work_root) if is_bwrap_root else None
-        # the C spawner when gcc can build it, else the Python one (same protocol)
         self._spawner = _cspawner.build(self.work_root)
         self._slots: list[_Slot] = []
         self._free: queue.Queue[_Slot] = queue.Queue()
@@ -400,16 +398,9 @@ class _Slot:
     def _start_spawner(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         cgroups = [f"{controller}={path}" for controller, path in self.cgroups.items()]
-        if self.sandbox._spawner is not None:
-            argv = [self.sandbox._spawner]
-        else:
-            python = (
-                "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
-            )
-            argv = [python, "-I", "-S", _SPAWNER]
         try:
             self.spawner = subprocess.Popen(
-                [*argv, str(theirs.fileno()), *cgroups],
+                [self.sandbox._spawner, str(theirs.fileno()), *cgroups],
                 pass_fds=(theirs.fileno(),),
                 env={"PATH": "/usr/bin:/bin"},
                 stdin=subprocess.DEVNULL,
@@ -706,7 +697,7 @@ def _encode_request(
     argv: list[str],
     env: list[str],
 ) -> bytes:
-    """A run request for the spawner: fields separated by NUL bytes (see _spawner.py)."""
+    """A run request for the spawner: fields separated by NUL bytes (see _cspawner.py)."""
 
     def text(value: int | None) -> str:
         return "" if value is None else str(value)

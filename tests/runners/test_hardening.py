@@ -1,4 +1,4 @@
-"""Regressions of the security review: what a hostile program could reach or break, per spawner."""
+"""Regressions of the security review: what a hostile program could reach or break."""
 
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ from runners import (
     Sandbox,
     SandboxConfig,
     Stream,
-    _cspawner,
 )
 from runners.cache import BinaryCache
 from tests.runners.conftest import assert_nothing_left, program, requires_bwrap, run
@@ -36,27 +35,22 @@ pytestmark = requires_bwrap
 _CROWD = 100  # fds below this are all open while the sandbox starts: its spawner's land above
 
 
-@pytest.fixture(scope="module", params=["c", "python"])
-def crowded_sandbox(request: pytest.FixtureRequest, sandbox: Sandbox) -> Iterator[Sandbox]:
-    """A 1-slot sandbox started while this process holds many fds, with either spawner."""
+@pytest.fixture(scope="module")
+def crowded_sandbox(sandbox: Sandbox) -> Iterator[Sandbox]:
+    """A 1-slot sandbox started while this process holds many fds."""
     sandbox._pch.join()  # no other thread opening and closing fds meanwhile
     held = [os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)]
     while held[-1] < _CROWD:
         held.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
-    build = _cspawner.build
-    if request.param == "python":
-        _cspawner.build = lambda work_root: None  # type: ignore[assignment]
     try:
         box = Sandbox(SandboxConfig(slots=1, work_root=sandbox.work_root))
     finally:
-        _cspawner.build = build  # type: ignore[assignment]
         for fd in held:
             os.close(fd)
     with box:
-        assert (box._spawner is None) == (request.param == "python")
         spawner = box._slots[0].spawner
         assert spawner is not None
-        assert int(next(a for a in spawner.args if a.isdigit())) > _CROWD  # its socket's fd
+        assert int(next(a for a in spawner.args if a.isdigit())) > _CROWD  # its socket
         yield box
 
 

@@ -1,9 +1,8 @@
-"""Both spawners (the C one, built with gcc at Sandbox start, and its Python fallback), and
-both kinds of /dev (a prepared directory bound as it is, and bwrap --dev as the fallback)."""
+"""The spawner (built from spawner.c with gcc at Sandbox start), and both kinds of /dev (a
+prepared directory bound as it is, and bwrap --dev as the fallback)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -11,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+import runners._cspawner
 import runners.sandbox
 from runners import (
     ExecutionStatus,
@@ -20,68 +20,43 @@ from runners import (
     RunnerError,
     Sandbox,
     SandboxConfig,
-    _cspawner,
+    SandboxUnavailable,
 )
-from tests.runners.conftest import FAST, private_sandbox, program, requires_bwrap, run
+from tests.runners.conftest import FAST, private_sandbox, requires_bwrap, run
 
 pytestmark = requires_bwrap
 
 
 @pytest.fixture(scope="module")
-def python_spawner_sandbox() -> Iterator[Sandbox]:
-    """A sandbox whose slots use the Python spawner, as on a host without gcc."""
-    work_root = tempfile.mkdtemp(dir="/var/tmp", prefix="livecode-runners-pyspawner-")
-    build, prepare_dev = _cspawner.build, runners.sandbox._prepare_dev
-    _cspawner.build = lambda work_root: None  # type: ignore[assignment]
+def bwrap_dev_sandbox() -> Iterator[Sandbox]:
+    """A sandbox whose runs get bwrap --dev, as where /dev cannot be prepared (not root)."""
+    work_root = tempfile.mkdtemp(dir="/var/tmp", prefix="livecode-runners-bwrapdev-")
+    prepare_dev = runners.sandbox._prepare_dev
     runners.sandbox._prepare_dev = lambda work_root: None
     try:
         with Sandbox(SandboxConfig(slots=1, work_root=work_root)) as sandbox:
             yield sandbox
     finally:
-        _cspawner.build, runners.sandbox._prepare_dev = build, prepare_dev
+        runners.sandbox._prepare_dev = prepare_dev
         shutil.rmtree(work_root, ignore_errors=True)
 
 
-def test_the_c_spawner_is_used_when_gcc_exists(sandbox: Sandbox) -> None:
-    """With gcc on the host, every slot runs programs through the C spawner."""
-    if not os.access("/usr/bin/gcc", os.X_OK):
-        pytest.skip("no gcc: the Python spawner is the one in use")
-    assert sandbox._spawner is not None and os.access(sandbox._spawner, os.X_OK)
+def test_the_spawner_is_built_with_gcc_and_used(sandbox: Sandbox) -> None:
+    """Every slot runs the spawner compiled into the work root."""
+    assert sandbox._spawner.startswith(sandbox.work_root) and os.access(sandbox._spawner, os.X_OK)
     spawners = [slot.spawner for slot in sandbox._slots]
     assert all(s is not None and s.args[0] == sandbox._spawner for s in spawners)
 
 
-def test_python_spawner_runs_programs(python_spawner_sandbox: Sandbox) -> None:
-    """Without gcc, the Python spawner runs each language, measuring time and memory."""
-    assert python_spawner_sandbox._spawner is None
-    for language, source in (
-        ("python", "print('hi')"),
-        ("javascript", "console.log('hi')"),
-        ("c++", '#include <cstdio>\nint main() { puts("hi"); }'),
-    ):
-        result, _ = run(python_spawner_sandbox, Program(language, source))
-        assert (result.status, result.stdout) == (ExecutionStatus.COMPLETED, "hi\n"), result
-        assert result.cpu_time_ms is not None and result.memory_kb
-
-
-def test_python_spawner_contains_hostile_programs(python_spawner_sandbox: Sandbox) -> None:
-    """Without gcc, hostile programs are held to the same limits by the Python spawner."""
-    box = python_spawner_sandbox
-    result, _ = run(box, program("daemon", "python"), Limits(wall_timeout_s=10))
-    assert (result.status, result.stdout) == (ExecutionStatus.COMPLETED, "parent done\n"), result
-    limits = Limits(wall_timeout_s=2, max_processes=16, output_limit_bytes=4096)
-    result, _ = run(box, program("fork_bomb", "python"), limits)
-    assert result.status in (ExecutionStatus.TIMEOUT, ExecutionStatus.FAILED), result
-    limits = Limits(wall_timeout_s=10, memory_mb=128, output_limit_bytes=16384)
-    result, _ = run(box, program("memory_bomb", "javascript"), limits)
-    assert (result.status, result.reason) == (ExecutionStatus.FAILED, Reason.MEMORY_LIMIT), result
-    result, _ = run(box, program("infinite_loop", "c++"), Limits(wall_timeout_s=1))
-    assert (result.status, result.reason) == (ExecutionStatus.TIMEOUT, Reason.TIMEOUT), result
-    prog = program("huge_file", "python", args=("/box/big",))
-    result, _ = run(box, prog, Limits(wall_timeout_s=10))
-    assert result.stdout.count("stopped") == 1, result
-    result, _ = run(box, program("huge_file", "c++", args=("/box/big",)), Limits(wall_timeout_s=10))
-    assert (result.reason, result.signal) == (Reason.RUNTIME_ERROR, 25), result
+def test_missing_gcc_refuses_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without gcc there is no spawner, hence no sandbox: the error says what to install."""
+    monkeypatch.setattr(runners._cspawner, "_GCC", "/nonexistent/gcc")
+    work_root = tempfile.mkdtemp(dir="/var/tmp", prefix="livecode-runners-nogcc-")
+    try:
+        with pytest.raises(SandboxUnavailable, match="install gcc"):
+            Sandbox(SandboxConfig(slots=1, work_root=work_root))
+    finally:
+        shutil.rmtree(work_root, ignore_errors=True)
 
 
 def test_an_argument_with_a_nul_byte_is_refused(sandbox: Sandbox) -> None:
@@ -119,12 +94,13 @@ print('lock ok')
 
 @pytest.mark.parametrize("kind", ["prepared", "bwrap --dev"])
 def test_dev_has_what_programs_need(
-    sandbox: Sandbox, python_spawner_sandbox: Sandbox, kind: str
+    sandbox: Sandbox, bwrap_dev_sandbox: Sandbox, kind: str
 ) -> None:
     """A program finds the usual /dev devices and shared memory, and cannot change them."""
-    box = sandbox if kind == "prepared" else python_spawner_sandbox
+    box = sandbox if kind == "prepared" else bwrap_dev_sandbox
+    dev_dir = box._dev
     if kind == "prepared" and os.geteuid() == 0:
-        assert box._dev is not None
+        assert dev_dir is not None
     result, _ = run(box, Program("python", DEV_PROGRAM))
     assert result.status is ExecutionStatus.COMPLETED, result
     lines = result.stdout.splitlines()
@@ -133,11 +109,11 @@ def test_dev_has_what_programs_need(
     assert lines[1:4] == ["8 8", "b'\\x00\\x00' 1", "full No space left on device"]
     assert "/dev/shm/x WRITTEN" in lines  # multiprocessing needs it (the run's /tmp)
     assert "chmod WORKED" not in lines and lines[-1] == "lock ok"
-    if box._dev is not None:  # bwrap's --dev is a writable tmpfs (charged to the memory cgroup)
+    if dev_dir is not None:  # bwrap's --dev is a writable tmpfs (charged to the memory cgroup)
         assert "/dev/evil WRITTEN" not in lines and "/dev/null.evil WRITTEN" not in lines
-        info = os.stat(os.path.join(box._dev, "null"))
+        info = os.stat(os.path.join(dev_dir, "null"))
         assert info.st_uid == 0 and info.st_mode & 0o777 == 0o666  # unchanged on the host
-        assert os.readlink(os.path.join(box._dev, "shm")) == "/tmp"
+        assert os.readlink(os.path.join(dev_dir, "shm")) == "/tmp"
 
 
 PAGE_CACHE_FILLER = """
@@ -161,21 +137,13 @@ ALLOCATE_288_MB = (
 )
 
 
-@pytest.mark.parametrize("spawner", ["c", "python"])
-def test_page_cache_left_by_earlier_runs_does_not_raise_the_memory_limit(
-    spawner: str, request: pytest.FixtureRequest
-) -> None:
+def test_page_cache_left_by_earlier_runs_does_not_raise_the_memory_limit() -> None:
     """Files read by earlier runs do not raise a later run's memory limit."""
     # Page cache is charged to the cgroup of the run that first read a file and stays charged
     # after it ends; counted as the spawner's own, it raised the next run's limit by as much.
     if os.geteuid() != 0:
         pytest.skip("the memory cgroup of a slot needs root")
-    with contextlib.ExitStack() as stack:
-        box = (
-            stack.enter_context(private_sandbox(slots=1))
-            if spawner == "c"
-            else request.getfixturevalue("python_spawner_sandbox")
-        )
+    with private_sandbox(slots=1) as box:
         if not box.measures()["cgroup"]["memory"]:
             pytest.skip("no memory cgroup on this host")
         with open("/proc/sys/vm/drop_caches", "w") as drop:
