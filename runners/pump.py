@@ -13,7 +13,7 @@ import fcntl
 import os
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -97,6 +97,16 @@ class _Sink:
         return text
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pipes:
+    """Our ends of a started process's pipes; pump() closes every one of them."""
+
+    outputs: Mapping[int, Stream]  # read ends, each with the stream it carries
+    stdin_fd: int | None = None  # write end of the program's stdin
+    stdin_data: bytes = b""  # written first
+    keep_stdin_open: bool = False  # interactive: Control.write() adds more until close_stdin()
+
+
 @dataclass(slots=True)
 class Outcome:
     """What the pump saw: output per stream and why it stopped."""
@@ -123,27 +133,28 @@ def make_pipe(*, large: bool) -> tuple[int, int]:
 
 def pump(
     process: Process,
-    outputs: dict[int, Stream],
-    stdin_fd: int | None,
-    stdin_data: bytes,
-    keep_stdin_open: bool,
+    pipes: Pipes,
+    *,
     wall_timeout_s: float,
-    limit_bytes: int,
-    on_output: OnOutput | None,
-    control: Control | None,
+    output_limit_bytes: int,
+    on_output: OnOutput | None = None,
+    control: Control | None = None,
     preface: tuple[Stream, str] | None = None,
 ) -> Outcome:
-    """Run the program's I/O to the end and close the given fds; every process is gone after.
+    """Run the program's I/O to the end and close the pipes' fds; every process is gone after.
 
-    `preface` is passed on as output once the process has started, before any of its own.
+    Each output stream is capped at `output_limit_bytes`. `preface` is passed on as output once
+    the process has started, before any of its own.
     """
-    sinks = {fd: _Sink(stream, limit_bytes) for fd, stream in outputs.items()}
+    sinks = {fd: _Sink(stream, output_limit_bytes) for fd, stream in pipes.outputs.items()}
     every_sink = list(sinks.values())
     outcome = Outcome(texts={}, truncated={}, report=None)
     wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
     poller = select.poll()
-    pending = bytearray(stdin_data)
+    pending = bytearray(pipes.stdin_data)
+    keep_stdin_open = pipes.keep_stdin_open
     stdin_eof = not keep_stdin_open
+    stdin_fd = pipes.stdin_fd
     killed_at: float | None = None
 
     def wake() -> None:

@@ -1,6 +1,6 @@
 """One run, top to bottom: compile (C++, or a cache hit) -> execute -> collect -> Result.
 
-Knows nothing of isolation: it hands a ``Job`` to a slot of the sandbox and pumps the I/O.
+Knows nothing of isolation: it hands each ``Stage`` to a slot of the sandbox and pumps the I/O.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from runners.cache import BinaryCache
 from runners.control import Control
 from runners.languages import CXX_FLAGS, Language
 from runners.limits import Limits
-from runners.pump import OnOutput, Outcome, Process, make_pipe, pump
+from runners.program import Program
+from runners.pump import OnOutput, Outcome, Pipes, Process, make_pipe, pump
 from runners.result import ExecutionStatus, Reason, Result, Stream
+from runners.stage import ExitReport, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -29,317 +31,272 @@ _COMPILE_MIN_PROCESSES = 16  # g++ runs cc1plus, as and ld (collect2) one after 
 _OOM_TAIL_CHARS = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
-    """One process to start in a slot: a compile or a run stage."""
-
-    argv: tuple[str, ...]  # templates: {source} {binary} {runtime} {heap_cap}
-    source_name: str
-    source: bytes
-    binary: str | None  # run stage: host path of the compiled program, seen at {binary}
-    out_dir: str | None  # compile stage: host dir, writable, where {binary} is produced
-    wall_timeout_s: float
-    memory_mb: int
-    max_processes: int
-    file_size_bytes: int
-    limit_address_space: bool
-    args: tuple[str, ...] = ()  # the program's own arguments: passed as they are, never formatted
-    heap_cap: str = ""  # template of the heap-cap flag, used when no memory cgroup caps the run
-
-
-@dataclass(frozen=True, slots=True)
-class ExitReport:
-    """How the job's processes ended, with what they used."""
-
-    exit_code: int | None
-    signal: int | None
-    cpu_time_ms: int | None
-    memory_kb: int | None
-    oom_killed: bool
-
-
 class Slot(Protocol):
     """What the runner needs from a sandbox slot."""
 
     uid: int | None
 
-    def start(self, job: Job, stdin_fd: int, stdout_fd: int, stderr_fd: int) -> Process: ...
+    def start(self, stage: Stage, *, stdin_fd: int, stdout_fd: int, stderr_fd: int) -> Process: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Workspace:
+    """Where compiled binaries are made (scratch_dir) and kept between runs (cache)."""
+
+    cache: BinaryCache
+    scratch_dir: str
 
 
 def run_program(
     slot: Slot,
-    cache: BinaryCache,
-    scratch_dir: str,
-    program_source: str,
-    program_args: tuple[str, ...],
-    stdin: bytes | None,
-    interactive: bool,
+    program: Program,
     language: Language,
     limits: Limits,
-    on_output: OnOutput | None,
-    control: Control | None,
+    *,
+    workspace: Workspace,
+    on_output: OnOutput | None = None,
+    control: Control | None = None,
 ) -> Result:
     """Compile if needed, execute, and return the Result; every process is gone on return."""
-    source = program_source.encode("utf-8", errors="surrogatepass")
-    compile_output = replayed = ""
-    binary: str | None = None
-    try:
-        if language.is_compiled:
-            assert language.version is not None
-            key = cache.key(program_source, language.version, CXX_FLAGS)
-            cached = cache.checkout(key)
-            if cached is not None and len(cached[1].encode()) > limits.output_limit_bytes:
-                os.unlink(cached[0])  # more messages than this run may have: compile it anew
-                cached = None
-            if cached is not None:
-                binary, compile_output = cached
-                replayed = compile_output  # followers see it as when the compiler ran
+    run = _Run(
+        slot=slot,
+        program=program,
+        language=language,
+        limits=limits,
+        workspace=workspace,
+        on_output=on_output,
+        control=control,
+    )
+    return run.result()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Run:
+    slot: Slot
+    program: Program
+    language: Language
+    limits: Limits
+    workspace: Workspace
+    on_output: OnOutput | None
+    control: Control | None
+
+    def result(self) -> Result:
+        language, limits, cache = self.language, self.limits, self.workspace.cache
+        source = self.program.source.encode("utf-8", errors="surrogatepass")
+        compile_output = replayed = ""
+        binary: str | None = None
+        try:
+            if language.is_compiled:
+                assert language.version is not None
+                key = cache.key(self.program.source, language.version, CXX_FLAGS)
+                cached = cache.checkout(key)
+                if cached is not None and len(cached[1].encode()) > limits.output_limit_bytes:
+                    os.unlink(cached[0])  # more messages than this run may have: compile anew
+                    cached = None
+                if cached is not None:
+                    binary, compile_output = cached
+                    replayed = compile_output  # followers see it as when the compiler ran
+                else:
+                    failed, compile_output, binary = self._compile(key, source)
+                    if failed is not None:
+                        return failed
+            stage = Stage(
+                argv=language.run_argv,
+                args=self.program.args,
+                heap_cap=language.heap_cap,
+                source_name=language.source_file,
+                source=b"" if language.is_compiled else source,
+                binary=binary,
+                wall_timeout_s=limits.wall_timeout_s,
+                memory_mb=limits.memory_mb,
+                max_processes=limits.max_processes,
+                file_size_bytes=_RUN_FILE_BYTES,
+                limit_address_space=language.limit_address_space,
+            )
+            preface = (Stream.COMPILE, replayed) if replayed else None
+            return self._execute(stage, compile_output, preface)
+        finally:
+            if binary is not None:
+                os.unlink(binary)
+
+    def _compile(self, key: str, source: bytes) -> tuple[Result | None, str, str | None]:
+        """Compile; return (None, compiler output, private path of the binary) or a failed
+        Result."""
+        language, limits = self.language, self.limits
+        assert language.compile_argv is not None
+        out_dir = tempfile.mkdtemp(dir=self.workspace.scratch_dir, prefix="out-")
+        try:
+            if self.slot.uid is not None:
+                os.chown(out_dir, self.slot.uid, self.slot.uid)
+            os.chmod(out_dir, 0o700)
+            stage = Stage(
+                argv=language.compile_argv,
+                source_name=language.source_file,
+                source=source,
+                out_dir=out_dir,
+                wall_timeout_s=limits.compile_timeout_s,
+                memory_mb=limits.compile_memory_mb,
+                max_processes=max(limits.max_processes, _COMPILE_MIN_PROCESSES),
+                file_size_bytes=_COMPILE_FILE_BYTES,
+                limit_address_space=True,
+            )
+            started = time.monotonic()
+            # stdout and stderr share one pipe, so the compiler's messages keep their order
+            read_fd, write_fd = make_pipe(large=True)
+            outcome, report = self._start_and_pump(
+                stage, {read_fd: Stream.COMPILE}, write_fd, write_fd, stdin=None, interactive=False
+            )
+            wall_ms = int((time.monotonic() - started) * 1000)
+            text = outcome.texts[Stream.COMPILE]
+            produced = os.path.join(out_dir, "main")
+            ok = (
+                report.exit_code == 0
+                and not (outcome.timed_out or outcome.cancelled or outcome.output_limited)
+                and os.path.lexists(produced)
+            )
+            if ok:
+                return None, text, self.workspace.cache.put(key, produced, text)
+            if outcome.cancelled:
+                status, reason, message = ExecutionStatus.CANCELLED, Reason.CANCELLED, "Cancelled"
+            elif outcome.timed_out or report.signal == signal.SIGXCPU:
+                status, reason = ExecutionStatus.TIMEOUT, Reason.TIMEOUT
+                message = f"Compilation exceeded {limits.compile_timeout_s:g} second timeout"
+            elif report.oom_killed:
+                status, reason = ExecutionStatus.FAILED, Reason.COMPILE_ERROR
+                message = f"Compilation exceeded the {limits.compile_memory_mb} MB memory limit"
             else:
-                failed, compile_output, binary = _compile(
-                    slot, cache, key, scratch_dir, source, language, limits, on_output, control
+                status, reason, message = (
+                    ExecutionStatus.FAILED,
+                    Reason.COMPILE_ERROR,
+                    "Compilation failed",
                 )
-                if failed is not None:
-                    return failed
-        job = Job(
-            argv=language.run_argv,
-            args=program_args,
-            heap_cap=language.heap_cap,
-            source_name=language.source_file,
-            source=b"" if language.is_compiled else source,
-            binary=binary,
-            out_dir=None,
-            wall_timeout_s=limits.wall_timeout_s,
-            memory_mb=limits.memory_mb,
-            max_processes=limits.max_processes,
-            file_size_bytes=_RUN_FILE_BYTES,
-            limit_address_space=language.limit_address_space,
-        )
-        return _execute(
-            slot,
-            job,
-            stdin,
-            interactive,
-            language,
-            limits,
-            on_output,
-            control,
-            compile_output,
-            (Stream.COMPILE, replayed) if replayed else None,
-        )
-    finally:
-        if binary is not None:
-            os.unlink(binary)
+            return (
+                Result(
+                    status=status,
+                    reason=reason,
+                    exit_code=report.exit_code,
+                    signal=report.signal,
+                    stdout="",
+                    stderr="",
+                    compile_output=text,
+                    stdout_truncated=False,
+                    stderr_truncated=False,
+                    wall_time_ms=wall_ms,
+                    cpu_time_ms=report.cpu_time_ms,
+                    memory_kb=report.memory_kb,
+                    message=message,
+                ),
+                text,
+                None,
+            )
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
 
-
-def _compile(
-    slot: Slot,
-    cache: BinaryCache,
-    key: str,
-    scratch_dir: str,
-    source: bytes,
-    language: Language,
-    limits: Limits,
-    on_output: OnOutput | None,
-    control: Control | None,
-) -> tuple[Result | None, str, str | None]:
-    """Compile; return (None, compiler output, private path of the binary) or a failed Result."""
-    assert language.compile_argv is not None
-    out_dir = tempfile.mkdtemp(dir=scratch_dir, prefix="out-")
-    try:
-        if slot.uid is not None:
-            os.chown(out_dir, slot.uid, slot.uid)
-        os.chmod(out_dir, 0o700)
-        job = Job(
-            argv=language.compile_argv,
-            source_name=language.source_file,
-            source=source,
-            binary=None,
-            out_dir=out_dir,
-            wall_timeout_s=limits.compile_timeout_s,
-            memory_mb=limits.compile_memory_mb,
-            max_processes=max(limits.max_processes, _COMPILE_MIN_PROCESSES),
-            file_size_bytes=_COMPILE_FILE_BYTES,
-            limit_address_space=True,
-        )
+    def _execute(
+        self, stage: Stage, compile_output: str, preface: tuple[Stream, str] | None
+    ) -> Result:
+        language, limits = self.language, self.limits
         started = time.monotonic()
-        # stdout and stderr share one pipe, so the compiler's messages keep their order
-        read_fd, write_fd = make_pipe(large=True)
-        outcome, report = _start_and_pump(
-            slot,
-            job,
-            None,
-            False,
-            {read_fd: Stream.COMPILE},
-            write_fd,
-            write_fd,
-            limits,
-            on_output,
-            control,
+        stdout_r, stdout_w = make_pipe(large=True)
+        stderr_r, stderr_w = make_pipe(large=True)
+        outcome, report = self._start_and_pump(
+            stage,
+            {stdout_r: Stream.STDOUT, stderr_r: Stream.STDERR},
+            stdout_w,
+            stderr_w,
+            stdin=self.program.stdin,
+            interactive=self.program.interactive,
+            preface=preface,
         )
         wall_ms = int((time.monotonic() - started) * 1000)
-        text = outcome.texts[Stream.COMPILE]
-        produced = os.path.join(out_dir, "main")
-        ok = (
-            report.exit_code == 0
-            and not (outcome.timed_out or outcome.cancelled or outcome.output_limited)
-            and os.path.lexists(produced)
-        )
-        if ok:
-            return None, text, cache.put(key, produced, text)
+        stderr_text = outcome.texts[Stream.STDERR]
+        message: str | None = None
         if outcome.cancelled:
             status, reason, message = ExecutionStatus.CANCELLED, Reason.CANCELLED, "Cancelled"
-        elif outcome.timed_out or report.signal == signal.SIGXCPU:
-            status, reason = ExecutionStatus.TIMEOUT, Reason.TIMEOUT
-            message = f"Compilation exceeded {limits.compile_timeout_s:g} second timeout"
-        elif report.oom_killed:
-            status, reason = ExecutionStatus.FAILED, Reason.COMPILE_ERROR
-            message = f"Compilation exceeded the {limits.compile_memory_mb} MB memory limit"
-        else:
-            status, reason, message = (
-                ExecutionStatus.FAILED,
-                Reason.COMPILE_ERROR,
-                "Compilation failed",
+        elif outcome.output_limited:
+            status, reason = ExecutionStatus.FAILED, Reason.OUTPUT_LIMIT
+            streams = [s.value for s in (Stream.STDOUT, Stream.STDERR) if outcome.truncated[s]]
+            message = (
+                f"Output exceeded the {limits.output_limit_bytes} byte limit on "
+                f"{' and '.join(streams)}"
             )
-        return (
-            Result(
-                status=status,
-                reason=reason,
-                exit_code=report.exit_code,
-                signal=report.signal,
-                stdout="",
-                stderr="",
-                compile_output=text,
-                stdout_truncated=False,
-                stderr_truncated=False,
-                wall_time_ms=wall_ms,
-                cpu_time_ms=report.cpu_time_ms,
-                memory_kb=report.memory_kb,
-                message=message,
-            ),
-            text,
-            None,
-        )
-    finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
-
-
-def _execute(
-    slot: Slot,
-    job: Job,
-    stdin: bytes | None,
-    interactive: bool,
-    language: Language,
-    limits: Limits,
-    on_output: OnOutput | None,
-    control: Control | None,
-    compile_output: str,
-    preface: tuple[Stream, str] | None,
-) -> Result:
-    started = time.monotonic()
-    stdout_r, stdout_w = make_pipe(large=True)
-    stderr_r, stderr_w = make_pipe(large=True)
-    outcome, report = _start_and_pump(
-        slot,
-        job,
-        stdin,
-        interactive,
-        {stdout_r: Stream.STDOUT, stderr_r: Stream.STDERR},
-        stdout_w,
-        stderr_w,
-        limits,
-        on_output,
-        control,
-        preface,
-    )
-    wall_ms = int((time.monotonic() - started) * 1000)
-    stderr_text = outcome.texts[Stream.STDERR]
-    message: str | None = None
-    if outcome.cancelled:
-        status, reason, message = ExecutionStatus.CANCELLED, Reason.CANCELLED, "Cancelled"
-    elif outcome.output_limited:
-        status, reason = ExecutionStatus.FAILED, Reason.OUTPUT_LIMIT
-        streams = [s.value for s in (Stream.STDOUT, Stream.STDERR) if outcome.truncated[s]]
-        message = (
-            f"Output exceeded the {limits.output_limit_bytes} byte limit on {' and '.join(streams)}"
-        )
-    elif outcome.timed_out:
-        status, reason = ExecutionStatus.TIMEOUT, Reason.TIMEOUT
-        message = f"Execution exceeded {limits.wall_timeout_s:g} second timeout"
-    elif report.signal == signal.SIGXCPU:
-        status, reason = ExecutionStatus.TIMEOUT, Reason.TIMEOUT
-        message = f"Execution exceeded {limits.wall_timeout_s:g} seconds of CPU time"
-    elif report.exit_code != 0 and (
-        report.oom_killed
-        or any(marker in stderr_text[-_OOM_TAIL_CHARS:] for marker in language.oom_markers)
-    ):
-        status, reason = ExecutionStatus.FAILED, Reason.MEMORY_LIMIT
-        message = f"Memory limit of {limits.memory_mb} MB exceeded"
-    elif report.exit_code == 0:
-        status, reason = ExecutionStatus.COMPLETED, Reason.EXIT
-    else:
-        status, reason = ExecutionStatus.FAILED, Reason.RUNTIME_ERROR
-    return Result(
-        status=status,
-        reason=reason,
-        exit_code=report.exit_code,
-        signal=report.signal,
-        stdout=outcome.texts[Stream.STDOUT],
-        stderr=stderr_text,
-        compile_output=compile_output,
-        stdout_truncated=outcome.truncated[Stream.STDOUT],
-        stderr_truncated=outcome.truncated[Stream.STDERR],
-        wall_time_ms=wall_ms,
-        cpu_time_ms=report.cpu_time_ms,
-        memory_kb=report.memory_kb,
-        message=message,
-    )
-
-
-def _start_and_pump(
-    slot: Slot,
-    job: Job,
-    stdin: bytes | None,
-    interactive: bool,
-    outputs: dict[int, Stream],
-    stdout_w: int,
-    stderr_w: int,
-    limits: Limits,
-    on_output: OnOutput | None,
-    control: Control | None,
-    preface: tuple[Stream, str] | None = None,
-) -> tuple[Outcome, ExitReport]:
-    stdin_r: int | None = None
-    stdin_w: int | None = None
-    try:
-        if stdin or interactive:
-            stdin_r, stdin_w = make_pipe(large=False)
+        elif outcome.timed_out:
+            status, reason = ExecutionStatus.TIMEOUT, Reason.TIMEOUT
+            message = f"Execution exceeded {limits.wall_timeout_s:g} second timeout"
+        elif report.signal == signal.SIGXCPU:
+            status, reason = ExecutionStatus.TIMEOUT, Reason.TIMEOUT
+            message = f"Execution exceeded {limits.wall_timeout_s:g} seconds of CPU time"
+        elif report.exit_code != 0 and (
+            report.oom_killed
+            or any(marker in stderr_text[-_OOM_TAIL_CHARS:] for marker in language.oom_markers)
+        ):
+            status, reason = ExecutionStatus.FAILED, Reason.MEMORY_LIMIT
+            message = f"Memory limit of {limits.memory_mb} MB exceeded"
+        elif report.exit_code == 0:
+            status, reason = ExecutionStatus.COMPLETED, Reason.EXIT
         else:
-            stdin_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-        process = slot.start(job, stdin_r, stdout_w, stderr_w)
-    except BaseException:
-        for fd in (*outputs, stdin_w):
-            if fd is not None:
-                os.close(fd)
-        raise
-    finally:
-        # our copies of the child's ends must go, or EOF never comes
-        for fd in {stdin_r, stdout_w, stderr_w}:
-            if fd is not None:
-                os.close(fd)
-    outcome = pump(
-        process,
-        outputs,
-        stdin_w,
-        stdin or b"",
-        interactive,
-        job.wall_timeout_s,
-        limits.output_limit_bytes,
-        on_output,
-        control,
-        preface,
-    )
-    if outcome.error is not None:
-        raise outcome.error
-    report = outcome.report
-    assert isinstance(report, ExitReport)
-    return outcome, report
+            status, reason = ExecutionStatus.FAILED, Reason.RUNTIME_ERROR
+        return Result(
+            status=status,
+            reason=reason,
+            exit_code=report.exit_code,
+            signal=report.signal,
+            stdout=outcome.texts[Stream.STDOUT],
+            stderr=stderr_text,
+            compile_output=compile_output,
+            stdout_truncated=outcome.truncated[Stream.STDOUT],
+            stderr_truncated=outcome.truncated[Stream.STDERR],
+            wall_time_ms=wall_ms,
+            cpu_time_ms=report.cpu_time_ms,
+            memory_kb=report.memory_kb,
+            message=message,
+        )
+
+    def _start_and_pump(
+        self,
+        stage: Stage,
+        outputs: dict[int, Stream],
+        stdout_w: int,
+        stderr_w: int,
+        *,
+        stdin: bytes | None,
+        interactive: bool,
+        preface: tuple[Stream, str] | None = None,
+    ) -> tuple[Outcome, ExitReport]:
+        stdin_r: int | None = None
+        stdin_w: int | None = None
+        try:
+            if stdin or interactive:
+                stdin_r, stdin_w = make_pipe(large=False)
+            else:
+                stdin_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            process = self.slot.start(
+                stage, stdin_fd=stdin_r, stdout_fd=stdout_w, stderr_fd=stderr_w
+            )
+        except BaseException:
+            for fd in (*outputs, stdin_w):
+                if fd is not None:
+                    os.close(fd)
+            raise
+        finally:
+            # our copies of the child's ends must go, or EOF never comes
+            for fd in {stdin_r, stdout_w, stderr_w}:
+                if fd is not None:
+                    os.close(fd)
+        pipes = Pipes(
+            outputs=outputs, stdin_fd=stdin_w, stdin_data=stdin or b"", keep_stdin_open=interactive
+        )
+        outcome = pump(
+            process,
+            pipes,
+            wall_timeout_s=stage.wall_timeout_s,
+            output_limit_bytes=self.limits.output_limit_bytes,
+            on_output=self.on_output,
+            control=self.control,
+            preface=preface,
+        )
+        if outcome.error is not None:
+            raise outcome.error
+        report = outcome.report
+        assert isinstance(report, ExitReport)
+        return outcome, report

@@ -41,8 +41,9 @@ from runners.languages import CXX_FLAGS, resolve_language
 from runners.limits import Limits
 from runners.program import Program
 from runners.result import ExecutionStatus, Reason, Result, Stream
-from runners.runner import ExitReport, Job, run_program
+from runners.runner import Workspace, run_program
 from runners.seccomp import FILTER_VERSION as SECCOMP_VERSION, build_filter
+from runners.stage import ExitReport, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ _NOFILE = 256
 # --unshare-all but the network: the slot's spawner already has a network namespace of its own
 _UNSHARE_BUT_NET = ("--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try")
 # fds of a bwrap start after stdin/stdout/stderr, in the order the slot sends them: the source
-# (only when the job has one), the files of /etc (Sandbox.etc_files), the seccomp filter, then
+# (only when the stage has one), the files of /etc (Sandbox.etc_files), the seccomp filter, then
 # bwrap's options (--args)
 _FD_SOURCE = 3
 _SANDBOX_ENV = ("PATH", "/usr/bin:/bin", "HOME", "/tmp", "LANG", "C.UTF-8")
@@ -120,6 +121,7 @@ class Sandbox:
         self._seccomp = os.path.join(self.work_root, f"seccomp-{SECCOMP_VERSION}.bpf")
         self._has_seccomp = config.mode == "bwrap" and build_filter(self._seccomp)
         self.cache = BinaryCache(os.path.join(self.work_root, "cache"), config.cache_bytes)
+        self._workspace = Workspace(cache=self.cache, scratch_dir=self._scratch)
         is_bwrap_root = self._is_root and config.mode == "bwrap"
         self._dev = _prepare_dev(self.work_root) if is_bwrap_root else None
         self._spawner = _cspawner.build(self.work_root)
@@ -176,16 +178,12 @@ class Sandbox:
         try:
             return run_program(
                 slot,
-                self.cache,
-                self._scratch,
-                program.source,
-                program.args,
-                program.stdin,
-                program.interactive,
+                program,
                 language,
                 limits,
-                on_output,
-                control,
+                workspace=self._workspace,
+                on_output=on_output,
+                control=control,
             )
         except RunnerError:
             raise
@@ -255,11 +253,19 @@ class Sandbox:
     def _probe_run(self, argv: tuple[str, ...]) -> tuple[int | None, str]:
         slot = self._free.get()
         try:
-            job = Job(argv, "probe", b"", None, None, 10.0, 64, 8, 1 << 20, True)
+            stage = Stage(
+                argv=argv,
+                source_name="probe",
+                wall_timeout_s=10.0,
+                memory_mb=64,
+                max_processes=8,
+                file_size_bytes=1 << 20,
+                limit_address_space=True,
+            )
             null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             try:
-                process = slot.start(job, null, null, err_w)
+                process = slot.start(stage, stdin_fd=null, stdout_fd=null, stderr_fd=err_w)
             except RunnerError as exc:
                 raise SandboxUnavailable(f"bwrap does not work here: {exc}") from exc
             finally:
@@ -281,16 +287,16 @@ class Sandbox:
                 return
             logger.exception("precompiled header build failed; C++ compiles without it")
 
-    def job_argv(self, slot: _Slot, job: Job) -> tuple[list[str], list[str] | None]:
-        """Return (argv to exec, working directory or None) for a job in this mode."""
-        heap_mb = max(16, int(job.memory_mb * 0.75))
+    def stage_argv(self, slot: _Slot, stage: Stage) -> tuple[list[str], list[str] | None]:
+        """Return (argv to exec, working directory or None) for a stage in this mode."""
+        heap_mb = max(16, int(stage.memory_mb * 0.75))
         if self.config.mode == "none":
-            return self._job_argv_unsandboxed(slot, job, heap_mb)
+            return self._stage_argv_unsandboxed(slot, stage, heap_mb)
         names = {
-            "source": f"{_BOX}/{job.source_name}",
-            "binary": f"{_OUT}/main" if job.out_dir else f"{_BOX}/main",
+            "source": f"{_BOX}/{stage.source_name}",
+            "binary": f"{_OUT}/main" if stage.out_dir else f"{_BOX}/main",
             "runtime": _RUNTIME,
-            "heap_cap": _heap_cap(slot, job, heap_mb),
+            "heap_cap": _heap_cap(slot, stage, heap_mb),
         }
         argv = [
             self._bwrap or "bwrap",
@@ -309,26 +315,26 @@ class Sandbox:
             "--symlink", "usr/lib64", "/lib64",
             "--symlink", "usr/sbin", "/sbin",
             # copied into the root tmpfs (read-only below) from fds: a bind mount costs more
-            *(arg for fd, path in self._etc_fds(job) for arg in ("--file", str(fd), path)),
+            *(arg for fd, path in self._etc_fds(stage) for arg in ("--file", str(fd), path)),
             # the runtime (PCH, linebuf.o) only where the command uses it: the compile stage
-            *self._runtime_args(job),
+            *self._runtime_args(stage),
             "--proc", "/proc",
             *self._dev_args(),
             "--size", str(_TMPFS_BYTES), "--tmpfs", "/tmp",
             "--size", str(_TMPFS_BYTES), "--tmpfs", _BOX,
         ]  # fmt: skip
-        if job.source:
+        if stage.source:
             argv += ["--file", str(_FD_SOURCE), names["source"]]  # a memfd holding the source
-        if job.binary:
-            argv += ["--ro-bind", job.binary, names["binary"]]
-        if job.out_dir:
-            argv += ["--bind", job.out_dir, _OUT]
+        if stage.binary:
+            argv += ["--ro-bind", stage.binary, names["binary"]]
+        if stage.out_dir:
+            argv += ["--bind", stage.out_dir, _OUT]
         argv += ["--chdir", _BOX, "--remount-ro", "/", "--clearenv"]
         for index in range(0, len(_SANDBOX_ENV), 2):
             argv += ["--setenv", _SANDBOX_ENV[index], _SANDBOX_ENV[index + 1]]
         if self._has_seccomp:
-            argv += ["--seccomp", str(_fd_etc(job) + len(self.etc_files))]  # the BPF filter
-        argv += ["--", *_command(job, names)]
+            argv += ["--seccomp", str(_fd_etc(stage) + len(self.etc_files))]  # the BPF filter
+        argv += ["--", *_command(stage, names)]
         return argv, None
 
     def _dev_args(self) -> list[str]:
@@ -337,27 +343,27 @@ class Sandbox:
         # bound as it is: a read-only remount would add nodev; it is root's, 0755, so unwritable
         return ["--dev-bind", self._dev, "/dev"]
 
-    def _job_argv_unsandboxed(
-        self, slot: _Slot, job: Job, heap_mb: int
+    def _stage_argv_unsandboxed(
+        self, slot: _Slot, stage: Stage, heap_mb: int
     ) -> tuple[list[str], list[str] | None]:
         run_dir = slot.unsandboxed_dir()
         names = {
-            "source": f"{run_dir}/{job.source_name}",
-            "binary": f"{job.out_dir}/main" if job.out_dir else (job.binary or ""),
+            "source": f"{run_dir}/{stage.source_name}",
+            "binary": f"{stage.out_dir}/main" if stage.out_dir else (stage.binary or ""),
             "runtime": self._runtime,
-            "heap_cap": _heap_cap(slot, job, heap_mb),
+            "heap_cap": _heap_cap(slot, stage, heap_mb),
         }
-        if job.source:
+        if stage.source:
             with open(names["source"], "wb") as out:
-                out.write(job.source)
-        return _command(job, names), [run_dir]
+                out.write(stage.source)
+        return _command(stage, names), [run_dir]
 
-    def _etc_fds(self, job: Job) -> list[tuple[int, str]]:
-        first = _fd_etc(job)
+    def _etc_fds(self, stage: Stage) -> list[tuple[int, str]]:
+        first = _fd_etc(stage)
         return [(first + index, path) for index, (_host, path) in enumerate(self.etc_files)]
 
-    def _runtime_args(self, job: Job) -> tuple[str, ...]:
-        if any("{runtime}" in part for part in job.argv):
+    def _runtime_args(self, stage: Stage) -> tuple[str, ...]:
+        if any("{runtime}" in part for part in stage.argv):
             return ("--ro-bind", self._runtime, _RUNTIME)
         return ("--dir", _RUNTIME)
 
@@ -424,8 +430,8 @@ class _Slot:
         self.private_network = ready == b"ready netns"
         self.sock = ours
 
-    def start(self, job: Job, stdin_fd: int, stdout_fd: int, stderr_fd: int) -> _Started:
-        """Start a job in this slot; the returned handle reports its end.
+    def start(self, stage: Stage, *, stdin_fd: int, stdout_fd: int, stderr_fd: int) -> _Started:
+        """Start a stage in this slot; the returned handle reports its end.
 
         A spawner found dead (EPIPE, EOF, no reply) is replaced and the start tried once more.
         """
@@ -434,25 +440,25 @@ class _Slot:
                 logger.warning("spawner of slot %d died or misbehaved; restarting it", self.index)
                 self.reset()
             try:
-                return self._start_once(job, stdin_fd, stdout_fd, stderr_fd)
+                return self._start_once(stage, stdin_fd, stdout_fd, stderr_fd)
             except _SpawnerGone:
                 self.broken = True
                 if attempt:
                     raise
         raise AssertionError("unreachable")
 
-    def _start_once(self, job: Job, stdin_fd: int, stdout_fd: int, stderr_fd: int) -> _Started:
+    def _start_once(self, stage: Stage, stdin_fd: int, stdout_fd: int, stderr_fd: int) -> _Started:
         assert self.sock is not None
-        argv, cwd = self.sandbox.job_argv(self, job)
+        argv, cwd = self.sandbox.stage_argv(self, stage)
         env = [] if self.sandbox.config.mode == "bwrap" else _unsandboxed_env(cwd)
         fds = [stdin_fd, stdout_fd, stderr_fd]
         extra: list[int] = []
         try:
             if self.sandbox.config.mode == "bwrap":
-                if job.source:  # else no fd: bwrap would hand an unused one to the program
+                if stage.source:  # else no fd: bwrap would hand an unused one to the program
                     source_fd = os.memfd_create("source", os.MFD_CLOEXEC)
                     extra.append(source_fd)
-                    _write_all(source_fd, job.source)
+                    _write_all(source_fd, stage.source)
                     os.lseek(source_fd, 0, os.SEEK_SET)
                 for host, _path in self.sandbox.etc_files:
                     extra.append(os.open(host, os.O_RDONLY | os.O_CLOEXEC))
@@ -474,11 +480,11 @@ class _Slot:
             request = _encode_request(
                 uid=self.uid,
                 cwd=cwd[0] if cwd else None,
-                memory_bytes=job.memory_mb << 20 if "memory" in self.cgroups else None,
+                memory_bytes=stage.memory_mb << 20 if "memory" in self.cgroups else None,
                 pids_max=(
-                    job.max_processes + _SANDBOX_PROCESSES + 1 if "pids" in self.cgroups else None
+                    stage.max_processes + _SANDBOX_PROCESSES + 1 if "pids" in self.cgroups else None
                 ),
-                rlimits=_rlimits(job, has_memcg="memory" in self.cgroups),
+                rlimits=_rlimits(stage, has_memcg="memory" in self.cgroups),
                 argv=argv,
                 env=env,
             )
@@ -544,7 +550,13 @@ class _Slot:
         memory_kb: int | None = maxrss or None
         if peak >= 0:
             memory_kb = max(peak // 1024, memory_kb or 0)
-        return ExitReport(exit_code, signal_number, cpu_ms, memory_kb, bool(oom))
+        return ExitReport(
+            exit_code=exit_code,
+            signal=signal_number,
+            cpu_time_ms=cpu_ms,
+            memory_kb=memory_kb,
+            oom_killed=bool(oom),
+        )
 
     def unsandboxed_dir(self) -> str:
         """A fresh host run directory for mode "none", owned by the slot's uid."""
@@ -623,7 +635,7 @@ class _Slot:
 
 
 class _Started:
-    """A job running in a slot, as the pump sees it."""
+    """A stage running in a slot, as the pump sees it."""
 
     def __init__(self, slot: _Slot) -> None:
         self.slot = slot
@@ -655,9 +667,9 @@ def _cancelled_result() -> Result:
     return Result.without_output(ExecutionStatus.CANCELLED, Reason.CANCELLED, "Cancelled")
 
 
-def _fd_etc(job: Job) -> int:
+def _fd_etc(stage: Stage) -> int:
     """The fd of the first /etc file in a bwrap start: after the source's, when it has one."""
-    return _FD_SOURCE + 1 if job.source else _FD_SOURCE
+    return _FD_SOURCE + 1 if stage.source else _FD_SOURCE
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -666,19 +678,19 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _rlimits(job: Job, has_memcg: bool) -> list[tuple[int, int, int]]:
-    cpu_s = math.ceil(job.wall_timeout_s)
+def _rlimits(stage: Stage, has_memcg: bool) -> list[tuple[int, int, int]]:
+    cpu_s = math.ceil(stage.wall_timeout_s)
     limits = [
         (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),
-        (resource.RLIMIT_FSIZE, job.file_size_bytes, job.file_size_bytes),
+        (resource.RLIMIT_FSIZE, stage.file_size_bytes, stage.file_size_bytes),
         (resource.RLIMIT_NOFILE, _NOFILE, _NOFILE),
-        (resource.RLIMIT_NPROC, job.max_processes + _SANDBOX_PROCESSES, job.max_processes + 2),
+        (resource.RLIMIT_NPROC, stage.max_processes + _SANDBOX_PROCESSES, stage.max_processes + 2),
         (resource.RLIMIT_CORE, 0, 0),
     ]
-    if job.limit_address_space:
+    if stage.limit_address_space:
         # with a memory cgroup the cgroup is the limit, AS only turns huge allocations into a
         # clean MemoryError / bad_alloc; without one AS is all we have
-        megabytes = max(job.memory_mb * 4, 1024) if has_memcg else max(job.memory_mb, 128)
+        megabytes = max(stage.memory_mb * 4, 1024) if has_memcg else max(stage.memory_mb, 128)
         limits.append((resource.RLIMIT_AS, megabytes << 20, megabytes << 20))
     return limits
 
@@ -930,12 +942,12 @@ def _pch_file(runtime: str) -> str:
     return os.path.join(runtime, "pch", "bits", "stdc++.h.gch")
 
 
-def _heap_cap(slot: _Slot, job: Job, heap_mb: int) -> str:
+def _heap_cap(slot: _Slot, stage: Stage, heap_mb: int) -> str:
     # With a memory cgroup the kernel enforces the limit; a runtime flag would only slow starts.
-    return "" if "memory" in slot.cgroups else job.heap_cap.format(heap_mb=heap_mb)
+    return "" if "memory" in slot.cgroups else stage.heap_cap.format(heap_mb=heap_mb)
 
 
-def _command(job: Job, names: dict[str, str]) -> list[str]:
-    """The job's argv with its templates filled in, then the program's own arguments verbatim."""
-    command = [part.format(**names) for part in job.argv]
-    return [part for part in command if part] + list(job.args)
+def _command(stage: Stage, names: dict[str, str]) -> list[str]:
+    """The stage's argv with its templates filled in, then the program's own arguments verbatim."""
+    command = [part.format(**names) for part in stage.argv]
+    return [part for part in command if part] + list(stage.args)
