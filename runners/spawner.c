@@ -1,13 +1,13 @@
 /* The per-slot spawner: a single-threaded root process living in its slot's cgroups.
 
-   Built with gcc by runners/_cspawner.py (once per source, kept in the work root), which also
-   draws the protocol this program speaks over its SOCK_SEQPACKET socket. It joins the slot's
-   cgroups once, so each run inherits them without a per-run move (a move waits for an RCU grace
-   period, ~9 ms), and sets the memory limit and pids.max before each run. Being single-threaded it
-   may fork and run code before exec, which the threaded worker may not: ids, rlimits, fds. It is a
-   child subreaper: everything a run leaves behind is reparented here, swept and reaped. C rather
-   than Python: a fork of a small process and the code between fork and exec cost ~0.1 ms instead
-   of ~1 ms, and waiting for a run's last processes blocks on SIGCHLD instead of polling. */
+   Built with gcc by runners/spawner.py (once per source, kept in the work root), which also draws
+   the protocol this program speaks over its SOCK_SEQPACKET socket. It joins the slot's cgroups
+   once, so each run inherits them without a per-run move (a move waits for an RCU grace period, ~9
+   ms), and sets the memory limit and pids.max before each run. Being single-threaded it may fork
+   and run code before exec, which the threaded worker may not: ids, rlimits, fds. It is a child
+   subreaper: everything a run leaves behind is reparented here, swept and reaped. C rather than
+   Python: a fork of a small process and the code between fork and exec cost ~0.1 ms instead of ~1
+   ms, and waiting for a run's last processes blocks on SIGCHLD instead of polling. */
 
 #define _GNU_SOURCE
 #include <errno.h>

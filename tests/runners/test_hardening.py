@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import runners.pump
-import runners.sandbox
+import runners.spawner
 from runners import (
     ExecutionStatus,
     Limits,
@@ -48,9 +48,9 @@ def crowded_sandbox(sandbox: Sandbox) -> Iterator[Sandbox]:
         for fd in held:
             os.close(fd)
     with box:
-        spawner = box._slots[0].spawner
+        spawner = box._pool.slots[0].spawner
         assert spawner is not None
-        assert int(next(a for a in spawner.args if a.isdigit())) > _CROWD  # its socket
+        assert int(next(a for a in spawner.process.args if a.isdigit())) > _CROWD  # its socket
         yield box
 
 
@@ -77,11 +77,11 @@ def test_a_silent_spawner_is_replaced_and_the_run_retried(
     crowded_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run whose slot's spawner stopped answering still runs, on a new spawner."""
-    monkeypatch.setattr(runners.sandbox, "_REPLY_TIMEOUT_S", 1.0)
-    slot = crowded_sandbox._slots[0]
+    monkeypatch.setattr(runners.spawner, "_REPLY_TIMEOUT_S", 1.0)
+    slot = crowded_sandbox._pool.slots[0]
     slot.reset()  # its socket gets the shorter reply timeout
     assert slot.spawner is not None
-    stalled = slot.spawner.pid
+    stalled = slot.spawner.process.pid
     os.kill(stalled, signal.SIGSTOP)  # alive, holding its socket, never answering
     try:
         result = _in_thread(lambda: run(crowded_sandbox, Program("python", "print('ok')")), 20)
@@ -89,7 +89,7 @@ def test_a_silent_spawner_is_replaced_and_the_run_retried(
         with contextlib.suppress(ProcessLookupError):
             os.kill(stalled, signal.SIGCONT)
     assert isinstance(result, tuple) and result[0].stdout == "ok\n", result
-    assert slot.spawner is not None and slot.spawner.pid != stalled
+    assert slot.spawner is not None and slot.spawner.process.pid != stalled
 
 
 def test_a_run_the_spawner_does_not_end_resets_the_slot(
@@ -97,9 +97,9 @@ def test_a_run_the_spawner_does_not_end_resets_the_slot(
 ) -> None:
     """A killed run its spawner never ends is our error; nothing is left running, the next works."""
     monkeypatch.setattr(runners.pump, "_KILL_GRACE_S", 1.0)
-    slot = crowded_sandbox._slots[0]
+    slot = crowded_sandbox._pool.slots[0]
     assert slot.spawner is not None
-    stalled = slot.spawner.pid
+    stalled = slot.spawner.process.pid
     limits = Limits(wall_timeout_s=1)
     prog = Program("python", "import time\nprint('started', flush=True)\ntime.sleep(60)")
 
@@ -112,7 +112,7 @@ def test_a_run_the_spawner_does_not_end_resets_the_slot(
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(stalled, signal.SIGCONT)
-    assert slot.spawner is not None and slot.spawner.pid != stalled
+    assert slot.spawner is not None and slot.spawner.process.pid != stalled
     assert_nothing_left(crowded_sandbox)  # the sleeping program was killed with the spawner
     result = _in_thread(lambda: run(crowded_sandbox, Program("python", "print('next')")), 20)
     assert isinstance(result, tuple) and result[0].stdout == "next\n", result
@@ -123,18 +123,22 @@ def test_memory_held_by_no_process_never_kills_the_spawner(
     crowded_sandbox: Sandbox, name: str, language: str
 ) -> None:
     """Filling memory with files no process holds ends at most that run; the slot works on."""
-    slot = crowded_sandbox._slots[0]
+    slot = crowded_sandbox._pool.slots[0]
     assert slot.spawner is not None
-    spawner = slot.spawner.pid
+    spawner = slot.spawner.process.pid
     limits = Limits(wall_timeout_s=10, memory_mb=48, output_limit_bytes=16384)
     result, _ = run(crowded_sandbox, program(name, language), limits)
     assert result.status in (ExecutionStatus.FAILED, ExecutionStatus.COMPLETED), result
     if os.geteuid() == 0:  # a memory cgroup: the OOM killer picks the program, not the spawner
         assert result.reason in (Reason.MEMORY_LIMIT, Reason.RUNTIME_ERROR), result
-    assert slot.spawner is not None and slot.spawner.pid == spawner and slot.spawner.poll() is None
+    assert (
+        slot.spawner is not None
+        and slot.spawner.process.pid == spawner
+        and slot.spawner.process.poll() is None
+    )
     result, _ = run(crowded_sandbox, Program("python", "print('next')"))
     assert (result.status, result.stdout) == (ExecutionStatus.COMPLETED, "next\n"), result
-    assert slot.spawner.pid == spawner
+    assert slot.spawner.process.pid == spawner
 
 
 def test_only_unix_sockets_can_be_made(sandbox: Sandbox) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
+import runners.host
 import runners.sandbox
 from runners import (
     ExecutionStatus,
@@ -364,5 +365,5 @@ def test_a_work_root_reached_through_a_symlink_is_used_by_its_real_path(
 
 def test_the_default_work_root_is_private() -> None:
     """The default work root is not in a world-writable temporary directory."""
-    root = runners.sandbox._default_work_root(os.geteuid() == 0)
+    root = runners.host.default_work_root(os.geteuid() == 0)
     assert not root.startswith(("/tmp", "/var/tmp", "/dev/shm"))

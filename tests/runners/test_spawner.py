@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-import runners._cspawner
-import runners.sandbox
+import runners.host
+import runners.spawner
 from runners import (
     ExecutionStatus,
     Limits,
@@ -31,26 +31,26 @@ pytestmark = requires_bwrap
 def bwrap_dev_sandbox() -> Iterator[Sandbox]:
     """A sandbox whose runs get bwrap --dev, as where /dev cannot be prepared (not root)."""
     work_root = tempfile.mkdtemp(dir="/var/tmp", prefix="livecode-runners-bwrapdev-")
-    prepare_dev = runners.sandbox._prepare_dev
-    runners.sandbox._prepare_dev = lambda work_root: None
+    prepare_dev = runners.host.prepare_dev
+    runners.host.prepare_dev = lambda work_root: None
     try:
         with Sandbox(SandboxConfig(slots=1, work_root=work_root)) as sandbox:
             yield sandbox
     finally:
-        runners.sandbox._prepare_dev = prepare_dev
+        runners.host.prepare_dev = prepare_dev
         shutil.rmtree(work_root, ignore_errors=True)
 
 
 def test_the_spawner_is_built_with_gcc_and_used(sandbox: Sandbox) -> None:
     """Every slot runs the spawner compiled into the work root."""
     assert sandbox._spawner.startswith(sandbox.work_root) and os.access(sandbox._spawner, os.X_OK)
-    spawners = [slot.spawner for slot in sandbox._slots]
-    assert all(s is not None and s.args[0] == sandbox._spawner for s in spawners)
+    spawners = [slot.spawner for slot in sandbox._pool.slots]
+    assert all(s is not None and s.process.args[0] == sandbox._spawner for s in spawners)
 
 
 def test_missing_gcc_refuses_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without gcc there is no spawner, hence no sandbox: the error says what to install."""
-    monkeypatch.setattr(runners._cspawner, "_GCC", "/nonexistent/gcc")
+    monkeypatch.setattr(runners.spawner, "_GCC", "/nonexistent/gcc")
     work_root = tempfile.mkdtemp(dir="/var/tmp", prefix="livecode-runners-nogcc-")
     try:
         with pytest.raises(SandboxUnavailable, match="install gcc"):
@@ -98,7 +98,8 @@ def test_dev_has_what_programs_need(
 ) -> None:
     """A program finds the usual /dev devices and shared memory, and cannot change them."""
     box = sandbox if kind == "prepared" else bwrap_dev_sandbox
-    dev_dir = box._dev
+    assert box._bwrap is not None
+    dev_dir = box._bwrap.dev_dir
     if kind == "prepared" and os.geteuid() == 0:
         assert dev_dir is not None
     result, _ = run(box, Program("python", DEV_PROGRAM))

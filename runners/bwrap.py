@@ -1,0 +1,178 @@
+"""The command line a stage starts with: bwrap's, or the bare one of mode "none".
+
+A sandboxed start is ``bwrap`` with new user/pid/ipc/uts/mount namespaces, in a network
+namespace with only lo (the slot spawner's own when it has one, else a new one), no
+capabilities, uid 65534, read-only /usr, size-capped tmpfs /tmp and /box, a read-only root, an
+empty environment and the seccomp filter. bwrap reads the source and the files of /etc it copies
+in, the filter, and its own options from fds the spawner hands it after stdin/stdout/stderr.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from runners.errors import RunnerError
+from runners.spawner import memfd
+from runners.stage import Stage
+
+_BOX = "/box"
+_OUT = "/out"
+_RUNTIME = "/opt/livecode"
+_TMPFS_BYTES = 64 << 20
+# --unshare-all but the network: the slot's spawner already has a network namespace of its own
+_UNSHARE_BUT_NET = ("--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try")
+# fds of a bwrap start after stdin/stdout/stderr (from 3 on), in the order Bwrap.launch opens
+# them: the source (only when the stage has one), the files of /etc, the seccomp filter, then
+# bwrap's options (--args)
+_FD_FIRST = 3
+_SANDBOX_ENV = ("PATH", "/usr/bin:/bin", "HOME", "/tmp", "LANG", "C.UTF-8")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Launch:
+    """What the spawner is asked to start: argv, working directory, environment, and the fds
+    it hands over after stdin/stdout/stderr (the caller's to close once sent)."""
+
+    argv: tuple[str, ...]
+    cwd: str | None = None
+    env: tuple[str, ...] = ()
+    fds: tuple[int, ...] = ()
+
+
+class Bwrap:
+    """Builds the bwrap start of a stage from what every sandbox of this host shares."""
+
+    def __init__(
+        self,
+        *,
+        executable: str,
+        runtime_dir: str,
+        dev_dir: str | None,
+        etc_files: Sequence[tuple[str, str]],
+        seccomp_file: str | None,
+    ) -> None:
+        self.executable = executable
+        self.runtime_dir = runtime_dir
+        # bound as the sandbox's /dev; None: bwrap --dev (the sandbox's probe may give it up)
+        self.dev_dir = dev_dir
+        self.etc_files = tuple(etc_files)  # (host file, path in the sandbox), copied into /etc
+        self.seccomp_file = seccomp_file  # None: no filter (no libseccomp here)
+
+    def launch(self, stage: Stage, *, has_private_network: bool, has_memory_cgroup: bool) -> Launch:
+        """Open the fds of one bwrap start and return it; its options travel in an fd."""
+        argv = self._argv(stage, has_private_network, has_memory_cgroup)
+        fds: list[int] = []
+        try:
+            if stage.source:  # else no fd: bwrap would hand an unused one to the program
+                fds.append(memfd("source", stage.source))
+            for host, _path in self.etc_files:
+                fds.append(os.open(host, os.O_RDONLY | os.O_CLOEXEC))
+            if self.seccomp_file is not None:
+                fds.append(os.open(self.seccomp_file, os.O_RDONLY | os.O_CLOEXEC))
+            # bwrap's options (host paths of the work root) from an fd: the sandbox's pid 1 is a
+            # fork of bwrap, and its /proc/1/cmdline would show them
+            end = argv.index("--")
+            options = argv[1:end]
+            if any("\0" in option for option in options):
+                raise RunnerError("cannot start the program: a path contains a NUL byte")
+            # Encoded at once: ~75 options per run, one fsencode() each cost more.
+            fds.append(memfd("args", os.fsencode("".join(option + "\0" for option in options))))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        args_fd = _FD_FIRST + len(fds) - 1
+        return Launch(argv=(argv[0], "--args", str(args_fd), *argv[end:]), fds=tuple(fds))
+
+    def _argv(self, stage: Stage, has_private_network: bool, has_memory_cgroup: bool) -> list[str]:
+        names = {
+            "source": f"{_BOX}/{stage.source_name}",
+            "binary": f"{_OUT}/main" if stage.out_dir else f"{_BOX}/main",
+            "runtime": _RUNTIME,
+            "heap_cap": _heap_cap(stage, has_memory_cgroup),
+        }
+        fd_etc = _FD_FIRST + 1 if stage.source else _FD_FIRST  # after the source's, if any
+        argv = [
+            self.executable,
+            *(_UNSHARE_BUT_NET if has_private_network else ("--unshare-all",)),
+            "--unshare-user",
+            "--disable-userns",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop", "ALL",
+            "--uid", "65534",
+            "--gid", "65534",
+            "--hostname", "sandbox",
+            "--ro-bind", "/usr", "/usr",
+            "--symlink", "usr/bin", "/bin",
+            "--symlink", "usr/lib", "/lib",
+            "--symlink", "usr/lib64", "/lib64",
+            "--symlink", "usr/sbin", "/sbin",
+            # copied into the root tmpfs (read-only below) from fds: a bind mount costs more
+            *(
+                arg
+                for index, (_host, path) in enumerate(self.etc_files)
+                for arg in ("--file", str(fd_etc + index), path)
+            ),
+            # the runtime (PCH, linebuf.o) only where the command uses it: the compile stage
+            *self._runtime_args(stage),
+            "--proc", "/proc",
+            *self._dev_args(),
+            "--size", str(_TMPFS_BYTES), "--tmpfs", "/tmp",
+            "--size", str(_TMPFS_BYTES), "--tmpfs", _BOX,
+        ]  # fmt: skip
+        if stage.source:
+            argv += ["--file", str(_FD_FIRST), names["source"]]  # a memfd holding the source
+        if stage.binary:
+            argv += ["--ro-bind", stage.binary, names["binary"]]
+        if stage.out_dir:
+            argv += ["--bind", stage.out_dir, _OUT]
+        argv += ["--chdir", _BOX, "--remount-ro", "/", "--clearenv"]
+        for index in range(0, len(_SANDBOX_ENV), 2):
+            argv += ["--setenv", _SANDBOX_ENV[index], _SANDBOX_ENV[index + 1]]
+        if self.seccomp_file is not None:
+            argv += ["--seccomp", str(fd_etc + len(self.etc_files))]  # the BPF filter
+        argv += ["--", *_command(stage, names)]
+        return argv
+
+    def _dev_args(self) -> list[str]:
+        if self.dev_dir is None:
+            return ["--dev", "/dev"]  # a tmpfs, 6 device binds, a devpts: ~0.5 ms more
+        # bound as it is: a read-only remount would add nodev; it is root's, 0755, so unwritable
+        return ["--dev-bind", self.dev_dir, "/dev"]
+
+    def _runtime_args(self, stage: Stage) -> tuple[str, ...]:
+        if any("{runtime}" in part for part in stage.argv):
+            return ("--ro-bind", self.runtime_dir, _RUNTIME)
+        return ("--dir", _RUNTIME)
+
+
+def launch_unsandboxed(
+    stage: Stage, *, run_dir: str, runtime_dir: str, has_memory_cgroup: bool
+) -> Launch:
+    """The bare start of mode "none": the stage's files in `run_dir`, its working directory."""
+    names = {
+        "source": f"{run_dir}/{stage.source_name}",
+        "binary": f"{stage.out_dir}/main" if stage.out_dir else (stage.binary or ""),
+        "runtime": runtime_dir,
+        "heap_cap": _heap_cap(stage, has_memory_cgroup),
+    }
+    if stage.source:
+        with open(names["source"], "wb") as out:
+            out.write(stage.source)
+    env = ("PATH=/usr/bin:/bin", f"HOME={run_dir}", "LANG=C.UTF-8")
+    return Launch(argv=tuple(_command(stage, names)), cwd=run_dir, env=env)
+
+
+def _heap_cap(stage: Stage, has_memory_cgroup: bool) -> str:
+    # With a memory cgroup the kernel enforces the limit; a runtime flag would only slow starts.
+    heap_mb = max(16, int(stage.memory_mb * 0.75))
+    return "" if has_memory_cgroup else stage.heap_cap.format(heap_mb=heap_mb)
+
+
+def _command(stage: Stage, names: dict[str, str]) -> list[str]:
+    """The stage's argv with its templates filled in, then the program's own arguments verbatim."""
+    command = [part.format(**names) for part in stage.argv]
+    return [part for part in command if part] + list(stage.args)

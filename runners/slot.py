@@ -1,0 +1,247 @@
+"""A slot: one run at a time, as its own host uid, in its own cgroups, through its own spawner.
+
+Slot N runs as host uid 61000+N (uid 65534 inside bwrap's user namespace), with its own memory,
+pids, cpu and cpuacct cgroups when we are root on cgroup v1, and a long-lived spawner living in
+those cgroups: runs inherit them without a per-run move. Starting a stage here means asking the
+spawner for its command line (bwrap.py) as the slot's uid, within the stage's cgroup limits and
+rlimits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import resource
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from runners import host
+from runners.bwrap import Bwrap, Launch, launch_unsandboxed
+from runners.spawner import Exit, Request, Spawner, SpawnerGone
+from runners.stage import ExitReport, Stage
+
+logger = logging.getLogger(__name__)
+
+_SANDBOX_PROCESSES = 2  # bwrap and its pid 1 count against the run's process budget
+_NOFILE = 256
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlotSetup:
+    """What every slot of a sandbox shares."""
+
+    spawner: str  # the compiled spawner
+    bwrap: Bwrap | None  # None in mode "none": stages start unsandboxed
+    runtime_dir: str  # mode "none": seen at {runtime}
+    scratch_dir: str  # mode "none": each start gets a run directory here
+    is_root: bool  # then each slot has a uid and cgroups of its own
+
+
+class Slot:
+    """One run at a time: a host uid, cgroups, and a spawner process living in them.
+
+    The spawner is trusted only while it keeps to the protocol: after any anomaly (a wrong or
+    missing reply, a send or receive error, a run it did not end) the slot is reset before its
+    next run: the spawner and everything in the slot's cgroups (or of its uid) are killed and a
+    new spawner is started.
+    """
+
+    def __init__(self, index: int, lock_fd: int, setup: SlotSetup) -> None:
+        self.index = index
+        self.lock_fd = lock_fd
+        self._setup = setup
+        self.uid: int | None = host.SLOT_UID_BASE + index if setup.is_root else None
+        self.cgroups: dict[str, str] = host.make_cgroups(index) if setup.is_root else {}
+        self.spawner: Spawner | None = None
+        self._run_dir: str | None = None
+        self._start_spawner()
+
+    def start(self, stage: Stage, *, stdin_fd: int, stdout_fd: int, stderr_fd: int) -> _Running:
+        """Start a stage in this slot; the returned handle reports its end.
+
+        A spawner found dead (EPIPE, EOF, no reply) is replaced and the start tried once more.
+        """
+        for attempt in range(2):
+            if self.spawner is None or self.spawner.is_broken or not self.spawner.is_alive():
+                logger.warning("spawner of slot %d died or misbehaved; restarting it", self.index)
+                self.reset()
+            try:
+                return self._start_once(stage, (stdin_fd, stdout_fd, stderr_fd))
+            except SpawnerGone:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def settle(self) -> None:
+        """After a run: reset the slot unless its spawner ended that run by the protocol."""
+        if self.spawner is not None and (self.spawner.is_broken or self.spawner.in_flight):
+            try:
+                self.reset()
+            except Exception:  # noqa: BLE001 - start() tries again before the next run
+                logger.exception("cannot restart the spawner of slot %d", self.index)
+
+    def reset(self) -> None:
+        """Kill the spawner and everything of the slot, then start a new spawner."""
+        if self.spawner is not None:
+            self.spawner.kill()
+            self.spawner = None
+        self._sweep()
+        self.cleanup_run()
+        self._start_spawner()
+
+    def cleanup_run(self) -> None:
+        """Remove the run directory of mode "none", if any."""
+        if self._run_dir is not None:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+            self._run_dir = None
+
+    def close(self) -> None:
+        """Stop the spawner, free the slot's cgroups and its index."""
+        if self.spawner is not None:
+            self.spawner.stop()
+            self.spawner = None
+        self.cleanup_run()
+        for directory in self.cgroups.values():
+            try:
+                os.rmdir(directory)
+            except OSError:
+                pass
+        os.close(self.lock_fd)
+
+    def _start_spawner(self) -> None:
+        self.spawner = Spawner(self._setup.spawner, self.cgroups, self.index)
+
+    def _start_once(self, stage: Stage, stdio: tuple[int, int, int]) -> _Running:
+        spawner = self.spawner
+        assert spawner is not None
+        launch = self._launch(spawner, stage)
+        try:
+            has_memcg = "memory" in self.cgroups
+            request = Request(
+                uid=self.uid,
+                cwd=launch.cwd,
+                memory_bytes=stage.memory_mb << 20 if has_memcg else None,
+                pids_max=(
+                    stage.max_processes + _SANDBOX_PROCESSES + 1 if "pids" in self.cgroups else None
+                ),
+                rlimits=_rlimits(stage, has_memcg=has_memcg),
+                argv=launch.argv,
+                env=launch.env,
+            )
+            spawner.start_run(request, [*stdio, *launch.fds])
+        finally:
+            for fd in launch.fds:
+                os.close(fd)
+        return _Running(self, spawner, is_bwrap=self._setup.bwrap is not None)
+
+    def _launch(self, spawner: Spawner, stage: Stage) -> Launch:
+        has_memory_cgroup = "memory" in self.cgroups
+        if self._setup.bwrap is not None:
+            return self._setup.bwrap.launch(
+                stage,
+                has_private_network=spawner.has_private_network,
+                has_memory_cgroup=has_memory_cgroup,
+            )
+        return launch_unsandboxed(
+            stage,
+            run_dir=self._new_run_dir(),
+            runtime_dir=self._setup.runtime_dir,
+            has_memory_cgroup=has_memory_cgroup,
+        )
+
+    def _new_run_dir(self) -> str:
+        """A fresh host run directory for mode "none", owned by the slot's uid."""
+        self.cleanup_run()
+        self._run_dir = os.path.join(self._setup.scratch_dir, f"run-{self.index}-{time.time_ns()}")
+        os.mkdir(self._run_dir, 0o700)
+        if self.uid is not None:
+            os.chown(self._run_dir, self.uid, self.uid)
+        return self._run_dir
+
+    def _sweep(self) -> None:
+        """SIGKILL every process left in the slot's cgroups, or else of its uid."""
+        deadline = time.monotonic() + host.SWEEP_TIMEOUT_S
+        for directory in self.cgroups.values():
+            try:
+                while host.kill_leftovers(directory) and time.monotonic() < deadline:
+                    time.sleep(0.005)
+            except OSError as exc:
+                logger.warning("cannot sweep cgroup %s: %s", directory, exc)
+        if not self.cgroups and self.uid is not None:
+            host.kill_uid(self.uid)
+
+
+class _Running:
+    """A stage running in a slot, as the pump sees it."""
+
+    def __init__(self, slot: Slot, spawner: Spawner, *, is_bwrap: bool) -> None:
+        self._slot = slot
+        self._spawner = spawner
+        self._is_bwrap = is_bwrap
+        self._report: ExitReport | None = None
+
+    def fileno(self) -> int:
+        return self._spawner.fileno()
+
+    def kill(self) -> None:
+        if self._report is None:
+            self._spawner.kill_run()
+
+    def read_report(self) -> ExitReport:
+        try:
+            self._report = _exit_report(self._spawner.read_exit(), is_bwrap=self._is_bwrap)
+        finally:
+            self._slot.cleanup_run()
+        return self._report
+
+    def wait(self) -> ExitReport:
+        return self.read_report()
+
+
+def _rlimits(stage: Stage, has_memcg: bool) -> Sequence[tuple[int, int, int]]:
+    cpu_s = math.ceil(stage.wall_timeout_s)
+    limits = [
+        (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),
+        (resource.RLIMIT_FSIZE, stage.file_size_bytes, stage.file_size_bytes),
+        (resource.RLIMIT_NOFILE, _NOFILE, _NOFILE),
+        (resource.RLIMIT_NPROC, stage.max_processes + _SANDBOX_PROCESSES, stage.max_processes + 2),
+        (resource.RLIMIT_CORE, 0, 0),
+    ]
+    if stage.limit_address_space:
+        # with a memory cgroup the cgroup is the limit, AS only turns huge allocations into a
+        # clean MemoryError / bad_alloc; without one AS is all we have
+        megabytes = max(stage.memory_mb * 4, 1024) if has_memcg else max(stage.memory_mb, 128)
+        limits.append((resource.RLIMIT_AS, megabytes << 20, megabytes << 20))
+    return limits
+
+
+def _exit_report(ended: Exit, *, is_bwrap: bool) -> ExitReport:
+    """What the spawner's exit report means for the stage."""
+    exit_code: int | None = None
+    signal_number: int | None = None
+    if os.WIFSIGNALED(ended.status):
+        signal_number = os.WTERMSIG(ended.status)
+    else:
+        code = os.WEXITSTATUS(ended.status)
+        if is_bwrap and 128 < code <= 128 + 64:
+            # bwrap's pid 1 reports a program killed by signal N as exit 128+N
+            signal_number = code - 128
+        else:
+            exit_code = code
+    if ended.cpu_ns < 0:
+        cpu_ms = (ended.utime_us + ended.stime_us) // 1000
+    else:
+        cpu_ms = ended.cpu_ns // 1_000_000
+    memory_kb: int | None = ended.maxrss_kib or None
+    if ended.memory_peak_bytes >= 0:
+        memory_kb = max(ended.memory_peak_bytes // 1024, memory_kb or 0)
+    return ExitReport(
+        exit_code=exit_code,
+        signal=signal_number,
+        cpu_time_ms=cpu_ms,
+        memory_kb=memory_kb,
+        oom_killed=ended.oom_killed,
+    )
