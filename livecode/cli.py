@@ -1,4 +1,8 @@
-"""`livecode serve | worker | init-db`: read Settings once, then start the part asked for."""
+"""`livecode serve | worker | init-db`: read Settings once, then start the part asked for.
+
+`livecode run | languages` are the client (livecode/client/terminal.py): they read no Settings
+and import no part of the server, so that they start in tens of milliseconds.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from livecode import __version__
-from livecode.config import ConfigError, Settings
+from livecode.client import terminal
 
 if TYPE_CHECKING:
     import uvicorn
+
+    from livecode.config import Settings
 
 logger = logging.getLogger("livecode")
 
@@ -31,7 +37,7 @@ SCHEMA_SQL = Path(__file__).resolve().parent / "schema.sql"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: `livecode serve | worker | init-db`."""
+    """The command line: `livecode serve | worker | init-db | run | languages`."""
     parser = argparse.ArgumentParser(prog="livecode", description=__doc__)
     parser.add_argument("--version", action="version", version=f"livecode {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -41,11 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="Dramatiq worker process (distributed mode)")
     worker.add_argument("--threads", type=int, help="executions at once (LIVECODE_WORKER_THREADS)")
     commands.add_parser("init-db", help="apply schema.sql to the configured PostgreSQL database")
+    terminal.add_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv, program_args = terminal.split_program_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    if args.command in ("run", "languages"):
+        args.program_args = program_args
+        return terminal.main(args)
+    if program_args:
+        parser.error(f"unrecognized arguments: -- {' '.join(program_args)}")
+
+    # Imported here: Settings pulls in runners and its sandbox (~50 ms), which clients skip.
+    from livecode.config import ConfigError, Settings
+
     try:
         settings = Settings.from_env(
             os.environ,
