@@ -184,6 +184,8 @@ class Connection:
             assert self.services.relay is not None  # set by the lifespan before any socket
             async with self.services.relay.follow(execution_id, since) as stream:
                 async for event in stream:
+                    if event.get("type") == "error":  # the relay ended this follow: say which
+                        event = {**event, "execution_id": execution_id}
                     await self.outbox.put(events.encode(event))
         except asyncio.CancelledError:
             raise
