@@ -235,6 +235,7 @@ class Client:
             compression=None,  # the server turns it down: events are small, latency counts
             open_timeout=self.timeout_s,
             max_size=None,  # a `finished` event holds whole outputs, bounded by the server
+            legacy=True,  # a connection we close ourselves, not a `with connect()` block
         )
 
     def _attach(self, connection: ClientConnection) -> None:
