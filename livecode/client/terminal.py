@@ -13,6 +13,7 @@ program did. What else can end a run gets an exit code of its own and one line o
     124     timeout (as timeout(1))
     125     memory_limit
     130     interrupted with Ctrl-C: the run was cancelled
+    141     our stdout was closed (`| head`): the run was cancelled, as SIGPIPE would end it
     2       usage: bad arguments, an unreadable file, an unknown extension, or a request the
             server refused (bad_request, too_large, not_found, conflict)
     69      the server cannot be reached, or the connection was lost for good
@@ -91,7 +92,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="run a file on a livecode server, streaming its output",
         description="Run FILE on a livecode server: its stdout and stderr stream here as it "
         "writes them, the terminal's input goes to it, and the exit status is the program's.",
-        epilog=__doc__.split("\n\n")[1],
+        epilog="exit status:\n" + _exit_status_table(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("file", help="the source file (.py, .js, .mjs, .cpp, .cc, .cxx)")
@@ -136,6 +137,8 @@ def main(args: argparse.Namespace) -> int:
     except _UsageError as exc:
         print(f"livecode run: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # before the run started (once it has, _follow cancels it)
+        return EXIT_INTERRUPTED
 
 
 def exit_code(execution: Execution) -> int:
@@ -151,6 +154,12 @@ def exit_code(execution: Execution) -> int:
 
 class _UsageError(Exception):
     pass
+
+
+def _exit_status_table() -> str:
+    """The table of exit statuses in this module's docstring."""
+    assert __doc__ is not None
+    return next(part for part in __doc__.split("\n\n") if part.lstrip().startswith("0-255"))
 
 
 def _server_options(parser: argparse.ArgumentParser) -> None:
