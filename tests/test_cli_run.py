@@ -251,12 +251,13 @@ def test_languages_as_a_table_and_as_json(embedded_server: LiveServer, tmp_path:
 
 def test_run_imports_no_part_of_the_server(embedded_server: LiveServer, tmp_path: Path) -> None:
     """The client path loads neither the server (config, runners, starlette, SQLAlchemy,
-    pydantic, uvicorn) nor asyncio or httpx: each costs `livecode run` start time."""
+    pydantic, uvicorn) nor asyncio, httpx or websockets: each costs `livecode run` start time."""
     name = write(tmp_path, "hello.py", "print('hello')")
     check = (
         "import sys\nfrom livecode.cli import main\n"
         f"status = main(['run', {name!r}])\n"
-        "heavy = 'livecode.config runners starlette sqlalchemy pydantic uvicorn asyncio httpx'\n"
+        "heavy = 'livecode.config runners starlette sqlalchemy pydantic uvicorn asyncio httpx "
+        "websockets'\n"
         "print(sorted(set(heavy.split()) & {m.split('.')[0] for m in sys.modules} | "
         "({'livecode.config'} & set(sys.modules))), status)\n"
     )

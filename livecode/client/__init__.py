@@ -12,42 +12,41 @@ Both reconnect by themselves when the socket drops and resume each run with `sin
 events come once each, in order, with nothing lost. Server errors raise the classes of
 `livecode.errors` (NotFound, RateLimited, ...); a server out of reach raises ConnectionLost.
 
-`Client` and `AsyncClient` are imported on first use: the threading client must not pay for
-asyncio's import (`livecode run` starts in tens of milliseconds).
+Every name is imported on first use: `livecode run` must start in tens of milliseconds, and
+the threading client must not pay for asyncio (nor `livecode serve` for the client).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from livecode.client.errors import (
-    BadRequest,
-    Conflict,
-    ConnectionLost,
-    InternalError,
-    InvalidValue,
-    LivecodeError,
-    NotFound,
-    RateLimited,
-    TooLarge,
-    Unauthorized,
-    Unavailable,
-)
-from livecode.client.models import (
-    Event,
-    Execution,
-    Finished,
-    Language,
-    Limits,
-    Output,
-    Saved,
-    Session,
-    Status,
-)
-from livecode.client.rest import DEFAULT_SERVER
-
 if TYPE_CHECKING:
     from livecode.client.asyncio import AsyncClient, AsyncRun
+    from livecode.client.errors import (
+        BadRequest,
+        Conflict,
+        ConnectionLost,
+        InternalError,
+        InvalidValue,
+        LivecodeError,
+        NotFound,
+        RateLimited,
+        TooLarge,
+        Unauthorized,
+        Unavailable,
+    )
+    from livecode.client.models import (
+        Event,
+        Execution,
+        Finished,
+        Language,
+        Limits,
+        Output,
+        Saved,
+        Session,
+        Status,
+    )
+    from livecode.client.rest import DEFAULT_SERVER
     from livecode.client.sync import Client, Run
 
 __all__ = [
@@ -78,11 +77,22 @@ __all__ = [
     "Unavailable",
 ]
 
+# Where each name lives: a name is imported on first use, so that `livecode serve` (which
+# reads the `run` subcommand's options from terminal.py) loads none of the client, and the
+# threading client none of asyncio.
 _LAZY = {
-    "Client": "livecode.client.sync",
-    "Run": "livecode.client.sync",
-    "AsyncClient": "livecode.client.asyncio",
-    "AsyncRun": "livecode.client.asyncio",
+    **dict.fromkeys(("AsyncClient", "AsyncRun"), "livecode.client.asyncio"),
+    **dict.fromkeys(("Client", "Run"), "livecode.client.sync"),
+    **dict.fromkeys(("DEFAULT_SERVER",), "livecode.client.rest"),
+    **dict.fromkeys(
+        "Event Execution Finished Language Limits Output Saved Session Status".split(),
+        "livecode.client.models",
+    ),
+    **dict.fromkeys(
+        "BadRequest Conflict ConnectionLost InternalError InvalidValue LivecodeError NotFound "
+        "RateLimited TooLarge Unauthorized Unavailable".split(),
+        "livecode.client.errors",
+    ),
 }
 
 

@@ -1,7 +1,7 @@
 """Where a server is, how to prove who we are, and the REST call the socket has no message for.
 
-The standard library's urllib rather than httpx: websockets imports urllib already, whereas
-httpx costs `livecode run` about 40 ms more to start (python -X importtime, on 2 cores).
+The standard library's urllib (imported when a call needs it) rather than httpx, which costs
+about 40 ms of start to import, and `livecode run` must start fast (bench/bench_cli.py).
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from livecode.client.errors import ConnectionLost, Unauthorized, error_from, error_from_http
 from livecode.client.models import Event, Finished, Limits, Output, Status, parse_event
+from livecode.client.wire import Refused
 
 __all__ = [
     "ClientState",
@@ -402,21 +403,26 @@ def reconnect_delays() -> Iterator[float]:
 
 
 def opening_error(exc: Exception, url: str) -> tuple[Exception, bool]:
-    """The exception for a failed socket opening, and whether trying again may help."""
-    from websockets.exceptions import InvalidStatus
+    """The exception for a failed socket opening, and whether trying again may help.
 
-    if isinstance(exc, InvalidStatus):
-        status = exc.response.status_code
-        body = None
-        try:
-            body = json.loads(exc.response.body or b"")
-        except ValueError:
-            pass
-        error = error_from_http(status, body, exc.response.headers.get("Retry-After"))
-        if status == 403:  # refused before any message: the Origin check
-            error = Unauthorized(f"{url} refused the connection (HTTP 403: Origin not allowed?)")
-        return error, status >= 500 or status == 429
-    return ConnectionLost(f"cannot reach {url}: {exc}"), True
+    `exc` comes from wire.connect() (Refused) or websockets (InvalidStatus, with a `response`):
+    told apart without importing websockets, which the threading client does not load.
+    """
+    if isinstance(exc, Refused):
+        status, headers, body = exc.status, exc.headers, exc.body
+    elif hasattr(getattr(exc, "response", None), "status_code"):
+        response: Any = getattr(exc, "response")  # noqa: B009 - typed as Any on purpose
+        status, headers, body = response.status_code, response.headers, response.body
+    else:
+        return ConnectionLost(f"cannot reach {url}: {exc}"), True
+    try:
+        error_body = json.loads(body or b"")
+    except ValueError:
+        error_body = None
+    error = error_from_http(status, error_body, headers.get("Retry-After"))
+    if status == 403:  # refused before any message: the Origin check
+        error = Unauthorized(f"{url} refused the connection (HTTP 403: Origin not allowed?)")
+    return error, status >= 500 or status == 429
 
 
 def _settle(waiter: Waiter, outcome: dict[str, Any] | BaseException) -> None:

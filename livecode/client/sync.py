@@ -1,4 +1,4 @@
-"""Client: the WebSocket protocol from plain threads, over websockets' threading client.
+"""Client: the WebSocket protocol from plain threads, over a socket of its own (wire.py).
 
 ::
 
@@ -30,10 +30,7 @@ from queue import Empty, SimpleQueue
 from types import TracebackType
 from typing import Any
 
-from websockets.exceptions import ConnectionClosed, WebSocketException
-from websockets.sync.client import ClientConnection, connect
-
-from livecode.client import rest
+from livecode.client import rest, wire
 from livecode.client.errors import ConnectionLost
 from livecode.client.models import Event, Execution, Finished, Language, Limits, Saved, Session
 from livecode.client.state import (
@@ -52,7 +49,7 @@ __all__ = ["Client", "Run"]
 
 logger = logging.getLogger(__name__)
 
-_OPENING_ERRORS = (OSError, WebSocketException, EOFError)
+_OPENING_ERRORS = (OSError, EOFError, wire.ProtocolError, wire.Refused)
 
 
 class Client:
@@ -72,7 +69,7 @@ class Client:
         self._state = ClientState()
         self._lock = threading.Lock()  # guards _state; never held while waiting on the network
         self._send_lock = threading.Lock()  # one sender at a time; held to swap the socket
-        self._connection: ClientConnection | None = None
+        self._connection: wire.Connection | None = None
         self._reader: threading.Thread | None = None
         self._closing = threading.Event()
 
@@ -228,17 +225,10 @@ class Client:
                 f"no answer to {message['type']!r} within {self.timeout_s:g} s"
             ) from None
 
-    def _open(self) -> ClientConnection:
-        return connect(
-            self.url,
-            additional_headers=self._where.headers,
-            compression=None,  # the server turns it down: events are small, latency counts
-            open_timeout=self.timeout_s,
-            max_size=None,  # a `finished` event holds whole outputs, bounded by the server
-            legacy=True,  # a connection we close ourselves, not a `with connect()` block
-        )
+    def _open(self) -> wire.Connection:
+        return wire.connect(self.url, self._where.headers, self.timeout_s)
 
-    def _attach(self, connection: ClientConnection) -> None:
+    def _attach(self, connection: wire.Connection) -> None:
         """Make `connection` the socket, then send what waited for one. Holds _send_lock."""
         with self._lock:
             frames = self._state.connected()
@@ -257,17 +247,15 @@ class Client:
         timer.daemon = True
         timer.start()
 
-    def _read(self, connection: ClientConnection) -> None:
+    def _read(self, connection: wire.Connection) -> None:
         """The reader thread: dispatch every frame; when the socket closes, open it again."""
         while True:
             try:
-                for text in connection:
+                for text in connection:  # until the socket closes, however it does
                     with self._lock:
                         resend = self._state.receive(text)
                     if resend is not None:
                         self._send_later(resend)
-            except ConnectionClosed:
-                pass
             except Exception:
                 logger.exception("livecode client: reading %s failed", self.url)
                 connection.close()
@@ -285,7 +273,7 @@ class Client:
                 return
             connection = reopened
 
-    def _reopen(self) -> ClientConnection | None:
+    def _reopen(self) -> wire.Connection | None:
         deadline = time.monotonic() + self.reconnect_timeout_s
         for delay_s in reconnect_delays():
             if self._closing.wait(delay_s):
@@ -382,9 +370,9 @@ class Run:
         self._client.cancel(self.execution_id)
 
 
-def _send_frames(connection: ClientConnection, frames: list[str]) -> None:
+def _send_frames(connection: wire.Connection, frames: list[str]) -> None:
     try:
         for frame in frames:
             connection.send(frame)
-    except ConnectionClosed:
+    except OSError:
         pass  # the reader opens the socket again; connected() resends or fails what was sent

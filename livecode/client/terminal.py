@@ -22,7 +22,7 @@ program did. What else can end a run gets an exit code of its own and one line o
     77      unauthorized: no key, or a wrong one (--key, LIVECODE_API_KEY)
 
 Starting fast is part of the job (within ~100 ms of `python3 hello.py`): this module imports
-no part of the server, and the client (websockets) only once a command runs.
+no part of the server, and the client only once a command runs.
 """
 
 from __future__ import annotations
