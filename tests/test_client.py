@@ -323,3 +323,17 @@ def socket_without_server() -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_the_readme_example_runs(
+    embedded_server: LiveServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README, "Clients": the example prints what its comments say."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    clients = readme[readme.index("## Clients") :]
+    example = re.findall(r"```python\n(.*?)```", clients, re.S)[0]
+    exec(example.replace("http://127.0.0.1:8000", embedded_server.url), {})
+    assert capsys.readouterr().out == "stdout 1 'hello, ada\\n'\nCOMPLETED 0\nhi\n\n"
