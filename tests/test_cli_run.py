@@ -296,3 +296,40 @@ def test_help_shows_the_exit_status_table() -> None:
         timeout=TIMEOUT,
     )
     assert "124     timeout" in done.stdout and "128+N" in done.stdout
+
+
+def test_a_terminals_lines_reach_the_program_and_ctrl_d_ends_them(
+    embedded_server: LiveServer, tmp_path: Path
+) -> None:
+    """stdin a terminal: the run is interactive; each line typed goes to the program as it is
+    typed, and Ctrl-D at the start of a line is its EOF."""
+    import pty
+
+    name = write(
+        tmp_path,
+        "lines.py",
+        "import sys\nprint('>', flush=True)\nfor line in sys.stdin:\n    print(line.strip()[::-1], flush=True)\nprint('eof')",
+    )
+    main, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "livecode", "run", name],
+        env=livecode_env({"LIVECODE_SERVER": embedded_server.url}),
+        cwd=tmp_path,
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(terminal)
+    assert process.stdout is not None
+    try:
+        assert process.stdout.readline() == ">\n"
+        os.write(main, b"abc\n")
+        assert process.stdout.readline() == "cba\n"
+        os.write(main, b"xyz\n\x04")
+        assert process.stdout.read() == "zyx\neof\n"
+        assert process.wait(TIMEOUT) == 0
+    finally:
+        process.kill()
+        process.wait()
+        os.close(main)

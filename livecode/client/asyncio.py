@@ -247,7 +247,11 @@ class AsyncClient:
         while True:
             try:
                 async for text in connection:
-                    resend = self._state.receive(text)
+                    try:
+                        resend = self._state.receive(text)
+                    except (ValueError, KeyError, TypeError):
+                        logger.warning("livecode client: a frame not understood: %.200r", text)
+                        continue
                     if resend is not None:
                         self._send_later(resend)
             except ConnectionClosed:

@@ -252,8 +252,12 @@ class Client:
         while True:
             try:
                 for text in connection:  # until the socket closes, however it does
-                    with self._lock:
-                        resend = self._state.receive(text)
+                    try:
+                        with self._lock:
+                            resend = self._state.receive(text)
+                    except (ValueError, KeyError, TypeError):
+                        logger.warning("livecode client: a frame not understood: %.200s", text)
+                        continue
                     if resend is not None:
                         self._send_later(resend)
             except Exception:
