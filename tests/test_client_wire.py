@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import pytest
 
 from livecode.client import wire
-from livecode.client.errors import Unauthorized, Unavailable
+from livecode.client.errors import InternalError, Unauthorized, Unavailable
 from livecode.client.state import opening_error
 from tests.utils import TIMEOUT
 
@@ -139,15 +139,25 @@ def test_a_refusal_keeps_its_status_and_body() -> None:
     assert isinstance(error, Unauthorized) and error.message == "bad key" and not is_worth_retrying
 
 
-def test_a_server_shutting_down_before_the_upgrade_is_worth_retrying() -> None:
-    answer = (
-        b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 21\r\n\r\nInternal Server Error"
-    )
+@pytest.mark.parametrize(
+    ("head", "error_class"),
+    [
+        (b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5", InternalError),
+        (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\nContent-Length: 5", Unavailable),
+    ],
+)
+def test_a_server_that_cannot_take_the_socket_now_is_worth_retrying(
+    head: bytes, error_class: type[Exception]
+) -> None:
+    """500 (shutting down) and 503 answers are worth another try; Retry-After is kept."""
+    answer = head + b"\r\n\r\noops!"
     with scripted_server(lambda sock: accept_handshake(sock, answer)) as url:
         with pytest.raises(wire.Refused) as refused:
             wire.connect(url, {}, TIMEOUT)
     error, is_worth_retrying = opening_error(refused.value, url)
-    assert is_worth_retrying and not isinstance(error, Unavailable | Unauthorized)
+    assert is_worth_retrying and type(error) is error_class
+    if isinstance(error, Unavailable):
+        assert error.retry_after == 7.0
 
 
 def test_a_101_without_the_right_accept_is_refused() -> None:

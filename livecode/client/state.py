@@ -419,7 +419,7 @@ def opening_error(exc: Exception, url: str) -> tuple[Exception, bool]:
         error_body = json.loads(body or b"")
     except ValueError:
         error_body = None
-    error = error_from_http(status, error_body, headers.get("Retry-After"))
+    error = error_from_http(status, error_body, headers.get("retry-after"))
     if status == 403:  # refused before any message: the Origin check
         error = Unauthorized(f"{url} refused the connection (HTTP 403: Origin not allowed?)")
     return error, status >= 500 or status == 429

@@ -44,7 +44,10 @@ class ProtocolError(Exception):
 
 
 class Refused(Exception):
-    """The server answered the opening handshake with an HTTP status other than 101."""
+    """The server answered the opening handshake with an HTTP status other than 101.
+
+    `headers` has the answer's header names in lower case.
+    """
 
     def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
         super().__init__(f"HTTP {status}")
