@@ -69,8 +69,13 @@ EXIT_UNREACHABLE = 69  # sysexits.h EX_UNAVAILABLE
 EXIT_SERVER_FAILED = 70  # EX_SOFTWARE
 EXIT_BUSY = 75  # EX_TEMPFAIL
 EXIT_UNAUTHORIZED = 77  # EX_NOPERM
-_ERROR_EXITS = {"internal": EXIT_SERVER_FAILED, "rate_limited": EXIT_BUSY}
-_ERROR_EXITS |= {"unavailable": EXIT_BUSY, "unauthorized": EXIT_UNAUTHORIZED}
+# A server error's code -> our exit status (any other code: EXIT_USAGE, a refused request).
+_ERROR_EXITS = {
+    "internal": EXIT_SERVER_FAILED,
+    "rate_limited": EXIT_BUSY,
+    "unavailable": EXIT_BUSY,
+    "unauthorized": EXIT_UNAUTHORIZED,
+}
 _MESSAGES = {
     "internal_error": "the server could not run the program",
     "cancelled": "the run was cancelled",
@@ -186,7 +191,7 @@ def _languages(args: argparse.Namespace) -> int:
         return 0
     rows = [("ID", "NAME", "VERSION", "ALIASES")]
     for language in map(Language.from_json, data):
-        version = language.version or "" if language.available else "(unavailable)"
+        version = (language.version or "") if language.available else "(unavailable)"
         rows.append((language.id, language.name, version, ", ".join(language.aliases)))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
@@ -335,7 +340,8 @@ def _forward_stdin(run: Run, fd: int = 0) -> None:
     except Conflict:
         return  # the program has finished: it reads no more
     except (LivecodeError, ConnectionLost, OSError) as exc:
-        print(f"livecode: stdin not forwarded: {exc}", file=sys.stderr)
+        if run.result is None:  # else the run ended meanwhile, and the client with it
+            print(f"livecode: stdin not forwarded: {exc}", file=sys.stderr)
 
 
 def _read_batch(fd: int, not_before: float) -> tuple[bytes, bool]:
