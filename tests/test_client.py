@@ -24,9 +24,8 @@ from livecode.client import (
     TooLarge,
 )
 from livecode.client.models import Event
-from tests.conftest import embedded_settings
 from tests.proxy import proxy_to
-from tests.utils import TIMEOUT, LiveServer, run_server
+from tests.utils import TIMEOUT, LiveServer, embedded_settings, run_server
 
 TICKS = "import time\nfor i in range(12):\n    print('tick', i, 'é€😀')\n    time.sleep(0.05)\n"
 TICKS_OUTPUT = "".join(f"tick {i} é€😀\n" for i in range(12))
