@@ -12,17 +12,14 @@ import contextlib
 import os
 import re
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from tests.browser.pages import CHROMIUM, TIMEOUT_MS, launch_chromium
+from tests.browser.pages import ARTIFACTS, CHROMIUM, TIMEOUT_MS, launch_chromium
 from tests.conftest import embedded_settings
 from tests.utils import LiveServer, missing_service, run_server
-
-ARTIFACTS = Path(__file__).parent / "artifacts"
 
 # Runs before the page's own scripts (injected by the browser, so the page's CSP allows it):
 # records CSP violations and uncaught errors for the fixture to check.

@@ -7,10 +7,11 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 
 from livecode.app import create_app
 from livecode.config import Settings
@@ -26,11 +27,18 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 TIMEOUT_MS = TIMEOUT * 1000
+ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
 def launch_chromium(playwright: Any) -> Browser:
     """Debian's Chromium, headless (never a browser Playwright would download)."""
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)  # type: ignore[no-any-return]
+
+
+def snapshot(page: Page, name: str) -> None:
+    """A screenshot in the middle of a test (the fixture takes one at its end)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"{name}.png")
 
 
 def open_playground(page: Page, url: str) -> None:
@@ -93,3 +101,44 @@ def serve_on(settings: Settings, port: int) -> Iterator[LiveServer]:
     finally:
         server.should_exit = True
         thread.join(TIMEOUT)
+
+
+class SocketProxy:
+    """Stands between a page and /ws (Playwright's route_web_socket), installed before load.
+
+    It forwards both ways, and on demand holds what the page sends (released in order later)
+    or drops the connection, as a network or a restarting server would.
+    """
+
+    def __init__(self, page: Page) -> None:
+        self.connections: list[tuple[WebSocketRoute, WebSocketRoute]] = []
+        self.is_holding = False
+        self.held: list[tuple[WebSocketRoute, str | bytes]] = []
+        page.route_web_socket(re.compile(r"/ws$"), self._route)
+
+    def hold(self) -> None:
+        self.is_holding = True
+
+    def release(self) -> None:
+        self.is_holding = False
+        for server, message in self.held:
+            server.send(message)
+        self.held.clear()
+
+    def drop(self) -> None:
+        """Close the page's current socket at both ends."""
+        page_side, server_side = self.connections[-1]
+        page_side.close(code=4000, reason="dropped by the test")
+        server_side.close()
+
+    def _route(self, page_side: WebSocketRoute) -> None:
+        server_side = page_side.connect_to_server()
+
+        def from_page(message: str | bytes) -> None:
+            if self.is_holding:
+                self.held.append((server_side, message))
+            else:
+                server_side.send(message)
+
+        page_side.on_message(from_page)
+        self.connections.append((page_side, server_side))

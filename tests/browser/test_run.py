@@ -10,6 +10,7 @@ from tests.browser.pages import (
     open_playground,
     run_and_wait,
     set_source,
+    snapshot,
     stream_text,
     wait_final,
     wait_saved,
@@ -67,6 +68,7 @@ def test_lines_arrive_while_it_runs(page: Page, playground: LiveServer) -> None:
     assert "tick 3" not in log.inner_text()
     expect(page.get_by_role("status")).to_have_text("Running")
     expect(page.get_by_role("button", name="Stop")).to_be_enabled()
+    snapshot(page, "lines-arrive-mid-run")
 
     wait_final(page)
     assert stream_text(page, "stdout") == "tick 1\ntick 2\ntick 3\n"
