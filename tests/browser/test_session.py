@@ -193,3 +193,15 @@ def test_light_and_dark(new_page: Callable[..., Page], playground: LiveServer) -
     set_source(page, "# dark\nprint('dark', 1)\n")
     run_and_wait(page)
     assert page.evaluate(f"() => {background}") == dark
+
+
+def test_unknown_session_url_starts_a_draft(page: Page, playground: LiveServer) -> None:
+    """A session URL that names nothing says so and leaves a new draft at /."""
+    open_playground(page, f"{playground.url}/#/s/no-such-session")
+
+    expect(page.get_by_role("log", name="Output")).to_contain_text(
+        "Session no-such-session could not be opened"
+    )
+    expect(page).to_have_url(f"{playground.url}/")
+    expect(page.locator("#save-state")).to_have_attribute("data-state", "draft")
+    expect(page.locator(".cm-content")).to_contain_text("press Run")

@@ -48,7 +48,7 @@ export class Connection {
     this.handlers.get(type).push(handler);
   }
 
-  /** handler(isReconnect) runs each time the socket opens, before queued work resumes. */
+  /** handler(isReconnect) runs each time the socket opens: false the first time. */
   onOpen(handler) {
     this.openHandlers.push(handler);
   }

@@ -82,14 +82,4 @@ export class Console {
     element.append(fragment);
     if (atBottom) element.scrollTop = element.scrollHeight;
   }
-
-  /** What a stream showed, joined (for tests and the benchmark). */
-  text(stream) {
-    this.flush();
-    let text = "";
-    for (const span of this.element.querySelectorAll(`[data-stream="${stream}"]`)) {
-      text += span.textContent;
-    }
-    return text;
-  }
 }

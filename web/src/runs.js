@@ -248,7 +248,10 @@ export class Runs {
 /** The final line: status, reason, exit code, time and memory. */
 export function describeExecution(execution) {
   const parts = [execution.status];
-  if (execution.reason && execution.reason !== "exit") parts.push(execution.reason.replace(/_/g, " "));
+  const reason = execution.reason;
+  if (reason && reason !== "exit" && reason !== execution.status.toLowerCase()) {
+    parts.push(reason.replace(/_/g, " ")); // not "TIMEOUT · timeout"
+  }
   if (execution.exit_code !== undefined && execution.exit_code !== null) {
     parts.push(`exit ${execution.exit_code}`);
   }
@@ -256,7 +259,8 @@ export function describeExecution(execution) {
   if (execution.execution_time_ms !== undefined) parts.push(`${execution.execution_time_ms} ms`);
   if (execution.memory_kb !== undefined) parts.push(formatMemory(execution.memory_kb));
   if (execution.stdout_truncated || execution.stderr_truncated) parts.push("output truncated");
-  if (execution.error) parts.push(execution.error);
+  const error = execution.error;
+  if (error && error.toLowerCase() !== execution.status.toLowerCase()) parts.push(error);
   return parts.join(" · ");
 }
 
