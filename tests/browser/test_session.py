@@ -133,6 +133,8 @@ def test_reload_keeps_the_session(page: Page, playground: LiveServer) -> None:
     assert editor_text(page) == "print('kept')\n"
     expect(page.locator("#save-state")).to_have_text("Saved · v1")
     expect(page.locator("#runs .run-item")).to_have_count(1)
+    expect(page.get_by_role("log", name="Output")).to_contain_text("kept")
+    expect(page.get_by_role("status")).to_contain_text("COMPLETED · exit 0")
 
 
 def test_past_runs_can_be_opened(page: Page, playground: LiveServer) -> None:

@@ -173,14 +173,8 @@ async function route() {
         execution_id: executionId,
       }
     : executions[0];
-  // The latest execution, if it still runs, is followed live: a reload loses nothing.
-  if (wanted && (executionId || !isFinal(wanted))) {
-    runs.open(wanted.execution_id, {interactive: Boolean(wanted.interactive)});
-  }
-}
-
-function isFinal(execution) {
-  return execution.status !== "QUEUED" && execution.status !== "RUNNING";
+  // The latest execution is shown again, followed live if it still runs: a reload keeps it.
+  if (wanted) runs.open(wanted.execution_id, {interactive: Boolean(wanted.interactive)});
 }
 
 function startDraft(language) {
