@@ -61,6 +61,21 @@ export class Console {
       this.isCut = true;
     }
     this.chars += part.length;
+    // Chunks can be of any size (a fast program's output is read 64 KB at a time) and need
+    // not end at a line's end: cut them at the first line's end past each block's size.
+    while (part) {
+      const end = part.indexOf("\n", Math.max(0, BLOCK_CHARS - this.blockChars - 1)) + 1;
+      if (end === 0) {
+        this._put(stream, part);
+        break;
+      }
+      this._put(stream, part.slice(0, end));
+      part = part.slice(end);
+    }
+    if (this.isCut) this._line(`(the console shows the first ${MAX_CHARS} characters)`, "note");
+  }
+
+  _put(stream, text) {
     if (!this.block) {
       this.block = document.createElement("div");
       this.block.className = "out-block";
@@ -68,17 +83,16 @@ export class Console {
       this.blockChars = 0;
     }
     if (this.span && this.span.dataset.stream === stream) {
-      this.span.firstChild.appendData(part);
+      this.span.firstChild.appendData(text);
     } else {
       this.span = document.createElement("span");
       this.span.className = `out-${stream}`;
       this.span.dataset.stream = stream;
-      this.span.append(document.createTextNode(part));
+      this.span.append(document.createTextNode(text));
       this.block.append(this.span);
     }
-    this.blockChars += part.length;
-    if (this.blockChars >= BLOCK_CHARS && part.endsWith("\n")) this._closeBlock();
-    if (this.isCut) this._line(`(the console shows the first ${MAX_CHARS} characters)`, "note");
+    this.blockChars += text.length;
+    if (this.blockChars >= BLOCK_CHARS && text.endsWith("\n")) this._closeBlock();
   }
 
   _line(text, kind) {
