@@ -34,12 +34,17 @@ document.addEventListener("securitypolicyviolation", (event) => {
   window.__problems.push(`CSP ${event.violatedDirective} ${event.blockedURI} ${where}`);
 });
 window.addEventListener("error", (event) => window.__problems.push(`error ${event.message}`));
+window.addEventListener("unhandledrejection", (event) => {
+  window.__problems.push(`unhandled rejection ${JSON.stringify(event.reason)}`);
+});
 """
 
 expect.set_options(timeout=TIMEOUT_MS)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: between its calls sync Playwright marks its event loop as this
+# thread's running loop, and the asyncio tests that run after this package could not start.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     if not os.access(CHROMIUM, os.X_OK):
         missing_service(f"{CHROMIUM} is not installed (Debian: apt-get install chromium)")

@@ -56,7 +56,8 @@ export class SessionState {
     this._set(this.connection.isOpen ? "dirty" : "offline");
     clearTimeout(this.timer);
     const wait = Math.min(SAVE_DELAY_MS, SAVE_MAX_DELAY_MS - (now - this.firstEditAt));
-    this.timer = setTimeout(() => this.save(), Math.max(0, wait));
+    // A failed save shows in the state (offline, conflict): nothing more to do with it here.
+    this.timer = setTimeout(() => this.save().catch(() => {}), Math.max(0, wait));
   }
 
   /** Save now (idempotent). Resolves once what the editor holds is stored; rejects if not. */
@@ -121,7 +122,10 @@ export class SessionState {
 
   /** After a reconnect: follow the session again and settle what happened while away. */
   async reconnected() {
-    if (!this.id) return;
+    if (!this.id) {
+      if (this.state === "offline") this.save().catch(() => {}); // a draft's first save failed
+      return;
+    }
     let session;
     try {
       ({session} = await this.connection.request({type: "open", session_id: this.id}));
