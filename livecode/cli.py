@@ -174,6 +174,7 @@ def _next_steps(host: str, port: int) -> str:
     base = f"http://{shown}:{port}"
     return (
         f"livecode {__version__} is serving on {base}\n"
+        f"  playground (editor):    {base}/\n"
         f"  API docs (Swagger UI):  {base}/docs\n"
         f"  OpenAPI document:       {base}/openapi.json\n"
         f"  WebSocket:              ws://{shown}:{port}/ws\n"

@@ -1,0 +1,75 @@
+// Builds livecode/static/playground/app.js from src/ (CodeMirror 6 and the page's code), one
+// minified file for the browser, plus the licenses of the bundled packages beside it.
+//
+//   npm --prefix web ci && npm --prefix web run build
+//
+// The banner records a sha256 of these sources (src/, build.mjs, package.json,
+// package-lock.json): tests/test_playground.py recomputes it, so a source change committed
+// without the rebuilt asset fails the tests, without node in CI.
+import {createHash} from "node:crypto";
+import {readFileSync, readdirSync, writeFileSync, existsSync} from "node:fs";
+import {dirname, join, relative, sep} from "node:path";
+import {fileURLToPath} from "node:url";
+import * as esbuild from "esbuild";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const outDir = join(here, "..", "livecode", "static", "playground");
+
+function sourceFiles() {
+  const files = ["build.mjs", "package.json", "package-lock.json"];
+  const walk = (dir) => {
+    for (const entry of readdirSync(join(here, dir), {withFileTypes: true})) {
+      const path = `${dir}/${entry.name}`;
+      if (entry.isDirectory()) walk(path);
+      else files.push(path);
+    }
+  };
+  walk("src");
+  return files.sort();
+}
+
+function sourcesHash() {
+  const hash = createHash("sha256");
+  for (const path of sourceFiles()) {
+    hash.update(path + "\0");
+    hash.update(readFileSync(join(here, path)));
+    hash.update("\0");
+  }
+  return hash.digest("hex");
+}
+
+const result = await esbuild.build({
+  entryPoints: [join(here, "src", "main.js")],
+  bundle: true,
+  minify: true,
+  format: "iife",
+  target: ["es2020"],
+  charset: "utf8",
+  legalComments: "none",
+  metafile: true,
+  write: false,
+  banner: {
+    js:
+      "/* livecode playground: built from web/ by `npm --prefix web run build`; do not edit. " +
+      `sources sha256 ${sourcesHash()}; licenses in THIRD_PARTY_LICENSES.txt */`,
+  },
+});
+writeFileSync(join(outDir, "app.js"), result.outputFiles[0].contents);
+
+// Every npm package bundled, with its license text (CodeMirror and Lezer are MIT).
+const packages = new Map();
+for (const input of Object.keys(result.metafile.inputs)) {
+  const match = input.match(/node_modules\/((?:@[^/]+\/)?[^/]+)\//);
+  if (match) packages.set(match[1], join(here, "node_modules", match[1]));
+}
+let licenses = "Packages bundled into app.js, with their licenses.\n";
+for (const [name, dir] of [...packages].sort()) {
+  const manifest = JSON.parse(readFileSync(join(dir, "package.json"), "utf8"));
+  const file = ["LICENSE", "LICENSE.md", "LICENSE.txt"].find((f) => existsSync(join(dir, f)));
+  licenses += `\n== ${name} ${manifest.version} (${manifest.license}) ==\n\n`;
+  licenses += file ? readFileSync(join(dir, file), "utf8").trim() + "\n" : "(no license file)\n";
+}
+writeFileSync(join(outDir, "THIRD_PARTY_LICENSES.txt"), licenses);
+
+const size = result.outputFiles[0].contents.length;
+console.log(`${relative(process.cwd(), join(outDir, "app.js")).split(sep).join("/")}: ${size} bytes, ${packages.size} packages`);

@@ -1,0 +1,294 @@
+// The playground at /: wires the editor, the session, the executions and the console to one
+// WebSocket. The session's URL is /#/s/<session_id> (and /#/s/<session_id>/e/<execution_id>
+// for one of its executions): the same URL in another tab or on another machine shows the
+// same source and follows it live.
+
+import {Connection} from "./connection.js";
+import {Console} from "./console.js";
+import {Editor} from "./editor.js";
+import {describeError, Runs} from "./runs.js";
+import {SessionState} from "./session.js";
+import {isTemplate, TEMPLATES} from "./templates.js";
+
+const LANGUAGE_KEY = "livecode.language";
+const THEME_KEY = "livecode.theme";
+const THEMES = ["system", "light", "dark"];
+const SAVE_LABELS = {
+  draft: () => "Draft",
+  dirty: () => "Edited",
+  saving: () => "Saving…",
+  saved: (version) => `Saved · v${version}`,
+  offline: () => "Offline · not saved",
+  conflict: () => "Conflict",
+};
+
+const $ = (id) => document.getElementById(id);
+const el = {
+  language: $("language"),
+  run: $("run"),
+  stop: $("stop"),
+  newSession: $("new-session"),
+  theme: $("theme"),
+  saveState: $("save-state"),
+  connection: $("connection"),
+  conflict: $("conflict"),
+  conflictText: $("conflict-text"),
+  keepMine: $("keep-mine"),
+  takeTheirs: $("take-theirs"),
+  status: $("run-status"),
+  output: $("output"),
+  stdin: $("stdin"),
+  interactive: $("interactive"),
+  lineForm: $("line-form"),
+  line: $("line"),
+  eof: $("eof"),
+  runs: $("runs"),
+};
+
+function parseHash() {
+  const match = location.hash.match(/^#\/s\/([^/]+)(?:\/e\/([^/]+))?/);
+  if (!match) return {sessionId: null, executionId: null};
+  return {
+    sessionId: decodeURIComponent(match[1]),
+    executionId: match[2] ? decodeURIComponent(match[2]) : null,
+  };
+}
+
+function sessionUrl(sessionId, executionId = null) {
+  if (!sessionId) return location.pathname + location.search;
+  let hash = `#/s/${encodeURIComponent(sessionId)}`;
+  if (executionId) hash += `/e/${encodeURIComponent(executionId)}`;
+  return hash;
+}
+
+function setUrl(sessionId, executionId = null, {push = false} = {}) {
+  const url = sessionUrl(sessionId, executionId);
+  if (url === (location.hash || location.pathname + location.search)) return;
+  if (push) history.pushState(null, "", url);
+  else history.replaceState(null, "", url);
+}
+
+const storedLanguage = localStorage.getItem(LANGUAGE_KEY) || "python";
+const connection = new Connection(
+  `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`,
+);
+const output = new Console(el.output);
+const editor = new Editor($("editor"), {
+  language: storedLanguage,
+  source: parseHash().sessionId ? "" : TEMPLATES[storedLanguage] || "",
+  nonce: document.querySelector('meta[name="csp-nonce"]')?.content || "",
+  onEdit: () => session.edited(),
+  onRun: () => runs.run(),
+});
+const session = new SessionState(connection, editor, {
+  onChange: showSaveState,
+  onOpened: (opened, isNew) => {
+    chooseLanguage(opened.language);
+    if (isNew) setUrl(opened.session_id || opened.id);
+    document.title = `livecode · ${opened.language}`;
+  },
+  onError: (message) => setRunState(message, "bad"),
+});
+const runs = new Runs(connection, session, output, el, {
+  onState: setRunState,
+  onShown: (executionId, isNew) => {
+    if (isNew) latestExecutionId = executionId;
+    if (session.id) setUrl(session.id, isLatest(executionId) ? null : executionId);
+  },
+});
+let latestExecutionId = null;
+session.startDraft(storedLanguage);
+
+function isLatest(executionId) {
+  return executionId === null || executionId === latestExecutionId;
+}
+
+function setRunState(label, kind) {
+  el.status.textContent = label;
+  el.status.dataset.kind = kind;
+}
+
+function showSaveState(state) {
+  el.saveState.dataset.state = state;
+  el.saveState.dataset.version = String(session.version);
+  el.saveState.textContent = SAVE_LABELS[state](session.version);
+  el.conflict.hidden = state !== "conflict";
+  if (state === "conflict" && session.theirs) {
+    el.conflictText.textContent =
+      `This session was changed elsewhere (version ${session.theirs.version}) ` +
+      "while you had unsaved edits.";
+  }
+}
+
+function chooseLanguage(language) {
+  if (![...el.language.options].some((option) => option.value === language)) {
+    el.language.append(new Option(language, language));
+  }
+  el.language.value = language;
+  editor.setLanguage(language);
+}
+
+async function loadLanguages() {
+  try {
+    const response = await fetch("/languages");
+    const languages = await response.json();
+    const chosen = session.language || el.language.value || storedLanguage;
+    el.language.replaceChildren(
+      ...languages.map((language) => {
+        const label = `${language.name} ${language.version || ""}`.trim();
+        const option = new Option(language.available ? label : `${label} (unavailable)`, language.id);
+        option.disabled = !language.available;
+        return option;
+      }),
+    );
+    chooseLanguage(chosen);
+    el.language.disabled = false;
+  } catch {
+    setRunState("Could not load the languages", "bad");
+  }
+}
+
+/** Show what the URL names: a session (and maybe one of its executions), or a new draft. */
+async function route() {
+  const {sessionId, executionId} = parseHash();
+  if (!sessionId) {
+    if (session.id || session.state !== "draft") startDraft(el.language.value || storedLanguage);
+    return;
+  }
+  if (sessionId !== session.id) {
+    runs.reset();
+    try {
+      await session.open(sessionId);
+    } catch (error) {
+      setUrl(null);
+      startDraft(storedLanguage);
+      output.note(`Session ${sessionId} could not be opened: ${describeError(error)}`, "error");
+      return;
+    }
+  }
+  const executions = await runs.refreshHistory();
+  latestExecutionId = executions.length ? executions[0].execution_id : null;
+  const wanted = executionId
+    ? executions.find((execution) => execution.execution_id === executionId) || {
+        execution_id: executionId,
+      }
+    : executions[0];
+  // The latest execution is shown again, followed live if it still runs: a reload keeps it.
+  if (wanted) runs.open(wanted.execution_id, {interactive: Boolean(wanted.interactive)});
+}
+
+function startDraft(language) {
+  runs.reset();
+  session.startDraft(language);
+  chooseLanguage(language);
+  editor.setSource(TEMPLATES[language] || "");
+  document.title = "livecode";
+}
+
+function changeLanguage() {
+  const language = el.language.value;
+  localStorage.setItem(LANGUAGE_KEY, language);
+  editor.setLanguage(language);
+  if (session.language === language) return;
+  const source = editor.source;
+  if (!session.id) {
+    session.language = language;
+    if (isTemplate(source)) editor.setSource(TEMPLATES[language] || "");
+    return;
+  }
+  // A session keeps its language: another language is another session, with this source.
+  setUrl(null, null, {push: true});
+  runs.reset();
+  session.startDraft(language);
+  if (isTemplate(source)) editor.setSource(TEMPLATES[language] || "");
+  else session.save().catch(() => {});
+}
+
+function cycleTheme() {
+  const current = localStorage.getItem(THEME_KEY) || "system";
+  const next = THEMES[(THEMES.indexOf(current) + 1) % THEMES.length];
+  if (next === "system") localStorage.removeItem(THEME_KEY);
+  else localStorage.setItem(THEME_KEY, next);
+  showTheme(next);
+}
+
+function showTheme(theme) {
+  if (theme === "system") delete document.documentElement.dataset.theme;
+  else document.documentElement.dataset.theme = theme;
+  el.theme.dataset.theme = theme;
+  el.theme.setAttribute("aria-label", `Theme: ${theme}`);
+  el.theme.title = `Theme: ${theme} (click to change)`;
+}
+
+function showConnection(state) {
+  el.connection.dataset.state = state;
+  el.connection.textContent = {
+    connecting: "Connecting…",
+    open: "Connected",
+    offline: "Offline: reconnecting…",
+  }[state];
+  if (state === "offline" && session.state === "dirty") showSaveState("offline");
+}
+
+el.run.addEventListener("click", () => runs.run());
+el.stop.addEventListener("click", () => runs.stop());
+el.newSession.addEventListener("click", () => {
+  setUrl(null, null, {push: true});
+  startDraft(el.language.value || storedLanguage);
+  editor.focus();
+});
+el.language.addEventListener("change", changeLanguage);
+el.theme.addEventListener("click", cycleTheme);
+el.keepMine.addEventListener("click", () => session.keepMine());
+el.takeTheirs.addEventListener("click", () => session.takeTheirs());
+el.lineForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  runs.sendLine(el.line.value);
+  el.line.value = "";
+});
+el.eof.addEventListener("click", () => {
+  runs.sendLine(el.line.value, true);
+  el.line.value = "";
+});
+el.line.addEventListener("keydown", (event) => {
+  if (event.key === "d" && event.ctrlKey) {
+    event.preventDefault();
+    el.eof.click();
+  }
+});
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && !event.defaultPrevented) {
+    event.preventDefault();
+    runs.run();
+  }
+});
+// Back and forward fire both events: one navigation at a time, in order.
+let routing = Promise.resolve();
+const navigate = () => {
+  routing = routing.then(route, route);
+};
+window.addEventListener("hashchange", navigate);
+window.addEventListener("popstate", navigate);
+connection.on("error", (event) => {
+  // A session follow that fell too far behind ended: open the session again.
+  if (event.session_id && event.session_id === session.id) session.reconnected();
+});
+connection.onState(showConnection);
+showTheme(localStorage.getItem(THEME_KEY) || "system");
+showSaveState("draft");
+setRunState("Ready", "idle");
+
+const languagesLoaded = loadLanguages();
+connection.onOpen((isReconnect) => {
+  if (isReconnect) {
+    session.reconnected();
+    runs.reconnected();
+    return;
+  }
+  navigate();
+  Promise.all([languagesLoaded, routing]).then(() => {
+    performance.mark("livecode-ready");
+    document.documentElement.dataset.ready = "true";
+  });
+});
+connection.start();
