@@ -196,6 +196,21 @@ def document() -> dict[str, Any]:
             {"200": {"description": "a page", "content": {"text/html": {}}}},
         )
     }
+    paths["/"] = {
+        "get": _operation(
+            "The playground: an editor and a live console on /ws",
+            {"200": {"description": "a page", "content": {"text/html": {}}}},
+        )
+    }
+    paths["/static/playground/{name}"] = {
+        "get": _operation(
+            "A file of the playground (script, style, icon)",
+            {"200": {"description": "the file"}, "404": {"description": "no such file"}},
+            parameters=[
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+        )
+    }
     return {
         "openapi": "3.0.3",
         "info": {
