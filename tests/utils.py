@@ -268,9 +268,12 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def run_server(settings: Settings, *, consume: bool | None = None) -> Iterator[LiveServer]:
-    """uvicorn serving create_app(settings) in a thread of this process."""
-    port = free_port()
+def run_server(
+    settings: Settings, *, consume: bool | None = None, port: int | None = None
+) -> Iterator[LiveServer]:
+    """uvicorn serving create_app(settings) in a thread of this process, on `port` (a server
+    restarted on the same port) or a free one."""
+    port = port or free_port()
     config = uvicorn.Config(
         create_app(settings, consume=consume),
         host="127.0.0.1",

@@ -18,8 +18,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from tests.browser.pages import ARTIFACTS, CHROMIUM, TIMEOUT_MS, launch_chromium
-from tests.conftest import embedded_settings
-from tests.utils import LiveServer, missing_service, run_server
+from tests.utils import LiveServer, embedded_settings, missing_service, run_server
 
 # Runs before the page's own scripts (injected by the browser, so the page's CSP allows it):
 # records CSP violations and uncaught errors for the fixture to check.

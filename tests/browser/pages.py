@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 
-from livecode.app import create_app
-from livecode.config import Settings
-from tests.utils import TIMEOUT, LiveServer
+from tests.utils import TIMEOUT
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -80,27 +73,6 @@ def wait_final(page: Page, status: str = "COMPLETED") -> str:
 def stream_text(page: Page, stream: str) -> str:
     """What the console shows of one stream, joined."""
     return "".join(page.locator(f'#output [data-stream="{stream}"]').all_text_contents())
-
-
-@contextlib.contextmanager
-def serve_on(settings: Settings, port: int) -> Iterator[LiveServer]:
-    """uvicorn on a given port (run_server picks a new one; a restart must keep it)."""
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + TIMEOUT
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
-    try:
-        yield LiveServer(f"http://127.0.0.1:{port}", settings)
-    finally:
-        server.should_exit = True
-        thread.join(TIMEOUT)
 
 
 class SocketProxy:

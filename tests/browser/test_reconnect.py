@@ -13,15 +13,13 @@ from playwright.sync_api import Page, expect
 from tests.browser.pages import (
     SocketProxy,
     open_playground,
-    serve_on,
     set_source,
     snapshot,
     stream_text,
     wait_final,
     wait_saved,
 )
-from tests.conftest import embedded_settings
-from tests.utils import LiveServer, free_port
+from tests.utils import LiveServer, embedded_settings, free_port, run_server
 
 LINES = 40
 # One line every 0.1 s: a 4 s run, long enough to drop the connection in the middle.
@@ -61,7 +59,7 @@ def test_server_restart_mid_run(
     settings = embedded_settings(tmp_path_factory)
     port = free_port()
     page = new_page()
-    with serve_on(settings, port) as server:
+    with run_server(settings, port=port) as server:
         open_playground(page, server.url)
         set_source(page, NUMBERED_LINES)
         wait_saved(page)
@@ -72,7 +70,7 @@ def test_server_restart_mid_run(
     snapshot(page, "server-restart-offline")
     assert f"line {LINES - 1:03d}" not in stream_text(page, "stdout")
 
-    with serve_on(settings, port) as server:
+    with run_server(settings, port=port) as server:
         expect(page.locator("#connection")).to_have_attribute("data-state", "open")
         wait_final(page)
         assert stream_text(page, "stdout") == EXPECTED
