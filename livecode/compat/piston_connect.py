@@ -20,8 +20,9 @@ cancels it, which kills the program's whole process tree. A client that goes awa
 run too.
 
 livecode tells no moment between a compile and the program's start: the compile stage ends
-when the program's first output or the end of the run arrives, and stdin sent before that
-waits for the program.
+when the program's first output or the end of the run arrives. stdin sent while the compiler
+runs does not reach the program (the runner hands it to the compile stage, which drops it), so
+an interactive C++ client writes once the program has said something.
 """
 
 from __future__ import annotations
