@@ -86,6 +86,7 @@ class _Job:
         self.services = services
         self.owner = owner
         self.execution_id: str | None = None
+        self.is_final = False  # the run has ended: nothing to cancel when the client leaves
         self.signal: str | None = None  # the signal the client sent, if it did
         self.is_closed = False
         self.pump: asyncio.Task[None] | None = None
@@ -235,6 +236,7 @@ class _Job:
         execution = await run_in_threadpool(
             functools.partial(self.services.commands.get_execution, execution_id, owner=self.owner)
         )
+        self.is_final = execution.is_final
         await self._end(execution, stage)
         await self._close(JOB_COMPLETED, "Job Completed")
 
@@ -270,7 +272,7 @@ class _Job:
 
     async def _cancel_run(self) -> None:
         """A client gone before its run ended takes the run with it."""
-        if self.execution_id is None:
+        if self.execution_id is None or self.is_final:
             return
         try:
             await run_in_threadpool(
