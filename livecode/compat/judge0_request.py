@@ -51,6 +51,9 @@ _PERMITTED = (
     "enable_per_process_and_thread_memory_limit max_file_size redirect_stderr_to_stdout "
     "callback_url additional_files enable_network"
 ).split()
+_TEXTS = (
+    "source_code stdin expected_output compiler_options command_line_arguments callback_url"
+).split()
 _FALSE_VALUES = (False, 0, "0", "f", "F", "false", "FALSE", "off", "OFF")  # Rails' Boolean
 
 
@@ -139,6 +142,12 @@ def parse_submission(
     def add(name: str, message: str) -> None:
         errors.setdefault(name, []).append(message)
 
+    for name in _TEXTS:  # what JSON may carry and no program text can: lone surrogates
+        if isinstance(raw[name], str) and not _is_unicode(raw[name]):
+            add(name, "must be valid Unicode text (no lone surrogates)")
+            raw[name] = None
+    if isinstance(raw["expected_output"], str) and "\x00" in raw["expected_output"]:
+        add("expected_output", "must not contain NUL characters")
     source_code = _text(raw["source_code"])
     if source_code is None or not source_code.strip():
         add("source_code", "can't be blank")
@@ -298,6 +307,14 @@ def _boolean(value: Any) -> bool | None:
     if value is None or value == "":
         return None
     return value not in _FALSE_VALUES
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _present(value: str | None) -> bool:

@@ -147,6 +147,8 @@ def parse_job(
     if len(files) != 1:
         raise JobInvalid("livecode runs one file: files must hold exactly one, utf8 encoded")
     source_code = texts[0]["content"]
+    if "\x00" in source_code or not _is_unicode(source_code):
+        raise JobInvalid("files[0].content must be Unicode text without NUL characters")
     limits = _limits(body, settings)
     args = body.get("args")
     args = [] if args is None else args
@@ -165,8 +167,10 @@ def parse_job(
             limits=limits,
             interactive=interactive,
         )
-    except ValidationError as exc:  # livecode's own bounds on args
-        raise JobInvalid(f"args: {exc.errors()[0]['msg']}") from None
+    except ValidationError as exc:  # livecode's own bounds (args, text)
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise JobInvalid(f"{where}: {error['msg'].removeprefix('Value error, ')}") from None
     return Job(runtime, source_code, options)
 
 
@@ -245,6 +249,14 @@ def stage_ending(execution: Execution) -> tuple[int | None, str | None, str | No
         return None, signal_name(signal), "SG", f"Caught fatal signal {signal}"
     code = execution.exit_code
     return code, None, "RE", f"Exited with error status {code}"
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _stage(**fields: Any) -> dict[str, Any]:

@@ -120,6 +120,17 @@ def test_sizes_are_livecodes() -> None:
     }
 
 
+def test_texts_no_program_can_hold_are_refused() -> None:
+    """Lone surrogates (JSON can carry them) and NUL where the store cannot keep it."""
+    with pytest.raises(SubmissionInvalid) as raised:
+        parse(source_code="print(1)\x00", stdin="\ud800", expected_output="a\x00")
+    assert raised.value.errors == {
+        "source_code": ["must not contain NUL characters"],
+        "stdin": ["must be valid Unicode text (no lone surrogates)"],
+        "expected_output": ["must not contain NUL characters"],
+    }
+
+
 def test_config_info_has_the_sdks_keys_and_types() -> None:
     """The SDK's pydantic Config accepts /config_info as it stands."""
     from judge0.base_types import Config

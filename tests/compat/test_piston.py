@@ -147,6 +147,14 @@ def test_signals_and_output_limits(embedded_server: LiveServer) -> None:
             {"language": "python", "version": "3", "files": [{"content": ""}, {"content": ""}]},
             "livecode runs one file: files must hold exactly one, utf8 encoded",
         ),
+        (
+            {"language": "python", "version": "3", "files": [{"content": "\x00"}]},
+            "files[0].content must be Unicode text without NUL characters",
+        ),
+        (
+            {"language": "python", "version": "3", "files": [{"content": ""}], "args": ["\x00"]},
+            "args.0: must not contain NUL characters",
+        ),
     ],
 )
 def test_bad_jobs_are_pistons_400s(
