@@ -1,15 +1,18 @@
-"""Who a Judge0 or Piston request acts for: the one place where API keys will plug in.
+"""Who a Judge0 or Piston request acts for: livecode's one owner check, and Judge0's key.
 
 Judge0 clients send their key in ``X-Auth-Token`` (a header, or a query parameter of that name:
 Judge0's ``AUTHN_HEADER``); other clients send ``Authorization: Bearer <key>``. API keys are not
-built yet (SPEC.md, Security), so :func:`owner` reads the credential and answers ``""``, the
-owner everyone shares today. The keys issue makes :func:`owner` look the key up and raise
-``Unauthorized``; every compat endpoint and socket already asks it, once, before anything else.
+built yet (SPEC.md, Security): :func:`owner` reads the credential and asks
+:func:`livecode.auth.owner`, which answers ``""`` for everyone today. The keys issue writes that
+one check; for Judge0's clients it reads the key with :func:`credential`. Every compat endpoint
+and socket asks :func:`owner` once, before anything else.
 """
 
 from __future__ import annotations
 
 from starlette.requests import HTTPConnection
+
+from livecode import auth
 
 __all__ = ["AUTH_HEADER", "credential", "owner"]
 
@@ -26,6 +29,6 @@ def credential(connection: HTTPConnection) -> str | None:
 
 
 def owner(connection: HTTPConnection) -> str:
-    """The owner a request acts for: ``""`` until API keys exist (then the key's tenant)."""
+    """The owner a request acts for (livecode.auth.owner: ``""`` until API keys exist)."""
     credential(connection)  # accepted and not checked yet: no keys exist to check it against
-    return ""
+    return auth.owner(connection)
