@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS executions (
     started_at         TIMESTAMP WITH TIME ZONE,
     finished_at        TIMESTAMP WITH TIME ZONE,
     created_at         TIMESTAMP WITH TIME ZONE NOT NULL,
+    judge0             TEXT,
     -- the values of ExecutionStatus and Reason (runners/result.py)
     CONSTRAINT executions_status_check
         CHECK (status IN ('QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'TIMEOUT', 'CANCELLED')),
@@ -55,6 +56,9 @@ CREATE TABLE IF NOT EXISTS executions (
         CHECK (reason IN ('exit', 'compile_error', 'runtime_error', 'timeout', 'memory_limit',
                           'output_limit', 'cancelled', 'internal_error'))
 );
+
+-- Added after the first release: databases made before it get the column here.
+ALTER TABLE executions ADD COLUMN IF NOT EXISTS judge0 TEXT;
 
 CREATE INDEX IF NOT EXISTS ix_executions_session_id_created_at
     ON executions (session_id, created_at);

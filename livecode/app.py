@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import WebSocketRoute
 
-from livecode import events, health, openapi, playground, rest, sse
+from livecode import compat, events, health, openapi, playground, rest, sse
 from livecode.config import Settings
 from livecode.errors import InternalError, LivecodeError
 from livecode.relay import Relay
@@ -60,6 +60,7 @@ def create_app(settings: Settings, *, consume: bool | None = None) -> Starlette:
             *openapi.routes,
             *playground.routes,
             WebSocketRoute("/ws", websocket_endpoint),
+            *compat.routes(settings),
         ],
         exception_handlers={
             LivecodeError: _livecode_error,

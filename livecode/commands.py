@@ -110,11 +110,20 @@ class Commands:
         return self._queue_run(None, None, options, session_id=session_id, owner=owner)
 
     def run_once(
-        self, language: str, source_code: str, options: RunOptions, *, owner: str = ""
+        self,
+        language: str,
+        source_code: str,
+        options: RunOptions,
+        *,
+        owner: str = "",
+        judge0: Mapping[str, Any] | None = None,
     ) -> Execution:
-        """Queue a run without a session (POST /executions)."""
+        """Queue a run without a session (POST /executions, a Judge0 submission with its own
+        request fields in `judge0`, a Piston job)."""
         self._check_source(source_code)
-        return self._queue_run(self._language(language).id, source_code, options, owner=owner)
+        return self._queue_run(
+            self._language(language).id, source_code, options, owner=owner, judge0=judge0
+        )
 
     def cancel(self, execution_id: str, *, owner: str = "") -> Execution:
         """End an execution as CANCELLED: at once when queued, through its worker when running."""
@@ -175,6 +184,7 @@ class Commands:
         *,
         session_id: str | None = None,
         owner: str,
+        judge0: Mapping[str, Any] | None = None,
     ) -> Execution:
         if self.refusal is not None:
             raise Unavailable(self.refusal, retry_after=60.0)
@@ -203,6 +213,7 @@ class Commands:
             owner=owner,
             max_runs_per_session=self.settings.runs_per_session if session_id else None,
             max_queued=self.settings.queue_cap,
+            judge0=judge0,
         )
         try:
             self.bus.publish(execution_channel(execution.id), events.status_event(execution))

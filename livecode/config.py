@@ -97,6 +97,9 @@ class Settings:
     broker_poll_ms: int = 1000
     ws_messages_per_s: int = 200
     log_level: str = "INFO"
+    # The foreign APIs served for their own clients (livecode/compat): judge0, piston, or none.
+    compat: tuple[str, ...] = ("judge0", "piston")
+    judge0_prefix: str = "/judge0"
 
     @property
     def is_distributed(self) -> bool:
@@ -142,6 +145,12 @@ class Settings:
             raise ConfigError("LIVECODE_DATABASE_URL must be a sqlite:// or postgresql:// URL")
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://")):
             raise ConfigError("LIVECODE_REDIS_URL must be a redis:// URL")
+        if not set(self.compat) <= {"judge0", "piston"} and self.compat != ("none",):
+            raise ConfigError("LIVECODE_COMPAT must list judge0 and/or piston, or be 'none'")
+        # Judge0's own /languages and / would shadow livecode's at the root.
+        prefix = self.judge0_prefix
+        if not prefix.startswith("/") or prefix.endswith("/") or "//" in prefix:
+            raise ConfigError("LIVECODE_JUDGE0_PREFIX must be a path like /judge0 (not /)")
 
 
 def normalize_database_url(url: str) -> str:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from livecode import errors, store as store_module
 from livecode.store import Execution, Session, SessionStatus, Store
-from livecode.tables import code_sessions, executions
+from livecode.tables import code_sessions, executions, metadata
 from runners import ExecutionStatus
 from tests.utils import SCHEMA_SQL, TIMEOUT, postgresql_schema, require_postgresql
 
@@ -246,6 +246,14 @@ def test_create_execution_without_session(store: Store) -> None:
     execution = _execution(store, None, language="javascript", source_code="console.log(1)")
     read = store.get_execution(execution.id)
     assert read.session_id is None and read.language == "javascript"
+
+
+def test_a_judge0_submission_keeps_its_own_fields(store: Store) -> None:
+    """A Judge0 submission's request fields are stored with it; other executions have none."""
+    fields = {"language_id": 54, "expected_output": "4\n", "wall_time_limit": 2.5}
+    submission = _execution(store, None, judge0=fields)
+    assert store.get_execution(submission.id).judge0 == fields
+    assert store.get_execution(_execution(store).id).judge0 is None
 
 
 def test_create_execution_unknown_session(store: Store) -> None:
@@ -496,6 +504,23 @@ def test_ping_and_create_tables_again(store: Store) -> None:
     store.ping()
     store.create_tables()
     store.ping()
+
+
+def test_create_tables_adds_new_columns_to_an_older_database(tmp_path: Path) -> None:
+    """An embedded database made before executions.judge0 gets the column, its rows kept."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE executions DROP COLUMN judge0")
+    engine.dispose()
+    store = Store.from_url(url)
+    try:
+        store.create_tables()
+        execution = _execution(store, None, judge0={"language_id": 71})
+        assert store.get_execution(execution.id).judge0 == {"language_id": 71}
+    finally:
+        store.close()
 
 
 def test_unreachable_database_is_unavailable() -> None:

@@ -116,9 +116,12 @@ class Database:
                 yield conn
 
     def create_tables(self) -> None:
-        """Create the tables that do not exist yet (``metadata.create_all``; embedded mode)."""
+        """Create the tables that do not exist yet (``metadata.create_all``; embedded mode), and
+        add the nullable columns a database made by an older release lacks."""
         with self.errors(), self.one_at_a_time():
             metadata.create_all(self.engine)
+            with self.engine.begin() as conn:
+                _add_missing_columns(conn)
 
     def apply_schema_sql(self, path: str | os.PathLike[str]) -> None:
         """Apply a DDL file (``schema.sql``) in one transaction.
@@ -151,6 +154,18 @@ class Database:
             if waited:
                 assert lock is not None
                 lock.release()
+
+
+def _add_missing_columns(conn: sa.Connection) -> None:
+    """ALTER TABLE ... ADD COLUMN for each nullable column of tables.py a table lacks (SQLite;
+    schema.sql does the same for PostgreSQL)."""
+    inspector = sa.inspect(conn)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present and column.nullable and column.server_default is None:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:

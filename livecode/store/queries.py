@@ -192,6 +192,7 @@ class Store:
         owner: str = "",
         max_runs_per_session: int | None = None,
         max_queued: int | None = None,
+        judge0: Mapping[str, Any] | None = None,
     ) -> Execution:
         """Insert a QUEUED execution, counting it against its session's runs.
 
@@ -237,6 +238,7 @@ class Store:
                 status=ExecutionStatus.QUEUED,
                 queued_at=now,
                 created_at=now,
+                judge0=dict(judge0) if judge0 is not None else None,
             )
             values = _columns(execution)
             self._fast.run(conn, _INSERT_EXECUTION, values)

@@ -122,6 +122,9 @@ class Execution(_Record):
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     created_at: dt.datetime
+    # A Judge0 submission's request fields that livecode has no column of its own for
+    # (expected_output, the language id and limits as asked: livecode/compat); None otherwise.
+    judge0: Private[dict[str, Any] | None] = None
 
     @property
     def is_final(self) -> bool:
