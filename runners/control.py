@@ -69,9 +69,15 @@ class Control:
         if self._wake is not None:
             self._wake()
 
-    def _take(self) -> tuple[bytes, bool, bool]:
-        """Return (pending stdin, stdin closed, cancelled) and clear the pending data."""
+    def _take(self, *, stdin: bool = True) -> tuple[bytes, bool, bool]:
+        """Return (pending stdin, stdin closed, cancelled) and clear the pending data.
+
+        With stdin=False (a stage that reads no input, like a compile) the data stays for the
+        stage that does: a user who types while the compiler runs is not lost.
+        """
         with self._lock:
+            if not stdin:
+                return b"", False, self._cancelled
             data = b"".join(self._stdin)
             self._stdin.clear()
             return data, self._stdin_eof, self._cancelled

@@ -181,13 +181,12 @@ def pump(
         nonlocal pending, stdin_eof
         if control is None:
             return
-        data, eof, cancelled = control._take()
+        data, eof, cancelled = control._take(stdin=keep_stdin_open)
         if cancelled and not outcome.cancelled:
             outcome.cancelled = True
             kill()
-        if keep_stdin_open:
-            pending += data
-            stdin_eof = stdin_eof or eof
+        pending += data
+        stdin_eof = stdin_eof or eof
 
     def close_stdin() -> None:
         nonlocal stdin_fd

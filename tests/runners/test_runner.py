@@ -189,6 +189,24 @@ def test_interactive_stdin_write_then_eof(sandbox: Sandbox) -> None:
     assert result.stdout == "ready\nHELLO\neof\n"
 
 
+def test_stdin_typed_while_compiling_reaches_the_program(sandbox: Sandbox) -> None:
+    """Input written to an interactive C++ run before its compiler is done is read by the
+    program once it starts, not swallowed by the compile stage."""
+    control = Control()
+    control.write(b"41\n")
+    control.close_stdin()
+    source = (
+        "#include <iostream>\nint main() { int n; std::cin >> n; std::cout << n + 1 << '\\n'; }"
+    )
+    result = sandbox.run(
+        Program("c++", source + f"// {uuid.uuid4()}", interactive=True),  # no cache hit
+        FAST,
+        control=control,
+    )
+    assert result.status is ExecutionStatus.COMPLETED, result
+    assert result.stdout == "42\n"
+
+
 def test_cancel_mid_run(sandbox: Sandbox) -> None:
     """Cancelling a running program ends it within seconds as cancelled, its output kept."""
     control = Control()
