@@ -115,6 +115,7 @@ def test_a_bus_outage_during_a_run_neither_kills_it_nor_loses_events(
     assert (stored.status, stored.stdout) == (ExecutionStatus.COMPLETED, "a\nb\nc\n")
     history = bus.history(execution_channel(execution_id))
     outputs = [event for event in history if event["type"] == "output"]
-    assert [event["seq"] for event in outputs] == [1, 2, 3]
+    # Each line is one chunk on a quiet machine; under load a line and its newline may be two.
+    assert [event["seq"] for event in outputs] == list(range(1, len(outputs) + 1))
     assert "".join(event["data"] for event in outputs) == stored.stdout
     assert [history[0]["type"], history[-1]["type"]] == ["status", "finished"]
