@@ -15,8 +15,11 @@ from runners.limits import Limits
 from runners.program import Program
 from runners.result import ExecutionStatus, Reason, Result, Stream
 from runners.sandbox import Sandbox, SandboxConfig
+from runners.terminal import MAX_COLS as MAX_TERMINAL_COLS, MAX_ROWS as MAX_TERMINAL_ROWS
 
 __all__ = [
+    "MAX_TERMINAL_COLS",
+    "MAX_TERMINAL_ROWS",
     "Control",
     "Language",
     "Limits",

@@ -5,6 +5,8 @@ namespace with only lo (the slot spawner's own when it has one, else a new one),
 capabilities, uid 65534, read-only /usr, size-capped tmpfs /tmp and /box, a read-only root, an
 empty environment and the seccomp filter. bwrap reads the source and the files of /etc it copies
 in, the filter, and its own options from fds the spawner hands it after stdin/stdout/stderr.
+A tty stage gets bwrap's own /dev (--dev), whose /dev/pts is a devpts instance of the run's own,
+and ttyinit in front of its command (terminal.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from runners.stage import Stage
 _BOX = "/box"
 _OUT = "/out"
 _RUNTIME = "/opt/livecode"
+_TTY_INIT = "/opt/livecode-tty"
 _TMPFS_BYTES = 64 << 20
 # --unshare-all but the network: the slot's spawner already has a network namespace of its own
 _UNSHARE_BUT_NET = ("--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try")
@@ -28,6 +31,8 @@ _UNSHARE_BUT_NET = ("--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshar
 # bwrap's options (--args)
 _FD_FIRST = 3
 _SANDBOX_ENV = ("PATH", "/usr/bin:/bin", "HOME", "/tmp", "LANG", "C.UTF-8")
+# a tty run's terminal is drawn by xterm.js (the playground) or a real terminal: colours work
+TERM = "xterm-256color"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,7 +124,7 @@ class Bwrap:
             # the runtime (PCH, linebuf.o) only where the command uses it: the compile stage
             *self._runtime_args(stage),
             "--proc", "/proc",
-            *self._dev_args(),
+            *self._dev_args(stage),
             "--size", str(_TMPFS_BYTES), "--tmpfs", "/tmp",
             "--size", str(_TMPFS_BYTES), "--tmpfs", _BOX,
         ]  # fmt: skip
@@ -129,16 +134,22 @@ class Bwrap:
             argv += ["--ro-bind", stage.binary, names["binary"]]
         if stage.out_dir:
             argv += ["--bind", stage.out_dir, _OUT]
+        if stage.tty_init:
+            argv += ["--ro-bind", stage.tty_init, _TTY_INIT]
         argv += ["--chdir", _BOX, "--remount-ro", "/", "--clearenv"]
         for index in range(0, len(_SANDBOX_ENV), 2):
             argv += ["--setenv", _SANDBOX_ENV[index], _SANDBOX_ENV[index + 1]]
+        if stage.tty_init:
+            argv += ["--setenv", "TERM", TERM]
         if self.seccomp_file is not None:
             argv += ["--seccomp", str(fd_etc + len(self.etc_files))]  # the BPF filter
-        argv += ["--", *_command(stage, names)]
+        argv += ["--", *_command(stage, names, tty_init=_TTY_INIT)]
         return argv
 
-    def _dev_args(self) -> list[str]:
-        if self.dev_dir is None:
+    def _dev_args(self, stage: Stage) -> list[str]:
+        # A tty run's terminal is made in a devpts instance of its own, which only --dev mounts
+        # (newinstance): the prepared /dev has no pts, and the host's is never bound.
+        if self.dev_dir is None or stage.tty_init:
             return ["--dev", "/dev"]  # a tmpfs, 6 device binds, a devpts: ~0.5 ms more
         # bound as it is: a read-only remount would add nodev; it is root's, 0755, so unwritable
         return ["--dev-bind", self.dev_dir, "/dev"]
@@ -162,8 +173,13 @@ def launch_unsandboxed(
     if stage.source:
         with open(names["source"], "wb") as out:
             out.write(stage.source)
-    env = ("PATH=/usr/bin:/bin", f"HOME={run_dir}", "LANG=C.UTF-8")
-    return Launch(argv=tuple(_command(stage, names)), cwd=run_dir, env=env)
+    env: tuple[str, ...] = ("PATH=/usr/bin:/bin", f"HOME={run_dir}", "LANG=C.UTF-8")
+    if stage.tty_init:
+        env += (f"TERM={TERM}",)
+    # Unsandboxed, a tty run's terminal is one of the host's /dev/pts: mode "none" isolates
+    # nothing, on purpose.
+    command = _command(stage, names, tty_init=stage.tty_init)
+    return Launch(argv=tuple(command), cwd=run_dir, env=env)
 
 
 def _heap_cap(stage: Stage, has_memory_cgroup: bool) -> str:
@@ -172,7 +188,9 @@ def _heap_cap(stage: Stage, has_memory_cgroup: bool) -> str:
     return "" if has_memory_cgroup else stage.heap_cap.format(heap_mb=heap_mb)
 
 
-def _command(stage: Stage, names: dict[str, str]) -> list[str]:
-    """The stage's argv with its templates filled in, then the program's own arguments verbatim."""
+def _command(stage: Stage, names: dict[str, str], *, tty_init: str | None) -> list[str]:
+    """The stage's argv with its templates filled in, then the program's own arguments verbatim;
+    for a tty stage, after `tty_init` (where the stage's ttyinit is seen)."""
     command = [part.format(**names) for part in stage.argv]
-    return [part for part in command if part] + list(stage.args)
+    prefix = [tty_init] if stage.tty_init and tty_init else []
+    return prefix + [part for part in command if part] + list(stage.args)

@@ -1,16 +1,21 @@
-"""Control: how another thread cancels a run or feeds its stdin, and learns that it started."""
+"""Control: how another thread cancels a run, feeds its stdin or resizes its terminal, and
+learns that it started."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
 
+from runners import terminal
+
 
 class Control:
-    """Cancel a run, or write to its stdin while it runs. Thread-safe; one Control per run.
+    """Cancel a run, write to its stdin or resize its terminal while it runs. Thread-safe; one
+    Control per run.
 
     Calls made before the run starts take effect when it starts: a cancelled Control makes
-    run() return CANCELLED at once, and written data is delivered first.
+    run() return CANCELLED at once, written data is delivered first, and the last size asked
+    for is the terminal's size when the program starts.
     """
 
     def __init__(self) -> None:
@@ -18,6 +23,8 @@ class Control:
         self._cancelled = False
         self._stdin_eof = False
         self._stdin: list[bytes] = []
+        self._size: tuple[int, int] | None = None  # (cols, rows) last asked for
+        self._size_changed = False
         self._wake: Callable[[], None] | None = None
         self._on_start: Callable[[], None] | None = None
 
@@ -47,6 +54,22 @@ class Control:
         with self._lock:
             self._stdin_eof = True
             self._wake_pump()
+
+    def resize(self, cols: int, rows: int) -> None:
+        """Resize the terminal of a tty run (the program gets SIGWINCH); ignored by other runs.
+
+        Raises ValueError outside 1..terminal.MAX_COLS and 1..terminal.MAX_ROWS.
+        """
+        terminal.check_size(cols, rows)
+        with self._lock:
+            self._size = (cols, rows)
+            self._size_changed = True
+            self._wake_pump()
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """The terminal size (cols, rows) last asked for with resize(), if any."""
+        return self._size
 
     def on_start(self, callback: Callable[[], None]) -> None:
         """Have `callback` called once, in the run's thread, when its first process has started
@@ -81,3 +104,9 @@ class Control:
             data = b"".join(self._stdin)
             self._stdin.clear()
             return data, self._stdin_eof, self._cancelled
+
+    def _take_size(self) -> tuple[int, int] | None:
+        """Return the size asked for since the last call, if any."""
+        with self._lock:
+            changed, self._size_changed = self._size_changed, False
+            return self._size if changed else None

@@ -2,7 +2,9 @@
 
 Reads stdout/stderr in large chunks against the wall deadline, decodes UTF-8 incrementally
 (a character is never split across chunks; invalid bytes become U+FFFD), caps each stream,
-feeds stdin (initial bytes, then interactive writes and EOF), and obeys Control.cancel().
+feeds stdin (initial bytes, then interactive writes and EOF), and obeys Control.cancel(). A tty
+run's terminal is one output stream read from its master, its keystrokes are written to the
+same master, and Control.resize() resizes it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from runners import terminal
 from runners.control import Control
 from runners.errors import RunnerError
 from runners.result import Stream
@@ -105,6 +108,9 @@ class Pipes:
     stdin_fd: int | None = None  # write end of the program's stdin
     stdin_data: bytes = b""  # written first
     keep_stdin_open: bool = False  # interactive: Control.write() adds more until close_stdin()
+    # a tty run: the terminal's master (also among `outputs`, and stdin_fd a dup of it); end of
+    # input is typed (terminal.EOF_KEY) rather than a closed fd, and Control.resize() applies
+    terminal_fd: int | None = None
 
 
 @dataclass(slots=True)
@@ -153,8 +159,10 @@ def pump(
     poller = select.poll()
     pending = bytearray(pipes.stdin_data)
     keep_stdin_open = pipes.keep_stdin_open
-    stdin_eof = not keep_stdin_open
+    stdin_eof = False
     stdin_fd = pipes.stdin_fd
+    terminal_fd = pipes.terminal_fd
+    typed_tail = pipes.stdin_data[-1:]  # the last byte given to stdin, for a terminal's EOF
     killed_at: float | None = None
 
     def wake() -> None:
@@ -177,16 +185,36 @@ def pump(
                 outcome.error = exc
                 kill()
 
+    def end_stdin() -> None:
+        nonlocal stdin_eof
+        if stdin_eof:
+            return
+        stdin_eof = True
+        if terminal_fd is not None:
+            # Ctrl-D ends a read; at the start of a line, with nothing read, that is EOF: after
+            # a partial line, the first one only hands that line over
+            pending.extend(terminal.EOF_KEY * (1 if typed_tail in (b"", b"\n") else 2))
+
     def take_control() -> None:
-        nonlocal pending, stdin_eof
+        nonlocal pending, typed_tail
         if control is None:
             return
         data, eof, cancelled = control._take(stdin=keep_stdin_open)
         if cancelled and not outcome.cancelled:
             outcome.cancelled = True
             kill()
-        pending += data
-        stdin_eof = stdin_eof or eof
+        pending += data  # nothing unless the stage reads stdin (keep_stdin_open)
+        typed_tail = data[-1:] or typed_tail
+        if eof:
+            end_stdin()
+        if terminal_fd is None:
+            return  # a size asked for meanwhile stays for the stage with the terminal
+        size = control._take_size()
+        if size is not None and terminal_fd in sinks:  # not once the terminal has hung up
+            try:
+                terminal.set_size(terminal_fd, *size)
+            except OSError:
+                pass  # the program has just ended
 
     def close_stdin() -> None:
         nonlocal stdin_fd
@@ -202,6 +230,8 @@ def pump(
     if stdin_fd is not None:
         os.set_blocking(stdin_fd, False)
         poller.register(stdin_fd, select.POLLOUT)
+    if not keep_stdin_open:
+        end_stdin()
     deadline = time.monotonic() + wall_timeout_s
     try:
         if control is not None:

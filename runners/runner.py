@@ -1,6 +1,7 @@
 """One run, top to bottom: compile (C++, or a cache hit) -> execute -> collect -> Result.
 
-Knows nothing of isolation: it hands each ``Stage`` to a slot of the sandbox and pumps the I/O.
+Knows nothing of isolation: it hands each ``Stage`` to a slot of the sandbox and pumps the I/O;
+a tty stage's I/O goes through the terminal ttyinit hands over (terminal.py).
 """
 
 from __future__ import annotations
@@ -9,13 +10,16 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from runners import terminal
 from runners.cache import BinaryCache
 from runners.control import Control
+from runners.errors import RunnerError
 from runners.languages import CXX_FLAGS, Language
 from runners.limits import Limits
 from runners.program import Program
@@ -41,10 +45,12 @@ class Slot(Protocol):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Workspace:
-    """Where compiled binaries are made (scratch_dir) and kept between runs (cache)."""
+    """Where compiled binaries are made (scratch_dir) and kept between runs (cache), and the
+    ttyinit of tty runs (None: tty runs are refused)."""
 
     cache: BinaryCache
     scratch_dir: str
+    tty_init: str | None = None
 
 
 def run_program(
@@ -58,6 +64,8 @@ def run_program(
     control: Control | None = None,
 ) -> Result:
     """Compile if needed, execute, and return the Result; every process is gone on return."""
+    if program.tty and workspace.tty_init is None:
+        raise RunnerError("a program cannot run in a terminal here (no ttyinit)")
     run = _Run(
         slot=slot,
         program=program,
@@ -112,9 +120,17 @@ class _Run:
                 max_processes=limits.max_processes,
                 file_size_bytes=_RUN_FILE_BYTES,
                 limit_address_space=language.limit_address_space,
+                tty_init=self.workspace.tty_init if self.program.tty else None,
             )
             preface = (Stream.COMPILE, replayed) if replayed else None
-            return self._execute(stage, compile_output, preface)
+            return self._execute(
+                stage,
+                compile_output,
+                preface,
+                stdin=self.program.stdin,
+                interactive=self.program.interactive,
+                on_output=self.on_output,
+            )
         finally:
             if binary is not None:
                 os.unlink(binary)
@@ -144,7 +160,13 @@ class _Run:
             # stdout and stderr share one pipe, so the compiler's messages keep their order
             read_fd, write_fd = make_pipe(large=True)
             outcome, report = self._start_and_pump(
-                stage, {read_fd: Stream.COMPILE}, write_fd, write_fd, stdin=None, interactive=False
+                stage,
+                {read_fd: Stream.COMPILE},
+                write_fd,
+                write_fd,
+                stdin=None,
+                interactive=False,
+                on_output=self.on_output,
             )
             wall_ms = int((time.monotonic() - started) * 1000)
             text = outcome.texts[Stream.COMPILE]
@@ -193,21 +215,34 @@ class _Run:
             shutil.rmtree(out_dir, ignore_errors=True)
 
     def _execute(
-        self, stage: Stage, compile_output: str, preface: tuple[Stream, str] | None
+        self,
+        stage: Stage,
+        compile_output: str,
+        preface: tuple[Stream, str] | None,
+        *,
+        stdin: bytes | None,
+        interactive: bool,
+        on_output: OnOutput | None,
     ) -> Result:
         language, limits = self.language, self.limits
         started = time.monotonic()
-        stdout_r, stdout_w = make_pipe(large=True)
-        stderr_r, stderr_w = make_pipe(large=True)
-        outcome, report = self._start_and_pump(
-            stage,
-            {stdout_r: Stream.STDOUT, stderr_r: Stream.STDERR},
-            stdout_w,
-            stderr_w,
-            stdin=self.program.stdin,
-            interactive=self.program.interactive,
-            preface=preface,
-        )
+        if stage.tty_init is not None:
+            outcome, report = self._start_in_terminal(
+                stage, stdin=stdin, interactive=interactive, on_output=on_output, preface=preface
+            )
+        else:
+            stdout_r, stdout_w = make_pipe(large=True)
+            stderr_r, stderr_w = make_pipe(large=True)
+            outcome, report = self._start_and_pump(
+                stage,
+                {stdout_r: Stream.STDOUT, stderr_r: Stream.STDERR},
+                stdout_w,
+                stderr_w,
+                stdin=stdin,
+                interactive=interactive,
+                on_output=on_output,
+                preface=preface,
+            )
         wall_ms = int((time.monotonic() - started) * 1000)
         stderr_text = outcome.texts[Stream.STDERR]
         message: str | None = None
@@ -261,6 +296,7 @@ class _Run:
         *,
         stdin: bytes | None,
         interactive: bool,
+        on_output: OnOutput | None,
         preface: tuple[Stream, str] | None = None,
     ) -> tuple[Outcome, ExitReport]:
         stdin_r: int | None = None
@@ -286,12 +322,79 @@ class _Run:
         pipes = Pipes(
             outputs=outputs, stdin_fd=stdin_w, stdin_data=stdin or b"", keep_stdin_open=interactive
         )
+        return self._pump(process, pipes, stage, on_output, preface)
+
+    def _start_in_terminal(
+        self,
+        stage: Stage,
+        *,
+        stdin: bytes | None,
+        interactive: bool,
+        on_output: OnOutput | None,
+        preface: tuple[Stream, str] | None,
+    ) -> tuple[Outcome, ExitReport]:
+        """Start a tty stage: ttyinit gets a socket as stdin, and its (and bwrap's) messages
+        go to a pipe read as stderr; the terminal's master it sends back is read as stdout and
+        takes the keystrokes. Raises RunnerError when no terminal came (after the sandbox has
+        ended), unless the run was cancelled meanwhile."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        errors_r, errors_w = make_pipe(large=False)
+        try:
+            process = self.slot.start(
+                stage, stdin_fd=theirs.fileno(), stdout_fd=errors_w, stderr_fd=errors_w
+            )
+        except BaseException:
+            ours.close()
+            os.close(errors_r)
+            raise
+        finally:
+            theirs.close()
+            os.close(errors_w)
+        asked = self.control.size if self.control is not None else None
+        size = asked or (terminal.DEFAULT_COLS, terminal.DEFAULT_ROWS)
+        master = terminal.accept(ours, stage.wall_timeout_s, size)
+        outputs = {errors_r: Stream.STDERR}
+        keystrokes: int | None = None
+        if master is None:
+            process.kill()  # the pump collects its messages and its end
+        else:
+            try:
+                keystrokes = os.dup(master)  # registered apart from the master in the pump's poll
+            except OSError:
+                os.close(master)
+                process.kill()
+                master = None
+            else:
+                outputs[master] = Stream.STDOUT
+        pipes = Pipes(
+            outputs=outputs,
+            stdin_fd=keystrokes,
+            stdin_data=stdin or b"",
+            keep_stdin_open=interactive,
+            terminal_fd=master,
+        )
+        outcome, report = self._pump(process, pipes, stage, on_output, preface)
+        if master is None and not outcome.cancelled:
+            detail = outcome.texts[Stream.STDERR].strip() or str(report)
+            raise RunnerError(f"cannot give the program a terminal: {detail}")
+        outcome.texts.setdefault(Stream.STDOUT, "")
+        outcome.truncated.setdefault(Stream.STDOUT, False)
+        return outcome, report
+
+    def _pump(
+        self,
+        process: Process,
+        pipes: Pipes,
+        stage: Stage,
+        on_output: OnOutput | None,
+        preface: tuple[Stream, str] | None,
+    ) -> tuple[Outcome, ExitReport]:
         outcome = pump(
             process,
             pipes,
             wall_timeout_s=stage.wall_timeout_s,
             output_limit_bytes=self.limits.output_limit_bytes,
-            on_output=self.on_output,
+            on_output=on_output,
             control=self.control,
             preface=preface,
         )

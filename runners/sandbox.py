@@ -1,7 +1,8 @@
 """The sandbox: runs programs in isolation, ``slots`` at a time (the public ``Sandbox``).
 
 It prepares the host once (the work root and /dev: host.py; the seccomp filter: seccomp.py;
-the runtime and binary cache: cache.py; the spawner: spawner.py), claims its slots (pool.py),
+the runtime and binary cache: cache.py; the spawner: spawner.py; the ttyinit of tty runs:
+terminal.py), claims its slots (pool.py),
 checks that bwrap works here, then lends a slot to each run (runner.py). Isolation itself lives
 in the rooms it wires together: the bwrap command line (bwrap.py), each slot's uid, cgroups and
 rlimits (slot.py), and the spawner that starts every process (spawner.py, spawner.c).
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from runners import host, spawner
+from runners import host, spawner, terminal
 from runners.bwrap import Bwrap
 from runners.cache import BinaryCache, build_pch, prepare_runtime
 from runners.control import Control
@@ -93,7 +94,9 @@ class Sandbox:
                 seccomp_file=seccomp if self._has_seccomp else None,
             )
         self._spawner = spawner.build(self.work_root)
-        self._workspace = Workspace(cache=self.cache, scratch_dir=scratch)
+        self._workspace = Workspace(
+            cache=self.cache, scratch_dir=scratch, tty_init=terminal.build_init(self.work_root)
+        )
         setup = SlotSetup(
             spawner=self._spawner,
             bwrap=self._bwrap,
@@ -181,6 +184,8 @@ class Sandbox:
             "rlimits": rlimits,
             "memory_limit": "memory cgroup" if cgroups["memory"] else "RLIMIT_AS only",
             "read_only_root": is_bwrap,
+            # tty runs: a pseudo-terminal in a devpts instance of the run's own (terminal.py)
+            "terminal": "devpts per run" if is_bwrap else "host devpts",
             "clean_environment": True,
             "network": "none" if is_bwrap else "host",
             "capabilities": "none" if is_bwrap else "inherited",

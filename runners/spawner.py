@@ -79,6 +79,13 @@ def build(work_root: str) -> str:
     Raises SandboxUnavailable when gcc is missing or fails: the sandbox cannot start a program
     without its spawner.
     """
+    return build_c(work_root, _SOURCE, "spawner", mode=0o700)
+
+
+def build_c(work_root: str, source_name: str, name: str, *, mode: int) -> str:
+    """Compile a C program of this package (`source_name`) into ``work_root/NAME-DIGEST`` once
+    per source, with file mode `mode`; return its path. Raises SandboxUnavailable when gcc is
+    missing or fails."""
     if not os.access(_GCC, os.X_OK):
         raise SandboxUnavailable(
             f"the sandbox builds its spawner with gcc, and {_GCC} is missing: install gcc "
@@ -86,16 +93,16 @@ def build(work_root: str) -> str:
         )
     # Compiled from these very bytes, never from the package file again: what is built is what
     # the digest names.
-    source = resources.files("runners").joinpath(_SOURCE).read_bytes()
+    source = resources.files("runners").joinpath(source_name).read_bytes()
     digest = hashlib.sha256(source).hexdigest()[:16]
-    binary = os.path.join(work_root, f"spawner-{digest}")
+    binary = os.path.join(work_root, f"{name}-{digest}")
     if os.access(binary, os.X_OK):
         return binary
     with tempfile.TemporaryDirectory(dir=work_root) as scratch:
-        source_path = os.path.join(scratch, _SOURCE)
+        source_path = os.path.join(scratch, source_name)
         with open(source_path, "wb") as out:
             out.write(source)
-        built = os.path.join(scratch, "spawner")
+        built = os.path.join(scratch, name)
         try:
             done = subprocess.run(
                 [_GCC, "-O2", "-Wall", "-o", built, source_path],
@@ -105,12 +112,12 @@ def build(work_root: str) -> str:
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise SandboxUnavailable(f"cannot build the sandbox's spawner: {exc}") from exc
+            raise SandboxUnavailable(f"cannot build the sandbox's {name}: {exc}") from exc
         if done.returncode != 0:
             raise SandboxUnavailable(
-                f"cannot build the sandbox's spawner: {done.stderr.decode(errors='replace')}"
+                f"cannot build the sandbox's {name}: {done.stderr.decode(errors='replace')}"
             )
-        os.chmod(built, 0o700)
+        os.chmod(built, mode)
         os.replace(built, binary)
     return binary
 

@@ -24,6 +24,9 @@ class Stage:
     out_dir: str | None = None  # compile: host dir, writable, where {binary} is produced
     args: tuple[str, ...] = ()  # the program's own arguments: passed as they are, never formatted
     heap_cap: str = ""  # template of the heap-cap flag, used when no memory cgroup caps the run
+    # a tty run: host path of ttyinit (terminal.py), started in front of the command, with a
+    # unix socket as stdin to send the terminal's master through
+    tty_init: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
