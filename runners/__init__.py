@@ -12,14 +12,15 @@ from runners.control import Control
 from runners.errors import RunnerError, SandboxUnavailable, ToolchainMissing, UnknownLanguage
 from runners.languages import Language, detect_languages, resolve_language
 from runners.limits import Limits
-from runners.program import Program
-from runners.result import ExecutionStatus, Reason, Result, Stream
+from runners.program import Case, Program
+from runners.result import ExecutionStatus, Reason, Result, Stream, Verdict
 from runners.sandbox import Sandbox, SandboxConfig
 from runners.terminal import MAX_COLS as MAX_TERMINAL_COLS, MAX_ROWS as MAX_TERMINAL_ROWS
 
 __all__ = [
     "MAX_TERMINAL_COLS",
     "MAX_TERMINAL_ROWS",
+    "Case",
     "Control",
     "Language",
     "Limits",
@@ -34,6 +35,7 @@ __all__ = [
     "Stream",
     "ToolchainMissing",
     "UnknownLanguage",
+    "Verdict",
     "detect_languages",
     "resolve_language",
 ]

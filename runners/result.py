@@ -46,9 +46,22 @@ class Reason(enum.StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
+class Verdict(enum.StrEnum):
+    """How a case's output compares with its expected output (cases.judge)."""
+
+    ACCEPTED = "accepted"
+    WRONG_ANSWER = "wrong_answer"
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
-    """The end of a run; stdout/stderr/compile_output equal the joined chunks given to on_output."""
+    """The end of a run; stdout/stderr/compile_output equal the joined chunks given to on_output.
+
+    A run with cases has one Result per case in `cases` (each with the joined chunks of that
+    case, no compile_output, and a verdict when the case had an expected output and completed);
+    its own stdout/stderr are theirs joined in order, and its status is that of its first case
+    that did not complete (cases.summarize).
+    """
 
     status: ExecutionStatus
     reason: Reason
@@ -63,6 +76,8 @@ class Result:
     cpu_time_ms: int | None
     memory_kb: int | None
     message: str | None = None
+    verdict: Verdict | None = None
+    cases: tuple[Result, ...] = ()
 
     @classmethod
     def without_output(cls, status: ExecutionStatus, reason: Reason, message: str) -> Result:

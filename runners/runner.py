@@ -1,4 +1,5 @@
-"""One run, top to bottom: compile (C++, or a cache hit) -> execute -> collect -> Result.
+"""One run, top to bottom: compile (C++, or a cache hit) -> execute (once, or once per case, each
+in a fresh sandbox) -> collect -> Result.
 
 Knows nothing of isolation: it hands each ``Stage`` to a slot of the sandbox and pumps the I/O;
 a tty stage's I/O goes through the terminal ttyinit hands over (terminal.py).
@@ -6,6 +7,7 @@ a tty stage's I/O goes through the terminal ttyinit hands over (terminal.py).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -13,10 +15,11 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from runners import terminal
+from runners import cases, terminal
 from runners.cache import BinaryCache
 from runners.control import Control
 from runners.errors import RunnerError
@@ -33,6 +36,9 @@ _RUN_FILE_BYTES = 16 << 20
 _COMPILE_FILE_BYTES = 64 << 20
 _COMPILE_MIN_PROCESSES = 16  # g++ runs cc1plus, as and ld (collect2) one after another
 _OOM_TAIL_CHARS = 4096
+
+# A case's output: (case index, stream, text)
+OnCaseOutput = Callable[[int, Stream, str], None]
 
 
 class Slot(Protocol):
@@ -61,11 +67,15 @@ def run_program(
     *,
     workspace: Workspace,
     on_output: OnOutput | None = None,
+    on_case_output: OnCaseOutput | None = None,
     control: Control | None = None,
 ) -> Result:
-    """Compile if needed, execute, and return the Result; every process is gone on return."""
-    if program.tty and workspace.tty_init is None:
-        raise RunnerError("a program cannot run in a terminal here (no ttyinit)")
+    """Compile if needed, execute (each case, if any), and return the Result; every process is
+    gone on return. A case's output goes to `on_case_output` (else to `on_output`), the
+    compiler's to `on_output`."""
+    if program.tty and (program.cases or workspace.tty_init is None):
+        without = "with test cases" if program.cases else "here (no ttyinit)"
+        raise RunnerError(f"a program cannot run in a terminal {without}")
     run = _Run(
         slot=slot,
         program=program,
@@ -73,6 +83,7 @@ def run_program(
         limits=limits,
         workspace=workspace,
         on_output=on_output,
+        on_case_output=on_case_output,
         control=control,
     )
     return run.result()
@@ -86,6 +97,7 @@ class _Run:
     limits: Limits
     workspace: Workspace
     on_output: OnOutput | None
+    on_case_output: OnCaseOutput | None
     control: Control | None
 
     def result(self) -> Result:
@@ -107,7 +119,8 @@ class _Run:
                 else:
                     failed, compile_output, binary = self._compile(key, source)
                     if failed is not None:
-                        return failed
+                        count = len(self.program.cases)
+                        return dataclasses.replace(failed, cases=cases.not_run(count, failed))
             stage = Stage(
                 argv=language.run_argv,
                 args=self.program.args,
@@ -123,6 +136,8 @@ class _Run:
                 tty_init=self.workspace.tty_init if self.program.tty else None,
             )
             preface = (Stream.COMPILE, replayed) if replayed else None
+            if self.program.cases:
+                return self._run_cases(stage, compile_output, preface)
             return self._execute(
                 stage,
                 compile_output,
@@ -134,6 +149,45 @@ class _Run:
         finally:
             if binary is not None:
                 os.unlink(binary)
+
+    def _run_cases(
+        self, stage: Stage, compile_output: str, preface: tuple[Stream, str] | None
+    ) -> Result:
+        """Run each case in a fresh sandbox of the same slot, one after another: a case that
+        fails does not stop the next; a cancel does (those left report it without running)."""
+        results: list[Result] = []
+        for index, case in enumerate(self.program.cases):
+            if self.control is not None and self.control.is_cancelled:
+                cancelled = Result.without_output(
+                    ExecutionStatus.CANCELLED, Reason.CANCELLED, "Cancelled"
+                )
+                results += cases.not_run(len(self.program.cases) - index, cancelled)
+                break
+            result = self._execute(
+                dataclasses.replace(stage, args=case.args),
+                "",
+                preface if index == 0 else None,
+                stdin=case.stdin,
+                interactive=False,
+                on_output=self._case_output(index),
+            )
+            results.append(cases.with_verdict(result, case.expected_output))
+        return cases.summarize(tuple(results), compile_output)
+
+    def _case_output(self, index: int) -> OnOutput | None:
+        """Where the output of case `index` goes: its streams tagged with the case, the
+        compiler's (replayed from the cache before the first case) as it is."""
+        on_output, on_case_output = self.on_output, self.on_case_output
+        if on_case_output is None:
+            return on_output
+
+        def emit(stream: Stream, text: str) -> None:
+            if stream is not Stream.COMPILE:
+                on_case_output(index, stream, text)
+            elif on_output is not None:
+                on_output(stream, text)
+
+        return emit
 
     def _compile(self, key: str, source: bytes) -> tuple[Result | None, str, str | None]:
         """Compile; return (None, compiler output, private path of the binary) or a failed

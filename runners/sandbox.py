@@ -29,7 +29,7 @@ from runners.limits import Limits
 from runners.pool import SlotPool
 from runners.program import Program
 from runners.result import ExecutionStatus, Reason, Result, Stream
-from runners.runner import Workspace, run_program
+from runners.runner import OnCaseOutput, Workspace, run_program
 from runners.seccomp import FILTER_VERSION as SECCOMP_VERSION, build_filter
 from runners.slot import SlotSetup
 from runners.stage import Stage
@@ -133,12 +133,15 @@ class Sandbox:
         limits: Limits,
         on_output: Callable[[Stream, str], None] | None = None,
         control: Control | None = None,
+        *,
+        on_case_output: OnCaseOutput | None = None,
     ) -> Result:
         """Run a program to its end and return the Result; blocks while all slots are busy.
 
-        on_output is called from this thread with each chunk as it is produced. Raises
-        UnknownLanguage / ToolchainMissing for a bad language, RunnerError for our faults.
-        Thread-safe.
+        on_output is called from this thread with each chunk as it is produced; with test
+        cases, each case's chunks go to on_case_output (case index, stream, text) when given,
+        and the compiler's to on_output. Raises UnknownLanguage / ToolchainMissing for a bad
+        language, RunnerError for our faults (and for a tty program with cases). Thread-safe.
         """
         language = resolve_language(program.language)
         if not language.available:
@@ -156,6 +159,7 @@ class Sandbox:
                 limits,
                 workspace=self._workspace,
                 on_output=on_output,
+                on_case_output=on_case_output,
                 control=control,
             )
         except RunnerError:
