@@ -342,3 +342,23 @@ def test_unsandboxed_mode_gives_a_terminal_too() -> None:
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
     assert result.stdout == EXPECTED_IS_A_TTY["python"], result
+
+
+def test_ctrl_c_interrupts_the_program(sandbox: Sandbox) -> None:
+    """Ctrl-C typed into the terminal interrupts the program (SIGINT), as in a terminal."""
+    control = Control()
+    chunks = Chunks()
+
+    def interrupt_when_waiting(stream: Stream, text: str) -> None:
+        chunks(stream, text)
+        if chunks.text(Stream.STDOUT) == "waiting\r\n":
+            control.write(b"\x03")
+
+    # a loop, not input(): a signal that comes before input() blocks waits for it to return
+    source = "import time\ntry:\n    print('waiting')\n    while True:\n        time.sleep(0.05)\n"
+    source += "except KeyboardInterrupt:\n    print('interrupted')"
+    prog = Program("python", source, tty=True, interactive=True)
+    result = sandbox.run(prog, Limits(wall_timeout_s=10), on_output=interrupt_when_waiting,
+                         control=control)  # fmt: skip
+    assert result.status is ExecutionStatus.COMPLETED, result
+    assert result.stdout == "waiting\r\n^Cinterrupted\r\n"  # the terminal echoes ^C
