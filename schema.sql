@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS executions (
     finished_at        TIMESTAMP WITH TIME ZONE,
     created_at         TIMESTAMP WITH TIME ZONE NOT NULL,
     judge0             TEXT,
+    tty                BOOLEAN     NOT NULL DEFAULT false,
     -- the values of ExecutionStatus and Reason (runners/result.py)
     CONSTRAINT executions_status_check
         CHECK (status IN ('QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'TIMEOUT', 'CANCELLED')),
@@ -57,8 +58,9 @@ CREATE TABLE IF NOT EXISTS executions (
                           'output_limit', 'cancelled', 'internal_error'))
 );
 
--- Added after the first release: databases made before it get the column here.
+-- Columns added after the first release: a database made before them gets them here.
 ALTER TABLE executions ADD COLUMN IF NOT EXISTS judge0 TEXT;
+ALTER TABLE executions ADD COLUMN IF NOT EXISTS tty BOOLEAN NOT NULL DEFAULT false;
 
 CREATE INDEX IF NOT EXISTS ix_executions_session_id_created_at
     ON executions (session_id, created_at);

@@ -138,12 +138,14 @@ class Commands:
         return execution
 
     def send_stdin(self, execution_id: str, data: str, eof: bool, *, owner: str = "") -> None:
-        """Pass data (and EOF) to an interactive execution's stdin."""
+        """Pass data (and EOF) to an interactive execution's stdin (a tty run's: keystrokes)."""
         execution = self.store.get_execution(execution_id, owner=owner)
         if execution.is_final:
             raise Conflict(f"execution {execution_id} has finished")
         if not execution.interactive:
-            raise Conflict("stdin can only be sent to an execution started with interactive: true")
+            raise Conflict(
+                "stdin can only be sent to an execution started with interactive: true or tty: true"
+            )
         # Everything written to one execution's stdin counts against one cap, initial stdin
         # included: it is kept in the control channel's history until the run ends.
         cap = self.settings.max_stdin_bytes
@@ -153,6 +155,16 @@ class Commands:
         ):
             raise TooLarge(f"stdin of one execution is capped at {cap} bytes")
         self.bus.publish(control_channel(execution_id), _control("stdin", data=data, eof=eof))
+
+    def resize(self, execution_id: str, cols: int, rows: int, *, owner: str = "") -> None:
+        """Resize a tty execution's terminal (its program gets SIGWINCH); a resize sent before
+        the program starts is the size it starts with."""
+        execution = self.store.get_execution(execution_id, owner=owner)
+        if execution.is_final:
+            raise Conflict(f"execution {execution_id} has finished")
+        if not execution.tty:
+            raise Conflict("only an execution started with tty: true has a terminal to resize")
+        self.bus.publish(control_channel(execution_id), _control("resize", cols=cols, rows=rows))
 
     def get_execution(self, execution_id: str, *, owner: str = "") -> Execution:
         """The execution, if it is the owner's."""
@@ -209,7 +221,9 @@ class Commands:
             stdin=stdin,
             args=tuple(options.args),
             limits=dataclasses.asdict(limits),
-            interactive=options.interactive,
+            # a terminal's stdin is its keyboard: open while the program runs
+            interactive=options.interactive or options.tty,
+            tty=options.tty,
             owner=owner,
             max_runs_per_session=self.settings.runs_per_session if session_id else None,
             max_queued=self.settings.queue_cap,

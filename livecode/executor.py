@@ -3,7 +3,7 @@
 claim (RUNNING, attempt+1) -> runners sandbox run (its `status` published once the program has
 started), each chunk published with its seq -> store.finish() -> only after that commit,
 `finished` is published.
-Cancel and interactive stdin arrive on the execution's control channel.
+Cancel, interactive stdin and a tty run's resizes arrive on the execution's control channel.
 """
 
 from __future__ import annotations
@@ -121,6 +121,7 @@ class Executor:
             stdin=execution.stdin,
             args=tuple(execution.args),
             interactive=execution.interactive,
+            tty=execution.tty,
         )
         limits = Limits(**execution.limits)
         try:
@@ -133,11 +134,15 @@ class Executor:
             return self._finish(execution, streamed, _internal_error("internal error"))
         if result.reason == Reason.TIMEOUT and not result.stderr_truncated:
             # The reference API reports a timeout in stderr; send it as a chunk too, so the
-            # streamed output and the stored one stay byte-equal.
+            # streamed output and the stored one stay byte-equal. A terminal has one stream:
+            # there it is the terminal's last line.
             notice = f"Execution exceeded {limits.wall_timeout_s:g} second timeout"
-            if result.stderr and not result.stderr.endswith("\n"):
-                notice = "\n" + notice
-            on_output(Stream.STDERR, notice)
+            stream, text, newline = Stream.STDERR, result.stderr, "\n"
+            if execution.tty:
+                stream, text, newline = Stream.STDOUT, result.stdout, "\r\n"
+            if text and not text.endswith("\n"):
+                notice = newline + notice
+            on_output(stream, notice)
         return self._finish(execution, streamed, result)
 
     def _finish(
@@ -191,7 +196,8 @@ class _Publisher:
 
 
 class _ControlInbox:
-    """Applies an execution's control messages (cancel, stdin) to its run, each once, in order.
+    """Applies an execution's control messages (cancel, stdin, resize) to its run, each once, in
+    order.
 
     Live messages may arrive from the bus's thread before the history read that precedes
     them is replayed; they wait until it is, so stdin keeps the order it was sent in.
@@ -234,6 +240,11 @@ class _ControlInbox:
                 self.control.write(data.encode())
             if message.get("eof"):
                 self.control.close_stdin()
+        elif message.get("type") == "resize":
+            try:
+                self.control.resize(message["cols"], message["rows"])
+            except (KeyError, ValueError):  # checked by the protocol before it was published
+                pass
 
 
 class _Streamed:

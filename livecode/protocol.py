@@ -5,10 +5,11 @@ WebSocket client messages (SPEC.md, "WebSocket /ws"), each with an optional `ref
     create       {language, source_code}
     open         {session_id}
     autosave     {session_id, source_code, base_version?}
-    run          {session_id, stdin?, args?, limits?, interactive?}
+    run          {session_id, stdin?, args?, limits?, interactive?, tty?}
     subscribe    {execution_id, since?}
     unsubscribe  {execution_id}
     stdin        {execution_id, data, eof?}
+    resize       {execution_id, cols, rows}
     cancel       {execution_id}
     ping         {}
 
@@ -33,6 +34,7 @@ from pydantic import (
 )
 
 from livecode.errors import BadRequest
+from runners import MAX_TERMINAL_COLS, MAX_TERMINAL_ROWS
 
 # Within what the store's BIGINT columns hold: a bigger version is a 400, not a driver error.
 MAX_INT = 2**63 - 1
@@ -100,6 +102,8 @@ class RunOptions(_Message):
     args: list[Annotated[Code, Field(max_length=4096)]] = Field(default_factory=list, max_length=64)
     limits: RequestedLimits | None = None
     interactive: StrictBool = False
+    # a terminal of its own (80x24 until a resize): one output stream, stdin typed into it
+    tty: StrictBool = False
 
 
 class CreateSession(_Message):
@@ -174,6 +178,13 @@ class StdinMessage(_Client):
     eof: StrictBool = False
 
 
+class ResizeMessage(_Client):
+    type: Literal["resize"]
+    execution_id: str
+    cols: Annotated[int, Field(ge=1, le=MAX_TERMINAL_COLS), Number]
+    rows: Annotated[int, Field(ge=1, le=MAX_TERMINAL_ROWS), Number]
+
+
 class CancelMessage(_Client):
     type: Literal["cancel"]
     execution_id: str
@@ -191,11 +202,12 @@ ClientMessage = Annotated[
     | SubscribeMessage
     | UnsubscribeMessage
     | StdinMessage
+    | ResizeMessage
     | CancelMessage
     | PingMessage,
     Field(discriminator="type"),
 ]
-MESSAGE_TYPES = "create open autosave run subscribe unsubscribe stdin cancel ping".split()
+MESSAGE_TYPES = "create open autosave run subscribe unsubscribe stdin resize cancel ping".split()
 
 _client_message = TypeAdapter[ClientMessage](ClientMessage)
 _Body = TypeVar("_Body", bound=BaseModel)

@@ -139,8 +139,11 @@ executions = sa.Table(
     sa.Column("started_at", UTCDateTime, nullable=True),
     sa.Column("finished_at", UTCDateTime, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
-    # A Judge0 submission's own request fields (livecode/compat/judge0.py); NULL otherwise.
+    # Added after the first release (store/engine.py and schema.sql add them to an older
+    # database). A Judge0 submission's own request fields (livecode/compat/judge0.py); NULL
+    # otherwise:
     sa.Column("judge0", JSONText, nullable=True),
+    sa.Column("tty", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.CheckConstraint(_one_of("status", ExecutionStatus), name="executions_status_check"),
     sa.CheckConstraint(_one_of("reason", Reason), name="executions_reason_check"),
     sa.Index("ix_executions_session_id_created_at", "session_id", "created_at"),

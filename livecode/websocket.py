@@ -168,6 +168,10 @@ class Connection:
                     message.eof,
                     owner=owner,
                 )
+            case protocol.ResizeMessage():
+                await run_in_threadpool(
+                    commands.resize, message.execution_id, message.cols, message.rows, owner=owner
+                )
             case protocol.CancelMessage():
                 await run_in_threadpool(commands.cancel, message.execution_id, owner=owner)
             case protocol.PingMessage():

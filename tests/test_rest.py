@@ -28,6 +28,19 @@ HELLO = "print('Hello World')"
 SLEEPER = "import time\nprint('started', flush=True)\ntime.sleep(60)"
 
 
+def test_a_one_shot_tty_run(server: LiveServer) -> None:
+    """POST /executions with tty: true runs in a terminal: its stdin is typed in (and echoed),
+    its output is one stream, and the execution says tty."""
+    source = "import os\nline = input()\nprint(os.isatty(0), os.isatty(1), line)"
+    body = {"language": "python", "source_code": source, "stdin": "abc\n", "tty": True}
+    with server.client() as client:
+        answer = client.post("/executions?wait=true", json=body)
+    assert answer.status_code == 200, answer.text
+    execution = answer.json()
+    assert (execution["status"], execution["tty"]) == ("COMPLETED", True)
+    assert execution["stdout"] == "abc\r\nTrue True abc\r\n" and execution["stderr"] == ""
+
+
 def test_reference_flow(server: LiveServer) -> None:
     """Create, autosave, read, run, poll, list and delete, with the reference's JSON shapes."""
     with server.client() as client:

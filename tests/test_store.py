@@ -241,6 +241,27 @@ def test_create_execution(store: Store) -> None:
     assert store.get_session(session.id, owner="alice").run_count == 1
 
 
+def test_a_tty_execution_says_so(store: Store) -> None:
+    """An execution asked for with a terminal keeps that; others have none."""
+    with_tty = _execution(store, interactive=True, tty=True)
+    assert store.get_execution(with_tty.id).tty is True
+    assert store.get_execution(_execution(store).id).tty is False
+
+
+def test_a_database_of_an_older_release_gets_the_new_columns(store: Store) -> None:
+    """A database made before the tty column existed gets it when the tables are made again
+    (SQLite: create_tables; PostgreSQL: schema.sql), and its executions read as without."""
+    execution = _execution(store)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE executions DROP COLUMN tty")
+    if store.engine.dialect.name == "sqlite":
+        store.create_tables()
+    else:
+        store.apply_schema_sql(SCHEMA_SQL)
+    assert store.get_execution(execution.id).tty is False
+    assert store.get_execution(_execution(store, tty=True).id).tty is True
+
+
 def test_create_execution_without_session(store: Store) -> None:
     """A one-shot execution has no session."""
     execution = _execution(store, None, language="javascript", source_code="console.log(1)")

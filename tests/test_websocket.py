@@ -467,3 +467,90 @@ async def test_the_outbox_of_a_slow_socket_is_bounded_in_bytes() -> None:
     await outbox.get()
     await outbox.put("€" * 300)  # what is bounded is what goes on the wire: UTF-8 bytes
     assert outbox.bytes == 900
+
+
+PROMPT = "import os\nname = input('name? ')\nprint(f'hello, {name}', os.isatty(1))"
+SIZE_THEN_SIGWINCH = (
+    "import os, signal\n"
+    "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGWINCH})\n"
+    "print(tuple(os.get_terminal_size()), flush=True)\n"
+    "signal.sigwait({signal.SIGWINCH})\n"
+    "print('SIGWINCH', tuple(os.get_terminal_size()), flush=True)\n"
+)
+
+
+async def test_a_tty_run_is_a_terminal_answered_over_stdin(server: LiveServer) -> None:
+    """A tty run prompts without a newline, reads the keystrokes the socket sends (echoed, as a
+    terminal does), and streams one stream whose joined chunks are the stored stdout, also for
+    a late subscriber."""
+    async with ws_connect(server) as ws:
+        session = await create(ws, PROMPT)
+        execution_id = await run(ws, session["id"], tty=True)
+        seen: list[dict] = []
+        while "name? " not in joined(seen, "stdout"):
+            seen.append(await ws.recv())
+        await ws.send({"type": "stdin", "execution_id": execution_id, "data": "ada\r"})
+        seen += await ws.until("finished", execution_id)
+    finished = seen[-1]
+    assert (finished["status"], finished["tty"], finished["interactive"]) == (
+        "COMPLETED",
+        True,
+        True,
+    )
+    assert finished["stdout"] == "name? ada\r\nhello, ada True\r\n" == joined(seen, "stdout")
+    assert finished["stderr"] == "" and {e["stream"] for e in outputs(seen)} == {"stdout"}
+    assert [e["seq"] for e in outputs(seen)] == list(range(1, len(outputs(seen)) + 1))
+    async with ws_connect(server) as late:
+        await late.send({"type": "subscribe", "execution_id": execution_id})
+        replayed = await late.until("finished", execution_id)
+    assert [(e["seq"], e["data"]) for e in outputs(replayed)] == [
+        (e["seq"], e["data"]) for e in outputs(seen)
+    ]
+
+
+async def test_resize_reaches_a_tty_run(server: LiveServer) -> None:
+    """resize sends the program SIGWINCH with the new size; one sent before the program
+    started is the size it starts with."""
+    async with ws_connect(server) as ws:
+        session = await create(ws, SIZE_THEN_SIGWINCH)
+        execution_id = await run(ws, session["id"], tty=True)
+        # before the start: whatever comes first, the program reads this size at its start
+        await ws.send({"type": "resize", "execution_id": execution_id, "cols": 120, "rows": 40})
+        seen: list[dict] = []
+        while "(120, 40)\r\n" not in joined(seen, "stdout"):
+            seen.append(await ws.recv())
+        answers = await answers_to(
+            ws, {"type": "resize", "execution_id": execution_id, "cols": 100, "rows": 30}
+        )
+        assert answers == []
+        seen += await ws.until("finished", execution_id)
+    assert seen[-1]["stdout"] == "(120, 40)\r\nSIGWINCH (100, 30)\r\n"
+
+
+async def test_resize_is_refused_where_there_is_no_terminal(server: LiveServer) -> None:
+    """resize of a run without tty is a conflict, of a finished run too, of nothing not found,
+    and a size out of bounds a bad request; the socket stays open."""
+    async with ws_connect(server) as ws:
+        session = await create(ws, "import time\ntime.sleep(30)")
+        execution_id = await run(ws, session["id"])
+        resize = {"type": "resize", "execution_id": execution_id, "cols": 80, "rows": 24}
+        assert [e["code"] for e in await answers_to(ws, resize)] == ["conflict"]
+        too_wide = {**resize, "cols": 1001}
+        assert [e["code"] for e in await answers_to(ws, too_wide)] == ["bad_request"]
+        unknown = {**resize, "execution_id": "00000000-0000-4000-8000-000000000000"}
+        assert [e["code"] for e in await answers_to(ws, unknown)] == ["not_found"]
+        await ws.send({"type": "cancel", "execution_id": execution_id})
+        await ws.until("finished", execution_id)
+        assert [e["code"] for e in await answers_to(ws, resize)] == ["conflict"]
+
+
+async def test_a_tty_run_that_times_out_says_so_on_its_terminal(server: LiveServer) -> None:
+    """The timeout notice of a tty run is the terminal's last line, on its one stream."""
+    async with ws_connect(server) as ws:
+        session = await create(ws, "print('waiting')\ninput()")
+        execution_id = await run(ws, session["id"], tty=True, limits={"timeout_s": 1})
+        seen = await ws.until("finished", execution_id)
+    finished = seen[-1]
+    assert finished["status"] == "TIMEOUT"
+    assert finished["stdout"] == "waiting\r\nExecution exceeded 1 second timeout"
+    assert joined(seen, "stdout") == finished["stdout"] and finished["stderr"] == ""

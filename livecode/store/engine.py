@@ -116,8 +116,9 @@ class Database:
                 yield conn
 
     def create_tables(self) -> None:
-        """Create the tables that do not exist yet (``metadata.create_all``; embedded mode), and
-        add the nullable columns a database made by an older release lacks."""
+        """Create the tables that do not exist yet (``metadata.create_all``; embedded mode),
+        and add to those of an older release the columns added since (schema.sql does the
+        same with ALTER TABLE ... ADD COLUMN IF NOT EXISTS)."""
         with self.errors(), self.one_at_a_time():
             metadata.create_all(self.engine)
             with self.engine.begin() as conn:
@@ -157,15 +158,19 @@ class Database:
 
 
 def _add_missing_columns(conn: sa.Connection) -> None:
-    """ALTER TABLE ... ADD COLUMN for each nullable column of tables.py a table lacks (SQLite;
-    schema.sql does the same for PostgreSQL)."""
+    """ALTER TABLE ... ADD COLUMN for each column of tables.py a table lacks; a column added
+    after the first release is nullable or has a default, so the rows it finds get one."""
     inspector = sa.inspect(conn)
     for table in metadata.sorted_tables:
         present = {column["name"] for column in inspector.get_columns(table.name)}
         for column in table.columns:
-            if column.name not in present and column.nullable and column.server_default is None:
-                kind = column.type.compile(dialect=conn.dialect)
-                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+            if column.name in present:
+                continue
+            if not column.nullable and column.server_default is None:
+                raise RuntimeError(f"{table.name}.{column.name} needs a default to be added")
+            definition = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {definition}")
+            logger.info("added column %s.%s to an older database", table.name, column.name)
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:

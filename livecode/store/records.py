@@ -111,6 +111,7 @@ class Execution(_Record):
     memory_kb: Outcome[int | None] = None
     attempt: int = 0
     interactive: Annotated[bool, Mark.SENT_WHEN_TRUE] = False
+    tty: Annotated[bool, Mark.SENT_WHEN_TRUE] = False
     # The output events as (stream, n_chars) in seq order, so a follower joining after the end
     # is replayed the same events with the same seq numbers.
     chunks: Private[Outcome[list[tuple[str, int]] | None]] = None
