@@ -50,6 +50,8 @@ CREATE TABLE IF NOT EXISTS executions (
     created_at         TIMESTAMP WITH TIME ZONE NOT NULL,
     judge0             TEXT,
     tty                BOOLEAN     NOT NULL DEFAULT false,
+    case_inputs        TEXT,
+    cases              TEXT,
     -- the values of ExecutionStatus and Reason (runners/result.py)
     CONSTRAINT executions_status_check
         CHECK (status IN ('QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'TIMEOUT', 'CANCELLED')),
@@ -61,6 +63,8 @@ CREATE TABLE IF NOT EXISTS executions (
 -- Columns added after the first release: a database made before them gets them here.
 ALTER TABLE executions ADD COLUMN IF NOT EXISTS judge0 TEXT;
 ALTER TABLE executions ADD COLUMN IF NOT EXISTS tty BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE executions ADD COLUMN IF NOT EXISTS case_inputs TEXT;
+ALTER TABLE executions ADD COLUMN IF NOT EXISTS cases TEXT;
 
 CREATE INDEX IF NOT EXISTS ix_executions_session_id_created_at
     ON executions (session_id, created_at);

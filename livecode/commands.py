@@ -203,6 +203,7 @@ class Commands:
         stdin = options.stdin.encode() if options.stdin is not None else None
         if stdin is not None and len(stdin) > self.settings.max_stdin_bytes:
             raise TooLarge(f"stdin is larger than {self.settings.max_stdin_bytes} bytes")
+        case_inputs = self._case_inputs(options)
         limits = self._limits(options.limits)
         if session_id is not None:
             session_id = parse_id(session_id, "session")  # one spelling, one rate counter
@@ -224,6 +225,7 @@ class Commands:
             # a terminal's stdin is its keyboard: open while the program runs
             interactive=options.interactive or options.tty,
             tty=options.tty,
+            case_inputs=case_inputs,
             owner=owner,
             max_runs_per_session=self.settings.runs_per_session if session_id else None,
             max_queued=self.settings.queue_cap,
@@ -237,6 +239,30 @@ class Commands:
             self.store.fail(execution.id, "the queue was unavailable")
             raise
         return execution
+
+    def _case_inputs(self, options: RunOptions) -> list[dict[str, Any]] | None:
+        """The run's test cases as stored, or None for a run without.
+
+        Raises InvalidValue (422) past LIVECODE_MAX_CASES, for no case at all, and with what
+        a batch of cases cannot have (tty, interactive stdin, a stdin of the run's own);
+        TooLarge (413) when the cases' stdin, or their expected outputs, add up to more than
+        LIVECODE_MAX_STDIN_BYTES.
+        """
+        if options.cases is None:
+            return None
+        most = self.settings.max_cases
+        if not 1 <= len(options.cases) <= most:
+            raise InvalidValue(f"cases: from 1 to {most} cases, got {len(options.cases)}")
+        for name in ("tty", "interactive", "stdin"):
+            if getattr(options, name):
+                raise InvalidValue(f"cases: each case has its own stdin; {name} is not for them")
+        cap = self.settings.max_stdin_bytes
+        if sum(len(case.stdin.encode()) for case in options.cases) > cap:
+            raise TooLarge(f"the stdin of all cases is larger than {cap} bytes")
+        expected = (case.expected_output or "" for case in options.cases)
+        if sum(len(text.encode()) for text in expected) > cap:
+            raise TooLarge(f"the expected outputs of all cases are larger than {cap} bytes")
+        return [case.model_dump() for case in options.cases]
 
     def _limits(self, requested: RequestedLimits | None) -> Limits:
         """The run's limits: the server's, lowered where the request asks.

@@ -87,6 +87,7 @@ class Settings:
     output_limit_bytes: int = _RUN_LIMITS.output_limit_bytes
     max_source_bytes: int = 262144
     max_stdin_bytes: int = 1048576
+    max_cases: int = 20  # test cases of one run (each runs in a sandbox of its own)
     runs_per_minute: int = 10
     runs_per_session: int = 100
     queue_cap: int = 1000
@@ -133,7 +134,7 @@ class Settings:
         """Raise ConfigError naming the first variable with an unusable value."""
         positive = (
             "port wall_timeout_s compile_timeout_s memory_mb max_processes output_limit_bytes "
-            "max_source_bytes max_stdin_bytes runs_per_minute runs_per_session queue_cap "
+            "max_source_bytes max_stdin_bytes max_cases runs_per_minute runs_per_session queue_cap "
             "worker_threads ws_messages_per_s"
         ).split()
         for name in positive:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 
 from livecode.errors import LivecodeError
 from livecode.store import Execution, Session, SessionStatus
-from livecode.store.records import STREAM_FIELDS, Id, Mark, marked
+from livecode.store.records import STREAM_FIELDS, CaseResult, Id, Mark, marked
 from runners import ExecutionStatus, Language as RunnersLanguage, Reason, Stream
 
 # -- bodies --------------------------------------------------------------------------------
@@ -98,8 +98,9 @@ BODIES: tuple[type[BaseModel], ...] = (
     Error,
 )
 
-# The bodies whose fields are left out rather than sent as null when they have no value.
-LEAVES_OUT_NONE: frozenset[type[BaseModel]] = frozenset({Execution, Health})
+# The bodies (and parts of them) whose fields are left out rather than sent as null when they
+# have no value.
+LEAVES_OUT_NONE: frozenset[type[BaseModel]] = frozenset({Execution, CaseResult, Health})
 
 _SENT_WHEN_FINAL = marked(Execution, Mark.SENT_WHEN_FINAL)
 _SENT_WHEN_TRUE = marked(Execution, Mark.SENT_WHEN_TRUE)
@@ -166,13 +167,15 @@ class StatusEvent(TypedDict):
 
 
 class OutputEvent(TypedDict):
-    """One chunk of one stream (stdout, stderr, compile), numbered by seq."""
+    """One chunk of one stream (stdout, stderr, compile), numbered by seq; a test case's chunk
+    says which case (its index)."""
 
     type: Literal["output"]
     execution_id: str
     stream: str
     seq: int
     data: str
+    case: NotRequired[int]
 
 
 class FinishedEvent(TypedDict):
@@ -294,15 +297,20 @@ def status_event(execution: Execution) -> StatusEvent:
     )
 
 
-def output_event(execution_id: str, stream: str, seq: int, data: str) -> OutputEvent:
-    """`output`: one chunk of one stream, numbered by seq."""
-    return {
+def output_event(
+    execution_id: str, stream: str, seq: int, data: str, case: int | None = None
+) -> OutputEvent:
+    """`output`: one chunk of one stream, numbered by seq (and of a test case: its index)."""
+    event: OutputEvent = {
         "type": "output",
         "execution_id": execution_id,
         "stream": stream,
         "seq": seq,
         "data": data,
     }
+    if case is not None:
+        event["case"] = case
+    return event
 
 
 def finished_event(execution: Execution) -> FinishedEvent:
@@ -391,16 +399,18 @@ def pong(ref: str | None) -> Pong:
 def replay_events(execution: Execution) -> list[ExecutionEvent]:
     """Every event of a final execution rebuilt from the store, with the seq each chunk had live.
 
-    The stored `chunks` index ([stream, n_chars] per seq) cuts the stored outputs back into the
-    chunks that were published, so late followers see the same events as live ones.
+    The stored `chunks` index ([stream, n_chars] per seq, [stream, n_chars, case] for a test
+    case's) cuts the stored outputs back into the chunks that were published, so late followers
+    see the same events as live ones.
     """
     events: list[ExecutionEvent] = [status_event(execution)]
     offsets = dict.fromkeys(STREAM_FIELDS, 0)
-    for seq, (name, length) in enumerate(execution.chunks or (), start=1):
+    for seq, (name, length, *case) in enumerate(execution.chunks or (), start=1):
         stream = Stream(name)
         text = getattr(execution, STREAM_FIELDS[stream]) or ""
         start = offsets[stream]
         offsets[stream] = start + length
-        events.append(output_event(execution.id, name, seq, text[start : start + length]))
+        data = text[start : start + length]
+        events.append(output_event(execution.id, name, seq, data, *case))
     events.append(finished_event(execution))
     return events

@@ -21,8 +21,9 @@ from livecode import events
 from livecode.bus import HISTORY_AFTER_FINAL_S, Bus, control_channel, execution_channel
 from livecode.errors import NotFound, Unavailable
 from livecode.store import Execution, Store
-from livecode.store.records import OUTCOME_FIELDS, STREAM_FIELDS
+from livecode.store.records import OUTCOME_FIELDS, STREAM_FIELDS, CaseResult
 from runners import (
+    Case,
     Control,
     ExecutionStatus,
     Limits,
@@ -109,11 +110,14 @@ class Executor:
         """Run in the sandbox, store the final state; return the `finished` event."""
         streamed = _Streamed()
 
-        def on_output(stream: Stream, text: str) -> None:
+        def on_case_output(case: int | None, stream: Stream, text: str) -> None:
             # PostgreSQL text cannot hold NUL; replace it alike in what is sent and stored.
             text = text.replace("\x00", "\ufffd")
-            seq = streamed.add(str(stream), text)
-            events_out.publish(events.output_event(execution.id, str(stream), seq, text))
+            seq = streamed.add(str(stream), text, case)
+            events_out.publish(events.output_event(execution.id, str(stream), seq, text, case))
+
+        def on_output(stream: Stream, text: str) -> None:
+            on_case_output(None, stream, text)
 
         program = Program(
             language=execution.language,
@@ -122,20 +126,24 @@ class Executor:
             args=tuple(execution.args),
             interactive=execution.interactive,
             tty=execution.tty,
+            cases=_cases(execution),
         )
         limits = Limits(**execution.limits)
         try:
-            result = self.sandbox.run(program, limits, on_output, control)
+            result = self.sandbox.run(
+                program, limits, on_output, control, on_case_output=on_case_output
+            )
         except RunnerError as exc:
             log.error("execution %s could not run: %s", execution.id, exc)
             return self._finish(execution, streamed, _internal_error(str(exc)))
         except Exception:
             log.exception("execution %s failed inside the executor", execution.id)
             return self._finish(execution, streamed, _internal_error("internal error"))
-        if result.reason == Reason.TIMEOUT and not result.stderr_truncated:
+        if result.reason == Reason.TIMEOUT and not result.stderr_truncated and not result.cases:
             # The reference API reports a timeout in stderr; send it as a chunk too, so the
             # streamed output and the stored one stay byte-equal. A terminal has one stream:
-            # there it is the terminal's last line.
+            # there it is the terminal's last line. (A test case that timed out says it in its
+            # own `error`: its stderr is the program's alone.)
             notice = f"Execution exceeded {limits.wall_timeout_s:g} second timeout"
             stream, text, newline = Stream.STDERR, result.stderr, "\n"
             if execution.tty:
@@ -248,19 +256,23 @@ class _ControlInbox:
 
 
 class _Streamed:
-    """What has been published so far: the chunk index ([stream, n_chars] per seq) and texts."""
+    """What has been published so far: the chunk index ([stream, n_chars] per seq, and the case
+    as a third item for a test case's chunk) and the texts, per stream and per case."""
 
     def __init__(self) -> None:
         self.index: list[list[Any]] = []
-        self._parts: dict[str, list[str]] = {stream: [] for stream in Stream}
+        self._parts: dict[tuple[str, int | None], list[str]] = collections.defaultdict(list)
 
-    def add(self, stream: str, text: str) -> int:
-        self.index.append([stream, len(text)])
-        self._parts[stream].append(text)
+    def add(self, stream: str, text: str, case: int | None = None) -> int:
+        self.index.append([stream, len(text)] if case is None else [stream, len(text), case])
+        self._parts[stream, None].append(text)
+        if case is not None:
+            self._parts[stream, case].append(text)
         return len(self.index)
 
-    def text(self, stream: str) -> str:
-        return "".join(self._parts[stream])
+    def text(self, stream: str, case: int | None = None) -> str:
+        """All of a stream (case None), or a test case's part of it."""
+        return "".join(self._parts[stream, case])
 
 
 def _outcome(result: Result, streamed: _Streamed) -> dict[str, Any]:
@@ -275,7 +287,42 @@ def _outcome(result: Result, streamed: _Streamed) -> dict[str, Any]:
     for stream, name in STREAM_FIELDS.items():
         outcome[name] = streamed.text(stream)
     outcome["chunks"] = streamed.index
+    # one per test case (Result names them alike, but they are runners' Results), else none
+    outcome["cases"] = [
+        _case_result(index, case, streamed) for index, case in enumerate(result.cases)
+    ] or None
     return outcome
+
+
+def _case_result(index: int, result: Result, streamed: _Streamed) -> CaseResult:
+    """A test case's stored result: the Result of its run, its output what was published."""
+    return CaseResult(
+        status=result.status,
+        reason=result.reason,
+        exit_code=result.exit_code,
+        signal=result.signal,
+        stdout=streamed.text(Stream.STDOUT, index),
+        stderr=streamed.text(Stream.STDERR, index),
+        stdout_truncated=result.stdout_truncated,
+        stderr_truncated=result.stderr_truncated,
+        execution_time_ms=result.wall_time_ms,
+        cpu_time_ms=result.cpu_time_ms,
+        memory_kb=result.memory_kb,
+        verdict=result.verdict,
+        error_message=result.message,
+    )
+
+
+def _cases(execution: Execution) -> tuple[Case, ...]:
+    """The execution's test cases for the runner; a case without args has the run's."""
+    return tuple(
+        Case(
+            stdin=case["stdin"].encode(),
+            args=tuple(execution.args if case.get("args") is None else case["args"]),
+            expected_output=case.get("expected_output"),
+        )
+        for case in execution.case_inputs or ()
+    )
 
 
 def _with_retries(write: Callable[[], _T], what: str = "storing a final state") -> _T:

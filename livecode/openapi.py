@@ -230,8 +230,9 @@ def _add_component(
     schema = model.model_json_schema(
         mode=mode, by_alias=True, ref_template="#/components/schemas/{model}"
     )
+    leave_out_none = {body.__name__ for body in events.LEAVES_OUT_NONE}
     for name, used in schema.pop("$defs", {}).items():
-        schemas[name] = _openapi_30(used)
+        schemas[name] = _openapi_30(_as_sent(used) if name in leave_out_none else used)
     if mode == "serialization" and schema.get("additionalProperties") is False:
         del schema["additionalProperties"]  # the records refuse unknown columns, not clients
     if model in events.LEAVES_OUT_NONE:

@@ -5,7 +5,7 @@ WebSocket client messages (SPEC.md, "WebSocket /ws"), each with an optional `ref
     create       {language, source_code}
     open         {session_id}
     autosave     {session_id, source_code, base_version?}
-    run          {session_id, stdin?, args?, limits?, interactive?, tty?}
+    run          {session_id, stdin?, args?, limits?, interactive?, tty?, cases?}
     subscribe    {execution_id, since?}
     unsubscribe  {execution_id}
     stdin        {execution_id, data, eof?}
@@ -93,17 +93,31 @@ class RequestedLimits(_Message):
     output_limit_bytes: PositiveInt | None = None
 
 
+Args = Annotated[list[Annotated[Code, Field(max_length=4096)]], Field(max_length=64)]
+
+
+class CaseInput(_Message):
+    """One test case of a run: its stdin, its arguments (unset: the run's), and the output it
+    should print (unset: no verdict)."""
+
+    stdin: Text = ""
+    args: Args | None = None
+    expected_output: Text | None = None
+
+
 class RunOptions(_Message):
     """Body of POST /code-sessions/{id}/run (optional) and the options of a WS run."""
 
     model_config = _example({"stdin": "world", "limits": {"timeout_s": 5}})
 
     stdin: Text | None = None
-    args: list[Annotated[Code, Field(max_length=4096)]] = Field(default_factory=list, max_length=64)
+    args: Args = Field(default_factory=list)
     limits: RequestedLimits | None = None
     interactive: StrictBool = False
     # a terminal of its own (80x24 until a resize): one output stream, stdin typed into it
     tty: StrictBool = False
+    # compiled once, each case run in a fresh sandbox (at most LIVECODE_MAX_CASES)
+    cases: list[CaseInput] | None = None
 
 
 class CreateSession(_Message):

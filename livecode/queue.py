@@ -47,9 +47,9 @@ class Queue:
         self.broker = WakingRedisBroker(
             url=settings.redis_url, namespace="livecode-dramatiq", middleware=middleware
         )
-        backstop_ms = int(
-            (settings.wall_timeout_s + settings.compile_timeout_s + BACKSTOP_MARGIN_S) * 1000
-        )
+        # a run with test cases runs its program once per case, each with the wall time
+        longest_s = settings.wall_timeout_s * settings.max_cases + settings.compile_timeout_s
+        backstop_ms = int((longest_s + BACKSTOP_MARGIN_S) * 1000)
         self.actor: dramatiq.Actor[[str], None] = dramatiq.actor(  # type: ignore[call-overload]
             self._receive,
             broker=self.broker,

@@ -9,8 +9,8 @@ Conventions:
   they are stored and both databases hold the same thing;
 - timestamps are timezone-aware UTC datetimes (:class:`UTCDateTime`): ``timestamptz`` in
   PostgreSQL, an ISO-like UTC string in SQLite;
-- JSON values (``args``, ``limits``, ``chunks``, ``judge0``) are stored as JSON text
-  (:class:`JSONText`).
+- JSON values (``args``, ``limits``, ``chunks``, ``judge0``, ``case_inputs``, ``cases``) are
+  stored as JSON text (:class:`JSONText`).
 """
 
 from __future__ import annotations
@@ -144,6 +144,8 @@ executions = sa.Table(
     # otherwise:
     sa.Column("judge0", JSONText, nullable=True),
     sa.Column("tty", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("case_inputs", JSONText, nullable=True),
+    sa.Column("cases", JSONText, nullable=True),
     sa.CheckConstraint(_one_of("status", ExecutionStatus), name="executions_status_check"),
     sa.CheckConstraint(_one_of("reason", Reason), name="executions_reason_check"),
     sa.Index("ix_executions_session_id_created_at", "session_id", "created_at"),

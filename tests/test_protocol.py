@@ -83,3 +83,25 @@ def test_optional_run_body() -> None:
     assert protocol.parse_body(protocol.RunOptions, b"", optional=True) == protocol.RunOptions()
     with pytest.raises(BadRequest):
         protocol.parse_body(protocol.CreateSession, b"")
+
+
+def test_a_run_with_cases_parses_each_case() -> None:
+    """A run's cases each have a stdin ("" when left out), maybe args, maybe an expected
+    output; a case with a field of its own that is not one of these is a bad request."""
+    message = protocol.parse_message(
+        json.dumps(
+            {
+                "type": "run",
+                "session_id": "s",
+                "cases": [{"stdin": "1 2", "args": ["x"], "expected_output": "3"}, {}],
+            }
+        )
+    )
+    assert isinstance(message, protocol.RunMessage) and message.cases is not None
+    assert [case.model_dump() for case in message.cases] == [
+        {"stdin": "1 2", "args": ["x"], "expected_output": "3"},
+        {"stdin": "", "args": None, "expected_output": None},
+    ]
+    for bad in ({"stdin": 1}, {"args": "x"}, {"args": ["\u0000"]}, {"expected": "3"}):
+        with pytest.raises(BadRequest, match="cases.0"):
+            protocol.parse_message(json.dumps({"type": "run", "session_id": "s", "cases": [bad]}))

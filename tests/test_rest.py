@@ -41,6 +41,30 @@ def test_a_one_shot_tty_run(server: LiveServer) -> None:
     assert execution["stdout"] == "abc\r\nTrue True abc\r\n" and execution["stderr"] == ""
 
 
+def test_a_one_shot_run_with_cases(server: LiveServer) -> None:
+    """POST /executions with cases answers (wait=true) with one result per case; past
+    LIVECODE_MAX_CASES it is a 422, and cases whose stdin adds up to more than the stdin
+    limit a 413."""
+    run = {"language": "python", "source_code": "print(input()[::-1])"}
+    cases = [{"stdin": "abc", "expected_output": "cba"}, {"stdin": "xy", "expected_output": "x"}]
+    with server.client() as client:
+        answer = client.post("/executions?wait=true", json={**run, "cases": cases})
+        assert answer.status_code == 200, answer.text
+        execution = answer.json()
+        assert [(c["stdout"], c["verdict"]) for c in execution["cases"]] == [
+            ("cba\n", "accepted"),
+            ("yx\n", "wrong_answer"),
+        ]
+        assert execution["status"] == "COMPLETED" and execution["stdout"] == "cba\nyx\n"
+        too_many = [{"stdin": "a"}] * (server.settings.max_cases + 1)
+        refused = client.post("/executions", json={**run, "cases": too_many})
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "bad_request"
+        assert str(server.settings.max_cases) in refused.json()["error"]["message"]
+        half = "a" * (server.settings.max_stdin_bytes // 2 + 1)
+        too_large = client.post("/executions", json={**run, "cases": [{"stdin": half}] * 2})
+        assert too_large.status_code == 413, too_large.text
+
+
 def test_reference_flow(server: LiveServer) -> None:
     """Create, autosave, read, run, poll, list and delete, with the reference's JSON shapes."""
     with server.client() as client:

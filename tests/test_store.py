@@ -13,8 +13,9 @@ import sqlalchemy as sa
 
 from livecode import errors, store as store_module
 from livecode.store import Execution, Session, SessionStatus, Store
+from livecode.store.records import CaseResult
 from livecode.tables import code_sessions, executions, metadata
-from runners import ExecutionStatus
+from runners import ExecutionStatus, Reason, Verdict
 from tests.utils import SCHEMA_SQL, TIMEOUT, postgresql_schema, require_postgresql
 
 LIMITS = {"timeout_s": 5.0, "memory_mb": 128, "max_processes": 16, "output_limit_bytes": 1024}
@@ -249,16 +250,19 @@ def test_a_tty_execution_says_so(store: Store) -> None:
 
 
 def test_a_database_of_an_older_release_gets_the_new_columns(store: Store) -> None:
-    """A database made before the tty column existed gets it when the tables are made again
-    (SQLite: create_tables; PostgreSQL: schema.sql), and its executions read as without."""
+    """A database made before the tty and cases columns existed gets them when the tables are
+    made again (SQLite: create_tables; PostgreSQL: schema.sql), and its executions read as
+    without."""
     execution = _execution(store)
     with store.engine.begin() as conn:
-        conn.exec_driver_sql("ALTER TABLE executions DROP COLUMN tty")
+        for column in ("tty", "case_inputs", "cases"):
+            conn.exec_driver_sql(f"ALTER TABLE executions DROP COLUMN {column}")
     if store.engine.dialect.name == "sqlite":
         store.create_tables()
     else:
         store.apply_schema_sql(SCHEMA_SQL)
-    assert store.get_execution(execution.id).tty is False
+    read = store.get_execution(execution.id)
+    assert (read.tty, read.case_inputs, read.cases) == (False, None, None)
     assert store.get_execution(_execution(store, tty=True).id).tty is True
 
 
@@ -424,6 +428,34 @@ def test_finish_accepts_plain_strings_and_list_chunks(store: Store) -> None:
     finished = _finish(store, execution.id, status="TIMEOUT", chunks=[["stdout", 2]])
     assert finished is not None and finished.status is ExecutionStatus.TIMEOUT
     assert finished.chunks == [("stdout", 2)]
+
+
+def test_an_execution_with_cases_keeps_them_and_their_results(store: Store) -> None:
+    """The cases asked for are kept (never sent); each case's result is stored with the end,
+    and the chunk index says which case each chunk was of."""
+    case_inputs = [{"stdin": "1", "args": None, "expected_output": "1"}, {"stdin": "x\u0000"}]
+    execution = _execution(store, case_inputs=case_inputs)
+    assert store.get_execution(execution.id).case_inputs == case_inputs
+    store.claim(execution.id)
+    results = [
+        CaseResult(status=ExecutionStatus.COMPLETED, reason=Reason.EXIT, exit_code=0,
+                   stdout="1\n", stderr="", verdict=Verdict.ACCEPTED, execution_time_ms=3),
+        CaseResult(status=ExecutionStatus.TIMEOUT, reason=Reason.TIMEOUT, signal=9, stdout="",
+                   stderr="", error_message="Execution exceeded 1 second timeout"),
+    ]  # fmt: skip
+    finished = _finish(
+        store,
+        execution.id,
+        status=ExecutionStatus.TIMEOUT,
+        reason="timeout",
+        cases=results,
+        chunks=[["compile", 4], ("stdout", 2, 0)],
+    )
+    assert finished is not None and finished.cases == results
+    assert finished.chunks == [("compile", 4), ("stdout", 2, 0)]
+    read = store.get_execution(execution.id)
+    assert read.cases == results and read.chunks == finished.chunks
+    assert _execution(store).case_inputs is None
 
 
 def test_finish_needs_a_final_status(store: Store) -> None:

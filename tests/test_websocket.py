@@ -554,3 +554,118 @@ async def test_a_tty_run_that_times_out_says_so_on_its_terminal(server: LiveServ
     assert finished["status"] == "TIMEOUT"
     assert finished["stdout"] == "waiting\r\nExecution exceeded 1 second timeout"
     assert joined(seen, "stdout") == finished["stdout"] and finished["stderr"] == ""
+
+
+SUM = {
+    "python": "import sys\na, b = map(int, sys.stdin.read().split())\n"
+    "print(a + b, *sys.argv[1:])\nprint('case', a, file=sys.stderr)",
+    "javascript": "const [a, b] = require('fs').readFileSync(0, 'utf8').trim().split(/\\s+/)"
+    ".map(Number);\nconsole.log([a + b, ...process.argv.slice(2)].join(' '));\n"
+    "console.error('case', a);",
+    "c++": "#include <iostream>\nint main(int argc, char** argv) { long a, b; std::cin >> a >> b;\n"
+    "  std::cout << a + b; for (int i = 1; i < argc; i++) std::cout << ' ' << argv[i];\n"
+    "  std::cout << '\\n'; std::cerr << \"case \" << a << '\\n'; }",
+}
+CASES = [
+    {"stdin": "1 2", "expected_output": "3 run-arg"},  # the run's args, as it has none
+    {"stdin": "2 2", "args": ["x"], "expected_output": "4 x  \n"},  # trailing space ignored
+    {"stdin": "3 3", "expected_output": "7"},
+    {"stdin": "4 4"},
+]
+
+
+def case_joined(events: list[dict], case: int, stream: str) -> str:
+    return "".join(
+        e["data"] for e in outputs(events) if e.get("case") == case and e["stream"] == stream
+    )
+
+
+@pytest.mark.parametrize("language", ["python", "javascript", "c++"])
+async def test_cases_report_each_its_output_and_verdict(server: LiveServer, language: str) -> None:
+    """A run with cases streams each case's output tagged with its index; the finished
+    execution has one result per case (status, output, times, verdict), and every way of
+    joining the events gives back what is stored: per case, and per stream for the run."""
+    async with ws_connect(server) as ws:
+        session = await create(ws, SUM[language], language)
+        execution_id = await run(ws, session["id"], cases=CASES, args=["run-arg"])
+        seen = await ws.until("finished", execution_id)
+    finished = seen[-1]
+    cases = finished["cases"]
+    assert [case["stdout"] for case in cases] == [
+        "3 run-arg\n",
+        "4 x\n",
+        "6 run-arg\n",
+        "8 run-arg\n",
+    ]
+    assert [case.get("verdict") for case in cases] == ["accepted", "accepted", "wrong_answer", None]
+    for index, case in enumerate(cases):
+        assert (case["status"], case["reason"], case["exit_code"]) == ("COMPLETED", "exit", 0)
+        assert case["execution_time_ms"] >= 0 and case["memory_kb"] > 0
+        assert case_joined(seen, index, "stdout") == case["stdout"]
+        assert case_joined(seen, index, "stderr") == case["stderr"] == f"case {index + 1}\n"
+    assert (finished["status"], finished["reason"]) == ("COMPLETED", "exit")
+    assert joined(seen, "stdout") == finished["stdout"] == "".join(c["stdout"] for c in cases)
+    assert joined(seen, "stderr") == finished["stderr"]
+    assert all("case" not in e for e in outputs(seen) if e["stream"] == "compile")
+    assert [e["seq"] for e in outputs(seen)] == list(range(1, len(outputs(seen)) + 1))
+    async with ws_connect(server) as late:
+        await late.send({"type": "subscribe", "execution_id": execution_id})
+        replayed = await late.until("finished", execution_id)
+    assert outputs(replayed) == outputs(seen)  # with their case indexes
+    with server.client() as client:
+        assert client.get(f"/executions/{execution_id}").json()["cases"] == cases
+
+
+async def test_a_compile_error_runs_no_case(server: LiveServer) -> None:
+    """C++ that does not compile runs no case: every case reports compile_error, only the
+    compiler's output is streamed."""
+    async with ws_connect(server) as ws:
+        session = await create(ws, "int main() { nope }", "c++")
+        execution_id = await run(ws, session["id"], cases=CASES)
+        seen = await ws.until("finished", execution_id)
+    finished = seen[-1]
+    assert (finished["status"], finished["reason"]) == ("FAILED", "compile_error")
+    assert "nope" in finished["compile_output"] == joined(seen, "compile")
+    assert [(c["status"], c["reason"], c["stdout"]) for c in finished["cases"]] == [
+        ("FAILED", "compile_error", "")
+    ] * len(CASES)
+    assert {e["stream"] for e in outputs(seen)} == {"compile"}
+
+
+async def test_a_case_timing_out_beside_passing_ones(server: LiveServer) -> None:
+    """One case loops and times out; the others pass; the run says TIMEOUT."""
+    source = "import sys\nn = int(sys.stdin.read())\nwhile n == 2: pass\nprint(n)"
+    cases = [{"stdin": str(n), "expected_output": str(n)} for n in (1, 2, 3)]
+    async with ws_connect(server) as ws:
+        session = await create(ws, source)
+        execution_id = await run(ws, session["id"], cases=cases, limits={"timeout_s": 1})
+        seen = await ws.until("finished", execution_id)
+    finished = seen[-1]
+    assert [(c["status"], c.get("verdict")) for c in finished["cases"]] == [
+        ("COMPLETED", "accepted"),
+        ("TIMEOUT", None),
+        ("COMPLETED", "accepted"),
+    ]
+    assert finished["cases"][1]["error"] == "Execution exceeded 1 second timeout"
+    assert (finished["status"], finished["reason"]) == ("TIMEOUT", "timeout")
+    assert joined(seen, "stderr") == finished["stderr"] == ""
+
+
+async def test_cases_over_the_cap_or_with_a_terminal_are_refused(server: LiveServer) -> None:
+    """More cases than LIVECODE_MAX_CASES, no case at all, or cases with tty, interactive or a
+    stdin of the run's own are refused with bad_request; the socket stays open."""
+    most = server.settings.max_cases
+    async with ws_connect(server) as ws:
+        session = await create(ws, "print(input())")
+        for options in (
+            {"cases": [{"stdin": "x"}] * (most + 1)},
+            {"cases": []},
+            {"cases": [{"stdin": "x"}], "tty": True},
+            {"cases": [{"stdin": "x"}], "interactive": True},
+            {"cases": [{"stdin": "x"}], "stdin": "y"},
+        ):
+            answer = await ws.request({"type": "run", "session_id": session["id"], **options})
+            assert (answer["type"], answer["code"]) == ("error", "bad_request"), options
+        execution_id = await run(ws, session["id"], cases=[{"stdin": "x\n"}] * most)
+        finished = (await ws.until("finished", execution_id))[-1]
+    assert [case["stdout"] for case in finished["cases"]] == ["x\n"] * most

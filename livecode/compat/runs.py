@@ -132,7 +132,7 @@ def _pieces(execution: Execution) -> list[tuple[str, str]] | None:
     }
     offsets = dict.fromkeys(texts, 0)
     pieces = []
-    for stream, length in execution.chunks:
+    for stream, length, *_case in execution.chunks:  # a test case's index: none here
         start = offsets[stream]
         offsets[stream] = start + length
         pieces.append((stream, texts[stream][start : start + length]))

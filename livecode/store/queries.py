@@ -24,7 +24,13 @@ import sqlalchemy as sa
 from livecode import errors
 from livecode.store.engine import Database, create_engine
 from livecode.store.fastsql import FastPath
-from livecode.store.records import OUTCOME_FIELDS, Execution, Session, SessionStatus
+from livecode.store.records import (
+    OUTCOME_FIELDS,
+    CaseResult,
+    Execution,
+    Session,
+    SessionStatus,
+)
 from livecode.tables import code_sessions, executions
 from runners import ExecutionStatus, Reason
 
@@ -190,6 +196,7 @@ class Store:
         limits: Mapping[str, Any],
         interactive: bool,
         tty: bool = False,
+        case_inputs: Sequence[Mapping[str, Any]] | None = None,
         owner: str = "",
         max_runs_per_session: int | None = None,
         max_queued: int | None = None,
@@ -237,6 +244,7 @@ class Store:
                 limits=dict(limits),
                 interactive=interactive,
                 tty=tty,
+                case_inputs=None if case_inputs is None else [dict(case) for case in case_inputs],
                 status=ExecutionStatus.QUEUED,
                 queued_at=now,
                 created_at=now,
@@ -280,7 +288,8 @@ class Store:
         """Write an execution's final state, from RUNNING (or QUEUED: an error before claim).
 
         ``outcome`` holds values of the execution's `Outcome` fields (records.py); ``chunks``,
-        the output index, is ``(stream, n_chars)`` per seq (tuples or lists).
+        the output index, is ``(stream, n_chars)`` or ``(stream, n_chars, case)`` per seq
+        (tuples or lists); ``cases`` holds CaseResults or their fields as dicts.
         Idempotent: returns None when the execution is already final (or gone).
         """
         status = ExecutionStatus(status)
@@ -291,7 +300,13 @@ class Store:
             raise RuntimeError(f"finish() writes outcome fields only, got {sorted(unknown)}")
         chunks = outcome.get("chunks")
         if chunks is not None:
-            outcome["chunks"] = [[str(stream), int(n)] for stream, n in chunks]
+            outcome["chunks"] = [[str(stream), *map(int, rest)] for stream, *rest in chunks]
+        cases = outcome.get("cases")
+        if cases is not None:  # JSON as the record reads it back: field names, no None
+            outcome["cases"] = [
+                CaseResult.model_validate(case).model_dump(mode="json", exclude_none=True)
+                for case in cases
+            ]
         execution = self._move(
             execution_id,
             from_statuses=(ExecutionStatus.QUEUED, ExecutionStatus.RUNNING),

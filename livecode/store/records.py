@@ -21,11 +21,12 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, computed_field
 
-from runners import ExecutionStatus, Reason, Stream
+from runners import ExecutionStatus, Reason, Stream, Verdict
 
 __all__ = [
     "OUTCOME_FIELDS",
     "STREAM_FIELDS",
+    "CaseResult",
     "Execution",
     "Mark",
     "Outcome",
@@ -83,6 +84,29 @@ class Session(_Record):
         return self.id
 
 
+class CaseResult(_Record):
+    """How one test case of an execution ended: its status and output (its output events'
+    data joined per stream), its times, and its verdict when it completed and expected an
+    output; fields without a value are omitted."""
+
+    status: ExecutionStatus
+    reason: Reason
+    exit_code: int | None = None
+    signal: int | None = None
+    stdout: str
+    stderr: str
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    execution_time_ms: int | None = None
+    cpu_time_ms: int | None = None
+    memory_kb: int | None = None
+    verdict: Verdict | None = None
+    error_message: Annotated[
+        str | None,
+        Field(serialization_alias="error", description="why it failed or timed out, in words"),
+    ] = None
+
+
 class Execution(_Record):
     """One run of some source, with its final state once it has one; fields not yet known are
     omitted."""
@@ -112,9 +136,14 @@ class Execution(_Record):
     attempt: int = 0
     interactive: Annotated[bool, Mark.SENT_WHEN_TRUE] = False
     tty: Annotated[bool, Mark.SENT_WHEN_TRUE] = False
-    # The output events as (stream, n_chars) in seq order, so a follower joining after the end
-    # is replayed the same events with the same seq numbers.
-    chunks: Private[Outcome[list[tuple[str, int]] | None]] = None
+    # Test cases as asked ({stdin, args, expected_output} each), None for a run without.
+    case_inputs: Private[list[dict[str, Any]] | None] = None
+    # One per test case, in order (their output is also joined, in order, in stdout/stderr).
+    cases: Outcome[list[CaseResult] | None] = None
+    # The output events as (stream, n_chars) in seq order, with the case index as a third item
+    # for a case's, so a follower joining after the end is replayed the same events with the
+    # same seq numbers.
+    chunks: Private[Outcome[list[tuple[str, int] | tuple[str, int, int]] | None]] = None
     error_message: Annotated[
         Outcome[str | None],
         Field(serialization_alias="error", description="why it failed or timed out, in words"),
