@@ -123,6 +123,17 @@ def test_progress_bar_and_colours_arrive_byte_for_byte(sandbox: Sandbox) -> None
     assert len(chunks.calls) > 2  # streamed as drawn, not at the end
 
 
+def test_a_character_split_across_writes_arrives_whole(sandbox: Sandbox) -> None:
+    """Through the terminal too, a character cut between two writes is never cut between two
+    chunks, and bytes that are not UTF-8 arrive as U+FFFD."""
+    chunks = Chunks()
+    result = run_tty(sandbox, program("utf8_split", "python", tty=True), chunks=chunks)
+    assert result.stdout == "a€\r\nbad \ufffd\ufffd end\r\n\ufffd"
+    assert "a" in [text for _stream, text in chunks.calls]  # the chunk before the split char
+    assert all(not text.startswith("\u20ac") or text.startswith("€\r\n") for _s, text in
+               chunks.calls)  # fmt: skip
+
+
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_a_prompt_is_answered_over_stdin(sandbox: Sandbox, language: str) -> None:
     """The prompt appears without a newline; the answer typed in is echoed and read."""
