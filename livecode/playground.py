@@ -1,15 +1,17 @@
 """The playground at / (issue 12): the editor page and its files, served from the package.
 
 `livecode/static/playground/` holds the page (`index.html`, `playground.css`, `theme.js`,
-written by hand) and `app.js`, built from `web/` with one command (README, "Playground") and
-committed, so that a Python-only install serves it with nothing fetched from elsewhere.
+written by hand) and `app.js` with `app.css` (xterm.js's stylesheet), built from `web/` with one
+command (README, "Playground") and committed, so that a Python-only install serves it with
+nothing fetched from elsewhere.
 
 Each file is read and gzipped once. The page names its files with `?v=<version>` (a hash of
 them all), so a file asked for at the current version is cached for good and any other answer
 is revalidated with its ETag. Every answer carries the security headers: the page runs no
-inline script, connects only to this server and may not be framed. Its one inline style is the
-style element CodeMirror adds, allowed by a nonce made for each page load (so the page itself
-is never cached). /docs keeps its own headers (its Swagger UI starts with an inline script).
+inline script, connects only to this server and may not be framed. Its inline styles are the
+style elements CodeMirror and xterm.js add, allowed by a nonce made for each page load (so the
+page itself is never cached); style attributes stay blocked. /docs keeps its own headers (its
+Swagger UI starts with an inline script).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from starlette.routing import Route
 STATIC_DIR = Path(__file__).parent / "static" / "playground"
 FILES = {
     "app.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
     "playground.css": "text/css; charset=utf-8",
     "theme.js": "text/javascript; charset=utf-8",
     "favicon.svg": "image/svg+xml",
@@ -60,7 +63,7 @@ def security_headers(host: str, style_nonce: str | None = None) -> dict[str, str
         [
             "default-src 'none'",
             "script-src 'self'",
-            # CodeMirror adds one style element, with the nonce it is given (EditorView.cspNonce).
+            # CodeMirror and xterm.js add style elements, given the nonce (web/src/terminal.js).
             f"style-src 'self' 'nonce-{style_nonce}'" if style_nonce else "style-src 'self'",
             "img-src 'self'",
             # 'self' covers ws: and wss: in CSP 3; the hosts are for browsers before it.

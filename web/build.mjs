@@ -1,5 +1,6 @@
-// Builds livecode/static/playground/app.js from src/ (CodeMirror 6 and the page's code), one
-// minified file for the browser, plus the licenses of the bundled packages beside it.
+// Builds livecode/static/playground/app.js from src/ (CodeMirror 6, xterm.js and the page's
+// code), one minified file for the browser, app.css (xterm's stylesheet), and the licenses of
+// the bundled packages beside them.
 //
 //   npm --prefix web ci && npm --prefix web run build
 //
@@ -38,6 +39,28 @@ function sourcesHash() {
   return hash.digest("hex");
 }
 
+// The page's CSP blocks style attributes (style-src-attr): xterm's DOM renderer sets one for a
+// 24-bit colour, which would be dropped. Setting the same declarations through CSSOM
+// (element.style) is allowed. A newer xterm that changes this line fails the build here.
+const XTERM_STYLE_ATTRIBUTE =
+  /(\w+)\.setAttribute\("style",`\$\{\1\.getAttribute\("style"\)\|\|""\}\$\{(\w+)\};`\)/g;
+const xtermWithoutStyleAttributes = {
+  name: "xterm-without-style-attributes",
+  setup(build) {
+    build.onLoad({filter: /@xterm[\\/]xterm[\\/]lib[\\/]xterm\.mjs$/}, (args) => {
+      const source = readFileSync(args.path, "utf8");
+      const matches = source.match(XTERM_STYLE_ATTRIBUTE) || [];
+      if (matches.length !== 1) {
+        throw new Error(`xterm: expected one style attribute to rewrite, found ${matches.length}`);
+      }
+      return {contents: source.replace(XTERM_STYLE_ATTRIBUTE, '$1.style.cssText+=$2+";"')};
+    });
+  },
+};
+
+const banner =
+  "/* livecode playground: built from web/ by `npm --prefix web run build`; do not edit. " +
+  `sources sha256 ${sourcesHash()}; licenses in THIRD_PARTY_LICENSES.txt */`;
 const result = await esbuild.build({
   entryPoints: [join(here, "src", "main.js")],
   bundle: true,
@@ -48,15 +71,13 @@ const result = await esbuild.build({
   legalComments: "none",
   metafile: true,
   write: false,
-  banner: {
-    js:
-      "/* livecode playground: built from web/ by `npm --prefix web run build`; do not edit. " +
-      `sources sha256 ${sourcesHash()}; licenses in THIRD_PARTY_LICENSES.txt */`,
-  },
+  outfile: join(outDir, "app.js"), // and app.css, from the CSS the sources import
+  plugins: [xtermWithoutStyleAttributes],
+  banner: {js: banner, css: banner},
 });
-writeFileSync(join(outDir, "app.js"), result.outputFiles[0].contents);
+for (const file of result.outputFiles) writeFileSync(file.path, file.contents);
 
-// Every npm package bundled, with its license text (CodeMirror and Lezer are MIT).
+// Every npm package bundled, with its license text (CodeMirror, Lezer and xterm.js are MIT).
 const packages = new Map();
 for (const input of Object.keys(result.metafile.inputs)) {
   const match = input.match(/node_modules\/((?:@[^/]+\/)?[^/]+)\//);
@@ -71,5 +92,8 @@ for (const [name, dir] of [...packages].sort()) {
 }
 writeFileSync(join(outDir, "THIRD_PARTY_LICENSES.txt"), licenses);
 
-const size = result.outputFiles[0].contents.length;
-console.log(`${relative(process.cwd(), join(outDir, "app.js")).split(sep).join("/")}: ${size} bytes, ${packages.size} packages`);
+for (const file of result.outputFiles) {
+  const path = relative(process.cwd(), file.path).split(sep).join("/");
+  console.log(`${path}: ${file.contents.length} bytes`);
+}
+console.log(`${packages.size} packages`);

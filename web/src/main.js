@@ -9,6 +9,7 @@ import {Editor} from "./editor.js";
 import {describeError, Runs} from "./runs.js";
 import {SessionState} from "./session.js";
 import {isTemplate, TEMPLATES} from "./templates.js";
+import {TerminalConsole} from "./terminal.js";
 
 const LANGUAGE_KEY = "livecode.language";
 const THEME_KEY = "livecode.theme";
@@ -39,6 +40,8 @@ const el = {
   output: $("output"),
   stdin: $("stdin"),
   interactive: $("interactive"),
+  tty: $("tty"),
+  terminal: $("terminal"),
   lineForm: $("line-form"),
   line: $("line"),
   eof: $("eof"),
@@ -72,11 +75,17 @@ const storedLanguage = localStorage.getItem(LANGUAGE_KEY) || "python";
 const connection = new Connection(
   `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`,
 );
+const nonce = document.querySelector('meta[name="csp-nonce"]')?.content || "";
 const output = new Console(el.output);
+const terminal = new TerminalConsole(el.terminal, {
+  nonce,
+  onData: (data) => runs.sendKeys(data),
+  onResize: (cols, rows) => runs.resized(cols, rows),
+});
 const editor = new Editor($("editor"), {
   language: storedLanguage,
   source: parseHash().sessionId ? "" : TEMPLATES[storedLanguage] || "",
-  nonce: document.querySelector('meta[name="csp-nonce"]')?.content || "",
+  nonce,
   onEdit: () => session.edited(),
   onRun: () => runs.run(),
 });
@@ -89,7 +98,7 @@ const session = new SessionState(connection, editor, {
   },
   onError: (message) => setRunState(message, "bad"),
 });
-const runs = new Runs(connection, session, output, el, {
+const runs = new Runs(connection, session, {text: output, terminal}, el, {
   onState: setRunState,
   onShown: (executionId, isNew) => {
     if (isNew) latestExecutionId = executionId;
@@ -174,7 +183,12 @@ async function route() {
       }
     : executions[0];
   // The latest execution is shown again, followed live if it still runs: a reload keeps it.
-  if (wanted) runs.open(wanted.execution_id, {interactive: Boolean(wanted.interactive)});
+  if (wanted) {
+    runs.open(wanted.execution_id, {
+      interactive: Boolean(wanted.interactive),
+      tty: Boolean(wanted.tty),
+    });
+  }
 }
 
 function startDraft(language) {
@@ -218,6 +232,7 @@ function showTheme(theme) {
   el.theme.dataset.theme = theme;
   el.theme.setAttribute("aria-label", `Theme: ${theme}`);
   el.theme.title = `Theme: ${theme} (click to change)`;
+  terminal.applyTheme();
 }
 
 function showConnection(state) {
@@ -275,6 +290,7 @@ connection.on("error", (event) => {
 });
 connection.onState(showConnection);
 showTheme(localStorage.getItem(THEME_KEY) || "system");
+matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => terminal.applyTheme());
 showSaveState("draft");
 setRunState("Ready", "idle");
 

@@ -1,5 +1,7 @@
 // Executions: run the session, follow the shown execution's events into the console, stop it,
 // feed an interactive one, resume after a reconnect, and list the session's past executions.
+// A tty execution's console is the terminal (web/src/terminal.js): keystrokes are its stdin,
+// and the terminal's size is sent with `resize` when the run is queued and whenever it changes.
 //
 // The shown execution's events (README, "WebSocket /ws"): status, output {stream, seq, data}
 // with seq 1, 2, ... and finished. `lastSeq` is the last output shown: a resumed follow
@@ -10,19 +12,25 @@ const HISTORY_SIZE = 20;
 const RESUBSCRIBE_MS = 1000;
 
 export class Runs {
-  constructor(connection, session, console_, elements, {onState, onShown}) {
+  constructor(connection, session, {text, terminal}, elements, {onState, onShown}) {
     this.connection = connection;
     this.session = session;
-    this.console = console_;
+    this.text = text; // the console of other executions (web/src/console.js)
+    this.terminal = terminal;
     this.el = elements;
     this.onState = onState; // (label, kind) => void: the run's state for the status element
     this.onShown = onShown; // (executionId, isNew) => void: which execution the console shows
-    this.shown = null; // {id, lastSeq, attempt, status, interactive, isFinal}
+    this.shown = null; // {id, lastSeq, attempt, status, interactive, tty, isFinal}
     this.isStarting = false;
     connection.on("status", (event) => this._status(event));
     connection.on("output", (event) => this._output(event));
     connection.on("finished", (event) => this._finished(event));
     connection.on("error", (event) => this._error(event));
+  }
+
+  /** Where the shown execution's output goes: the terminal for a tty one. */
+  get console() {
+    return this.shown && this.shown.tty ? this.terminal : this.text;
   }
 
   get isLive() {
@@ -36,13 +44,17 @@ export class Runs {
     this.onState("Saving…", "busy");
     try {
       await this.session.save();
-      const interactive = this.el.interactive.checked;
+      const tty = this.el.tty.checked;
+      const interactive = this.el.interactive.checked || tty; // a terminal's stdin stays open
       const message = {type: "run", session_id: this.session.id, interactive};
+      if (tty) message.tty = true;
       if (this.el.stdin.value) message.stdin = this.el.stdin.value;
       this.onState("Queued", "busy");
       const reply = await this.connection.request(message);
-      this._show(reply.execution_id, {interactive, follow: false});
+      this._show(reply.execution_id, {interactive, tty, follow: false});
       this.shown.status = reply.status;
+      // Sent while it is queued, this is the size the program starts with.
+      if (tty) this.resized(this.terminal.cols, this.terminal.rows);
       this.refreshHistory();
     } catch (error) {
       this.onState(describeError(error), "bad");
@@ -62,8 +74,8 @@ export class Runs {
   }
 
   /** Show an execution from the start (its events replayed, then live if it still runs). */
-  open(executionId, {interactive = false} = {}) {
-    this._show(executionId, {interactive, follow: true});
+  open(executionId, {interactive = false, tty = false} = {}) {
+    this._show(executionId, {interactive, tty, follow: true});
   }
 
   /** Show nothing (a new session). */
@@ -72,6 +84,7 @@ export class Runs {
       this.connection.send({type: "unsubscribe", execution_id: this.shown.id});
     }
     this.shown = null;
+    this._showConsole();
     this.console.clear();
     this.el.runs.replaceChildren();
     this.onState("Ready", "idle");
@@ -86,6 +99,25 @@ export class Runs {
     this.connection.send({type: "stdin", execution_id: this.shown.id, data, eof}, (error) =>
       this.console.note(`input not delivered: ${describeError(error)}`, "error"),
     );
+  }
+
+  /** Keystrokes typed into the terminal of the shown tty execution (its terminal echoes them). */
+  sendKeys(data) {
+    const shown = this.shown;
+    if (!shown || shown.isFinal || !shown.tty) return;
+    this.connection.send({type: "stdin", execution_id: shown.id, data}, (error) => {
+      if (this.shown === shown && !shown.isFinal) {
+        this.console.note(`input not delivered: ${describeError(error)}`, "error");
+      }
+    });
+  }
+
+  /** The terminal's new size, for the shown tty execution while it runs. */
+  resized(cols, rows) {
+    const shown = this.shown;
+    if (!shown || shown.isFinal || !shown.tty) return;
+    // A conflict (it finished meanwhile) needs no word: the finished event follows.
+    this.connection.send({type: "resize", execution_id: shown.id, cols, rows}, () => {});
   }
 
   /** After a reconnect: go on following the shown execution after the last output shown. */
@@ -139,18 +171,22 @@ export class Runs {
       .join(" · ");
     button.append(status, detail);
     button.addEventListener("click", () =>
-      this.open(execution.execution_id, {interactive: Boolean(execution.interactive)}),
+      this.open(execution.execution_id, {
+        interactive: Boolean(execution.interactive),
+        tty: Boolean(execution.tty),
+      }),
     );
     item.append(button);
     return item;
   }
 
-  _show(executionId, {interactive, follow}) {
+  _show(executionId, {interactive, tty, follow}) {
     const previous = this.shown;
     if (previous && previous.id !== executionId && !previous.isFinal) {
       this.connection.send({type: "unsubscribe", execution_id: previous.id});
     }
-    this.shown = {id: executionId, lastSeq: 0, attempt: 0, interactive, isFinal: false};
+    this.shown = {id: executionId, lastSeq: 0, attempt: 0, interactive, tty, isFinal: false};
+    this._showConsole();
     this.console.clear();
     this.onShown(executionId, !follow);
     for (const button of this.el.runs.querySelectorAll(".run-item")) {
@@ -189,7 +225,8 @@ export class Runs {
     shown.status = event.status;
     if (event.status === "RUNNING") {
       this.onState(event.attempt > 1 ? `Running (attempt ${event.attempt})` : "Running", "busy");
-      if (shown.interactive) this.el.line.focus();
+      if (shown.tty) this.terminal.focus();
+      else if (shown.interactive) this.el.line.focus();
     } else if (event.status === "QUEUED") {
       this.onState("Queued", "busy");
     }
@@ -233,11 +270,20 @@ export class Runs {
     }
   }
 
+  _showConsole() {
+    const tty = Boolean(this.shown && this.shown.tty);
+    this.el.output.hidden = tty;
+    if (tty) this.terminal.show();
+    else this.terminal.hide();
+  }
+
   _buttons() {
     const live = this.isLive;
     this.el.run.disabled = live;
     this.el.stop.disabled = !(this.shown && !this.shown.isFinal);
-    const interactive = Boolean(this.shown && !this.shown.isFinal && this.shown.interactive);
+    // A terminal takes keystrokes itself: no line field.
+    const shown = this.shown;
+    const interactive = Boolean(shown && !shown.isFinal && shown.interactive && !shown.tty);
     if (this.el.lineForm.hidden === interactive) {
       this.el.lineForm.hidden = !interactive;
       if (interactive) this.el.line.focus();

@@ -1,0 +1,108 @@
+"""Terminal runs (tty: true) in the page: xterm.js draws them, keystrokes and size go back."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Page, expect
+
+from tests.browser.pages import open_playground, set_source, snapshot, wait_final
+from tests.utils import LiveServer
+
+PROGRESS_BAR = """\
+import time
+for percent in range(0, 101, 10):
+    print(f"\\rprogress {percent:3d}% " + "#" * (percent // 10), end="", flush=True)
+    time.sleep(0.05)
+print("\\ndone")
+"""
+
+
+def run_in_terminal(page: Page, source: str) -> None:
+    """Put `source` in the editor, tick Terminal and press Run."""
+    set_source(page, source)
+    page.get_by_role("checkbox", name="Terminal").check()
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(page.get_by_role("region", name="Terminal")).to_be_visible()
+
+
+def screen(page: Page) -> list[str]:
+    """The terminal's rows as drawn (xterm's DOM renderer), trailing blanks dropped."""
+    rows = page.locator("#terminal .xterm-rows > div").all_text_contents()
+    lines = [row.replace("\xa0", " ").rstrip() for row in rows]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def expect_on_screen(page: Page, pattern: str) -> None:
+    """Wait until a row of the terminal matches `pattern` whole."""
+    expect(page.locator("#terminal .xterm-rows > div")).to_contain_text(
+        [re.compile(pattern.replace(" ", "[ \xa0]"))]
+    )
+
+
+def test_progress_bar_updates_in_place(page: Page, playground: LiveServer) -> None:
+    """A \\r progress bar leaves one line, its last state, on the screen; not one per update."""
+    open_playground(page, playground.url)
+    run_in_terminal(page, PROGRESS_BAR)
+
+    wait_final(page)
+
+    lines = screen(page)
+    assert lines[:2] == ["progress 100% ##########", "done"], lines
+    assert not any("progress  90%" in line for line in lines), lines
+    expect(page.get_by_role("log", name="Output")).to_be_hidden()
+    snapshot(page, "terminal-progress-bar")
+
+
+def test_prompt_answered_by_typing(page: Page, playground: LiveServer) -> None:
+    """input() waits; what is typed into the terminal (echoed by it) answers, Enter sends."""
+    open_playground(page, playground.url)
+    run_in_terminal(page, "import sys\nname = input('name? ')\nprint(f'hello {name}')\n")
+    expect_on_screen(page, r"name\? ")
+    expect(page.get_by_label("Send a line")).to_be_hidden()
+
+    page.get_by_role("region", name="Terminal").click()
+    page.keyboard.type("Ada")
+    page.keyboard.press("Enter")
+
+    wait_final(page)
+    assert screen(page)[:2] == ["name? Ada", "hello Ada"], screen(page)
+
+
+def test_program_sees_a_terminal_of_the_views_size(page: Page, playground: LiveServer) -> None:
+    """isatty() is true, and the size is the view's (sent with resize), not 80x24."""
+    open_playground(page, playground.url)
+    run_in_terminal(
+        page,
+        "import os, sys\nprint('tty', sys.stdin.isatty(), sys.stdout.isatty())\n"
+        "print('size', *os.get_terminal_size())\n",
+    )
+
+    wait_final(page)
+
+    terminal = page.get_by_role("region", name="Terminal")
+    cols, rows = (int(terminal.get_attribute(name) or 0) for name in ("data-cols", "data-rows"))
+    lines = screen(page)
+    assert lines[0] == "tty True True", lines
+    assert lines[1] == f"size {cols} {rows}", lines
+    assert (cols, rows) != (80, 24)
+
+
+def test_ctrl_c_interrupts(page: Page, playground: LiveServer) -> None:
+    """Ctrl-C typed into the terminal stops a program that would loop for minutes."""
+    open_playground(page, playground.url)
+    run_in_terminal(
+        page,
+        "import time\nprint('looping', flush=True)\n"
+        "try:\n    time.sleep(600)\nexcept KeyboardInterrupt:\n    print('interrupted')\n",
+    )
+    expect_on_screen(page, r"looping")
+
+    page.get_by_role("region", name="Terminal").click()
+    page.keyboard.press("Control+c")
+
+    wait_final(page)
+    lines = screen(page)
+    assert lines[:2] == ["looping", "^Cinterrupted"], lines  # the terminal echoes ^C
