@@ -106,3 +106,19 @@ def test_ctrl_c_interrupts(page: Page, playground: LiveServer) -> None:
     wait_final(page)
     lines = screen(page)
     assert lines[:2] == ["looping", "^Cinterrupted"], lines  # the terminal echoes ^C
+
+
+def test_colours_pass_the_pages_policy(page: Page, playground: LiveServer) -> None:
+    """256 and 24-bit colours are drawn (xterm's inline colours go through CSSOM, not blocked)."""
+    open_playground(page, playground.url)
+    run_in_terminal(
+        page, "print('\\x1b[38;5;34mgreen\\x1b[0m \\x1b[38;2;255;0;0mred\\x1b[0m plain')\n"
+    )
+
+    wait_final(page)
+
+    assert screen(page)[0] == "green red plain"
+    colour = page.locator("#terminal .xterm-rows span", has_text="red").evaluate(
+        "e => getComputedStyle(e).color"
+    )
+    assert colour == "rgb(255, 0, 0)"
