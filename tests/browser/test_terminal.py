@@ -122,3 +122,27 @@ def test_colours_pass_the_pages_policy(page: Page, playground: LiveServer) -> No
         "e => getComputedStyle(e).color"
     )
     assert colour == "rgb(255, 0, 0)"
+
+
+def test_a_smaller_view_resizes_the_programs_terminal(page: Page, playground: LiveServer) -> None:
+    """When the window shrinks, the program gets SIGWINCH and the view's new size."""
+    open_playground(page, playground.url)
+    run_in_terminal(
+        page,
+        "import os, signal\n"
+        "signal.signal(signal.SIGWINCH, lambda *_: print('size', *os.get_terminal_size()))\n"
+        "input('ready ')\n",
+    )
+    expect_on_screen(page, r"ready ")
+    terminal = page.get_by_role("region", name="Terminal")
+    before = terminal.get_attribute("data-cols")
+
+    page.set_viewport_size({"width": 960, "height": 640})
+
+    expect(terminal).not_to_have_attribute("data-cols", before or "")
+    cols, rows = (terminal.get_attribute(name) for name in ("data-cols", "data-rows"))
+    expect_on_screen(page, rf"size {cols} {rows}")
+    terminal.click()
+    page.keyboard.press("Enter")
+    wait_final(page)
+    snapshot(page, "terminal-resized")
