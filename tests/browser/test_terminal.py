@@ -146,3 +146,17 @@ def test_a_smaller_view_resizes_the_programs_terminal(page: Page, playground: Li
     page.keyboard.press("Enter")
     wait_final(page)
     snapshot(page, "terminal-resized")
+
+
+def test_a_reload_shows_a_tty_run_in_the_terminal(page: Page, playground: LiveServer) -> None:
+    """The latest run was a tty one: after a reload it is replayed into the terminal again."""
+    open_playground(page, playground.url)
+    run_in_terminal(page, PROGRESS_BAR)
+    wait_final(page)
+
+    page.reload()
+    expect(page.locator("html")).to_have_attribute("data-ready", "true")
+
+    wait_final(page)
+    expect(page.get_by_role("region", name="Terminal")).to_be_visible()
+    assert screen(page)[:2] == ["progress 100% ##########", "done"], screen(page)
