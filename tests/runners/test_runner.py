@@ -178,7 +178,8 @@ def test_interactive_stdin_write_then_eof(sandbox: Sandbox) -> None:
 
     def on_output(stream: Stream, text: str) -> None:
         seen.append(text)
-        if text == "ready\n":
+        # 'ready' and its newline may come as two chunks (python writes them apart).
+        if "".join(seen) == "ready\n":
             threading.Thread(
                 target=lambda: (control.write(b"hello\n"), control.close_stdin())
             ).start()

@@ -183,12 +183,18 @@ export class SessionState {
   }
 
   async _conflict() {
+    const known = this.version;
+    let theirs;
     try {
       const {session} = await this.connection.request({type: "open", session_id: this.id});
-      this.theirs = {version: session.version, source_code: session.source_code};
+      theirs = {version: session.version, source_code: session.source_code};
     } catch {
-      this.theirs = this.theirs || {version: this.version + 1, source_code: this.saved};
+      theirs = this.theirs || {version: this.version + 1, source_code: this.saved};
     }
+    // Resolved while the refusal was on its way ("Keep mine" or "Use theirs" moved the
+    // version on): this refusal is stale and must not raise the banner again.
+    if (this.version !== known) return;
+    this.theirs = theirs;
     this._set("conflict");
   }
 
