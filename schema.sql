@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS executions (
     tty                BOOLEAN     NOT NULL DEFAULT false,
     case_inputs        TEXT,
     cases              TEXT,
+    worker             TEXT,
+    lease_expires_at   TIMESTAMP WITH TIME ZONE,
     -- the values of ExecutionStatus and Reason (runners/result.py)
     CONSTRAINT executions_status_check
         CHECK (status IN ('QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'TIMEOUT', 'CANCELLED')),
@@ -65,7 +67,10 @@ ALTER TABLE executions ADD COLUMN IF NOT EXISTS judge0 TEXT;
 ALTER TABLE executions ADD COLUMN IF NOT EXISTS tty BOOLEAN NOT NULL DEFAULT false;
 ALTER TABLE executions ADD COLUMN IF NOT EXISTS case_inputs TEXT;
 ALTER TABLE executions ADD COLUMN IF NOT EXISTS cases TEXT;
+ALTER TABLE executions ADD COLUMN IF NOT EXISTS worker TEXT;
+ALTER TABLE executions ADD COLUMN IF NOT EXISTS lease_expires_at TIMESTAMP WITH TIME ZONE;
 
 CREATE INDEX IF NOT EXISTS ix_executions_session_id_created_at
     ON executions (session_id, created_at);
 CREATE INDEX IF NOT EXISTS ix_executions_status ON executions (status);
+

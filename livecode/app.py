@@ -18,7 +18,7 @@ from livecode.config import Settings
 from livecode.errors import InternalError, LivecodeError
 from livecode.relay import Relay
 from livecode.services import Services, open_services
-from livecode.websocket import websocket_endpoint
+from livecode.websocket import Sockets, websocket_endpoint
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def create_app(settings: Settings, *, consume: bool | None = None) -> Starlette:
         async def load_stored(execution_id: str) -> list[events.ExecutionEvent] | None:
             return await run_in_threadpool(services.commands.stored_events, execution_id)
 
-        services.relay = Relay(services.bus, load_stored)
+        services.relay = Relay(services.bus, load_stored, check_after_s=settings.relay_check_s)
         await services.relay.start()
         app.state.services = services
         app.state.openapi = openapi.document()
@@ -49,10 +49,11 @@ def create_app(settings: Settings, *, consume: bool | None = None) -> Starlette:
             yield
         finally:
             # Stop following first, then let running executions finish and close the rest.
+            await app.state.sockets.close_all()
             await services.relay.close()
             await run_in_threadpool(services.close)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             *rest.routes,
             *sse.routes,
@@ -69,6 +70,8 @@ def create_app(settings: Settings, *, consume: bool | None = None) -> Starlette:
         },
         lifespan=lifespan,
     )
+    app.state.sockets = Sockets()  # closed with 1001 first when the server shuts down (cli.py)
+    return app
 
 
 async def _livecode_error(request: Request, exc: Exception) -> Response:

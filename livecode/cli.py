@@ -17,8 +17,9 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from livecode import __version__
+from livecode import __version__, logs
 from livecode.client import terminal
+from livecode.errors import SchemaMissing, Unavailable
 
 if TYPE_CHECKING:
     import uvicorn
@@ -78,10 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     # waiting on I/O; a thread that becomes ready should not wait the default 5 ms for a
     # busy one to let go (measured: -1.5 ms on the embedded median run -> finished).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings.log_level, settings.log_format)
     if args.command == "serve":
         return _serve(settings)
     if args.command == "worker":
@@ -93,6 +91,11 @@ def _serve(settings: Settings) -> int:
     import uvicorn
 
     from livecode.app import create_app
+
+    refusal = _schema_refusal(settings)
+    if refusal is not None:
+        print(refusal, file=sys.stderr)
+        return 2
 
     if not is_loopback(settings.host):
         # API keys come later (SPEC.md, Security): until then, reaching the port is enough.
@@ -110,6 +113,8 @@ def _serve(settings: Settings) -> int:
         # Events are small and latency matters more than bytes: deflate cost CPU per message.
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=int(settings.wall_timeout_s + 5),
+        # JSON lines: uvicorn's loggers go through ours instead of its own text handlers.
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
     )
     _announcing_server(config).run()
     return 0
@@ -117,7 +122,9 @@ def _serve(settings: Settings) -> int:
 
 def _announcing_server(config: uvicorn.Config) -> uvicorn.Server:
     """A uvicorn server that prints where to go next once it listens (not before: the port
-    may be taken). Built here because the CLI imports no server part until it serves."""
+    may be taken), and that closes its WebSockets with 1001 (going away) when it stops, where
+    uvicorn would send 1012. Built here because the CLI imports no server part until it
+    serves."""
     import uvicorn
 
     class AnnouncingServer(uvicorn.Server):
@@ -126,10 +133,39 @@ def _announcing_server(config: uvicorn.Config) -> uvicorn.Server:
             if self.started:
                 print(_next_steps(self.config.host, self.config.port), flush=True)
 
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            app = self.config.app
+            sockets_of_app = getattr(getattr(app, "state", None), "sockets", None)
+            if sockets_of_app is not None:
+                await sockets_of_app.close_all()
+            await super().shutdown(sockets)
+
     return AnnouncingServer(config)
 
 
+def _schema_refusal(settings: Settings) -> str | None:
+    """Why a distributed process must not start on this database (no schema), or None."""
+    if settings.database_url.startswith("sqlite"):
+        return None  # embedded mode creates its tables
+    from livecode.store import Store
+
+    store = Store.from_url(settings.database_url)
+    try:
+        store.check_schema()
+    except SchemaMissing as exc:
+        return f"livecode: {exc.message}"
+    except Unavailable:
+        pass  # not up yet: start, answer 503 until it is
+    finally:
+        store.close()
+    return None
+
+
 def _work(settings: Settings) -> int:
+    """A worker process: on SIGTERM (or SIGINT) it takes no new execution, lets the running
+    ones finish within LIVECODE_SHUTDOWN_GRACE_S, hands the rest back as QUEUED and exits; a
+    second signal exits at once (the sweeper then retries what ran)."""
+    from livecode import metrics
     from livecode.services import open_services
 
     if not settings.is_distributed:
@@ -137,9 +173,22 @@ def _work(settings: Settings) -> int:
             "livecode worker needs LIVECODE_REDIS_URL (embedded serve has its own)", file=sys.stderr
         )
         return 2
+    refusal = _schema_refusal(settings)
+    if refusal is not None:
+        print(refusal, file=sys.stderr)
+        return 2
     stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        if stop.is_set():
+            logger.warning("second signal: stopping at once; the sweeper retries what ran")
+            os._exit(1)
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_signal)
+    if settings.metrics_port is not None:
+        metrics.serve_metrics(settings.metrics_port)
     services = open_services(settings, consume=True)
     if services.sandbox is None:
         logger.error("%s", services.sandbox_error)
@@ -147,24 +196,46 @@ def _work(settings: Settings) -> int:
         return 1
     logger.info("worker ready: %d threads", settings.worker_threads)
     stop.wait()
-    logger.info("worker stopping: finishing running executions")
+    logger.info(
+        "worker stopping: no new executions; %d running get %g s to finish",
+        services.executor.running if services.executor is not None else 0,
+        settings.shutdown_grace_s,
+    )
     services.close()
+    logger.info("worker stopped")
     return 0
 
 
 def _init_db(settings: Settings) -> int:
     from livecode.store import Store
 
+    where = settings.database_url.split("@")[-1]
+    # One line naming the cause, not the driver's traceback (its cause was on line 1 of 136).
+    logging.getLogger("livecode.errors").setLevel(logging.ERROR)
     store = Store.from_url(settings.database_url)
     try:
         if settings.database_url.startswith("sqlite"):
             store.create_tables()
         else:
             store.apply_schema_sql(SCHEMA_SQL)
+    except Unavailable as exc:
+        print(f"livecode init-db: cannot use {where}: {_cause(exc)}", file=sys.stderr)
+        return 1
     finally:
         store.close()
-    print(f"schema applied to {settings.database_url.split('@')[-1]}")
+    print(f"schema applied to {where}")
     return 0
+
+
+def _cause(exc: BaseException) -> str:
+    """The first line of the deepest cause's message: what the database itself said."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    cause = lines[0] if lines else type(exc).__name__
+    if "does not exist" in cause and "database" in cause:
+        cause += " (create it first, e.g. `createdb`, or CREATE DATABASE in psql)"
+    return cause
 
 
 def _next_steps(host: str, port: int) -> str:

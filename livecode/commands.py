@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from livecode import events
+from livecode import events, metrics
 from livecode.bus import (
     HISTORY_AFTER_FINAL_S,
     Bus,
@@ -132,6 +132,7 @@ class Commands:
             return execution
         cancelled = self.store.cancel_queued(execution_id)
         if cancelled is not None:
+            metrics.count_final(cancelled)
             self._publish_final(execution_id, events.finished_event(cancelled))
             return cancelled
         self.bus.publish(control_channel(execution_id), _control("cancel"))
@@ -238,6 +239,7 @@ class Commands:
             # Not queued after all: end it now, or it would hold a place in the queue forever.
             self.store.fail(execution.id, "the queue was unavailable")
             raise
+        metrics.QUEUED.labels(execution.language).inc()
         return execution
 
     def _case_inputs(self, options: RunOptions) -> list[dict[str, Any]] | None:

@@ -98,9 +98,24 @@ class Settings:
     broker_poll_ms: int = 1000
     ws_messages_per_s: int = 200
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one JSON object a line
     # The foreign APIs served for their own clients (livecode/compat): judge0, piston, or none.
     compat: tuple[str, ...] = ("judge0", "piston")
     judge0_prefix: str = "/judge0"
+    # Reliability (README, "Nothing lost, nothing stuck"): a claimed execution's lease, renewed
+    # by its worker every third of it; a sweeper pass every sweep_interval_s finds expired
+    # leases and queued executions whose message is gone. A dead worker's execution moves on
+    # within lease_s + sweep_interval_s.
+    max_attempts: int = 3
+    lease_s: float = 10.0
+    sweep_interval_s: float = 2.0
+    retry_backoff_s: float = 1.0  # before attempt n+1: retry_backoff_s * 2**(n-1)
+    # A queued execution's message is looked for once it has been queued this long.
+    message_grace_s: float = 10.0
+    shutdown_grace_s: float = 30.0
+    # A follower whose execution's channel is silent this long: the relay asks the store.
+    relay_check_s: float = 3.0
+    metrics_port: int | None = None  # a worker's /metrics; servers serve it on their own port
 
     @property
     def is_distributed(self) -> bool:
@@ -135,11 +150,19 @@ class Settings:
         positive = (
             "port wall_timeout_s compile_timeout_s memory_mb max_processes output_limit_bytes "
             "max_source_bytes max_stdin_bytes max_cases runs_per_minute runs_per_session queue_cap "
-            "worker_threads ws_messages_per_s"
+            "worker_threads ws_messages_per_s max_attempts lease_s sweep_interval_s "
+            "message_grace_s relay_check_s"
         ).split()
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"LIVECODE_{name.upper()} must be positive")
+        for name in ("retry_backoff_s", "shutdown_grace_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"LIVECODE_{name.upper()} must not be negative")
+        if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
+            raise ConfigError("LIVECODE_METRICS_PORT must be a port number")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("LIVECODE_LOG_FORMAT must be 'text' or 'json'")
         if self.sandbox not in ("bwrap", "none"):
             raise ConfigError("LIVECODE_SANDBOX must be 'bwrap' or 'none'")
         if not self.database_url.startswith(("sqlite", "postgresql")):
@@ -164,7 +187,7 @@ def normalize_database_url(url: str) -> str:
 
 
 def _parse(variable: str, annotation: object, raw: str) -> object:
-    kind = str(annotation)
+    kind = str(annotation).removesuffix(" | None")
     try:
         if kind == "int":
             return int(raw)

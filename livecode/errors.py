@@ -12,6 +12,7 @@
     │   └── VersionConflict       conflict       409   current_version
     ├── RateLimited               rate_limited   429   retry_after
     ├── Unavailable               unavailable    503   retry_after
+    │   └── SchemaMissing         unavailable    503   the database lacks tables: `livecode init-db`
     └── InternalError             internal       500
 
 REST registers one handler for ``LivecodeError`` (Starlette finds it through the MRO); the
@@ -39,6 +40,7 @@ __all__ = [
     "LivecodeError",
     "NotFound",
     "RateLimited",
+    "SchemaMissing",
     "TooLarge",
     "Unauthorized",
     "Unavailable",
@@ -137,6 +139,15 @@ class Unavailable(LivecodeError):
     code = "unavailable"
     http_status = 503
     default_message = "service unavailable"
+
+
+class SchemaMissing(Unavailable):
+    """The database has no livecode schema, or an older one: an operator's step is missing."""
+
+    def __init__(self, detail: str = "the livecode tables are missing") -> None:
+        super().__init__(
+            f"the database is not set up ({detail}): run `livecode init-db`", retry_after=60.0
+        )
 
 
 class InternalError(LivecodeError):

@@ -24,7 +24,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, NotRequired, TypedDict, cast, overload
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from livecode.errors import LivecodeError
 from livecode.store import Execution, Session, SessionStatus
@@ -52,6 +52,9 @@ class Queued(_Body):
 
     execution_id: Id
     status: ExecutionStatus
+    warning: str | None = Field(
+        default=None, description="why it may stay QUEUED a while (e.g. no worker is alive)"
+    )
 
 
 class Language(_Body):
@@ -100,7 +103,7 @@ BODIES: tuple[type[BaseModel], ...] = (
 
 # The bodies (and parts of them) whose fields are left out rather than sent as null when they
 # have no value.
-LEAVES_OUT_NONE: frozenset[type[BaseModel]] = frozenset({Execution, CaseResult, Health})
+LEAVES_OUT_NONE: frozenset[type[BaseModel]] = frozenset({Execution, CaseResult, Health, Queued})
 
 _SENT_WHEN_FINAL = marked(Execution, Mark.SENT_WHEN_FINAL)
 _SENT_WHEN_TRUE = marked(Execution, Mark.SENT_WHEN_TRUE)
@@ -128,9 +131,11 @@ def saved_json(session: Session) -> dict[str, Any]:
     return SavedSession.model_validate(session, from_attributes=True).model_dump(mode="json")
 
 
-def queued_json(execution: Execution) -> dict[str, Any]:
+def queued_json(execution: Execution, warning: str | None = None) -> dict[str, Any]:
     """The answer to a run (202) or a cancel."""
-    return Queued(execution_id=execution.id, status=execution.status).model_dump(mode="json")
+    return Queued(execution_id=execution.id, status=execution.status, warning=warning).model_dump(
+        mode="json", exclude_none=True
+    )
 
 
 def languages_json(languages: Iterable[RunnersLanguage]) -> list[dict[str, Any]]:
@@ -155,12 +160,17 @@ def error_json(code: str, message: str) -> dict[str, Any]:
 
 
 class StatusEvent(TypedDict):
-    """Where an execution is now: one per move (QUEUED, RUNNING per attempt)."""
+    """Where an execution is now: one per move (QUEUED, RUNNING per attempt).
+
+    From the second attempt on, `seq` is the last seq before this attempt's output: its
+    output events are numbered seq + 1, seq + 2, ... (`seq_base`).
+    """
 
     type: Literal["status"]
     execution_id: str
     status: str
     attempt: int
+    seq: NotRequired[int]
     queued_at: NotRequired[str]
     started_at: NotRequired[str]
     finished_at: NotRequired[str]
@@ -285,7 +295,7 @@ def timestamp(moment: dt.datetime | None) -> str | None:
 def status_event(execution: Execution) -> StatusEvent:
     """`status`: where an execution is now, with the times known so far."""
     times = execution.model_dump(mode="json", include=_STATUS_TIMES, exclude_none=True)
-    return cast(
+    event = cast(
         StatusEvent,
         {
             "type": "status",
@@ -295,6 +305,31 @@ def status_event(execution: Execution) -> StatusEvent:
             **times,
         },
     )
+    base = seq_base(execution)
+    if base:
+        event["seq"] = base
+    return event
+
+
+def seq_base(execution: Execution) -> int:
+    """The last seq before the output of the execution's current attempt.
+
+    Attempt n numbers its output events from (n - 1) * block + 1, where no attempt can publish
+    a block's worth (each chunk holds at least one byte of a stream capped at
+    output_limit_bytes): so seq keeps rising across attempts, attempts never share a seq (not
+    even with a worker that lost its lease and has not noticed yet), and no attempt needs to
+    know how far the one before it got (its history may be gone with Redis).
+    """
+    if execution.attempt <= 1:
+        return 0
+    output_limit = int(execution.limits.get("output_limit_bytes") or 0)
+    return (execution.attempt - 1) * seq_block(output_limit)
+
+
+def seq_block(output_limit_bytes: int) -> int:
+    """A power of ten, at least a million, above what one attempt can publish."""
+    most = len(STREAM_FIELDS) * output_limit_bytes + 16  # three streams; the timeout notice
+    return int(10 ** max(6, len(str(most))))
 
 
 def output_event(
@@ -405,7 +440,8 @@ def replay_events(execution: Execution) -> list[ExecutionEvent]:
     """
     events: list[ExecutionEvent] = [status_event(execution)]
     offsets = dict.fromkeys(STREAM_FIELDS, 0)
-    for seq, (name, length, *case) in enumerate(execution.chunks or (), start=1):
+    first_seq = seq_base(execution) + 1
+    for seq, (name, length, *case) in enumerate(execution.chunks or (), start=first_seq):
         stream = Stream(name)
         text = getattr(execution, STREAM_FIELDS[stream]) or ""
         start = offsets[stream]

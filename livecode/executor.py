@@ -1,9 +1,11 @@
 """The executor: what a worker thread does with one `execute` message.
 
-claim (RUNNING, attempt+1) -> runners sandbox run (its `status` published once the program has
-started), each chunk published with its seq -> store.finish() -> only after that commit,
-`finished` is published.
+claim (RUNNING, attempt+1, this worker's lease) -> runners sandbox run (its `status` published
+once the program has started), each chunk published with its seq -> store.finish() of that
+attempt -> only after that commit, `finished` is published.
 Cancel, interactive stdin and a tty run's resizes arrive on the execution's control channel.
+A worker shutting down past its grace hands its runs back (`hand_back`): QUEUED again, for
+another worker.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import datetime as dt
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from livecode import events
+from livecode import events, logs, metrics
 from livecode.bus import HISTORY_AFTER_FINAL_S, Bus, control_channel, execution_channel
 from livecode.errors import NotFound, Unavailable
+from livecode.lease import Leases
 from livecode.store import Execution, Store
 from livecode.store.records import OUTCOME_FIELDS, STREAM_FIELDS, CaseResult
 from runners import (
@@ -42,6 +46,11 @@ logger = logging.getLogger(__name__)
 FINISH_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 # While the bus is away, events wait; a new one tries again after this long, not at once.
 PUBLISH_RETRY_AFTER_S = 0.5
+# A claim that finds the database away is retried as long; then a sweeper enqueues the
+# execution again once the database is back (its message is acknowledged: never lost).
+CLAIM_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0)
+# What one attempt's enqueue gets: (execution id, attempt it starts).
+Enqueue = Callable[..., None]
 _T = TypeVar("_T")
 # The Outcome fields that runners.Result names its own way (the SPEC's names are the store's).
 _RESULT_NAMES = {"execution_time_ms": "wall_time_ms", "error_message": "message"}
@@ -49,12 +58,44 @@ _RESULT_FIELDS = frozenset(field.name for field in dataclasses.fields(Result))
 
 
 class Executor:
-    """Runs executions from the store in the sandbox. Thread-safe: one call per worker thread."""
+    """Runs executions from the store in the sandbox. Thread-safe: one call per worker thread.
 
-    def __init__(self, store: Store, bus: Bus, sandbox: Sandbox) -> None:
+    With `leases`, each claimed execution is held under this worker's lease; with `enqueue`
+    (``enqueue(execution_id, attempt=n)``), `hand_back` can queue runs again.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        bus: Bus,
+        sandbox: Sandbox,
+        *,
+        leases: Leases | None = None,
+        enqueue: Enqueue | None = None,
+    ) -> None:
         self.store = store
         self.bus = bus
         self.sandbox = sandbox
+        self.leases = leases
+        self._enqueue = enqueue
+        self._running: dict[str, Control] = {}
+        self._lock = threading.Lock()
+        self._is_handing_back = False
+
+    @property
+    def running(self) -> int:
+        """How many executions this executor runs now."""
+        with self._lock:
+            return len(self._running)
+
+    def hand_back(self) -> None:
+        """Stop every run under way and queue it again as a new attempt (a shutdown whose
+        grace is over). Runs that start after this are handed back at once."""
+        with self._lock:
+            self._is_handing_back = True
+            controls = list(self._running.values())
+        for control in controls:
+            control.cancel()
 
     def execute(self, execution_id: str) -> None:
         """Run one execution to its final state.
@@ -62,6 +103,14 @@ class Executor:
         Idempotent: a redelivered message for an execution that is already running or final
         does nothing.
         """
+        with logs.about(execution_id=execution_id):
+            try:
+                self._execute(execution_id)
+            except Unavailable as exc:
+                # The result could not be stored: the lease runs out and a sweeper retries it.
+                logger.error("execution %s: the store is unavailable (%s)", execution_id, exc)
+
+    def _execute(self, execution_id: str) -> None:
         log = logging.LoggerAdapter(logger, {"execution_id": execution_id})
         events_out = _Publisher(self.bus, execution_channel(execution_id))
         inbox = _ControlInbox()
@@ -72,33 +121,95 @@ class Executor:
             except Unavailable as exc:
                 log.warning("control history of %s unreadable: %s", execution_id, exc)
                 inbox.replay([])
-            execution = self.store.claim(execution_id)
+            execution = self._claim(execution_id, log)
             if execution is None:
-                log.info("execution %s is not queued any more; skipped", execution_id)
                 return
-            announced = False
-
-            def announce_running() -> None:
-                nonlocal announced
-                if not announced:
-                    events_out.publish(events.status_event(execution))
-                    announced = True
-
-            # Announced once the program has started: sent before, the event woke the server's
-            # loop to compete with the start for the GIL.
-            inbox.control.on_start(announce_running)
-            finished = self._run(execution, inbox.control, events_out, log)
-            announce_running()  # a run that never started (no slot, a sandbox failure) too
-            events_out.publish(finished, keep_for_s=HISTORY_AFTER_FINAL_S)
+            self._count_claim(execution)
+            if self.leases is not None:
+                self.leases.hold(execution.id, inbox.control.cancel)
+            with self._lock:
+                self._running[execution.id] = inbox.control
+                if self._is_handing_back:
+                    inbox.control.cancel()
+            try:
+                finished = self._attempt(execution, inbox.control, events_out, log)
+            finally:
+                with self._lock:
+                    del self._running[execution.id]
+                if self.leases is not None:
+                    self.leases.release(execution.id)
+            if finished is not None:
+                events_out.publish(finished, keep_for_s=HISTORY_AFTER_FINAL_S)
             try:
                 _with_retries(events_out.flush, "publishing the last events")
             except Unavailable:
                 log.error("execution %s: its events could not be published", execution_id)
         if inbox.received_any:  # else it has no history to drop
             self.bus.expire(control_channel(execution_id), HISTORY_AFTER_FINAL_S)
-        log.info(
-            "execution %s finished: %s/%s", execution_id, finished["status"], finished.get("reason")
-        )
+        if finished is not None:
+            log.info(
+                "execution %s finished: %s/%s",
+                execution_id,
+                finished["status"],
+                finished.get("reason"),
+            )
+
+    def _claim(self, execution_id: str, log: logging.LoggerAdapter[Any]) -> Execution | None:
+        """Claim with retries through a short database outage; None when not ours to run."""
+        for delay_s in (*CLAIM_RETRY_DELAYS_S, None):
+            try:
+                execution = self.store.claim(
+                    execution_id,
+                    worker=self.leases.worker if self.leases is not None else None,
+                    lease_expires_at=self.leases.expires_at() if self.leases is not None else None,
+                )
+            except Unavailable as exc:
+                if delay_s is None:
+                    log.error(
+                        "execution %s could not be claimed (%s); a sweeper will enqueue it "
+                        "again once the database is back",
+                        execution_id,
+                        exc,
+                    )
+                    return None
+                log.warning(
+                    "claiming %s failed (%s); retrying in %.1f s", execution_id, exc, delay_s
+                )
+                time.sleep(delay_s)
+                continue
+            if execution is None:
+                log.info("execution %s is not queued any more; skipped", execution_id)
+            return execution
+        return None
+
+    def _attempt(
+        self,
+        execution: Execution,
+        control: Control,
+        events_out: _Publisher,
+        log: logging.LoggerAdapter[Any],
+    ) -> events.FinishedEvent | None:
+        """Run one attempt: announce it, run, store; the `finished` event, or None when the
+        attempt's end is not the execution's (handed back, or taken over)."""
+        announced = False
+
+        def announce_running() -> None:
+            nonlocal announced
+            if not announced:
+                events_out.publish(events.status_event(execution))
+                announced = True
+
+        # Announced once the program has started: sent before, the event woke the server's
+        # loop to compete with the start for the GIL.
+        control.on_start(announce_running)
+        outcome = self._run(execution, control, events_out, log)
+        announce_running()  # a run that never started (no slot, a sandbox failure) too
+        if self._is_handing_back and outcome.result.status == ExecutionStatus.CANCELLED:
+            self._requeue(execution, events_out, log)
+            return None
+        if self.leases is not None:
+            self.leases.release(execution.id)  # ended: a renewal now would call it lost
+        return self._finish(execution, outcome, log)
 
     def _run(
         self,
@@ -106,9 +217,9 @@ class Executor:
         control: Control,
         events_out: _Publisher,
         log: logging.LoggerAdapter[Any],
-    ) -> events.FinishedEvent:
-        """Run in the sandbox, store the final state; return the `finished` event."""
-        streamed = _Streamed()
+    ) -> _Outcome:
+        """Run in the sandbox; return what to store."""
+        streamed = _Streamed(events.seq_base(execution))
 
         def on_case_output(case: int | None, stream: Stream, text: str) -> None:
             # PostgreSQL text cannot hold NUL; replace it alike in what is sent and stored.
@@ -129,16 +240,22 @@ class Executor:
             cases=_cases(execution),
         )
         limits = Limits(**execution.limits)
+        started = time.perf_counter()
         try:
             result = self.sandbox.run(
                 program, limits, on_output, control, on_case_output=on_case_output
             )
         except RunnerError as exc:
             log.error("execution %s could not run: %s", execution.id, exc)
-            return self._finish(execution, streamed, _internal_error(str(exc)))
+            return _Outcome(streamed, _internal_error(str(exc)))
         except Exception:
             log.exception("execution %s failed inside the executor", execution.id)
-            return self._finish(execution, streamed, _internal_error("internal error"))
+            return _Outcome(streamed, _internal_error("internal error"))
+        elapsed_s = time.perf_counter() - started
+        metrics.RUN_DURATION.labels(execution.language).observe(result.wall_time_ms / 1000)
+        metrics.SANDBOX_OVERHEAD.labels(execution.language).observe(
+            max(0.0, elapsed_s - result.wall_time_ms / 1000)
+        )
         if result.reason == Reason.TIMEOUT and not result.stderr_truncated and not result.cases:
             # The reference API reports a timeout in stderr; send it as a chunk too, so the
             # streamed output and the stored one stay byte-equal. A terminal has one stream:
@@ -151,23 +268,70 @@ class Executor:
             if text and not text.endswith("\n"):
                 notice = newline + notice
             on_output(stream, notice)
-        return self._finish(execution, streamed, result)
+        return _Outcome(streamed, result)
 
     def _finish(
-        self, execution: Execution, streamed: _Streamed, result: Result
-    ) -> events.FinishedEvent:
-        outcome = _outcome(result, streamed)
+        self, execution: Execution, outcome: _Outcome, log: logging.LoggerAdapter[Any]
+    ) -> events.FinishedEvent | None:
+        result = outcome.result
         final = _with_retries(
-            lambda: self.store.finish(execution.id, status=result.status, **outcome)
+            lambda: self.store.finish(
+                execution.id,
+                status=result.status,
+                attempt=execution.attempt,
+                **_outcome(result, outcome.streamed),
+            )
         )
         if final is not None:
+            metrics.count_final(final)
             return events.finished_event(final)
         try:  # someone else ended it first: report what is stored
-            return events.finished_event(
-                self.store.get_execution(execution.id, owner=execution.owner)
-            )
+            stored = self.store.get_execution(execution.id, owner=execution.owner)
         except NotFound:  # deleted with its session while it ran
             return events.deleted_event(execution.id)
+        if stored.is_final:
+            return events.finished_event(stored)
+        log.warning(
+            "attempt %d of execution %s was taken over by a sweeper; its result is dropped",
+            execution.attempt,
+            execution.id,
+        )
+        return None
+
+    def _requeue(
+        self, execution: Execution, events_out: _Publisher, log: logging.LoggerAdapter[Any]
+    ) -> None:
+        """Hand an attempt stopped by a shutdown back: QUEUED again, and enqueued."""
+        if self.leases is not None:
+            self.leases.release(execution.id)
+        queued = _with_retries(
+            lambda: self.store.requeue(execution.id, attempt=execution.attempt, not_before=_now()),
+            "handing an execution back",
+        )
+        if queued is None:
+            return
+        metrics.SWEEPER_ACTIONS.labels("handed_back").inc()
+        log.info("execution %s handed back (attempt %d)", execution.id, execution.attempt)
+        events_out.publish(events.status_event(queued))
+        if self._enqueue is not None:
+            try:
+                self._enqueue(execution.id, attempt=execution.attempt + 1)
+            except Unavailable as exc:  # a sweeper enqueues it once Redis is back
+                log.warning("execution %s handed back but not enqueued: %s", execution.id, exc)
+
+    def _count_claim(self, execution: Execution) -> None:
+        metrics.ATTEMPTS.labels(str(execution.attempt)).inc()
+        if execution.attempt == 1 and execution.started_at is not None:
+            waited = execution.started_at - execution.queued_at
+            metrics.QUEUE_WAIT.observe(max(0.0, waited.total_seconds()))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What one attempt produced: its output as streamed, and the runner's result."""
+
+    streamed: _Streamed
+    result: Result
 
 
 class _Publisher:
@@ -256,10 +420,12 @@ class _ControlInbox:
 
 
 class _Streamed:
-    """What has been published so far: the chunk index ([stream, n_chars] per seq, and the case
-    as a third item for a test case's chunk) and the texts, per stream and per case."""
+    """What this attempt has published so far: the chunk index ([stream, n_chars] per seq,
+    and the case as a third item for a test case's chunk) and the texts, per stream and per
+    case. Its seq numbers follow `base` (events.seq_base)."""
 
-    def __init__(self) -> None:
+    def __init__(self, base: int = 0) -> None:
+        self.base = base
         self.index: list[list[Any]] = []
         self._parts: dict[tuple[str, int | None], list[str]] = collections.defaultdict(list)
 
@@ -268,7 +434,7 @@ class _Streamed:
         self._parts[stream, None].append(text)
         if case is not None:
             self._parts[stream, case].append(text)
-        return len(self.index)
+        return self.base + len(self.index)
 
     def text(self, stream: str, case: int | None = None) -> str:
         """All of a stream (case None), or a test case's part of it."""
@@ -334,6 +500,10 @@ def _with_retries(write: Callable[[], _T], what: str = "storing a final state") 
             logger.warning("%s failed (%s); retrying in %.1f s", what, exc, delay_s)
             time.sleep(delay_s)
     return write()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def _internal_error(message: str) -> Result:

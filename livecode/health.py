@@ -1,4 +1,5 @@
-"""Health endpoints: liveness, and one check per dependency (200 when it works, 503 and why)."""
+"""Health endpoints: liveness, and one check per dependency (200 when it works, 503 and why);
+and /metrics, the Prometheus view of this process (metrics.py)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from livecode import events
+from livecode import events, metrics
+from livecode.errors import SchemaMissing, Unavailable
 from livecode.heartbeat import live_workers
 from livecode.services import Services
 
 logger = logging.getLogger(__name__)
 
 Check = Callable[[Services], dict[str, Any]]
+
+NO_WORKER = (
+    "no worker is alive (none has reported in the last 15 seconds): queued executions wait "
+    "until a `livecode worker` starts"
+)
 
 
 class CheckFailed(Exception):
@@ -28,6 +35,9 @@ class CheckFailed(Exception):
 def check_db(services: Services) -> dict[str, Any]:
     try:
         services.store.ping()
+        services.store.check_schema()
+    except SchemaMissing as exc:
+        raise CheckFailed(exc.message) from exc
     except Exception as exc:
         raise CheckFailed(f"database unreachable: {type(exc).__name__}") from exc
     backend = "postgresql" if services.settings.database_url.startswith("postgresql") else "sqlite"
@@ -56,7 +66,7 @@ def check_workers(services: Services) -> dict[str, Any]:
     except Exception as exc:
         raise CheckFailed(f"redis unreachable: {type(exc).__name__}") from exc
     if not workers:
-        raise CheckFailed("no worker process has reported in the last 15 seconds")
+        raise CheckFailed(NO_WORKER)
     return {
         "status": "connected",
         "active_workers": sum(worker["threads"] for worker in workers),
@@ -95,6 +105,32 @@ def check_ready(services: Services) -> dict[str, Any]:
     }
 
 
+def is_worker_alive(services: Services) -> bool:
+    """Whether any worker thread or process can take a queued execution now (Redis down:
+    presumed alive, since the queue is what is missing)."""
+    if services.redis is None:
+        return services.queue.worker_threads > 0
+    try:
+        return bool(live_workers(services.redis))
+    except Exception:
+        return True
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """GET /metrics: Prometheus text, with the store's queue as of now."""
+    services: Services = request.app.state.services
+    try:
+        queued, running = await run_in_threadpool(
+            lambda: (services.store.count_queued(), services.store.count_running())
+        )
+        metrics.QUEUED_EXECUTIONS.set(queued)
+        metrics.RUNNING_EXECUTIONS.set(running)
+    except Unavailable:
+        metrics.QUEUED_EXECUTIONS.set(float("nan"))
+        metrics.RUNNING_EXECUTIONS.set(float("nan"))
+    return Response(metrics.generate_latest(), media_type=metrics.CONTENT_TYPE_LATEST)
+
+
 async def health(request: Request) -> Response:
     return JSONResponse(events.health_json("healthy", timestamp=dt.datetime.now(dt.UTC)))
 
@@ -122,4 +158,5 @@ routes = [
     Route("/health/workers", _endpoint(check_workers), methods=["GET"]),
     Route("/health/celery", _endpoint(check_workers), methods=["GET"]),
     Route("/health/sandbox", _endpoint(check_sandbox), methods=["GET"]),
+    Route("/metrics", metrics_endpoint, methods=["GET"]),
 ]

@@ -187,6 +187,12 @@ def document() -> dict[str, Any]:
     }
     for part in ("ready", "db", "redis", "workers", "celery", "sandbox"):
         paths[f"/health/{part}"] = {"get": _operation(f"Health of {part}", health)}
+    paths["/metrics"] = {
+        "get": _operation(
+            "Prometheus metrics of this server (README, Metrics)",
+            {"200": {"description": "Prometheus text", "content": {"text/plain": {}}}},
+        )
+    }
     paths["/openapi.json"] = {
         "get": _operation("This document", {"200": _answer("OpenAPI 3.0", {"type": "object"})})
     }

@@ -3,15 +3,21 @@
 Distributed: a Dramatiq message on Redis and the `execute` actor; web processes only send,
 worker processes consume with Dramatiq worker threads. Embedded: an in-process queue read by
 worker threads of the server itself (`_LocalQueue`).
+
+A message is only a hand-off: the store says what is QUEUED. Each message is named after the
+attempt it starts (``{execution_id}.{attempt}``), so that a sweeper can ask whether it still
+exists (`missing`) and enqueue again what was lost (a Redis restarted without its data).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dramatiq
@@ -19,14 +25,22 @@ import redis
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.middleware import Middleware, TimeLimit
 
+from livecode import metrics
 from livecode.config import Settings
-from livecode.errors import unavailable_on
+from livecode.errors import Unavailable, unavailable_on
 
 logger = logging.getLogger(__name__)
 
 QUEUE_NAME = "executions"
 # Dramatiq's TimeLimit is only a backstop: the sandbox owns the deadline and kills the tree.
 BACKSTOP_MARGIN_S = 60
+# A consumer whose threads are all busy fetches nothing, and so tells Redis it lives only by
+# this explicit heartbeat; Dramatiq's maintenance (forced by each sweeper pass) gives the
+# messages of a consumer silent for BROKER_HEARTBEAT_TIMEOUT_S back to the queue.
+BROKER_HEARTBEAT_S = 5.0
+BROKER_HEARTBEAT_TIMEOUT_S = 30.0
+# Threads still running once a shutdown's grace is over: how long they get to hand back.
+HAND_BACK_S = 10.0
 
 
 class Queue:
@@ -45,7 +59,10 @@ class Queue:
         # age limits, pipelines or callbacks; each middleware is a hook on every message.
         middleware: list[Middleware] = [TimeLimit()]
         self.broker = WakingRedisBroker(
-            url=settings.redis_url, namespace="livecode-dramatiq", middleware=middleware
+            url=settings.redis_url,
+            namespace="livecode-dramatiq",
+            middleware=middleware,
+            heartbeat_timeout=int(BROKER_HEARTBEAT_TIMEOUT_S * 1000),
         )
         # a run with test cases runs its program once per case, each with the wall time
         longest_s = settings.wall_timeout_s * settings.max_cases + settings.compile_timeout_s
@@ -58,15 +75,43 @@ class Queue:
             time_limit=backstop_ms,
         )
 
-    def enqueue(self, execution_id: str) -> None:
-        """Hand an execution to whichever worker is free. Raises Unavailable when Redis is down."""
+    def enqueue(self, execution_id: str, *, attempt: int = 1) -> None:
+        """Hand an execution to whichever worker is free, for its attempt `attempt`.
+
+        Raises Unavailable when Redis is down.
+        """
         if self._local is not None:
             self._local.put(execution_id)
             return
+        try:
+            with unavailable_on(
+                redis.RedisError, message="the queue (Redis) is unavailable", retry_after=5.0
+            ):
+                self.actor.send_with_options(
+                    args=(execution_id,), redis_message_id=message_id(execution_id, attempt)
+                )
+        except Unavailable:
+            metrics.QUEUE_ERRORS.inc()
+            raise
+
+    def missing(self, due: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Of these (execution id, attempt) pairs, those with no message waiting or at work.
+
+        Raises Unavailable when Redis is down.
+        """
+        if self._local is not None:
+            return [(id_, attempt) for id_, attempt in due if not self._local.holds(id_)]
+        assert self.broker is not None
         with unavailable_on(
             redis.RedisError, message="the queue (Redis) is unavailable", retry_after=5.0
         ):
-            self.actor.send(execution_id)
+            return self.broker.missing(QUEUE_NAME, due)
+
+    def maintain(self) -> None:
+        """Give the messages of consumers that stopped beating back to the queue (Redis)."""
+        if self.broker is not None:
+            with unavailable_on(redis.RedisError, message="the queue (Redis) is unavailable"):
+                self.broker.maintain(QUEUE_NAME)
 
     def start_workers(self, execute: Callable[[str], None], threads: int) -> None:
         """Consume messages with `threads` worker threads in this process."""
@@ -97,13 +142,24 @@ class Queue:
             return self._local.threads
         return len(self._worker.workers) if self._worker is not None else 0
 
-    def close(self, timeout_s: float = 30.0) -> None:
-        """Stop consuming (letting running executions finish within `timeout_s`), then close."""
+    def close(self, timeout_s: float = 30.0, on_timeout: Callable[[], None] | None = None) -> None:
+        """Take no new message; let running executions finish within `timeout_s`; then call
+        `on_timeout` (which hands the rest back), wait for that, and close.
+
+        Messages fetched but not started go back to the queue.
+        """
         if self._local is not None:
-            self._local.stop(timeout_s)
+            self._local.stop(timeout_s, on_timeout)
             return
         if self._worker is not None:
-            self._worker.stop(timeout=int(timeout_s * 1000))
+            threads = list(self._worker.workers)
+            for thread in threads:
+                thread.stop()  # each ends after its current message
+            _join(threads, timeout_s)
+            if on_timeout is not None and any(thread.is_alive() for thread in threads):
+                on_timeout()
+                _join(threads, HAND_BACK_S)
+            self._worker.stop(timeout=int(HAND_BACK_S * 1000))
             self._worker = None
         assert self.broker is not None
         self.broker.close()
@@ -131,13 +187,23 @@ class _LocalQueue:
         self._pending: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._workers: list[threading.Thread] = []
         self._stopping = False
+        # Ids put and not yet done with (waiting, or at work): what `holds` answers from.
+        self._held: collections.Counter[str] = collections.Counter()
+        self._held_lock = threading.Lock()
 
     @property
     def threads(self) -> int:
         return len(self._workers)
 
     def put(self, execution_id: str) -> None:
+        with self._held_lock:
+            self._held[execution_id] += 1
         self._pending.put(execution_id)
+
+    def holds(self, execution_id: str) -> bool:
+        """Whether the id waits here or is at work."""
+        with self._held_lock:
+            return self._held[execution_id] > 0
 
     def start(self, execute: Callable[[str], None], threads: int) -> None:
         for index in range(threads):
@@ -147,14 +213,16 @@ class _LocalQueue:
             worker.start()
             self._workers.append(worker)
 
-    def stop(self, timeout_s: float) -> None:
-        """Take nothing more; wait up to `timeout_s` for the running executions to end."""
+    def stop(self, timeout_s: float, on_timeout: Callable[[], None] | None = None) -> None:
+        """Take nothing more; wait up to `timeout_s` for the running executions to end, then
+        call `on_timeout` and wait for the rest a little longer."""
         self._stopping = True
         for _ in self._workers:
             self._pending.put(None)  # wakes a waiting thread
-        deadline = time.monotonic() + timeout_s
-        for worker in self._workers:
-            worker.join(max(0.0, deadline - time.monotonic()))
+        _join(self._workers, timeout_s)
+        if on_timeout is not None and any(worker.is_alive() for worker in self._workers):
+            on_timeout()
+            _join(self._workers, HAND_BACK_S)
         self._workers.clear()
 
     def _work(self, execute: Callable[[str], None]) -> None:
@@ -166,6 +234,22 @@ class _LocalQueue:
                 execute(execution_id)
             except Exception:
                 logger.exception("execution %s failed in its worker thread", execution_id)
+            finally:
+                with self._held_lock:
+                    self._held[execution_id] -= 1
+                    if self._held[execution_id] <= 0:
+                        del self._held[execution_id]
+
+
+def message_id(execution_id: str, attempt: int) -> str:
+    """The name of the message that starts an execution's attempt `attempt` (Redis)."""
+    return f"{execution_id}.{attempt}"
+
+
+def _join(threads: Sequence[threading.Thread], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class WakingRedisBroker(RedisBroker):
@@ -191,10 +275,39 @@ class WakingRedisBroker(RedisBroker):
     def enqueue(
         self, message: dramatiq.Message[Any], *, delay: int | None = None
     ) -> dramatiq.Message[Any]:
-        enqueued = super().enqueue(message, delay=delay)
-        if delay is None:
-            self.client.publish(self.wake_channel, enqueued.queue_name)
-        return enqueued
+        """Enqueue under the message's own ``redis_message_id`` (Dramatiq's parent draws a
+        random one), so that `missing` can look it up; then wake the idle consumers."""
+        if delay is not None:
+            raise RuntimeError("livecode enqueues no delayed messages")
+        redis_id = message.options.get("redis_message_id") or str(uuid.uuid4())
+        message = message.copy(options={"redis_message_id": redis_id})
+        self.emit_before("enqueue", message, delay)
+        self.do_enqueue(message.queue_name, redis_id, message.encode())
+        self.emit_after("enqueue", message, delay)
+        self.client.publish(self.wake_channel, message.queue_name)
+        return message
+
+    def missing(self, queue_name: str, due: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The (execution id, attempt) pairs whose message is not stored any more: neither
+        waiting nor fetched (a message stays in the hash until it is acknowledged)."""
+        if not due:
+            return []
+        messages = f"{self.namespace}:{queue_name}.msgs"
+        with self.client.pipeline(transaction=False) as pipe:
+            for execution_id, attempt in due:
+                pipe.hexists(messages, message_id(execution_id, attempt))
+            found = pipe.execute()
+        return [pair for pair, exists in zip(due, found, strict=True) if not exists]
+
+    def maintain(self, queue_name: str) -> None:
+        """Run Dramatiq's queue maintenance now: the messages held by consumers that stopped
+        beating (a killed worker) go back to the queue. Dramatiq runs it on 0.1 % of fetches."""
+        self.do_maintain(queue_name)
+
+    def _should_do_maintenance(self, command: str) -> int:
+        if command == "maintain":  # not a command of the script: it only maintains
+            return 1
+        return int(super()._should_do_maintenance(command))
 
     def wake_event(self, queue_name: str) -> threading.Event:
         """An event set whenever a message is enqueued on `queue_name` by any process."""
@@ -232,17 +345,27 @@ class _WakingConsumer(_RedisConsumer):
         self.idle_s = timeout / 1000
         self.wake = broker.wake_event(queue_name)
         self._wait_first = False
+        self._beat_at = time.monotonic() + BROKER_HEARTBEAT_S
 
     def __next__(self) -> Any:
         if not self.message_cache:
             if self._wait_first:
                 self.wake.wait(self.idle_s)
             self.wake.clear()  # before looking: a wake-up after this look stays set
+            if self.outstanding_message_count >= self.prefetch:
+                self._beat()
         message = super().__next__()  # asks Redis only when nothing is at hand
         # Nothing left at hand means the queue was empty or we hold all we may: look again
         # when a message is enqueued (by any process) or one of ours finishes, not at once.
         self._wait_first = not self.message_cache
         return message
+
+    def _beat(self) -> None:
+        """Busy, so not fetching: say that this consumer lives (a fetch of no message)."""
+        now = time.monotonic()
+        if now >= self._beat_at:
+            self._beat_at = now + BROKER_HEARTBEAT_S
+            self.broker.do_fetch(self.queue_name, 0)
 
     def ack(self, message: Any) -> None:
         super().ack(message)

@@ -13,6 +13,14 @@ A slow follower never blocks the others: each has a bounded queue. On overflow i
 are dropped until it drains its queue, then it re-syncs from the history (same steps 2-3), so it
 still gets every event. A gap in live output (events lost by the bus, e.g. a Redis reconnect)
 also re-syncs; a gap that the history cannot fill ends the follower with an error event.
+
+Attempts: a `status` event of a retried attempt carries `seq`, the last seq before its output
+(events.seq_base); the output a follower keeps is what follows the last attempt's RUNNING
+status, and numbering goes on from that seq, so the jump is no gap.
+
+No follower waits forever on a bus that lost an event: a channel silent for `check_after_s`
+has its execution looked up in the store, and once it is final there, its followers get the
+stored events (whatever they lack of them, and `finished`).
 """
 
 from __future__ import annotations
@@ -20,12 +28,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
 from starlette.concurrency import run_in_threadpool
 
+from livecode import metrics
 from livecode.bus import RESYNC, Bus, BusUnavailable, Subscriber, execution_channel
 from livecode.errors import InternalError, Unavailable
 from livecode.events import error_event
@@ -35,6 +45,9 @@ __all__ = ["FOLLOWER_QUEUE_SIZE", "Relay"]
 logger = logging.getLogger(__name__)
 
 FOLLOWER_QUEUE_SIZE: Final = 1024
+# How long an execution's channel may be silent before the store is asked whether it ended.
+CHECK_AFTER_S: Final = 3.0
+_EXECUTION_PREFIX: Final = execution_channel("")
 
 Event = Mapping[str, Any]
 # The stored events of an execution: all of them, ending with `finished`, once it is final;
@@ -44,6 +57,8 @@ LoadFinal = Callable[[str], Awaitable[Sequence[Event] | None]]
 # Markers a follower's get() returns; compared by identity, never sent.
 _CLOSED: Final[Event] = {"type": "relay.closed"}
 _OVERFLOW: Final[Event] = {"type": "relay.overflow"}
+# The marker of the stored events of an execution found final while its channel was silent.
+_STORED: Final = "relay.stored"
 
 
 class Relay:
@@ -53,13 +68,20 @@ class Relay:
     """
 
     def __init__(
-        self, bus: Bus, load_final: LoadFinal, *, follower_queue_size: int = FOLLOWER_QUEUE_SIZE
+        self,
+        bus: Bus,
+        load_final: LoadFinal,
+        *,
+        follower_queue_size: int = FOLLOWER_QUEUE_SIZE,
+        check_after_s: float = CHECK_AFTER_S,
     ) -> None:
         self._bus = bus
         self._load_final = load_final
         self._follower_queue_size = follower_queue_size
+        self._check_after_s = check_after_s
         self._subscriber: Subscriber | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._channels: dict[str, _Channel] = {}
         self._subscription_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -76,6 +98,7 @@ class Relay:
             raise RuntimeError("Relay.start() called twice")
         self._subscriber = self._bus.subscriber()
         self._reader = asyncio.create_task(self._read(self._subscriber), name="relay-reader")
+        self._watchdog = asyncio.create_task(self._watch(), name="relay-watchdog")
 
     async def close(self) -> None:
         """End every follower, stop reading and close the subscriber. Idempotent."""
@@ -86,7 +109,7 @@ class Relay:
             for follower in channel.followers:
                 follower.close()
         self._channels.clear()
-        tasks = [*self._tasks, *([self._reader] if self._reader is not None else [])]
+        tasks = [*self._tasks, *(t for t in (self._reader, self._watchdog) if t is not None)]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -139,7 +162,9 @@ class Relay:
             if event is _CLOSED:
                 yield error_event(Unavailable("the server is shutting down"))
                 return
-            if event is _OVERFLOW or event.get("type") == RESYNC:
+            if event.get("type") == _STORED:
+                batch = _accept_backlog(execution_id, event["events"], sent)
+            elif event is _OVERFLOW or event.get("type") == RESYNC:
                 if event is _OVERFLOW:
                     logger.warning("follower of execution %s too slow: re-syncing", execution_id)
                 batch = await self._catch_up(execution_id, follower, sent)
@@ -165,14 +190,7 @@ class Relay:
         `output lost` error, after what precedes the hole: never a silent gap.
         """
         follower.is_overflowed = False  # before the history read, so nothing falls between
-        batch = []
-        for event in await self._backlog(execution_id):
-            if sent.is_gap(event):
-                batch.append(_output_lost(execution_id, sent))
-                break
-            if sent.accept(event):
-                batch.append(event)
-        return batch
+        return _accept_backlog(execution_id, await self._backlog(execution_id), sent)
 
     async def _backlog(self, execution_id: str) -> Sequence[Event]:
         # Must run after the subscription is active: then backlog + live events miss nothing.
@@ -202,6 +220,7 @@ class Relay:
             entry = _Channel(asyncio.ensure_future(self._subscribe(channel)))
             self._channels[channel] = entry
         entry.followers.add(follower)
+        metrics.FOLLOWERS.inc()
         try:
             # Shielded: one follower giving up must not cancel a subscription others await.
             await asyncio.shield(entry.subscribed)
@@ -216,6 +235,7 @@ class Relay:
         if entry is None or follower not in entry.followers:
             return
         entry.followers.discard(follower)
+        metrics.FOLLOWERS.dec()
         if entry.followers:
             return
         del self._channels[channel]
@@ -247,6 +267,7 @@ class Relay:
             async for channel, event in subscriber:
                 entry = self._channels.get(channel)
                 if entry is not None:
+                    entry.heard_at = time.monotonic()
                     for follower in entry.followers:
                         follower.push(event)
         except Exception:
@@ -256,15 +277,50 @@ class Relay:
             for follower in entry.followers:
                 follower.close()
 
+    async def _watch(self) -> None:
+        """Ask the store about executions whose channel has been silent a while."""
+        while True:
+            await asyncio.sleep(self._check_after_s / 3)
+            now = time.monotonic()
+            for channel, entry in list(self._channels.items()):
+                if (
+                    channel.startswith(_EXECUTION_PREFIX)
+                    and entry.checking is None
+                    and now - entry.heard_at >= self._check_after_s
+                ):
+                    entry.checking = asyncio.create_task(self._check(channel, entry))
+                    self._tasks.add(entry.checking)
+                    entry.checking.add_done_callback(self._tasks.discard)
+
+    async def _check(self, channel: str, entry: _Channel) -> None:
+        try:
+            stored = await self._load_final(channel.removeprefix(_EXECUTION_PREFIX))
+        except Unavailable as exc:
+            logger.warning("could not look up %s in the store: %s", channel, exc)
+            stored = None
+        except Exception:
+            logger.exception("looking up %s in the store failed", channel)
+            stored = None
+        finally:
+            entry.checking = None
+            entry.heard_at = time.monotonic()  # not again before another silence
+        if stored and stored[-1].get("type") == "finished":
+            logger.info("%s is final in the store but was silent: relaying the stored end", channel)
+            marker = {"type": _STORED, "events": stored}
+            for follower in entry.followers:
+                follower.push(marker)
+
 
 class _Channel:
     """One bus subscription and the followers sharing it."""
 
-    __slots__ = ("followers", "subscribed")
+    __slots__ = ("checking", "followers", "heard_at", "subscribed")
 
     def __init__(self, subscribed: asyncio.Future[None]) -> None:
         self.subscribed = subscribed
         self.followers: set[_Follower] = set()
+        self.heard_at = time.monotonic()  # the last event read off the bus
+        self.checking: asyncio.Task[None] | None = None
 
 
 class _Follower:
@@ -273,7 +329,8 @@ class _Follower:
     __slots__ = ("_queue", "is_closed", "is_overflowed")
 
     def __init__(self, size: int) -> None:
-        self._queue: asyncio.Queue[Event] = asyncio.Queue(size)
+        # Each event with when it was read off the bus, for livecode_relay_lag_seconds.
+        self._queue: asyncio.Queue[tuple[float, Event]] = asyncio.Queue(size)
         self.is_overflowed = False
         self.is_closed = False
 
@@ -282,7 +339,7 @@ class _Follower:
         if self.is_overflowed or self.is_closed:
             return
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait((time.monotonic(), event))
         except asyncio.QueueFull:
             self.is_overflowed = True
 
@@ -290,7 +347,7 @@ class _Follower:
         """End the follower: get() returns _CLOSED from now on."""
         self.is_closed = True
         try:
-            self._queue.put_nowait(_CLOSED)  # wake a get() waiting on an empty queue
+            self._queue.put_nowait((0.0, _CLOSED))  # wake a get() waiting on an empty queue
         except asyncio.QueueFull:
             pass  # a full queue has no get() waiting
 
@@ -300,7 +357,10 @@ class _Follower:
             return _CLOSED
         if self.is_overflowed and self._queue.empty():
             return _OVERFLOW
-        return await self._queue.get()
+        pushed_at, event = await self._queue.get()
+        if event is not _CLOSED:
+            metrics.RELAY_LAG.observe(time.monotonic() - pushed_at)
+        return event
 
 
 class _Sent:
@@ -333,7 +393,23 @@ class _Sent:
         self._seen.add(key)
         if event.get("type") == "finished":
             self.is_finished = True
+        elif event.get("type") == "status":
+            # A retried attempt's output goes on after its `seq`: the jump is no gap.
+            self.last_seq = max(self.last_seq, _seq(event))
         return True
+
+
+def _accept_backlog(execution_id: str, backlog: Sequence[Event], sent: _Sent) -> list[Event]:
+    """The backlog events not sent yet, counted as sent; one with a hole in its output ends
+    with the `output lost` error, after what precedes the hole: never a silent gap."""
+    batch = []
+    for event in backlog:
+        if sent.is_gap(event):
+            batch.append(_output_lost(execution_id, sent))
+            break
+        if sent.accept(event):
+            batch.append(event)
+    return batch
 
 
 async def _listen(channel: str, follower: _Follower) -> AsyncIterator[Event]:
@@ -367,14 +443,17 @@ def _output_lost(execution_id: str, sent: _Sent) -> Event:
 
 
 def _has_every_output(history: Sequence[Event]) -> bool:
-    """Whether the outputs run 1, 2, 3...: a Redis that lost its data (a restart without
-    persistence) keeps only what was published after it came back."""
+    """Whether the outputs run 1, 2, 3... (going on after a retried attempt's `seq`): a Redis
+    that lost its data (a restart without persistence) keeps only what was published after it
+    came back."""
     expected = 1
     for event in history:
         if event.get("type") == "output":
             if _seq(event) != expected:
                 return False
             expected += 1
+        elif event.get("type") == "status" and "seq" in event:
+            expected = max(expected, _seq(event) + 1)
     return True
 
 

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from livecode import auth, events, protocol
+from livecode import auth, events, health, protocol
 from livecode.errors import BadRequest, LivecodeError, TooLarge
 from livecode.services import Services
 from livecode.store import Execution
@@ -155,6 +155,9 @@ async def _accepted(request: Request, services: Services, execution: Execution) 
     if request.query_params.get("wait", "").lower() not in ("1", "true", "yes"):
         return JSONResponse(queued, status_code=202)
     assert services.relay is not None
+    if not await run_in_threadpool(health.is_worker_alive, services):
+        # Waiting would only block: say why it stays QUEUED (it runs once a worker starts).
+        return JSONResponse(events.queued_json(execution, health.NO_WORKER), status_code=202)
     try:
         async with asyncio.timeout(services.settings.wait_cap_s):
             async with services.relay.follow(execution.id) as stream:

@@ -9,10 +9,12 @@ the relay, SSE) and anyio's thread pool, the one way the loop hops to blocking w
 `LIVECODE_WORKER_THREADS` Dramatiq worker threads, each running one `Executor.execute` at a
 time with its output pump inline; Dramatiq's consumer thread; `broker-wake` (the Redis wake-up
 subscription that ends idle polling); `bus-control-reader` (cancel and stdin from the control
-channels); `heartbeat` (announces the worker for /health/workers); and `runners-pch`, once at
-start (the C++ precompiled header). Embedded `serve`: the event loop, the thread pool,
-`livecode-worker-N` threads reading the in-process queue, and `runners-pch`; the local bus
-hands events to the loop with `call_soon_threadsafe`.
+channels); `heartbeat` (announces the worker for /health/workers); `leases` (renews the leases
+of the executions it runs); and `runners-pch`, once at start (the C++ precompiled header);
+with LIVECODE_METRICS_PORT, prometheus-client's HTTP server. Embedded `serve`: the event
+loop, the thread pool, `livecode-worker-N` threads reading the in-process queue, `leases` and
+`runners-pch`; the local bus hands events to the loop with `call_soon_threadsafe`. Every
+process also runs a `sweeper` (sweeper.py), which does its pass when it holds the lock.
 """
 
 from __future__ import annotations
@@ -23,17 +25,19 @@ from typing import Any
 
 import redis
 
-from livecode import events
-from livecode.bus import Bus, create_bus, execution_channel
+from livecode import metrics
+from livecode.bus import Bus, create_bus
 from livecode.commands import Commands
 from livecode.config import Settings
-from livecode.errors import Unavailable
+from livecode.errors import SchemaMissing, Unavailable
 from livecode.executor import Executor
 from livecode.heartbeat import Heartbeat
+from livecode.lease import Leases
 from livecode.queue import Queue
 from livecode.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from livecode.relay import Relay
 from livecode.store import Store
+from livecode.sweeper import Sweeper
 from runners import Language, Sandbox, SandboxConfig, SandboxUnavailable, detect_languages
 
 logger = logging.getLogger(__name__)
@@ -54,6 +58,9 @@ class Services:
     sandbox: Sandbox | None = None
     sandbox_error: str | None = None
     heartbeat: Heartbeat | None = None
+    executor: Executor | None = None
+    leases: Leases | None = None
+    sweeper: Sweeper | None = None
 
     def describe_worker(self) -> dict[str, Any]:
         """What a worker process announces: its threads and its sandbox's measures."""
@@ -62,11 +69,18 @@ class Services:
             "sandbox": self.sandbox.measures() if self.sandbox is not None else None,
         }
 
-    def close(self) -> None:
-        """Stop consuming (running executions finish), then close what was opened."""
-        if self.heartbeat is not None:
+    def close(self, grace_s: float | None = None) -> None:
+        """Take no new execution; let running ones finish within `grace_s` (default:
+        LIVECODE_SHUTDOWN_GRACE_S), hand the rest back as QUEUED; then close what was opened."""
+        grace_s = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        if self.sweeper is not None:
+            self.sweeper.stop()
+        on_timeout = self.executor.hand_back if self.executor is not None else None
+        self.queue.close(grace_s, on_timeout)
+        if self.heartbeat is not None:  # after the runs: the worker lived until now
             self.heartbeat.stop()
-        self.queue.close()
+        if self.leases is not None:
+            self.leases.stop()
         if self.sandbox is not None:
             self.sandbox.close()
         self.bus.close()
@@ -76,10 +90,16 @@ class Services:
 
 
 def open_services(settings: Settings, *, consume: bool) -> Services:
-    """Open the parts of a process; `consume` adds the sandbox and worker threads."""
+    """Open the parts of a process; `consume` adds the sandbox and worker threads.
+
+    Raises SchemaMissing when the database answers but lacks the schema (`livecode init-db`);
+    a database that does not answer yet is no reason not to start (503s until it does).
+    """
     store = Store.from_url(settings.database_url)
     if settings.database_url.startswith("sqlite"):
         store.create_tables()
+    else:
+        check_schema(store)
     bus = create_bus(settings.redis_url)
     client = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
     limiter: RateLimiter = RedisRateLimiter(client) if client is not None else LocalRateLimiter()
@@ -102,34 +122,50 @@ def open_services(settings: Settings, *, consume: bool) -> Services:
             logger.error("sandbox unavailable, executions are refused: %s", exc)
             services.sandbox_error = commands.refusal = f"sandbox unavailable: {exc}"
             return services
-        executor = Executor(store, bus, services.sandbox)
-        queue.start_workers(executor.execute, settings.worker_threads)
-        if not settings.is_distributed:
-            _resume_embedded(services)
+        services.leases = Leases(store, settings.lease_s)
+        services.executor = Executor(
+            store, bus, services.sandbox, leases=services.leases, enqueue=queue.enqueue
+        )
+        queue.start_workers(services.executor.execute, settings.worker_threads)
         if client is not None:
             services.heartbeat = Heartbeat(client, services.describe_worker)
             services.heartbeat.start()
+    services.sweeper = Sweeper(settings, store, bus, queue)
+    if consume and not settings.is_distributed:
+        _resume_embedded(services, services.sweeper)
+    services.sweeper.start()
     return services
 
 
-def _resume_embedded(services: Services) -> None:
+def check_schema(store: Store) -> None:
+    """Raise SchemaMissing when the database lacks the schema; log (only) when it is down."""
+    try:
+        store.check_schema()
+    except SchemaMissing:
+        store.close()
+        raise
+    except Unavailable as exc:
+        logger.warning("the database does not answer yet (%s); serving 503s until it does", exc)
+
+
+def _resume_embedded(services: Services, sweeper: Sweeper) -> None:
     """Embedded mode is the only process: what a previous run of it left unfinished is ours.
 
-    Queued executions are queued again; running ones died with that process and end as
-    internal errors (retrying them is the distributed recovery's job, not done here).
+    Queued executions are queued again; running ones died with that process: each is retried
+    as a new attempt (or ends as an internal error when it has none left), as a sweeper does
+    with an expired lease.
     """
+    store = services.store
     try:
-        queued, running = services.store.unfinished()
+        running = store.expired_leases(None)
+        queued, _ = store.unfinished()
+        for execution in running:
+            sweeper.move_on(execution)
+        for execution_id in queued:
+            services.queue.enqueue(execution_id)
     except Unavailable as exc:
         logger.error("could not look for unfinished executions: %s", exc)
         return
-    for execution_id in running:
-        failed = services.store.fail(execution_id, "the server stopped while it ran")
-        if failed is not None:
-            services.bus.publish(execution_channel(execution_id), events.finished_event(failed))
-    for execution_id in queued:
-        services.queue.enqueue(execution_id)
     if queued or running:
-        logger.info(
-            "resumed %d queued executions; %d interrupted ones failed", len(queued), len(running)
-        )
+        metrics.SWEEPER_ACTIONS.labels("resumed").inc(len(queued) + len(running))
+        logger.info("resumed %d queued and %d interrupted executions", len(queued), len(running))

@@ -146,6 +146,11 @@ executions = sa.Table(
     sa.Column("tty", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("case_inputs", JSONText, nullable=True),
     sa.Column("cases", JSONText, nullable=True),
+    # The worker process running it and until when (RUNNING); when a sweeper may enqueue it
+    # again if its message is gone (QUEUED after a retry). Last, so that `init-db` adds them
+    # to an older table in the same order as it creates them in a new one.
+    sa.Column("worker", sa.Text, nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime, nullable=True),
     sa.CheckConstraint(_one_of("status", ExecutionStatus), name="executions_status_check"),
     sa.CheckConstraint(_one_of("reason", Reason), name="executions_reason_check"),
     sa.Index("ix_executions_session_id_created_at", "session_id", "created_at"),

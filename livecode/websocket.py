@@ -3,12 +3,15 @@
 A receive loop parses each frame (protocol.py) and carries it out with a command, in order;
 one send loop writes everything the socket gets, from replies and from the relay's follows.
 A bad message gets an `error` event and the socket stays open; flooding closes it (1008).
+A server that shuts down closes every socket with 1001 (going away), so that clients
+reconnect, to another server, and resume their follows with `since`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 import uuid
@@ -19,7 +22,7 @@ from urllib.parse import urlsplit
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from livecode import auth, events, protocol
+from livecode import auth, events, logs, metrics, protocol
 from livecode.bus import session_channel
 from livecode.errors import InternalError, LivecodeError, Unavailable
 from livecode.services import Services
@@ -34,16 +37,51 @@ OUTBOX_BYTES = 4 << 20
 # slow for 32 of them is told so, and opening the session again gets it the latest source.
 SESSION_FOLLOW_QUEUE_SIZE = 32
 POLICY_VIOLATION = 1008
+GOING_AWAY = 1001
+
+
+class Sockets:
+    """The open sockets of a server, closed with 1001 when it shuts down (app.state.sockets)."""
+
+    def __init__(self) -> None:
+        self._open: set[Connection] = set()
+        self.is_closing = False
+
+    async def close_all(self) -> None:
+        """Close every open socket with 1001; sockets opened from now on are refused."""
+        self.is_closing = True
+        await asyncio.gather(
+            *(connection.close(GOING_AWAY) for connection in list(self._open)),
+            return_exceptions=True,
+        )
+
+    def add(self, connection: Connection) -> None:
+        self._open.add(connection)
+        metrics.WEBSOCKETS.inc()
+
+    def discard(self, connection: Connection) -> None:
+        if connection in self._open:
+            self._open.discard(connection)
+            metrics.WEBSOCKETS.dec()
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
     """Serve one client socket until it goes away."""
     services: Services = websocket.app.state.services
+    sockets: Sockets = websocket.app.state.sockets
     if not origin_allowed(websocket, services.settings.allowed_origins):
         await websocket.close(code=POLICY_VIOLATION)
         return
+    if sockets.is_closing:
+        await websocket.close(code=GOING_AWAY)
+        return
     await websocket.accept()
-    await Connection(websocket, services).serve()
+    connection = Connection(websocket, services)
+    sockets.add(connection)
+    try:
+        await connection.serve()
+    finally:
+        sockets.discard(connection)
 
 
 def origin_allowed(websocket: WebSocket, allowed: tuple[str, ...]) -> bool:
@@ -89,6 +127,11 @@ class Connection:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def close(self, code: int) -> None:
+        """Close the socket with `code` (the loops end as the client answers)."""
+        with contextlib.suppress(Exception):  # already closed by the client
+            await self.websocket.close(code=code, reason="server shutting down")
+
     async def _receive_loop(self) -> None:
         try:
             while True:
@@ -111,7 +154,11 @@ class Connection:
         try:
             message = protocol.parse_message(text)
             ref = message.ref
-            await self._dispatch(message)
+            with logs.about(
+                session_id=getattr(message, "session_id", None),
+                execution_id=getattr(message, "execution_id", None),
+            ):
+                await self._dispatch(message)
         except LivecodeError as exc:
             ref = ref if ref is not None else protocol.ref_of(text)
             await self._send(events.error_event(exc, ref=ref))
@@ -184,6 +231,10 @@ class Connection:
         self.follows[execution_id] = asyncio.create_task(self._pump_execution(execution_id, since))
 
     async def _pump_execution(self, execution_id: str, since: int) -> None:
+        with logs.about(execution_id=execution_id):  # this task's lines
+            await self._relay_execution(execution_id, since)
+
+    async def _relay_execution(self, execution_id: str, since: int) -> None:
         try:
             assert self.services.relay is not None  # set by the lifespan before any socket
             async with self.services.relay.follow(execution_id, since) as stream:

@@ -395,3 +395,55 @@ async def test_a_history_with_a_hole_is_never_a_silent_gap(
     store.final["e1"] = events
     async with relay.follow("e1") as followed:
         assert await collect(followed) == events
+
+
+async def test_a_final_state_missing_from_the_bus_reaches_followers(
+    bus: Bus, store: FakeStore
+) -> None:
+    """The bus lost `finished` (published while Redis was away): after a silence the relay
+    asks the store, and followers get the end, with nothing twice."""
+    relay = Relay(bus, store.load_final, check_after_s=0.3)
+    await relay.start()
+    try:
+        stored = execution_events("e1", 3)
+        for event in stored[:-1]:
+            bus.publish(execution_channel("e1"), event)
+        async with relay.follow("e1") as events:
+            received = [await anext(events) for _ in range(4)]  # status, 3 outputs
+            store.final["e1"] = stored  # stored as final, never published
+            with anyio.fail_after(TIMEOUT):
+                received += [event async for event in events]
+    finally:
+        await relay.close()
+    assert received == stored
+
+
+async def test_a_retried_attempt_numbers_its_output_after_its_status_seq(
+    bus: Bus, relay: Relay
+) -> None:
+    """Attempt 2's output starts after its status's seq: no gap, the first attempt's output
+    stays before it, and a follow `since` a seq of attempt 2 gets only what follows."""
+    first = execution_events("e1", 2)[:-1]
+    retry: list[Event] = [
+        {"type": "status", "execution_id": "e1", "status": "QUEUED", "attempt": 1},
+        {"type": "status", "execution_id": "e1", "status": "RUNNING", "attempt": 2, "seq": 10**6},
+        *(
+            {
+                "type": "output",
+                "execution_id": "e1",
+                "stream": "stdout",
+                "seq": 10**6 + n,
+                "data": f"again {n}\n",
+            }
+            for n in (1, 2)
+        ),
+        {"type": "finished", "execution_id": "e1", "status": "COMPLETED"},
+    ]
+    for event in first + retry:
+        bus.publish(execution_channel("e1"), event)
+    async with relay.follow("e1") as events:
+        everything = await collect(events)
+    async with relay.follow("e1", since=10**6 + 1) as events:
+        later = await collect(events)
+    assert everything == first + retry
+    assert [e["seq"] for e in later if e["type"] == "output"] == [10**6 + 2]

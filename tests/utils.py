@@ -388,3 +388,160 @@ def outputs(events: list[dict[str, Any]], execution_id: str | None = None) -> li
 
 def joined(events: list[dict[str, Any]], stream: str) -> str:
     return "".join(e["data"] for e in outputs(events) if e["stream"] == stream)
+
+
+class RedisServer:
+    """A redis-server of one test's own, on a port it keeps across a kill and a start (so that
+    clients reconnect to the same URL); it keeps nothing on disk, so a start is an empty Redis."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            missing_service("redis-server is not installed (Debian: apt-get install redis-server)")
+        self._binary = binary
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+            + ["--appendonly", "no", "--dir", "/tmp", "--logfile", "", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+        try:
+            wait_until(lambda: _pings(client), f"redis-server on port {self.port} answers")
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: gone at once, with its data."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+@contextlib.contextmanager
+def own_redis() -> Iterator[RedisServer]:
+    """A started RedisServer, killed at the end."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@contextlib.contextmanager
+def own_database(*, schema: bool = True, base_url: str | None = None) -> Iterator[str]:
+    """A new PostgreSQL database (with schema.sql applied unless told not to), dropped after.
+
+    One test's own, so that no other test's sweeper sees its executions."""
+    url = base_url or require_postgresql()
+    name = f"livecode_r_{secrets.token_hex(5)}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    database_url = url.rsplit("/", 1)[0] + "/" + name
+    if schema:
+        from livecode.store import Store
+
+        store = Store.from_url(database_url)
+        store.apply_schema_sql(SCHEMA_SQL)
+        store.close()
+    try:
+        yield database_url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of one test's own (initdb in a temporary directory, a free port),
+    for tests that stop and restart it: never the machine's server."""
+
+    def __init__(self, directory: Path) -> None:
+        binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        if not binaries:
+            missing_service("PostgreSQL's server binaries are not installed")
+        self._bin = binaries[-1].parent
+        self.directory = directory / "pgdata"
+        self.port = free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        user = _unprivileged_user()
+        self._as_user = ["runuser", "-u", user, "--"] if user else []
+        directory.chmod(0o755)
+        if user:
+            shutil.chown(directory, user)
+        self._run(
+            [str(self._bin / "initdb"), "-D", str(self.directory), "-U", "postgres"]
+            + ["-A", "trust", "--no-sync", "-E", "UTF8"]
+        )
+
+    def _run(self, args: list[str]) -> None:
+        subprocess.run(self._as_user + args, check=True, capture_output=True, timeout=TIMEOUT * 2)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            [str(self._bin / "pg_ctl"), "-D", str(self.directory), "-o", options, "-w", "start"]
+            + ["-l", str(self.directory / "log")]
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run([str(self._bin / "pg_ctl"), "-D", str(self.directory), "-m", mode, "-w", "stop"])
+
+    def restart(self) -> None:
+        """Stop (fast: sessions are cut off) and start again, as an operator's restart does."""
+        self.stop("fast")
+        self.start()
+
+
+def _unprivileged_user() -> str | None:
+    """initdb refuses root: run the cluster as an ordinary user when we are root."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    missing_service("no unprivileged user to run a private PostgreSQL as")
+
+
+@contextlib.contextmanager
+def private_postgres(directory: Path) -> Iterator[PrivatePostgres]:
+    """A started PrivatePostgres, stopped at the end."""
+    cluster = PrivatePostgres(directory)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        with contextlib.suppress(Exception):
+            cluster.stop("immediate")
+
+
+# Short leases and passes, so that recovery tests take seconds (README, Reliability).
+FAST_RECOVERY = {
+    "LIVECODE_LEASE_S": "2",
+    "LIVECODE_SWEEP_INTERVAL_S": "0.5",
+    "LIVECODE_MESSAGE_GRACE_S": "2",
+    "LIVECODE_RETRY_BACKOFF_S": "0.2",
+    "LIVECODE_RELAY_CHECK_S": "1",
+}

@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from livecode import errors
+from livecode import errors, metrics
 from livecode.config import normalize_database_url
 from livecode.tables import metadata
 
@@ -85,13 +85,24 @@ class Database:
 
     @contextmanager
     def errors(self) -> Iterator[None]:
-        """Raise a database that is down or unreachable as Unavailable."""
-        with errors.unavailable_on(
-            *DATABASE_DOWN,
-            message="database unavailable",
-            retry_after=UNAVAILABLE_RETRY_AFTER_S,
-        ):
-            yield
+        """Raise a database that is down or unreachable as Unavailable, and one without our
+        tables as SchemaMissing (both 503s, never a 500)."""
+        try:
+            with errors.unavailable_on(
+                *DATABASE_DOWN,
+                message="database unavailable",
+                retry_after=UNAVAILABLE_RETRY_AFTER_S,
+            ):
+                yield
+        except errors.Unavailable as exc:
+            metrics.STORE_ERRORS.inc()
+            raise exc
+        except sa.exc.ProgrammingError as exc:
+            if not _is_missing_relation(exc):
+                raise
+            metrics.STORE_ERRORS.inc()
+            logger.error("the database has no livecode tables: %s", exc.orig)
+            raise errors.SchemaMissing() from exc
 
     @contextmanager
     def one_at_a_time(self) -> Iterator[None]:
@@ -171,6 +182,13 @@ def _add_missing_columns(conn: sa.Connection) -> None:
             definition = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
             conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {definition}")
             logger.info("added column %s.%s to an older database", table.name, column.name)
+
+
+def _is_missing_relation(exc: sa.exc.ProgrammingError) -> bool:
+    """Whether the database says a table or column does not exist (PostgreSQL 42P01, 42703;
+    SQLite's "no such table")."""
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return sqlstate in ("42P01", "42703") or "no such table" in str(exc.orig)
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:

@@ -11,18 +11,19 @@ A database that is down or unreachable raises :class:`livecode.errors.Unavailabl
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from livecode import errors
-from livecode.store.engine import Database, create_engine
+from livecode.store.engine import DATABASE_DOWN, Database, create_engine
 from livecode.store.fastsql import FastPath
 from livecode.store.records import (
     OUTCOME_FIELDS,
@@ -31,7 +32,7 @@ from livecode.store.records import (
     Session,
     SessionStatus,
 )
-from livecode.tables import code_sessions, executions
+from livecode.tables import code_sessions, executions, metadata
 from runners import ExecutionStatus, Reason
 
 __all__ = ["RUNS_EXHAUSTED_RETRY_S", "Store", "parse_id"]
@@ -39,6 +40,8 @@ __all__ = ["RUNS_EXHAUSTED_RETRY_S", "Store", "parse_id"]
 logger = logging.getLogger(__name__)
 
 RUNS_EXHAUSTED_RETRY_S = 86400.0
+# pg_try_advisory_lock's key for the one sweeper at a time (any number, the same everywhere).
+SWEEPER_LOCK_KEY = 0x6C697665  # "live"
 
 
 class Store:
@@ -263,8 +266,15 @@ class Store:
         """Return how many executions are RUNNING (all owners)."""
         return self._count(ExecutionStatus.RUNNING)
 
-    def claim(self, execution_id: str) -> Execution | None:
-        """Move an execution to RUNNING and count the attempt.
+    def claim(
+        self,
+        execution_id: str,
+        *,
+        worker: str | None = None,
+        lease_expires_at: dt.datetime | None = None,
+    ) -> Execution | None:
+        """Move an execution to RUNNING and count the attempt; `worker` holds it until
+        `lease_expires_at` unless it renews the lease (`renew_leases`).
 
         Idempotent: returns None when the execution is not QUEUED (already taken, final, or
         gone), so a redelivered message does nothing.
@@ -276,6 +286,8 @@ class Store:
                 "status": ExecutionStatus.RUNNING.value,
                 "attempt": _NEXT_ATTEMPT,
                 "started_at": _now(),
+                "worker": worker,
+                "lease_expires_at": lease_expires_at,
             },
         )
         if execution is not None:
@@ -283,13 +295,20 @@ class Store:
         return execution
 
     def finish(
-        self, execution_id: str, *, status: ExecutionStatus | str, **outcome: Any
+        self,
+        execution_id: str,
+        *,
+        status: ExecutionStatus | str,
+        attempt: int | None = None,
+        **outcome: Any,
     ) -> Execution | None:
         """Write an execution's final state, from RUNNING (or QUEUED: an error before claim).
 
         ``outcome`` holds values of the execution's `Outcome` fields (records.py); ``chunks``,
         the output index, is ``(stream, n_chars)`` or ``(stream, n_chars, case)`` per seq
-        (tuples or lists); ``cases`` holds CaseResults or their fields as dicts.
+        (tuples or lists); ``cases`` holds CaseResults or their fields as dicts. With
+        ``attempt``, only that attempt, still RUNNING, is ended: a worker whose lease was
+        taken over ends nothing.
         Idempotent: returns None when the execution is already final (or gone).
         """
         status = ExecutionStatus(status)
@@ -309,8 +328,19 @@ class Store:
             ]
         execution = self._move(
             execution_id,
-            from_statuses=(ExecutionStatus.QUEUED, ExecutionStatus.RUNNING),
-            values={"status": status.value, **outcome, "finished_at": _now()},
+            from_statuses=(
+                (ExecutionStatus.RUNNING,)
+                if attempt is not None
+                else (ExecutionStatus.QUEUED, ExecutionStatus.RUNNING)
+            ),
+            values={
+                "status": status.value,
+                **outcome,
+                "finished_at": _now(),
+                "worker": None,
+                "lease_expires_at": None,
+            },
+            attempt=attempt,
         )
         if execution is not None:
             logger.debug(
@@ -354,8 +384,115 @@ class Store:
                 "chunks": [],
                 "error_message": message,
                 "finished_at": _now(),
+                "worker": None,
+                "lease_expires_at": None,
             },
         )
+
+    # -- leases and the sweeper (README, "Nothing lost, nothing stuck") ---------------------
+
+    def renew_leases(self, worker: str, until: dt.datetime) -> set[str]:
+        """Extend the leases of the executions `worker` runs; return the ids it still holds."""
+        with self._database.transaction(write=True) as conn:
+            rows = conn.execute(
+                executions.update()
+                .where(
+                    executions.c.worker == worker,
+                    executions.c.status == ExecutionStatus.RUNNING.value,
+                )
+                .values(lease_expires_at=until)
+                .returning(executions.c.id)
+            ).all()
+        return {row.id for row in rows}
+
+    def expired_leases(self, now: dt.datetime | None, *, limit: int = 100) -> list[Execution]:
+        """RUNNING executions whose worker stopped renewing their lease (before `now`; None:
+        every RUNNING one, as after an embedded restart), oldest lease first."""
+        query = sa.select(executions).where(executions.c.status == ExecutionStatus.RUNNING.value)
+        if now is not None:
+            query = query.where(executions.c.lease_expires_at < now)
+        with self._database.transaction() as conn:
+            rows = (
+                conn.execute(query.order_by(executions.c.lease_expires_at).limit(limit))
+                .mappings()
+                .all()
+            )
+        return [Execution.model_validate(row) for row in rows]
+
+    def due_queued(
+        self, now: dt.datetime, queued_before: dt.datetime, *, limit: int = 500
+    ) -> list[tuple[str, int]]:
+        """(id, attempt) of the QUEUED executions whose message should exist by now: queued
+        before `queued_before`, or retried with a backoff that has passed."""
+        lease = executions.c.lease_expires_at
+        with self._database.transaction() as conn:
+            rows = conn.execute(
+                sa.select(executions.c.id, executions.c.attempt)
+                .where(
+                    executions.c.status == ExecutionStatus.QUEUED.value,
+                    sa.or_(
+                        sa.and_(lease.is_(None), executions.c.queued_at < queued_before),
+                        lease <= now,
+                    ),
+                )
+                .order_by(executions.c.queued_at)
+                .limit(limit)
+            ).all()
+        return [(row.id, row.attempt) for row in rows]
+
+    def requeue(
+        self, execution_id: str, *, attempt: int, not_before: dt.datetime
+    ) -> Execution | None:
+        """Move attempt `attempt`, still RUNNING, back to QUEUED, to be enqueued again (by
+        whoever calls this, or a sweeper from `not_before` on). None when it moved on."""
+        return self._move(
+            execution_id,
+            from_statuses=(ExecutionStatus.RUNNING,),
+            values={
+                "status": ExecutionStatus.QUEUED.value,
+                "started_at": None,
+                "worker": None,
+                "lease_expires_at": not_before,
+            },
+            attempt=attempt,
+        )
+
+    @contextlib.contextmanager
+    def sweeper_lock(self) -> Iterator[bool]:
+        """Hold the sweeper's lock for the block if no other process does; yield whether held.
+
+        PostgreSQL: a session advisory lock, freed with its connection if this process dies.
+        SQLite serves one process (embedded mode): always held.
+        """
+        if self.engine.dialect.name != "postgresql":
+            yield True
+            return
+        with self._database.errors(), self.engine.connect() as conn:
+            held = bool(
+                conn.execute(sa.select(sa.func.pg_try_advisory_lock(SWEEPER_LOCK_KEY))).scalar()
+            )
+            conn.commit()
+            try:
+                yield held
+            finally:
+                if held:
+                    with contextlib.suppress(*DATABASE_DOWN):  # a lost connection let go of it
+                        conn.execute(sa.select(sa.func.pg_advisory_unlock(SWEEPER_LOCK_KEY)))
+                        conn.commit()
+
+    def check_schema(self) -> None:
+        """Raise SchemaMissing unless every table and column of tables.py exists."""
+        with self._database.errors():
+            inspector = sa.inspect(self.engine)
+            for table in metadata.tables.values():
+                if not inspector.has_table(table.name):
+                    raise errors.SchemaMissing(f"the table {table.name} is missing")
+                present = {column["name"] for column in inspector.get_columns(table.name)}
+                missing = [column.name for column in table.columns if column.name not in present]
+                if missing:
+                    raise errors.SchemaMissing(
+                        f"the table {table.name} lacks {', '.join(missing)} (an older schema)"
+                    )
 
     def unfinished(self) -> tuple[list[str], list[str]]:
         """Ids of the QUEUED and of the RUNNING executions, oldest first."""
@@ -451,17 +588,21 @@ class Store:
         *,
         from_statuses: tuple[ExecutionStatus, ...],
         values: dict[str, Any],
+        attempt: int | None = None,
     ) -> Execution | None:
-        """One guarded UPDATE of an execution's status; None when the guard does not hold."""
+        """One guarded UPDATE of an execution's status (and, given, its attempt); None when
+        the guard does not hold."""
         try:
             execution_id = parse_id(execution_id, "execution")
         except errors.NotFound:
             return None
-        statement = _move_statement(from_statuses, values)
+        statement = _move_statement(from_statuses, values, attempt is not None)
         parameters = {
             key: value for key, value in values.items() if not isinstance(value, sa.ClauseElement)
         }
         parameters["execution_id"] = execution_id
+        if attempt is not None:
+            parameters["b_attempt"] = attempt
         with self._fast.transaction(write=True, one_statement=True) as conn:
             rows = self._fast.run(conn, statement, parameters)
         return Execution.model_validate(rows[0]) if rows else None
@@ -553,14 +694,14 @@ _MOVE_STATEMENTS: dict[tuple[Any, ...], sa.Update] = {}
 
 
 def _move_statement(
-    from_statuses: tuple[ExecutionStatus, ...], values: dict[str, Any]
+    from_statuses: tuple[ExecutionStatus, ...], values: dict[str, Any], of_attempt: bool
 ) -> sa.Update:
     # SQL-expression values are module constants (like _NEXT_ATTEMPT): keyed by identity.
     shape = tuple(
         (key, id(value) if isinstance(value, sa.ClauseElement) else None)
         for key, value in sorted(values.items())
     )
-    key = (from_statuses, shape)
+    key = (from_statuses, shape, of_attempt)
     statement = _MOVE_STATEMENTS.get(key)
     if statement is None:
         assignments = {
@@ -569,9 +710,11 @@ def _move_statement(
             else sa.bindparam(name, type_=executions.c[name].type)
             for name, value in values.items()
         }
+        guards = [executions.c.attempt == sa.bindparam("b_attempt")] if of_attempt else []
         statement = (
             executions.update()
             .where(
+                *guards,
                 executions.c.id == sa.bindparam("execution_id"),
                 # Statuses are ours, not input: literal SQL spares an expanding IN per call.
                 sa.or_(

@@ -155,6 +155,10 @@ class Execution(_Record):
     # A Judge0 submission's request fields that livecode has no column of its own for
     # (expected_output, the language id and limits as asked: livecode/compat); None otherwise.
     judge0: Private[dict[str, Any] | None] = None
+    # The worker process that claimed it and until when its lease holds (RUNNING); on a
+    # QUEUED execution that was retried, when it may be enqueued again (README, Reliability).
+    worker: Private[str | None] = None
+    lease_expires_at: Private[dt.datetime | None] = None
 
     @property
     def is_final(self) -> bool:
