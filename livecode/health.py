@@ -15,13 +15,15 @@ from starlette.routing import Route
 
 from livecode import events, metrics
 from livecode.errors import SchemaMissing, Unavailable
-from livecode.heartbeat import live_workers
+from livecode.heartbeat import HEARTBEAT_EVERY_S, live_workers
 from livecode.services import Services
 
 logger = logging.getLogger(__name__)
 
 Check = Callable[[Services], dict[str, Any]]
 
+# How long ?wait=true waits when no worker is alive: one heartbeat, and a little more.
+NO_WORKER_WAIT_S = HEARTBEAT_EVERY_S + 1.0
 NO_WORKER = (
     "no worker is alive (none has reported in the last 15 seconds): queued executions wait "
     "until a `livecode worker` starts"

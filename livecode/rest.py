@@ -150,22 +150,29 @@ async def list_languages(request: Request) -> Response:
 
 
 async def _accepted(request: Request, services: Services, execution: Execution) -> Response:
-    """202 with the queued execution; with ?wait=true, 200 and the final one if it ends in time."""
+    """202 with the queued execution; with ?wait=true, 200 and the final one if it ends in time.
+
+    With no worker alive, the wait is cut short (a worker that just came back, or a Redis that
+    did, announces itself within a heartbeat) and the 202 says why the run stays QUEUED.
+    """
     queued = events.queued_json(execution)
     if request.query_params.get("wait", "").lower() not in ("1", "true", "yes"):
         return JSONResponse(queued, status_code=202)
     assert services.relay is not None
-    if not await run_in_threadpool(health.is_worker_alive, services):
-        # Waiting would only block: say why it stays QUEUED (it runs once a worker starts).
-        return JSONResponse(events.queued_json(execution, health.NO_WORKER), status_code=202)
+    is_worker_alive = await run_in_threadpool(health.is_worker_alive, services)
+    wait_s = services.settings.wait_cap_s
+    if not is_worker_alive:
+        wait_s = min(wait_s, health.NO_WORKER_WAIT_S)
     try:
-        async with asyncio.timeout(services.settings.wait_cap_s):
+        async with asyncio.timeout(wait_s):
             async with services.relay.follow(execution.id) as stream:
                 async for event in stream:
                     if event["type"] == "finished":
                         return JSONResponse(_without_type(event))
     except TimeoutError:
         pass
+    if not is_worker_alive:
+        return JSONResponse(events.queued_json(execution, health.NO_WORKER), status_code=202)
     return JSONResponse(queued, status_code=202)
 
 

@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -473,19 +474,21 @@ class PrivatePostgres:
     """A PostgreSQL cluster of one test's own (initdb in a temporary directory, a free port),
     for tests that stop and restart it: never the machine's server."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self) -> None:
         binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
         if not binaries:
             missing_service("PostgreSQL's server binaries are not installed")
         self._bin = binaries[-1].parent
-        self.directory = directory / "pgdata"
+        # Not under pytest's tmp_path: its parents are root's alone, and initdb refuses root.
+        self.root = Path(tempfile.mkdtemp(prefix="livecode-pg-"))
+        self.directory = self.root / "pgdata"
         self.port = free_port()
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
         user = _unprivileged_user()
         self._as_user = ["runuser", "-u", user, "--"] if user else []
-        directory.chmod(0o755)
+        self.root.chmod(0o755)
         if user:
-            shutil.chown(directory, user)
+            shutil.chown(self.root, user)
         self._run(
             [str(self._bin / "initdb"), "-D", str(self.directory), "-U", "postgres"]
             + ["-A", "trust", "--no-sync", "-E", "UTF8"]
@@ -526,15 +529,16 @@ def _unprivileged_user() -> str | None:
 
 
 @contextlib.contextmanager
-def private_postgres(directory: Path) -> Iterator[PrivatePostgres]:
-    """A started PrivatePostgres, stopped at the end."""
-    cluster = PrivatePostgres(directory)
-    cluster.start()
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A started PrivatePostgres, stopped and deleted at the end."""
+    cluster = PrivatePostgres()
     try:
+        cluster.start()
         yield cluster
     finally:
         with contextlib.suppress(Exception):
             cluster.stop("immediate")
+        shutil.rmtree(cluster.root, ignore_errors=True)
 
 
 # Short leases and passes, so that recovery tests take seconds (README, Reliability).

@@ -49,7 +49,15 @@ class FastPath:
         dialect = self._engine.dialect
         with self._database.errors(), self._database.one_at_a_time():
             shared = self._shares_connection
-            connection: Any = self._shared() if shared else self._engine.raw_connection()
+            try:
+                connection: Any = self._shared() if shared else self._engine.raw_connection()
+            except dialect.loaded_dbapi.Error as exc:
+                # The pool hands back the driver's own error (only Connection wraps it): a
+                # database that refuses connections (restarting) is a 503, not a 500.
+                logger.warning("database connection failed: %s", exc)
+                raise errors.Unavailable(
+                    "database unavailable", retry_after=UNAVAILABLE_RETRY_AFTER_S
+                ) from exc
             driver = getattr(connection, "driver_connection", connection)
             autocommit = one_statement and dialect.name == "postgresql"
             try:
