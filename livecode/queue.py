@@ -321,6 +321,14 @@ class WakingRedisBroker(RedisBroker):
                 self._listener.start()
         return event
 
+    def forget_wake_event(self, queue_name: str, event: threading.Event) -> None:
+        """Stop setting `event` (its consumer is closed: Dramatiq makes a new one after each
+        lost connection)."""
+        with self._lock:
+            events = self._wake_events.get(queue_name, [])
+            if event in events:
+                events.remove(event)
+
     def _listen(self) -> None:
         while True:
             try:
@@ -328,7 +336,9 @@ class WakingRedisBroker(RedisBroker):
                 pubsub.subscribe(self.wake_channel)
                 for message in pubsub.listen():
                     queue_name = message["data"].decode()
-                    for event in self._wake_events.get(queue_name, ()):
+                    with self._lock:
+                        events = list(self._wake_events.get(queue_name, ()))
+                    for event in events:
                         event.set()
             except redis.RedisError as exc:
                 # Consumers keep polling at the idle interval meanwhile; nothing is lost.
@@ -366,6 +376,10 @@ class _WakingConsumer(_RedisConsumer):
         if now >= self._beat_at:
             self._beat_at = now + BROKER_HEARTBEAT_S
             self.broker.do_fetch(self.queue_name, 0)
+
+    def close(self) -> None:
+        self.broker.forget_wake_event(self.queue_name, self.wake)
+        super().close()
 
     def ack(self, message: Any) -> None:
         super().ack(message)
