@@ -13,7 +13,7 @@ killed and started again, empty, `--redis-restarts` times. Prints:
     duplicates  followers that got an output seq twice
     recovery    from an attempt's last event (its program prints every `--pause` seconds, so
                 this is within that of its worker's SIGKILL) to the `status` QUEUED of its
-                retry, and from Redis's return to the first run that completes after it
+                retry, and from Redis's return to the end of the first run accepted after it
 
     python3 bench/chaos.py [--executions 500] [--concurrency 12] [--kill-every 4]
 """
@@ -357,12 +357,17 @@ def report(outcome: dict[str, Any], url: str, args: argparse.Namespace) -> None:
                     if previous_at is not None:  # the attempt's last sign of life
                         moved_on.append(at - previous_at)
                 previous_at = at
-    after_redis = []
-    finishes = sorted(at for run in runs for at, e in run.events if e["type"] == "finished")
+    after_redis = []  # from Redis's return to the first run accepted after it that finished
     for back in log["redis_back"]:
-        later = [at for at in finishes if at > back]
+        later = [
+            at
+            for run in runs
+            if run.accepted_at > back
+            for at, e in run.events
+            if e["type"] == "finished"
+        ]
         if later:
-            after_redis.append(later[0] - back)
+            after_redis.append(min(later) - back)
     print(
         f"{len(runs)} executions in {outcome['seconds']:.0f} s, {len(log['kills'])} workers "
         f"SIGKILLed, Redis restarted {len(log['redis_back'])} times; load average "
