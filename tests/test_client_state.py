@@ -202,6 +202,18 @@ def test_a_gap_asks_again_from_the_last_seq() -> None:
     assert [e.seq for e in drain(inbox) if isinstance(e, Output)] == [1]
 
 
+def test_a_retried_attempt_s_output_follows_its_status_seq() -> None:
+    """Attempt 2 numbers its output after the seq its RUNNING status carries: no gap."""
+    state = connected_state()
+    inbox: Inbox = SimpleQueue()
+    state.follow("e1", inbox)
+    retry = {"type": "status", "execution_id": "e1", "status": "RUNNING", "attempt": 2}
+    for text in (output(1), json.dumps({**retry, "seq": 10**6})):
+        state.receive(text)
+    assert state.receive(output(10**6 + 1)) is None  # nothing to ask again
+    assert [e.seq for e in drain(inbox) if isinstance(e, Output)] == [1, 10**6 + 1]
+
+
 def test_fail_reaches_every_waiter_and_follow() -> None:
     state = connected_state()
     waiter: Future[dict[str, Any]] = Future()

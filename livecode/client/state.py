@@ -111,6 +111,11 @@ class Follow:
             if key in self._seen:
                 return None
             self._seen.add(key)
+            seq = data.get("seq")
+            if isinstance(seq, int) and seq > self.last_seq:
+                # A retried attempt numbers its output after its status's seq (README,
+                # Reliability): the jump is no gap.
+                self.last_seq = seq
         elif kind == "finished":
             self.is_finished = True
         self.failures = 0
