@@ -86,7 +86,10 @@ class Sweeper:
                 return Sweep(is_skipped=True)
             done = Sweep()
             now = _now()
-            for execution in self.store.expired_leases(now):
+            # Runs claimed before leases existed (an upgrade): gone once they ran this long.
+            longest = self.settings.wall_timeout_s + self.settings.compile_timeout_s + 60
+            unleased_before = now - dt.timedelta(seconds=longest)
+            for execution in self.store.expired_leases(now, unleased_before=unleased_before):
                 self.move_on(execution, done)
             try:
                 self.queue.maintain()

@@ -115,3 +115,20 @@ def test_a_queued_execution_is_given_its_grace(store: Store) -> None:
     )
     sweeper = Sweeper(_settings(message_grace_s=60.0), store, LocalBus(), Queue(Settings()))
     assert not sweeper.sweep()
+
+
+def test_a_run_claimed_without_a_lease_is_moved_on_once_it_ran_too_long(store: Store) -> None:
+    """Claimed before leases existed (an upgrade): retried once no run could still be going."""
+    execution = store.create_execution(
+        session_id=None,
+        language="python",
+        source_code="print(1)",
+        stdin=None,
+        args=(),
+        limits=dataclasses.asdict(Limits()),
+        interactive=False,
+    )
+    assert store.claim(execution.id) is not None  # no worker, no lease
+    assert not Sweeper(_settings(), store, LocalBus(), Queue(Settings())).sweep()
+    long_ago = _settings(wall_timeout_s=-3600.0, compile_timeout_s=0.0)  # "started long ago"
+    assert Sweeper(long_ago, store, LocalBus(), Queue(Settings())).sweep().retried == [execution.id]

@@ -405,12 +405,29 @@ class Store:
             ).all()
         return {row.id for row in rows}
 
-    def expired_leases(self, now: dt.datetime | None, *, limit: int = 100) -> list[Execution]:
+    def expired_leases(
+        self,
+        now: dt.datetime | None,
+        *,
+        unleased_before: dt.datetime | None = None,
+        limit: int = 100,
+    ) -> list[Execution]:
         """RUNNING executions whose worker stopped renewing their lease (before `now`; None:
-        every RUNNING one, as after an embedded restart), oldest lease first."""
+        every RUNNING one, as after an embedded restart), oldest lease first. With
+        `unleased_before`, also those without a lease (claimed before leases existed) that
+        started before it."""
         query = sa.select(executions).where(executions.c.status == ExecutionStatus.RUNNING.value)
         if now is not None:
-            query = query.where(executions.c.lease_expires_at < now)
+            expired = executions.c.lease_expires_at < now
+            if unleased_before is not None:
+                expired = sa.or_(
+                    expired,
+                    sa.and_(
+                        executions.c.lease_expires_at.is_(None),
+                        executions.c.started_at < unleased_before,
+                    ),
+                )
+            query = query.where(expired)
         with self._database.transaction() as conn:
             rows = (
                 conn.execute(query.order_by(executions.c.lease_expires_at).limit(limit))
