@@ -382,7 +382,7 @@ def report(outcome: dict[str, Any], url: str, args: argparse.Namespace) -> None:
         )
     if after_redis:
         print(
-            "first run finished after Redis came back: "
+            "first run accepted after Redis came back ended after: "
             + ", ".join(f"{s:.1f} s" for s in after_redis)
         )
     errors = sum(len(run.errors) for run in runs)
