@@ -72,11 +72,18 @@ def test_prompt_answered_by_typing(page: Page, playground: LiveServer) -> None:
 
 
 def test_program_sees_a_terminal_of_the_views_size(page: Page, playground: LiveServer) -> None:
-    """isatty() is true, and the size is the view's (sent with resize), not 80x24."""
+    """isatty() is true, and the terminal takes the view's size (sent with resize), not 80x24.
+
+    The page sends the size once the run is queued: a program that starts first reads 80x24,
+    then gets SIGWINCH, as in a terminal window resized, so the program waits for it briefly.
+    """
     open_playground(page, playground.url)
     run_in_terminal(
         page,
-        "import os, sys\nprint('tty', sys.stdin.isatty(), sys.stdout.isatty())\n"
+        "import os, sys, time\nprint('tty', sys.stdin.isatty(), sys.stdout.isatty())\n"
+        "deadline = time.monotonic() + 10\n"
+        "while tuple(os.get_terminal_size()) == (80, 24) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.02)\n"
         "print('size', *os.get_terminal_size())\n",
     )
 
