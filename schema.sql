@@ -14,10 +14,14 @@ CREATE TABLE IF NOT EXISTS code_sessions (
     version      INTEGER     NOT NULL DEFAULT 1,
     run_count    INTEGER     NOT NULL DEFAULT 0,
     created_at   TIMESTAMP WITH TIME ZONE NOT NULL,
-    updated_at   TIMESTAMP WITH TIME ZONE NOT NULL
+    updated_at   TIMESTAMP WITH TIME ZONE NOT NULL,
+    created_by   TEXT        NOT NULL DEFAULT ''
 );
+-- Added by the API-keys release: a database made before it gets the column here.
+ALTER TABLE code_sessions ADD COLUMN IF NOT EXISTS created_by TEXT NOT NULL DEFAULT '';
 
 CREATE INDEX IF NOT EXISTS ix_code_sessions_owner ON code_sessions (owner);
+CREATE INDEX IF NOT EXISTS ix_code_sessions_created_by ON code_sessions (created_by);
 
 CREATE TABLE IF NOT EXISTS executions (
     id                 VARCHAR(36) PRIMARY KEY,
@@ -54,6 +58,8 @@ CREATE TABLE IF NOT EXISTS executions (
     cases              TEXT,
     worker             TEXT,
     lease_expires_at   TIMESTAMP WITH TIME ZONE,
+    created_by         TEXT        NOT NULL DEFAULT '',
+    max_running        INTEGER,
     -- the values of ExecutionStatus and Reason (runners/result.py)
     CONSTRAINT executions_status_check
         CHECK (status IN ('QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'TIMEOUT', 'CANCELLED')),
@@ -69,8 +75,28 @@ ALTER TABLE executions ADD COLUMN IF NOT EXISTS case_inputs TEXT;
 ALTER TABLE executions ADD COLUMN IF NOT EXISTS cases TEXT;
 ALTER TABLE executions ADD COLUMN IF NOT EXISTS worker TEXT;
 ALTER TABLE executions ADD COLUMN IF NOT EXISTS lease_expires_at TIMESTAMP WITH TIME ZONE;
+-- Added by the API-keys release: a database made before it gets the columns here.
+ALTER TABLE executions ADD COLUMN IF NOT EXISTS created_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE executions ADD COLUMN IF NOT EXISTS max_running INTEGER;
 
 CREATE INDEX IF NOT EXISTS ix_executions_session_id_created_at
     ON executions (session_id, created_at);
-CREATE INDEX IF NOT EXISTS ix_executions_status ON executions (status);
 
+CREATE INDEX IF NOT EXISTS ix_executions_status ON executions (status);
+CREATE INDEX IF NOT EXISTS ix_executions_created_by_status ON executions (created_by, status);
+
+-- API keys: the secret is kept only as its SHA-256 (hex); name is the tenant, never reused.
+CREATE TABLE IF NOT EXISTS api_keys (
+    name             VARCHAR(64) PRIMARY KEY,
+    prefix           VARCHAR(32) NOT NULL,
+    secret_sha256    VARCHAR(64) NOT NULL,
+    created_at       TIMESTAMP WITH TIME ZONE NOT NULL,
+    last_used_at     TIMESTAMP WITH TIME ZONE,
+    revoked_at       TIMESTAMP WITH TIME ZONE,
+    runs_per_minute  INTEGER,
+    max_running      INTEGER,
+    max_queued       INTEGER,
+    max_sessions     INTEGER
+);
+
+CREATE UNIQUE INDEX IF NOT EXISTS ux_api_keys_prefix ON api_keys (prefix);

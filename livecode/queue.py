@@ -28,6 +28,7 @@ from dramatiq.middleware import Middleware, TimeLimit
 from livecode import metrics
 from livecode.config import Settings
 from livecode.errors import Unavailable, unavailable_on
+from livecode.store import AtCapacity
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +168,12 @@ class Queue:
     def _receive(self, execution_id: str) -> None:
         if self._execute is None:
             raise RuntimeError("an execute message reached a process without an executor")
-        self._execute(execution_id)
+        try:
+            self._execute(execution_id)
+        except AtCapacity:
+            # Its creator runs all it may (a tenant's quota, issue 11): the message is done
+            # with, the thread goes to the next one, and a sweeper enqueues this one again.
+            logger.debug("execution %s held back: its creator runs all it may", execution_id)
 
     def describe(self) -> dict[str, Any]:
         """Broker kind, for health answers."""
@@ -232,6 +238,10 @@ class _LocalQueue:
                 return  # one left queued stays QUEUED in the store: the next start runs it
             try:
                 execute(execution_id)
+            except AtCapacity:
+                # Its creator runs all it may: take the next one; a sweeper enqueues this one
+                # again.
+                logger.debug("execution %s held back: its creator runs all it may", execution_id)
             except Exception:
                 logger.exception("execution %s failed in its worker thread", execution_id)
             finally:

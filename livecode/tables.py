@@ -28,6 +28,7 @@ from runners import ExecutionStatus, Reason
 __all__ = [
     "ID_LENGTH",
     "JSONText",
+    "api_keys",
     "UTCDateTime",
     "code_sessions",
     "executions",
@@ -100,7 +101,10 @@ code_sessions = sa.Table(
     sa.Column("run_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # Who created it: "key:NAME", or "addr:ADDRESS" without keys (quotas count by it).
+    sa.Column("created_by", sa.Text, nullable=False, server_default=""),
     sa.Index("ix_code_sessions_owner", "owner"),
+    sa.Index("ix_code_sessions_created_by", "created_by"),
 )
 
 executions = sa.Table(
@@ -151,8 +155,33 @@ executions = sa.Table(
     # to an older table in the same order as it creates them in a new one.
     sa.Column("worker", sa.Text, nullable=True),
     sa.Column("lease_expires_at", UTCDateTime, nullable=True),
+    # Who ran it ("key:NAME", or "addr:ADDRESS" without keys), and the most executions of theirs
+    # that may be RUNNING at once, as it was when this one was queued (NULL: no cap).
+    sa.Column("created_by", sa.Text, nullable=False, server_default=""),
+    sa.Column("max_running", sa.Integer, nullable=True),
     sa.CheckConstraint(_one_of("status", ExecutionStatus), name="executions_status_check"),
     sa.CheckConstraint(_one_of("reason", Reason), name="executions_reason_check"),
     sa.Index("ix_executions_session_id_created_at", "session_id", "created_at"),
     sa.Index("ix_executions_status", "status"),
+    sa.Index("ix_executions_created_by_status", "created_by", "status"),
+)
+
+# API keys (SPEC.md, Security): each is a tenant, named by `name`, which is also the `owner` of
+# what it creates; never reused, so a revoked key's data stays its own. The secret is kept only
+# as its SHA-256; `prefix` is its first characters, shown by `livecode keys list`. The quota
+# columns override LIVECODE_TENANT_* for this key (NULL: the default).
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("prefix", sa.String(32), nullable=False),
+    sa.Column("secret_sha256", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("last_used_at", UTCDateTime, nullable=True),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+    sa.Column("runs_per_minute", sa.Integer, nullable=True),
+    sa.Column("max_running", sa.Integer, nullable=True),
+    sa.Column("max_queued", sa.Integer, nullable=True),
+    sa.Column("max_sessions", sa.Integer, nullable=True),
+    sa.Index("ux_api_keys_prefix", "prefix", unique=True),
 )

@@ -174,7 +174,8 @@ def test_schema_sql_names_every_table() -> None:
     for table in metadata.tables.values():
         assert f"CREATE TABLE IF NOT EXISTS {table.name} (" in text
         for index in table.indexes:
-            assert f"CREATE INDEX IF NOT EXISTS {index.name}" in text
+            unique = "UNIQUE " if index.unique else ""
+            assert f"CREATE {unique}INDEX IF NOT EXISTS {index.name}" in text
 
 
 # -- helpers -------------------------------------------------------------------------------

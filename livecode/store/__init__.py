@@ -3,6 +3,7 @@
 Its rooms, in the order a call goes through them::
 
     queries.py   Store: every query; each status move is one guarded UPDATE
+    apikeys.py   ApiKeys (Store.api_keys): the API keys, kept as hashes
     records.py   Session and Execution, the rows as the store reads and writes them
     fastsql.py   the hot statements, compiled once and run on the DBAPI connection itself
     engine.py    the engine for a URL (SQLite pragmas, the pool), transactions, schema.sql
@@ -10,12 +11,24 @@ Its rooms, in the order a call goes through them::
 
 from __future__ import annotations
 
-from livecode.store.queries import RUNS_EXHAUSTED_RETRY_S, Store, parse_id
-from livecode.store.records import Execution, Session, SessionStatus
+from livecode.store.apikeys import QUOTA_COLUMNS, ApiKeys
+from livecode.store.queries import (
+    ANY_OWNER,
+    RUNS_EXHAUSTED_RETRY_S,
+    AtCapacity,
+    Store,
+    parse_id,
+)
+from livecode.store.records import ApiKey, Execution, Session, SessionStatus
 from runners import ExecutionStatus
 
 __all__ = [
+    "ANY_OWNER",
+    "QUOTA_COLUMNS",
     "RUNS_EXHAUSTED_RETRY_S",
+    "ApiKey",
+    "ApiKeys",
+    "AtCapacity",
     "Execution",
     "ExecutionStatus",
     "Session",

@@ -128,8 +128,8 @@ class Database:
 
     def create_tables(self) -> None:
         """Create the tables that do not exist yet (``metadata.create_all``; embedded mode),
-        and add to those of an older release the columns added since (schema.sql does the
-        same with ALTER TABLE ... ADD COLUMN IF NOT EXISTS)."""
+        and add to those of an older release the columns added since, and their indexes
+        (schema.sql does the same with ALTER TABLE ... ADD COLUMN IF NOT EXISTS)."""
         with self.errors(), self.one_at_a_time():
             metadata.create_all(self.engine)
             with self.engine.begin() as conn:
@@ -169,8 +169,9 @@ class Database:
 
 
 def _add_missing_columns(conn: sa.Connection) -> None:
-    """ALTER TABLE ... ADD COLUMN for each column of tables.py a table lacks; a column added
-    after the first release is nullable or has a default, so the rows it finds get one."""
+    """ALTER TABLE ... ADD COLUMN for each column of tables.py a table lacks, and the indexes
+    create_all skipped on an old table; a column added after the first release is nullable or
+    has a default, so the rows it finds get one."""
     inspector = sa.inspect(conn)
     for table in metadata.sorted_tables:
         present = {column["name"] for column in inspector.get_columns(table.name)}
@@ -182,6 +183,8 @@ def _add_missing_columns(conn: sa.Connection) -> None:
             definition = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
             conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {definition}")
             logger.info("added column %s.%s to an older database", table.name, column.name)
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
 
 
 def _is_missing_relation(exc: sa.exc.ProgrammingError) -> bool:

@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from livecode import errors
+from livecode.store.apikeys import ApiKeys
 from livecode.store.engine import DATABASE_DOWN, Database, create_engine
 from livecode.store.fastsql import FastPath
 from livecode.store.records import (
@@ -35,13 +36,44 @@ from livecode.store.records import (
 from livecode.tables import code_sessions, executions, metadata
 from runners import ExecutionStatus, Reason
 
-__all__ = ["RUNS_EXHAUSTED_RETRY_S", "Store", "parse_id"]
+__all__ = ["ANY_OWNER", "RUNS_EXHAUSTED_RETRY_S", "AtCapacity", "Store", "parse_id"]
 
 logger = logging.getLogger(__name__)
 
 RUNS_EXHAUSTED_RETRY_S = 86400.0
 # pg_try_advisory_lock's key for the one sweeper at a time (any number, the same everywhere).
 SWEEPER_LOCK_KEY = 0x6C697665  # "live"
+
+
+# A quota of things held (sessions, queued executions) frees when the holder deletes or a run
+# ends: the 429's Retry-After is a guess at that.
+HELD_QUOTA_RETRY_S = 5.0
+# An execution whose creator has `max_running` executions RUNNING is enqueued again this long
+# later, by a sweeper (so within CLAIM_RETRY_S + LIVECODE_SWEEP_INTERVAL_S): each try costs a
+# message and two UPDATEs.
+CLAIM_RETRY_S = 1.0
+
+
+class _AnyOwner:
+    def __repr__(self) -> str:
+        return "ANY_OWNER"
+
+
+# The owner of a read that is not a tenant's: the relay replaying an execution that an edge has
+# already found to be the follower's own.
+ANY_OWNER = _AnyOwner()
+
+
+class AtCapacity(Exception):
+    """A claim refused because the execution's creator has `max_running` executions RUNNING.
+
+    The execution stays QUEUED, and a sweeper enqueues it again after CLAIM_RETRY_S: whoever
+    delivered its message drops it.
+    """
+
+    def __init__(self, execution_id: str) -> None:
+        super().__init__(f"execution {execution_id}: its creator is running all it may")
+        self.execution_id = execution_id
 
 
 class Store:
@@ -54,6 +86,7 @@ class Store:
         self.engine = engine
         self._database = Database(engine)
         self._fast = FastPath(self._database)
+        self.api_keys = ApiKeys(self._database)
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Store:
@@ -80,8 +113,20 @@ class Store:
 
     # -- sessions ----------------------------------------------------------------------------
 
-    def create_session(self, language: str, source_code: str, *, owner: str = "") -> Session:
-        """Insert a new ACTIVE session at version 1."""
+    def create_session(
+        self,
+        language: str,
+        source_code: str,
+        *,
+        owner: str = "",
+        created_by: str = "",
+        max_sessions: int | None = None,
+    ) -> Session:
+        """Insert a new ACTIVE session at version 1.
+
+        With ``max_sessions``, a `created_by` that holds that many sessions already is refused
+        with RateLimited, and nothing is written.
+        """
         now = _now()
         session = Session(
             id=_new_id(),
@@ -93,8 +138,20 @@ class Store:
             run_count=0,
             created_at=now,
             updated_at=now,
+            created_by=created_by,
         )
         with self._database.transaction(write=True) as conn:
+            if max_sessions is not None:
+                held = conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(code_sessions)
+                    .where(code_sessions.c.created_by == created_by)
+                ).scalar_one()
+                if held >= max_sessions:
+                    raise errors.RateLimited(
+                        f"at most {max_sessions} sessions at once; delete one first",
+                        retry_after=HELD_QUOTA_RETRY_S,
+                    )
             conn.execute(code_sessions.insert().values(_columns(session)))
         logger.debug("session %s created (%s)", session.id, language)
         return session
@@ -201,20 +258,26 @@ class Store:
         tty: bool = False,
         case_inputs: Sequence[Mapping[str, Any]] | None = None,
         owner: str = "",
+        created_by: str = "",
+        max_running: int | None = None,
         max_runs_per_session: int | None = None,
         max_queued: int | None = None,
         judge0: Mapping[str, Any] | None = None,
+        max_queued_by_creator: int | None = None,
     ) -> Execution:
         """Insert a QUEUED execution, counting it against its session's runs.
 
         With a session, its ``run_count`` goes up by one in the same transaction, guarded by
         ``max_runs_per_session`` when given, and a ``language`` / ``source_code`` left out are
         the session's as of that transaction. With ``max_queued``, a queue already that long
-        refuses the execution. Nothing is written when this raises.
+        refuses the execution; with ``max_queued_by_creator``, so does `created_by` having that
+        many QUEUED. ``max_running`` is kept with the execution: `claim` holds it back while
+        `created_by` has that many RUNNING. Nothing is written when this raises.
 
         Raises:
             NotFound: no such session for this owner.
-            RateLimited: the session has used its ``max_runs_per_session`` runs.
+            RateLimited: the session has used its ``max_runs_per_session`` runs, or
+                `created_by` has ``max_queued_by_creator`` executions queued.
             Unavailable: ``max_queued`` executions are queued already.
         """
         if session_id is not None:
@@ -228,6 +291,15 @@ class Store:
                 and self._count_in(conn, ExecutionStatus.QUEUED) >= max_queued
             ):
                 raise errors.Unavailable("the queue is full; try again shortly", retry_after=5.0)
+            if max_queued_by_creator is not None and (
+                self._fast.run(conn, _COUNT_QUEUED_BY, {"created_by": created_by})[0]["count"]
+                >= max_queued_by_creator
+            ):
+                raise errors.RateLimited(
+                    f"at most {max_queued_by_creator} executions queued at once; "
+                    "wait for some to start",
+                    retry_after=HELD_QUOTA_RETRY_S,
+                )
             if session_id is not None:
                 session_language, session_source = self._count_run(
                     conn, session_id, max_runs_per_session, owner=owner
@@ -252,6 +324,8 @@ class Store:
                 queued_at=now,
                 created_at=now,
                 judge0=dict(judge0) if judge0 is not None else None,
+                created_by=created_by,
+                max_running=max_running,
             )
             values = _columns(execution)
             self._fast.run(conn, _INSERT_EXECUTION, values)
@@ -278,6 +352,12 @@ class Store:
 
         Idempotent: returns None when the execution is not QUEUED (already taken, final, or
         gone), so a redelivered message does nothing.
+
+        Raises:
+            AtCapacity: its creator has its ``max_running`` executions RUNNING; it stays QUEUED,
+                to be enqueued again by a sweeper after CLAIM_RETRY_S.
+                (Two claims racing on PostgreSQL may both see one slot free, so a creator may
+                briefly run one more per racing worker thread.)
         """
         execution = self._move(
             execution_id,
@@ -289,10 +369,25 @@ class Store:
                 "worker": worker,
                 "lease_expires_at": lease_expires_at,
             },
+            guard=_BELOW_MAX_RUNNING,
         )
         if execution is not None:
             logger.debug("execution %s claimed (attempt %d)", execution.id, execution.attempt)
-        return execution
+            return execution
+        try:
+            still = self.get_execution(execution_id, owner=ANY_OWNER)
+        except errors.NotFound:
+            return None
+        if still.status == ExecutionStatus.QUEUED:
+            # Its message is dropped; a sweeper enqueues it again from then on, as it does a
+            # retried execution after its backoff (lease_expires_at of a QUEUED one).
+            self._move(
+                still.id,
+                from_statuses=(ExecutionStatus.QUEUED,),
+                values={"lease_expires_at": _now() + dt.timedelta(seconds=CLAIM_RETRY_S)},
+            )
+            raise AtCapacity(still.id)
+        return None
 
     def finish(
         self,
@@ -527,12 +622,19 @@ class Store:
         running = [row.id for row in rows if row.status == ExecutionStatus.RUNNING.value]
         return queued, running
 
-    def get_execution(self, execution_id: str, *, owner: str = "") -> Execution:
-        """Return the execution; NotFound when unknown, invalid or another owner's."""
+    def get_execution(self, execution_id: str, *, owner: str | _AnyOwner = "") -> Execution:
+        """Return the execution; NotFound when unknown, invalid or another owner's.
+
+        ``owner=ANY_OWNER`` reads whoever's it is: only for a caller that has checked the
+        owner already (the relay, after an edge's own read) or acts for none (the executor).
+        """
         execution_id = parse_id(execution_id, "execution")
         with self._fast.transaction(one_statement=True) as conn:
-            parameters = {"execution_id": execution_id, "owner": owner}
-            rows = self._fast.run(conn, _GET_EXECUTION, parameters)
+            if isinstance(owner, _AnyOwner):
+                rows = self._fast.run(conn, _GET_ANY_EXECUTION, {"execution_id": execution_id})
+            else:
+                parameters = {"execution_id": execution_id, "owner": owner}
+                rows = self._fast.run(conn, _GET_EXECUTION, parameters)
         if not rows:
             raise errors.NotFound("execution not found")
         return Execution.model_validate(rows[0])
@@ -606,6 +708,7 @@ class Store:
         from_statuses: tuple[ExecutionStatus, ...],
         values: dict[str, Any],
         attempt: int | None = None,
+        guard: sa.ColumnElement[bool] | None = None,
     ) -> Execution | None:
         """One guarded UPDATE of an execution's status (and, given, its attempt); None when
         the guard does not hold."""
@@ -613,7 +716,7 @@ class Store:
             execution_id = parse_id(execution_id, "execution")
         except errors.NotFound:
             return None
-        statement = _move_statement(from_statuses, values, attempt is not None)
+        statement = _move_statement(from_statuses, values, attempt is not None, guard)
         parameters = {
             key: value for key, value in values.items() if not isinstance(value, sa.ClauseElement)
         }
@@ -707,18 +810,44 @@ _SESSION_EXISTS = sa.select(code_sessions.c.id).where(
 _GET_EXECUTION = sa.select(executions).where(
     executions.c.id == sa.bindparam("execution_id"), executions.c.owner == sa.bindparam("owner")
 )
+_GET_ANY_EXECUTION = sa.select(executions).where(executions.c.id == sa.bindparam("execution_id"))
+_COUNT_QUEUED_BY = (
+    sa.select(sa.func.count().label("count"))
+    .select_from(executions)
+    .where(
+        executions.c.created_by == sa.bindparam("created_by"),
+        executions.c.status == sa.literal_column(f"'{ExecutionStatus.QUEUED.value}'"),
+    )
+)
+# A claim's guard: no cap, or fewer of the creator's executions RUNNING than the cap.
+_running = executions.alias("running")
+_BELOW_MAX_RUNNING = sa.or_(
+    executions.c.max_running.is_(None),
+    sa.select(sa.func.count())
+    .select_from(_running)
+    .where(
+        _running.c.created_by == executions.c.created_by,
+        _running.c.status == sa.literal_column(f"'{ExecutionStatus.RUNNING.value}'"),
+    )
+    .scalar_subquery()
+    < executions.c.max_running,
+)
 _MOVE_STATEMENTS: dict[tuple[Any, ...], sa.Update] = {}
 
 
 def _move_statement(
-    from_statuses: tuple[ExecutionStatus, ...], values: dict[str, Any], of_attempt: bool
+    from_statuses: tuple[ExecutionStatus, ...],
+    values: dict[str, Any],
+    of_attempt: bool,
+    guard: sa.ColumnElement[bool] | None = None,
 ) -> sa.Update:
-    # SQL-expression values are module constants (like _NEXT_ATTEMPT): keyed by identity.
+    # SQL-expression values and guards are module constants (like _NEXT_ATTEMPT): keyed by
+    # identity.
     shape = tuple(
         (key, id(value) if isinstance(value, sa.ClauseElement) else None)
         for key, value in sorted(values.items())
     )
-    key = (from_statuses, shape, of_attempt)
+    key = (from_statuses, shape, of_attempt, id(guard))
     statement = _MOVE_STATEMENTS.get(key)
     if statement is None:
         assignments = {
@@ -740,6 +869,7 @@ def _move_statement(
                         for status in from_statuses
                     )
                 ),
+                *([guard] if guard is not None else []),
             )
             .values(**assignments)
             .returning(*executions.c)

@@ -27,6 +27,7 @@ __all__ = [
     "OUTCOME_FIELDS",
     "STREAM_FIELDS",
     "CaseResult",
+    "ApiKey",
     "Execution",
     "Mark",
     "Outcome",
@@ -76,6 +77,7 @@ class Session(_Record):
     run_count: Private[int]
     created_at: dt.datetime
     updated_at: dt.datetime
+    created_by: Private[str] = ""
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -159,10 +161,33 @@ class Execution(_Record):
     # QUEUED execution that was retried, when it may be enqueued again (README, Reliability).
     worker: Private[str | None] = None
     lease_expires_at: Private[dt.datetime | None] = None
+    # Who ran it ("key:NAME" or "addr:ADDRESS"), and how many of theirs may run at once.
+    created_by: Private[str] = ""
+    max_running: Private[int | None] = None
 
     @property
     def is_final(self) -> bool:
         return self.status.is_final
+
+
+class ApiKey(_Record):
+    """An API key as stored: its name (the tenant), the prefix shown, the secret's SHA-256 (never
+    the secret), and its quota overrides (None: the server's default)."""
+
+    name: str
+    prefix: str
+    secret_sha256: Private[str]
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None = None
+    revoked_at: dt.datetime | None = None
+    runs_per_minute: int | None = None
+    max_running: int | None = None
+    max_queued: int | None = None
+    max_sessions: int | None = None
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
 
 
 def marked(model: type[BaseModel], mark: Mark) -> frozenset[str]:
