@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import WebSocketRoute
 
-from livecode import compat, events, health, openapi, playground, rest, sse
+from livecode import auth, browser, compat, events, health, openapi, playground, rest, sse
 from livecode.config import Settings
 from livecode.errors import InternalError, LivecodeError
 from livecode.relay import Relay
@@ -39,6 +40,7 @@ def create_app(settings: Settings, *, consume: bool | None = None) -> Starlette:
         services.relay = Relay(services.bus, load_stored, check_after_s=settings.relay_check_s)
         await services.relay.start()
         app.state.services = services
+        app.state.authenticator = auth.Authenticator(settings, services.store.api_keys)
         app.state.openapi = openapi.document()
         logger.info(
             "livecode ready: %s mode, store %s",
@@ -62,6 +64,11 @@ def create_app(settings: Settings, *, consume: bool | None = None) -> Starlette:
             *playground.routes,
             WebSocketRoute("/ws", websocket_endpoint),
             *compat.routes(settings),
+        ],
+        middleware=[
+            Middleware(browser.SecurityHeaders),
+            browser.cors_middleware(settings.allowed_origins),
+            Middleware(auth.Authentication),
         ],
         exception_handlers={
             LivecodeError: _livecode_error,

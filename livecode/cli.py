@@ -1,4 +1,4 @@
-"""`livecode serve | worker | init-db`: read Settings once, then start the part asked for.
+"""`livecode serve | worker | init-db | keys`: read Settings once, then start the part asked for.
 
 `livecode run | languages` are the client (livecode/client/terminal.py): they read no Settings
 and import no part of the server, so that they start in tens of milliseconds.
@@ -10,12 +10,13 @@ import argparse
 import ipaddress
 import logging
 import os
+import re
 import signal
 import socket
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from livecode import __version__, logs
 from livecode.client import terminal
@@ -23,8 +24,10 @@ from livecode.errors import SchemaMissing, Unavailable
 
 if TYPE_CHECKING:
     import uvicorn
+    from starlette.types import ASGIApp
 
     from livecode.config import Settings
+    from livecode.store import ApiKey, Store
 
 logger = logging.getLogger("livecode")
 
@@ -35,6 +38,22 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 # schema.sql lives at the top of the repository; livecode/schema.sql links to it, so that
 # an installed package (a wheel copies the file) has it too.
 SCHEMA_SQL = Path(__file__).resolve().parent / "schema.sql"
+# A key's name: the tenant, in the store's `owner` columns and in logs.
+KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# The quotas a key may override, by flag; help names the environment's default.
+QUOTA_FLAGS = {
+    "runs_per_minute": "runs started a minute (LIVECODE_TENANT_RUNS_PER_MINUTE)",
+    "max_running": "executions running at once (LIVECODE_TENANT_MAX_RUNNING)",
+    "max_queued": "executions queued at once (LIVECODE_TENANT_MAX_QUEUED)",
+    "max_sessions": "sessions held (LIVECODE_TENANT_MAX_SESSIONS)",
+}
+NO_KEYS_BEYOND_LOOPBACK = (
+    "livecode: refusing to serve on {host} without API keys: anyone who can reach port {port} "
+    "could run programs on this machine.\n"
+    "  Create a key:             livecode keys create NAME   (or set LIVECODE_API_KEYS)\n"
+    "  Or, knowingly, serve everyone without keys: LIVECODE_ALLOW_ANONYMOUS=true "
+    "(or serve --insecure-no-keys)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,11 +64,48 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="HTTP + WebSocket server (embedded: also workers)")
     serve.add_argument("--host", help="listen address (LIVECODE_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (LIVECODE_PORT, default 8000)")
+    serve.add_argument(
+        "--insecure-no-keys",
+        action="store_true",
+        help="serve beyond loopback without API keys (LIVECODE_ALLOW_ANONYMOUS=true)",
+    )
     worker = commands.add_parser("worker", help="Dramatiq worker process (distributed mode)")
     worker.add_argument("--threads", type=int, help="executions at once (LIVECODE_WORKER_THREADS)")
     commands.add_parser("init-db", help="apply schema.sql to the configured PostgreSQL database")
+    keys = commands.add_parser("keys", help="API keys: each is a tenant with its own quotas")
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser(
+        "create", help="make a key and print it (once: only its hash is kept)"
+    )
+    create.add_argument("name", help="the key's name: its tenant, shown in logs")
+    actions.add_parser("list", help="name, prefix, created, last used, limits of every key")
+    revoke = actions.add_parser("revoke", help="revoke a key (servers refuse it within seconds)")
+    revoke.add_argument("name")
+    set_limits = actions.add_parser("set-limits", help="change a key's quotas ('default' resets)")
+    set_limits.add_argument("name")
+    for action, default_word in ((create, None), (set_limits, "default")):
+        for name, meaning in QUOTA_FLAGS.items():
+            action.add_argument(
+                "--" + name.replace("_", "-"),
+                type=_quota(default_word),
+                metavar="N" if default_word is None else "N|default",
+                help=meaning,
+            )
     terminal.add_commands(commands)
     return parser
+
+
+def _quota(default_word: str | None) -> Any:
+    """An argparse type: a positive integer, or `default_word` (-> 0: back to the default)."""
+
+    def parse(raw: str) -> int:
+        if default_word is not None and raw == default_word:
+            return 0
+        if not raw.isdigit() or int(raw) <= 0:
+            raise argparse.ArgumentTypeError(f"{raw!r} is not a positive integer")
+        return int(raw)
+
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             host=getattr(args, "host", None),
             port=getattr(args, "port", None),
             worker_threads=getattr(args, "threads", None),
+            allow_anonymous=True if getattr(args, "insecure_no_keys", False) else None,
         )
     except ConfigError as exc:
         print(f"livecode: {exc}", file=sys.stderr)
@@ -84,12 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(settings)
     if args.command == "worker":
         return _work(settings)
+    if args.command == "keys":
+        return _keys(settings, args)
     return _init_db(settings)
 
 
 def _serve(settings: Settings) -> int:
-    import uvicorn
-
     from livecode.app import create_app
 
     refusal = _schema_refusal(settings)
@@ -97,27 +154,149 @@ def _serve(settings: Settings) -> int:
         print(refusal, file=sys.stderr)
         return 2
 
-    if not is_loopback(settings.host):
-        # API keys come later (SPEC.md, Security): until then, reaching the port is enough.
+    if not is_loopback(settings.host) and not _has_keys(settings):
+        if not settings.allow_anonymous:
+            message = NO_KEYS_BEYOND_LOOPBACK.format(host=settings.host, port=settings.port)
+            print(message, file=sys.stderr)
+            return 2
         logger.warning(
-            "serving on %s without API keys: anyone who can reach port %d can run programs",
+            "LIVECODE_ALLOW_ANONYMOUS: serving on %s without API keys: anyone who can reach "
+            "port %d can run programs (each address held to the LIVECODE_TENANT_* quotas)",
             settings.host,
             settings.port,
         )
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        ws_max_size=WS_MAX_FRAME_BYTES,
-        # Events are small and latency matters more than bytes: deflate cost CPU per message.
-        ws_per_message_deflate=False,
-        timeout_graceful_shutdown=int(settings.wall_timeout_s + 5),
-        # JSON lines: uvicorn's loggers go through ours instead of its own text handlers.
-        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
-    )
-    _announcing_server(config).run()
+    _announcing_server(server_config(settings, create_app(settings))).run()
     return 0
+
+
+def server_config(settings: Settings, app: ASGIApp, **overrides: Any) -> uvicorn.Config:
+    """uvicorn's configuration of a server (tests start theirs with it too)."""
+    import uvicorn
+
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level.lower(),
+        "ws_max_size": WS_MAX_FRAME_BYTES,
+        # Events are small and latency matters more than bytes: deflate cost CPU per message.
+        "ws_per_message_deflate": False,
+        "timeout_graceful_shutdown": int(settings.wall_timeout_s + 5),
+        # X-Forwarded-For/-Proto only from the proxies named (uvicorn would otherwise believe
+        # 127.0.0.1, or its own FORWARDED_ALLOW_IPS variable: only Settings configures us).
+        "proxy_headers": bool(settings.forwarded_allow_ips),
+        "forwarded_allow_ips": list(settings.forwarded_allow_ips) or [],
+        # JSON lines: uvicorn's loggers go through ours instead of its own text handlers.
+        "log_config": None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
+    }
+    return uvicorn.Config(app, **(options | overrides))
+
+
+def _has_keys(settings: Settings) -> bool:
+    """Whether any key is configured: in LIVECODE_API_KEYS, or active in the store."""
+    if settings.api_keys:
+        return True
+    store = _open_store(settings)
+    try:
+        return store.api_keys.any_active()
+    finally:
+        store.close()
+
+
+def _open_store(settings: Settings) -> Store:
+    from livecode.store import Store
+
+    store = Store.from_url(settings.database_url)
+    if settings.database_url.startswith("sqlite"):
+        store.create_tables()
+    return store
+
+
+def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    """`livecode keys create | list | revoke | set-limits`."""
+    from livecode.errors import LivecodeError
+
+    if args.action != "list" and not KEY_NAME.fullmatch(args.name):
+        print(
+            f"livecode: {args.name!r} is not a key name: 1-64 letters, digits, '.', '_' or '-'",
+            file=sys.stderr,
+        )
+        return 2
+    store = _open_store(settings)
+    try:
+        return _key_action(settings, store, args)
+    except LivecodeError as exc:
+        print(f"livecode: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+
+
+def _key_action(settings: Settings, store: Store, args: argparse.Namespace) -> int:
+    from livecode import auth
+
+    quotas = {name: getattr(args, name, None) for name in QUOTA_FLAGS}
+    if args.action == "create":
+        key = auth.new_key()
+        credential = auth.Credential.of(key)
+        store.api_keys.create(
+            args.name,
+            credential.prefix,
+            credential.sha256,
+            {name: value for name, value in quotas.items() if value is not None},
+        )
+        print(key)
+        print(
+            f"key {args.name!r} created ({credential.prefix}…). It is shown this once: only its "
+            "hash is kept. Send it as Authorization: Bearer <key>.",
+            file=sys.stderr,
+        )
+        return 0
+    if args.action == "revoke":
+        revoked = store.api_keys.revoke(args.name)
+        print(
+            f"key {revoked.name!r} ({revoked.prefix}…) revoked; servers refuse it within "
+            f"{auth.KEY_CACHE_TTL_S:g} seconds"
+        )
+        return 0
+    if args.action == "set-limits":
+        given = {name: (value or None) for name, value in quotas.items() if value is not None}
+        if not given:
+            print("livecode: name at least one limit to set", file=sys.stderr)
+            return 2
+        print(_key_lines(settings, [store.api_keys.set_quotas(args.name, given)]))
+        return 0
+    print(_key_lines(settings, store.api_keys.list()))
+    return 0
+
+
+def _key_lines(settings: Settings, keys: list[ApiKey]) -> str:
+    """Keys as a table; a limit the key sets itself is marked with *."""
+    from livecode.tenants import Quotas
+
+    defaults = Quotas.from_settings(settings)
+    rows = [["NAME", "PREFIX", "CREATED", "LAST USED", "STATE", *QUOTA_FLAGS]]
+    for key in keys:
+        limits = []
+        for name in QUOTA_FLAGS:
+            own = getattr(key, name)
+            limits.append(f"{own}*" if own is not None else str(getattr(defaults, name)))
+        rows.append(
+            [
+                key.name,
+                key.prefix + "…",
+                f"{key.created_at:%Y-%m-%d %H:%M}",
+                f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never",
+                "revoked" if key.is_revoked else "active",
+                *limits,
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    lines.append("(* the key's own limit; the others are the LIVECODE_TENANT_* defaults)")
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _announcing_server(config: uvicorn.Config) -> uvicorn.Server:

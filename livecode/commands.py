@@ -2,7 +2,8 @@
 
 Each validates (limits above the server's are refused), writes to the store, enqueues and
 publishes. All are sync and thread-safe; the async edges call them with one
-`run_in_threadpool`.
+`run_in_threadpool`. Each acts for a `tenant` (auth.py found it): the store answers another
+owner's sessions and executions with NotFound, and the tenant's quotas apply.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from livecode.errors import Conflict, InvalidValue, NotFound, RateLimited, TooLa
 from livecode.protocol import RequestedLimits, RunOptions
 from livecode.queue import Queue
 from livecode.ratelimit import RateLimiter
-from livecode.store import Execution, Session, Store, parse_id
+from livecode.store import ANY_OWNER, Execution, Session, Store, parse_id
+from livecode.tenants import LOCAL, Tenant
 from runners import Language, Limits, UnknownLanguage, resolve_language
 
 logger = logging.getLogger(__name__)
@@ -71,14 +73,21 @@ class Commands:
 
     # sessions
 
-    def create_session(self, language: str, source_code: str, *, owner: str = "") -> Session:
+    def create_session(self, language: str, source_code: str, *, tenant: Tenant = LOCAL) -> Session:
         """Create a session in the canonical id of `language` (aliases accepted)."""
         self._check_source(source_code)
-        return self.store.create_session(self._language(language).id, source_code, owner=owner)
+        quotas = tenant.quotas
+        return self.store.create_session(
+            self._language(language).id,
+            source_code,
+            owner=tenant.owner,
+            created_by=tenant.name,
+            max_sessions=quotas.max_sessions if quotas is not None else None,
+        )
 
-    def open_session(self, session_id: str, *, owner: str = "") -> Session:
+    def open_session(self, session_id: str, *, tenant: Tenant = LOCAL) -> Session:
         """The session, for a socket that starts following it."""
-        return self.store.get_session(session_id, owner=owner)
+        return self.store.get_session(session_id, owner=tenant.owner)
 
     def autosave(
         self,
@@ -86,28 +95,28 @@ class Commands:
         source_code: str,
         base_version: int | None,
         *,
-        owner: str = "",
+        tenant: Tenant = LOCAL,
         origin: str | None = None,
     ) -> Session:
         """Save the source (committed on return) and tell every other follower of the session."""
         self._check_source(source_code)
-        session = self.store.save_source(session_id, source_code, base_version, owner=owner)
+        session = self.store.save_source(session_id, source_code, base_version, owner=tenant.owner)
         update = events.session_updated(session, origin)
         self._publish_quietly(session_channel(session.id), update, keep=False)
         return session
 
-    def delete_session(self, session_id: str, *, owner: str = "") -> None:
+    def delete_session(self, session_id: str, *, tenant: Tenant = LOCAL) -> None:
         """Delete a session and its executions; running ones are cancelled, followers told."""
-        for execution_id in self.store.delete_session(session_id, owner=owner):
+        for execution_id in self.store.delete_session(session_id, owner=tenant.owner):
             self._publish_quietly(control_channel(execution_id), _control("cancel"))
             self._publish_final(execution_id, events.deleted_event(execution_id))
 
     # executions
 
-    def run(self, session_id: str, options: RunOptions, *, owner: str = "") -> Execution:
+    def run(self, session_id: str, options: RunOptions, *, tenant: Tenant = LOCAL) -> Execution:
         """Queue a run of the session's current source."""
         # The session's language and source are read in the transaction that queues the run.
-        return self._queue_run(None, None, options, session_id=session_id, owner=owner)
+        return self._queue_run(None, None, options, session_id=session_id, tenant=tenant)
 
     def run_once(
         self,
@@ -115,19 +124,19 @@ class Commands:
         source_code: str,
         options: RunOptions,
         *,
-        owner: str = "",
+        tenant: Tenant = LOCAL,
         judge0: Mapping[str, Any] | None = None,
     ) -> Execution:
         """Queue a run without a session (POST /executions, a Judge0 submission with its own
         request fields in `judge0`, a Piston job)."""
         self._check_source(source_code)
         return self._queue_run(
-            self._language(language).id, source_code, options, owner=owner, judge0=judge0
+            self._language(language).id, source_code, options, tenant=tenant, judge0=judge0
         )
 
-    def cancel(self, execution_id: str, *, owner: str = "") -> Execution:
+    def cancel(self, execution_id: str, *, tenant: Tenant = LOCAL) -> Execution:
         """End an execution as CANCELLED: at once when queued, through its worker when running."""
-        execution = self.store.get_execution(execution_id, owner=owner)
+        execution = self.store.get_execution(execution_id, owner=tenant.owner)
         if execution.is_final:
             return execution
         cancelled = self.store.cancel_queued(execution_id)
@@ -138,9 +147,11 @@ class Commands:
         self.bus.publish(control_channel(execution_id), _control("cancel"))
         return execution
 
-    def send_stdin(self, execution_id: str, data: str, eof: bool, *, owner: str = "") -> None:
+    def send_stdin(
+        self, execution_id: str, data: str, eof: bool, *, tenant: Tenant = LOCAL
+    ) -> None:
         """Pass data (and EOF) to an interactive execution's stdin (a tty run's: keystrokes)."""
-        execution = self.store.get_execution(execution_id, owner=owner)
+        execution = self.store.get_execution(execution_id, owner=tenant.owner)
         if execution.is_final:
             raise Conflict(f"execution {execution_id} has finished")
         if not execution.interactive:
@@ -157,30 +168,36 @@ class Commands:
             raise TooLarge(f"stdin of one execution is capped at {cap} bytes")
         self.bus.publish(control_channel(execution_id), _control("stdin", data=data, eof=eof))
 
-    def resize(self, execution_id: str, cols: int, rows: int, *, owner: str = "") -> None:
+    def resize(self, execution_id: str, cols: int, rows: int, *, tenant: Tenant = LOCAL) -> None:
         """Resize a tty execution's terminal (its program gets SIGWINCH); a resize sent before
         the program starts is the size it starts with."""
-        execution = self.store.get_execution(execution_id, owner=owner)
+        execution = self.store.get_execution(execution_id, owner=tenant.owner)
         if execution.is_final:
             raise Conflict(f"execution {execution_id} has finished")
         if not execution.tty:
             raise Conflict("only an execution started with tty: true has a terminal to resize")
         self.bus.publish(control_channel(execution_id), _control("resize", cols=cols, rows=rows))
 
-    def get_execution(self, execution_id: str, *, owner: str = "") -> Execution:
-        """The execution, if it is the owner's."""
-        return self.store.get_execution(execution_id, owner=owner)
+    def get_execution(self, execution_id: str, *, tenant: Tenant = LOCAL) -> Execution:
+        """The execution, if it is the tenant's."""
+        return self.store.get_execution(execution_id, owner=tenant.owner)
 
     def list_executions(
-        self, session_id: str, limit: int, before: str | None, *, owner: str = ""
+        self, session_id: str, limit: int, before: str | None, *, tenant: Tenant = LOCAL
     ) -> list[Execution]:
         """A session's executions, newest first, `limit` of them created before `before`."""
-        return self.store.list_executions(session_id, owner=owner, limit=limit, before=before)
+        return self.store.list_executions(
+            session_id, owner=tenant.owner, limit=limit, before=before
+        )
 
     def stored_events(self, execution_id: str) -> list[events.ExecutionEvent] | None:
-        """Every event of a final execution from the store; before that, its status event."""
+        """Every event of a final execution from the store; before that, its status event.
+
+        Whoever's it is: the relay asks, shared by every follower in the process, each of
+        which an edge has already found to be the execution's owner (`get_execution`).
+        """
         try:
-            execution = self.store.get_execution(execution_id)
+            execution = self.store.get_execution(execution_id, owner=ANY_OWNER)
         except NotFound:
             return None
         if execution.is_final:
@@ -196,7 +213,7 @@ class Commands:
         options: RunOptions,
         *,
         session_id: str | None = None,
-        owner: str,
+        tenant: Tenant,
         judge0: Mapping[str, Any] | None = None,
     ) -> Execution:
         if self.refusal is not None:
@@ -216,6 +233,14 @@ class Commands:
                     f"at most {self.settings.runs_per_minute} runs a minute per session",
                     retry_after=retry_after,
                 )
+        quotas = tenant.quotas
+        if quotas is not None:
+            retry_after = self.rate_limiter.hit(f"tenant:{tenant.name}", quotas.runs_per_minute, 60)
+            if retry_after is not None:
+                raise RateLimited(
+                    f"at most {quotas.runs_per_minute} runs a minute for {tenant.name}",
+                    retry_after=retry_after,
+                )
         execution = self.store.create_execution(
             session_id=session_id,
             language=language,
@@ -227,11 +252,15 @@ class Commands:
             interactive=options.interactive or options.tty,
             tty=options.tty,
             case_inputs=case_inputs,
-            owner=owner,
+            owner=tenant.owner,
+            created_by=tenant.name,
+            max_running=quotas.max_running if quotas is not None else None,
             max_runs_per_session=self.settings.runs_per_session if session_id else None,
             max_queued=self.settings.queue_cap,
             judge0=judge0,
+            max_queued_by_creator=quotas.max_queued if quotas is not None else None,
         )
+        logger.info("execution %s queued by %s", execution.id, tenant.describe())
         try:
             self.bus.publish(execution_channel(execution.id), events.status_event(execution))
             self.queue.enqueue(execution.id)

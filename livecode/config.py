@@ -16,6 +16,10 @@ from runners.limits import Limits
 
 DEFAULT_DATABASE_URL = "sqlite:///./livecode.db"
 _RUN_LIMITS = Limits()
+# A key from LIVECODE_API_KEYS shorter than this is refused: it could be guessed.
+MIN_API_KEY_CHARS = 16
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 class ConfigError(ValueError):
@@ -92,6 +96,18 @@ class Settings:
     runs_per_session: int = 100
     queue_cap: int = 1000
     allowed_origins: tuple[str, ...] = ()
+    # Security (SPEC.md): keys from the environment (besides `livecode keys create`); serving
+    # beyond loopback without any key only when this is set on purpose; the proxies whose
+    # X-Forwarded-For / -Proto are believed.
+    api_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)  # secrets: not shown
+    allow_anonymous: bool = False
+    forwarded_allow_ips: tuple[str, ...] = ()
+    # Quotas of each tenant (a key; without keys, a client address when LIVECODE_ALLOW_ANONYMOUS
+    # is set); a key's own overrides are set with `livecode keys create/set-limits`.
+    tenant_runs_per_minute: int = 60
+    tenant_max_running: int = 4
+    tenant_max_queued: int = 50
+    tenant_max_sessions: int = 1000
     sandbox: str = "bwrap"
     worker_threads: int = dataclasses.field(default_factory=default_worker_threads)
     wait_cap_s: float = 30.0
@@ -151,7 +167,8 @@ class Settings:
             "port wall_timeout_s compile_timeout_s memory_mb max_processes output_limit_bytes "
             "max_source_bytes max_stdin_bytes max_cases runs_per_minute runs_per_session queue_cap "
             "worker_threads ws_messages_per_s max_attempts lease_s sweep_interval_s "
-            "message_grace_s relay_check_s"
+            "message_grace_s relay_check_s tenant_runs_per_minute tenant_max_running "
+            "tenant_max_queued tenant_max_sessions"
         ).split()
         for name in positive:
             if getattr(self, name) <= 0:
@@ -175,6 +192,18 @@ class Settings:
         prefix = self.judge0_prefix
         if not prefix.startswith("/") or prefix.endswith("/") or "//" in prefix:
             raise ConfigError("LIVECODE_JUDGE0_PREFIX must be a path like /judge0 (not /)")
+        for key in self.api_keys:
+            if len(key) < MIN_API_KEY_CHARS or not key.isprintable() or " " in key:
+                raise ConfigError(
+                    f"LIVECODE_API_KEYS: each key must be at least {MIN_API_KEY_CHARS} printable "
+                    "characters without spaces (`livecode keys create NAME` makes good ones)"
+                )
+        for origin in self.allowed_origins:
+            if origin != "*" and not _is_origin(origin):
+                raise ConfigError(
+                    f"LIVECODE_ALLOWED_ORIGINS: {origin!r} is not an origin "
+                    "(scheme://host[:port], e.g. https://editor.example.com) or *"
+                )
 
 
 def normalize_database_url(url: str) -> str:
@@ -186,8 +215,19 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+def _is_origin(value: str) -> bool:
+    scheme, separator, rest = value.rstrip("/").partition("://")
+    return bool(separator) and scheme in ("http", "https") and bool(rest) and "/" not in rest
+
+
 def _parse(variable: str, annotation: object, raw: str) -> object:
     kind = str(annotation).removesuffix(" | None")
+    if kind == "bool":
+        if raw.strip().lower() in _TRUE:
+            return True
+        if raw.strip().lower() in _FALSE:
+            return False
+        raise ConfigError(f"{variable}={raw!r} is not a boolean (true or false)")
     try:
         if kind == "int":
             return int(raw)

@@ -12,7 +12,8 @@ stay plain dicts, so typing them costs nothing. Who gets which:
     every follower of an execution     status, output (seq 1, 2, ... without gaps), finished
     the other followers of a session   session.updated
     the socket that asked              created, opened, saved, queued, unsubscribed, pong,
-                                       error (also a follow's last event when it breaks)
+                                       authenticated, error (also a follow's last event when
+                                       it breaks)
 
 A reply's ``ref`` echoes the message's; a None ref is not sent (websocket.py).
 """
@@ -258,6 +259,13 @@ class Pong(TypedDict):
     ref: str | None
 
 
+class Authenticated(TypedDict):
+    """The answer to an `auth` message: the socket acts for that key from now on."""
+
+    type: Literal["authenticated"]
+    ref: str | None
+
+
 # The events every follower of an execution gets.
 ExecutionEvent = StatusEvent | OutputEvent | FinishedEvent
 Event = (
@@ -271,6 +279,7 @@ Event = (
     | QueuedReply
     | Unsubscribed
     | Pong
+    | Authenticated
 )
 
 
@@ -429,6 +438,11 @@ def unsubscribed_reply(ref: str | None, execution_id: str) -> Unsubscribed:
 def pong(ref: str | None) -> Pong:
     """`pong`, the answer to a ping."""
     return {"type": "pong", "ref": ref}
+
+
+def authenticated(ref: str | None) -> Authenticated:
+    """`authenticated`, the answer to an `auth` message."""
+    return {"type": "authenticated", "ref": ref}
 
 
 def replay_events(execution: Execution) -> list[ExecutionEvent]:

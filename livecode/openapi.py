@@ -12,7 +12,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from livecode import __version__, events, protocol
+from livecode import __version__, browser, events, protocol
 
 _ERRORS = {
     "400": "bad JSON or field",
@@ -288,14 +288,31 @@ def _openapi_30(schema: Any) -> Any:
     return converted
 
 
-_DOCS_PAGE = """<!doctype html>
+_DOCS_SCRIPT = 'SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});'
+_DOCS_PAGE = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>livecode API</title>
 <link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
 <script src="/docs/static/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
+<script>{_DOCS_SCRIPT}</script>
 </body></html>
 """
+# Swagger UI's own files, its one inline script (by hash), the inline styles and data: images
+# it makes, and requests to this server only ("Try it out").
+_DOCS_HEADERS = {
+    "Content-Security-Policy": "; ".join(
+        [
+            "default-src 'none'",
+            f"script-src 'self' {browser.inline_script_csp(_DOCS_SCRIPT)}",
+            "style-src 'self' 'unsafe-inline'",
+            "img-src 'self' data:",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+            "form-action 'none'",
+        ]
+    ),
+}
 
 
 async def openapi_json(request: Request) -> Response:
@@ -303,7 +320,7 @@ async def openapi_json(request: Request) -> Response:
 
 
 async def docs(request: Request) -> Response:
-    return HTMLResponse(_DOCS_PAGE)
+    return HTMLResponse(_DOCS_PAGE, headers=_DOCS_HEADERS)
 
 
 routes = [

@@ -12,6 +12,7 @@ WebSocket client messages (SPEC.md, "WebSocket /ws"), each with an optional `ref
     resize       {execution_id, cols, rows}
     cancel       {execution_id}
     ping         {}
+    auth         {token}        (the first message of a socket that needs a key and sent none)
 
 REST bodies reuse the same fields: CreateSession, SaveSource, RunOptions, OneShotRun.
 Past this module nothing handles raw dicts.
@@ -208,6 +209,11 @@ class PingMessage(_Client):
     type: Literal["ping"]
 
 
+class AuthMessage(_Client):
+    type: Literal["auth"]
+    token: Annotated[str, Field(min_length=1, max_length=256)]
+
+
 ClientMessage = Annotated[
     CreateMessage
     | OpenMessage
@@ -218,10 +224,13 @@ ClientMessage = Annotated[
     | StdinMessage
     | ResizeMessage
     | CancelMessage
-    | PingMessage,
+    | PingMessage
+    | AuthMessage,
     Field(discriminator="type"),
 ]
-MESSAGE_TYPES = "create open autosave run subscribe unsubscribe stdin resize cancel ping".split()
+MESSAGE_TYPES = (
+    "create open autosave run subscribe unsubscribe stdin resize cancel ping auth".split()
+)
 
 _client_message = TypeAdapter[ClientMessage](ClientMessage)
 _Body = TypeVar("_Body", bound=BaseModel)

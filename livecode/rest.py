@@ -53,7 +53,7 @@ async def create_session(request: Request) -> Response:
         _services(request).commands.create_session,
         body.language,
         body.source_code,
-        owner=auth.owner(request),
+        tenant=auth.tenant(request),
     )
     return JSONResponse(events.session_json(session), status_code=201)
 
@@ -62,7 +62,7 @@ async def get_session(request: Request) -> Response:
     session = await run_in_threadpool(
         _services(request).commands.open_session,
         request.path_params["session_id"],
-        owner=auth.owner(request),
+        tenant=auth.tenant(request),
     )
     return JSONResponse(events.session_json(session))
 
@@ -74,7 +74,7 @@ async def save_session(request: Request) -> Response:
         request.path_params["session_id"],
         body.source_code,
         body.base_version,
-        owner=auth.owner(request),
+        tenant=auth.tenant(request),
     )
     return JSONResponse(events.saved_json(session))
 
@@ -83,7 +83,7 @@ async def delete_session(request: Request) -> Response:
     await run_in_threadpool(
         _services(request).commands.delete_session,
         request.path_params["session_id"],
-        owner=auth.owner(request),
+        tenant=auth.tenant(request),
     )
     return Response(status_code=204)
 
@@ -95,7 +95,7 @@ async def run_session(request: Request) -> Response:
         services.commands.run,
         request.path_params["session_id"],
         options,
-        owner=auth.owner(request),
+        tenant=auth.tenant(request),
     )
     return await _accepted(request, services, execution)
 
@@ -108,7 +108,7 @@ async def run_once(request: Request) -> Response:
         body.language,
         body.source_code,
         body,
-        owner=auth.owner(request),
+        tenant=auth.tenant(request),
     )
     return await _accepted(request, services, execution)
 
@@ -117,7 +117,7 @@ async def get_execution(request: Request) -> Response:
     execution = await run_in_threadpool(
         _services(request).commands.get_execution,
         request.path_params["execution_id"],
-        owner=auth.owner(request),
+        tenant=auth.tenant(request),
     )
     return JSONResponse(events.execution_json(execution))
 
@@ -126,7 +126,7 @@ async def cancel_execution(request: Request) -> Response:
     execution = await run_in_threadpool(
         _services(request).commands.cancel,
         request.path_params["execution_id"],
-        owner=auth.owner(request),
+        tenant=auth.tenant(request),
     )
     return JSONResponse(events.queued_json(execution), status_code=202)
 
@@ -140,7 +140,7 @@ async def list_executions(request: Request) -> Response:
         request.path_params["session_id"],
         limit,
         request.query_params.get("before"),
-        owner=auth.owner(request),
+        tenant=auth.tenant(request),
     )
     return JSONResponse([events.execution_json(execution) for execution in executions])
 

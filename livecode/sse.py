@@ -30,7 +30,7 @@ async def execution_events(request: Request) -> Response:
     assert services.relay is not None
     execution_id = request.path_params["execution_id"]
     execution = await run_in_threadpool(
-        services.commands.get_execution, execution_id, owner=auth.owner(request)
+        services.commands.get_execution, execution_id, tenant=auth.tenant(request)
     )
     last_event_id = request.headers.get("last-event-id", "")
     if last_event_id.endswith(FINISHED_SUFFIX) and execution.is_final:

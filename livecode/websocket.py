@@ -5,6 +5,13 @@ one send loop writes everything the socket gets, from replies and from the relay
 A bad message gets an `error` event and the socket stays open; flooding closes it (1008).
 A server that shuts down closes every socket with 1001 (going away), so that clients
 reconnect, to another server, and resume their follows with `since`.
+
+Keys (auth.py): an upgrade from an Origin that is not allowed is refused (HTTP 403, browser.py).
+A socket that needs a key and sent none on its upgrade must send `{type: "auth", token}` first
+(within AUTH_TIMEOUT_S); a wrong or missing key, or one revoked while the socket is open, gets an
+`error` with code `unauthorized` and then close code 4401 (CLOSE_UNAUTHORIZED: HTTP's 401 in
+the range RFC 6455 leaves to applications; 1008 stays for floods, so a client can tell "do not
+retry with this key" from "slow down").
 """
 
 from __future__ import annotations
@@ -17,15 +24,15 @@ import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from livecode import auth, events, logs, metrics, protocol
+from livecode import auth, browser, events, logs, metrics, protocol
 from livecode.bus import session_channel
-from livecode.errors import InternalError, LivecodeError, Unavailable
+from livecode.errors import BadRequest, InternalError, LivecodeError, Unauthorized, Unavailable
 from livecode.services import Services
+from livecode.tenants import Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +45,10 @@ OUTBOX_BYTES = 4 << 20
 SESSION_FOLLOW_QUEUE_SIZE = 32
 POLICY_VIOLATION = 1008
 GOING_AWAY = 1001
+TRY_AGAIN_LATER = 1013
+CLOSE_UNAUTHORIZED = 4401
+# How long a socket that needs a key may take to send its `auth` message.
+AUTH_TIMEOUT_S = 10.0
 
 
 class Sockets:
@@ -69,14 +80,23 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     """Serve one client socket until it goes away."""
     services: Services = websocket.app.state.services
     sockets: Sockets = websocket.app.state.sockets
-    if not origin_allowed(websocket, services.settings.allowed_origins):
+    if not browser.origin_allowed(websocket, services.settings.allowed_origins):
+        # Closed before it is accepted: uvicorn answers the upgrade with HTTP 403.
         await websocket.close(code=POLICY_VIOLATION)
         return
     if sockets.is_closing:
         await websocket.close(code=GOING_AWAY)
         return
     await websocket.accept()
-    connection = Connection(websocket, services)
+    tenant: Tenant | None = websocket.scope.get("livecode.tenant")
+    refusal = auth.refusal(websocket)
+    if refusal is not None and (
+        auth.credential(websocket) is not None or not isinstance(refusal, Unauthorized)
+    ):
+        # A wrong key (or the store down): say so and go. With no key, `auth` may follow.
+        await _refuse(websocket, refusal, None)
+        return
+    connection = Connection(websocket, services, tenant)
     sockets.add(connection)
     try:
         await connection.serve()
@@ -84,24 +104,28 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         sockets.discard(connection)
 
 
-def origin_allowed(websocket: WebSocket, allowed: tuple[str, ...]) -> bool:
-    """Browsers send Origin: allow the configured ones, else only this server's own host."""
-    origin = websocket.headers.get("origin")
-    if origin is None or "*" in allowed:
-        return True
-    if allowed:
-        return origin.rstrip("/") in {item.rstrip("/") for item in allowed}
-    return urlsplit(origin).netloc == websocket.headers.get("host", "")
+async def _refuse(websocket: WebSocket, error: LivecodeError, ref: str | None) -> None:
+    """An `error` (unauthorized, or unavailable), then close code 4401 (or 1013)."""
+    logger.info("socket refused: %s", error.message)
+    await websocket.send_text(events.encode(events.error_event(error, ref=ref)))
+    unauthorized = isinstance(error, Unauthorized)
+    await websocket.close(
+        code=CLOSE_UNAUTHORIZED if unauthorized else TRY_AGAIN_LATER, reason=error.code
+    )
 
 
 class Connection:
     """The state of one socket: what it follows, and its single outbox."""
 
-    def __init__(self, websocket: WebSocket, services: Services) -> None:
+    def __init__(self, websocket: WebSocket, services: Services, tenant: Tenant | None) -> None:
         self.websocket = websocket
         self.services = services
         self.commands = services.commands
-        self.owner = auth.owner(websocket)
+        # None until an `auth` message names a key; its credential is checked again with
+        # each message, so a revoked key stops working on open sockets too.
+        self.tenant = tenant
+        self.credential = auth.credential(websocket) if tenant is not None else None
+        self.authenticator: auth.Authenticator = websocket.app.state.authenticator
         self.id = uuid.uuid4().hex
         self.outbox = _Outbox(OUTBOX_SIZE, OUTBOX_BYTES)
         self.follows: dict[str, asyncio.Task[None]] = {}
@@ -135,7 +159,14 @@ class Connection:
     async def _receive_loop(self) -> None:
         try:
             while True:
-                message = await self.websocket.receive()
+                try:
+                    async with asyncio.timeout(AUTH_TIMEOUT_S if self.tenant is None else None):
+                        message = await self.websocket.receive()
+                except TimeoutError:
+                    await _refuse(
+                        self.websocket, Unauthorized("no auth message came in time"), None
+                    )
+                    return
                 if message["type"] == "websocket.disconnect":
                     return
                 if not self._take_token():
@@ -145,41 +176,70 @@ class Connection:
                 text = message.get("text")
                 if text is None:
                     text = (message.get("bytes") or b"").decode("utf-8", "replace")
-                await self._handle(text)
+                if not await self._handle(text):
+                    return
         except WebSocketDisconnect:
             return
 
-    async def _handle(self, text: str) -> None:
+    async def _handle(self, text: str) -> bool:
+        """Carry out one message; False when the socket was closed for want of a key."""
         ref = None
         try:
             message = protocol.parse_message(text)
             ref = message.ref
+            if isinstance(message, protocol.AuthMessage):
+                await self._authenticate(message)
+                return True
+            if self.tenant is None:
+                raise Unauthorized(
+                    'this server needs an API key: send {"type": "auth", "token": KEY} first'
+                )
+            if self.credential is not None:
+                # Revoked since? A cache hit costs a dict lookup (auth.KEY_CACHE_TTL_S).
+                self.tenant = await self.authenticator.authenticate(self.credential, self.websocket)
             with logs.about(
                 session_id=getattr(message, "session_id", None),
                 execution_id=getattr(message, "execution_id", None),
             ):
-                await self._dispatch(message)
+                await self._dispatch(message, self.tenant)
+        except Unauthorized as exc:
+            await _refuse(self.websocket, exc, ref if ref is not None else protocol.ref_of(text))
+            return False
         except LivecodeError as exc:
             ref = ref if ref is not None else protocol.ref_of(text)
             await self._send(events.error_event(exc, ref=ref))
         except Exception:
             logger.exception("socket %s: message failed", self.id)
             await self._send(events.error_event(InternalError(), ref=ref))
+        return True
 
-    async def _dispatch(self, message: protocol.ClientMessage) -> None:
+    async def _authenticate(self, message: protocol.AuthMessage) -> None:
+        """`auth`: the socket acts for that key from now on (a socket keeps one tenant)."""
+        credential = auth.Credential.of(message.token)
+        tenant = await self.authenticator.authenticate(credential, self.websocket)
+        if self.tenant is not None and tenant.owner != self.tenant.owner:
+            raise BadRequest("this socket acts for another key already; open a new socket")
+        self.tenant = tenant
+        self.credential = credential if tenant.is_key else None
+        logger.info("socket %s authenticated as %s", self.id, tenant.describe())
+        await self._send(events.authenticated(message.ref))
+
+    async def _dispatch(self, message: protocol.ClientMessage, tenant: Tenant) -> None:
         commands = self.commands
-        owner = self.owner
         ref = message.ref
         match message:
             case protocol.CreateMessage():
                 session = await run_in_threadpool(
-                    commands.create_session, message.language, message.source_code, owner=owner
+                    commands.create_session,
+                    message.language,
+                    message.source_code,
+                    tenant=tenant,
                 )
                 await self._send(events.session_reply("created", ref, session))
                 self._follow_session(session.id)
             case protocol.OpenMessage():
                 session = await run_in_threadpool(
-                    commands.open_session, message.session_id, owner=owner
+                    commands.open_session, message.session_id, tenant=tenant
                 )
                 await self._send(events.session_reply("opened", ref, session))
                 self._follow_session(session.id)
@@ -189,23 +249,27 @@ class Connection:
                     message.session_id,
                     message.source_code,
                     message.base_version,
-                    owner=owner,
+                    tenant=tenant,
                     origin=self.id,
                 )
                 await self._send(events.saved_reply(ref, session))
             case protocol.RunMessage():
                 execution = await run_in_threadpool(
-                    commands.run, message.session_id, message, owner=owner
+                    commands.run, message.session_id, message, tenant=tenant
                 )
                 await self._send(events.queued_reply(ref, execution))
                 self._follow(execution.id, 0)
             case protocol.SubscribeMessage():
-                await run_in_threadpool(commands.get_execution, message.execution_id, owner=owner)
+                await run_in_threadpool(commands.get_execution, message.execution_id, tenant=tenant)
                 self._follow(message.execution_id, message.since)
             case protocol.UnsubscribeMessage():
                 task = self.follows.pop(message.execution_id, None)
                 if task is not None:
                     task.cancel()
+                else:  # idempotent for one's own; another tenant's is not found
+                    await run_in_threadpool(
+                        commands.get_execution, message.execution_id, tenant=tenant
+                    )
                 await self._send(events.unsubscribed_reply(ref, message.execution_id))
             case protocol.StdinMessage():
                 await run_in_threadpool(
@@ -213,16 +277,18 @@ class Connection:
                     message.execution_id,
                     message.data,
                     message.eof,
-                    owner=owner,
+                    tenant=tenant,
                 )
             case protocol.ResizeMessage():
                 await run_in_threadpool(
-                    commands.resize, message.execution_id, message.cols, message.rows, owner=owner
+                    commands.resize, message.execution_id, message.cols, message.rows, tenant=tenant
                 )
             case protocol.CancelMessage():
-                await run_in_threadpool(commands.cancel, message.execution_id, owner=owner)
+                await run_in_threadpool(commands.cancel, message.execution_id, tenant=tenant)
             case protocol.PingMessage():
                 await self._send(events.pong(ref))
+            case protocol.AuthMessage():
+                raise RuntimeError("auth messages are handled before dispatch")
 
     def _follow(self, execution_id: str, since: int) -> None:
         previous = self.follows.pop(execution_id, None)

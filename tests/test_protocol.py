@@ -30,6 +30,7 @@ def test_every_client_message_type_parses() -> None:
         "resize": {"execution_id": "e", "cols": 120, "rows": 40},
         "cancel": {"execution_id": "e"},
         "ping": {},
+        "auth": {"token": "lc_x"},
     }
     assert set(messages) == set(protocol.MESSAGE_TYPES)
     for kind, fields in messages.items():

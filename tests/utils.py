@@ -30,6 +30,7 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from livecode.app import create_app
+from livecode.cli import server_config
 from livecode.config import Settings
 from runners import ExecutionStatus
 
@@ -275,7 +276,8 @@ def run_server(
     """uvicorn serving create_app(settings) in a thread of this process, on `port` (a server
     restarted on the same port) or a free one."""
     port = port or free_port()
-    config = uvicorn.Config(
+    config = server_config(
+        settings,
         create_app(settings, consume=consume),
         host="127.0.0.1",
         port=port,

@@ -1,11 +1,11 @@
-"""Who a Judge0 or Piston request acts for: livecode's one owner check, and Judge0's key.
+"""Who a Judge0 or Piston request acts for: livecode's one check (livecode/auth.py).
 
-Judge0 clients send their key in ``X-Auth-Token`` (a header, or a query parameter of that name:
-Judge0's ``AUTHN_HEADER``); other clients send ``Authorization: Bearer <key>``. API keys are not
-built yet (SPEC.md, Security): :func:`owner` reads the credential and asks
-:func:`livecode.auth.owner`, which answers ``""`` for everyone today. The keys issue writes that
-one check; for Judge0's clients it reads the key with :func:`credential`. Every compat endpoint
-and socket asks :func:`owner` once, before anything else.
+Judge0 clients send their key in ``X-Auth-Token``, others ``Authorization: Bearer <key>``;
+livecode.auth.Authentication reads both (and answers a wrong one with 401, in livecode's error
+shape) before any route runs. Every compat endpoint and socket asks :func:`tenant` once, before
+anything else, and passes it to the commands. Judge0's query-parameter form of the key
+(``?X-Auth-Token=``) is read here only for what it is: not a key livecode takes, since a key in
+a URL ends up in access logs.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from __future__ import annotations
 from starlette.requests import HTTPConnection
 
 from livecode import auth
+from livecode.tenants import Tenant
 
-__all__ = ["AUTH_HEADER", "credential", "owner"]
+__all__ = ["AUTH_HEADER", "credential", "tenant"]
 
 AUTH_HEADER = "X-Auth-Token"
 
@@ -28,7 +29,6 @@ def credential(connection: HTTPConnection) -> str | None:
     return connection.headers.get(AUTH_HEADER) or connection.query_params.get(AUTH_HEADER)
 
 
-def owner(connection: HTTPConnection) -> str:
-    """The owner a request acts for (livecode.auth.owner: ``""`` until API keys exist)."""
-    credential(connection)  # accepted and not checked yet: no keys exist to check it against
-    return auth.owner(connection)
+def tenant(connection: HTTPConnection) -> Tenant:
+    """The tenant a request or socket acts for (livecode.auth.tenant)."""
+    return auth.tenant(connection)

@@ -51,6 +51,7 @@ from livecode.compat.runs import body_cap, read_body, wait_final
 from livecode.errors import LivecodeError, NotFound, RateLimited, Unauthorized, Unavailable
 from livecode.services import Services
 from livecode.store import Execution
+from livecode.tenants import Tenant
 from runners import Language
 
 __all__ = ["VERSION", "routes"]
@@ -74,7 +75,7 @@ class Judge0Error(Exception):
 
 
 async def create_submission(request: Request) -> Response:
-    services, owner = _services(request), auth.owner(request)
+    services, tenant = _services(request), auth.tenant(request)
     wait = request.query_params.get("wait") == "true"
     fields = requested_fields(request.query_params.get("fields"))
     base64_encoded = request.query_params.get("base64_encoded") == "true"
@@ -82,27 +83,29 @@ async def create_submission(request: Request) -> Response:
     # Rails' params: the query's, then the body's over them.
     params = {**request.query_params, **(body if isinstance(body, dict) else {})}
     submission = _parse(services, params, base64_encoded)
-    execution = await run_in_threadpool(_submit, services, submission, owner)
+    execution = await run_in_threadpool(_submit, services, submission, tenant)
     if not wait:
         return JSONResponse({"token": execution.id}, status_code=201)
-    execution = await wait_final(services, execution.id, services.settings.wait_cap_s, owner=owner)
+    execution = await wait_final(
+        services, execution.id, services.settings.wait_cap_s, tenant=tenant
+    )
     return JSONResponse(_answer(services, execution, fields, base64_encoded), status_code=201)
 
 
 async def get_submission(request: Request) -> Response:
-    services, owner = _services(request), auth.owner(request)
+    services, tenant = _services(request), auth.tenant(request)
     fields = requested_fields(request.query_params.get("fields"))
     base64_encoded = request.query_params.get("base64_encoded") == "true"
     execution = await run_in_threadpool(
         functools.partial(
-            services.commands.get_execution, request.path_params["token"], owner=owner
+            services.commands.get_execution, request.path_params["token"], tenant=tenant
         )
     )
     return JSONResponse(_answer(services, execution, fields, base64_encoded))
 
 
 async def create_batch(request: Request) -> Response:
-    services, owner = _services(request), auth.owner(request)
+    services, tenant = _services(request), auth.tenant(request)
     base64_encoded = request.query_params.get("base64_encoded") == "true"
     body = await _json_or_form(request, runs=MAX_BATCH_SIZE)
     items = body.get("submissions") if isinstance(body, dict) else None
@@ -118,13 +121,13 @@ async def create_batch(request: Request) -> Response:
             parsed.append(_parse(services, item if isinstance(item, dict) else {}, base64_encoded))
         except SubmissionInvalid as exc:
             parsed.append(exc.errors)
-    answers = await run_in_threadpool(_submit_batch, services, parsed, owner)
+    answers = await run_in_threadpool(_submit_batch, services, parsed, tenant)
     is_any_valid = any("token" in answer for answer in answers)
     return JSONResponse(answers, status_code=201 if is_any_valid else 422)
 
 
 async def get_batch(request: Request) -> Response:
-    services, owner = _services(request), auth.owner(request)
+    services, tenant = _services(request), auth.tenant(request)
     fields = requested_fields(request.query_params.get("fields"))
     base64_encoded = request.query_params.get("base64_encoded") == "true"
     raw = request.headers.get("tokens") or request.query_params.get("tokens") or ""
@@ -132,7 +135,7 @@ async def get_batch(request: Request) -> Response:
     while tokens and not tokens[-1]:
         tokens.pop()  # Ruby's split drops trailing empty strings
     _check_batch_size(len(tokens))
-    executions = await run_in_threadpool(_get_many, services, tokens, owner)
+    executions = await run_in_threadpool(_get_many, services, tokens, tenant)
     answers = [
         _answer(services, execution, fields, base64_encoded) if execution is not None else None
         for execution in executions
@@ -144,13 +147,13 @@ async def get_batch(request: Request) -> Response:
 
 
 async def list_languages(request: Request) -> Response:
-    auth.owner(request)
+    auth.tenant(request)
     catalog = _catalog(_services(request).languages)
     return JSONResponse([{"id": language.id, "name": language.name} for language in catalog.listed])
 
 
 async def list_all_languages(request: Request) -> Response:
-    auth.owner(request)
+    auth.tenant(request)
     catalog = _catalog(_services(request).languages)
     return JSONResponse(
         [
@@ -161,7 +164,7 @@ async def list_all_languages(request: Request) -> Response:
 
 
 async def get_language(request: Request) -> Response:
-    auth.owner(request)
+    auth.tenant(request)
     raw = request.path_params["language_id"]
     language = _catalog(_services(request).languages).get(int(raw)) if raw.isdigit() else None
     if language is None:
@@ -170,12 +173,12 @@ async def get_language(request: Request) -> Response:
 
 
 async def list_statuses(request: Request) -> Response:
-    auth.owner(request)
+    auth.tenant(request)
     return JSONResponse([{"id": id_, "description": name} for id_, name in STATUSES.items()])
 
 
 async def about(request: Request) -> Response:
-    auth.owner(request)
+    auth.tenant(request)
     return JSONResponse(
         {
             "version": VERSION,
@@ -187,17 +190,17 @@ async def about(request: Request) -> Response:
 
 
 async def version(request: Request) -> Response:
-    auth.owner(request)
+    auth.tenant(request)
     return PlainTextResponse(VERSION)
 
 
 async def get_config_info(request: Request) -> Response:
-    auth.owner(request)
+    auth.tenant(request)
     return JSONResponse(config_info(_services(request).settings))
 
 
 async def authenticate(request: Request) -> Response:
-    auth.owner(request)
+    auth.tenant(request)
     return Response(status_code=200)
 
 
@@ -232,33 +235,33 @@ def _parse(services: Services, params: dict[str, Any], base64_encoded: bool) -> 
     )
 
 
-def _submit(services: Services, submission: SubmissionRequest, owner: str) -> Execution:
+def _submit(services: Services, submission: SubmissionRequest, tenant: Tenant) -> Execution:
     return services.commands.run_once(
         language=submission.language.language.id,
         source_code=submission.source_code,
         options=submission.options,
-        owner=owner,
+        tenant=tenant,
         judge0=submission.fields,
     )
 
 
 def _submit_batch(
-    services: Services, parsed: list[SubmissionRequest | dict[str, list[str]]], owner: str
+    services: Services, parsed: list[SubmissionRequest | dict[str, list[str]]], tenant: Tenant
 ) -> list[dict[str, Any]]:
     answers: list[dict[str, Any]] = []
     for item in parsed:
         if isinstance(item, SubmissionRequest):
-            answers.append({"token": _submit(services, item, owner).id})
+            answers.append({"token": _submit(services, item, tenant).id})
         else:
             answers.append(item)
     return answers
 
 
-def _get_many(services: Services, tokens: list[str], owner: str) -> list[Execution | None]:
+def _get_many(services: Services, tokens: list[str], tenant: Tenant) -> list[Execution | None]:
     executions: list[Execution | None] = []
     for token in tokens:
         try:
-            executions.append(services.commands.get_execution(token, owner=owner))
+            executions.append(services.commands.get_execution(token, tenant=tenant))
         except NotFound:
             executions.append(None)
     return executions

@@ -51,14 +51,14 @@ class PistonError(Exception):
 
 
 async def list_runtimes(request: Request) -> Response:
-    auth.owner(request)
+    auth.tenant(request)
     return JSONResponse(
         [runtime.as_json() for runtime in runtimes_of(_services(request).languages)]
     )
 
 
 async def execute(request: Request) -> Response:
-    services, owner = _services(request), auth.owner(request)
+    services, tenant = _services(request), auth.tenant(request)
     runtimes = runtimes_of(services.languages)
     body = await _json(request)
     job = parse_job(body, settings=services.settings, runtimes=runtimes)
@@ -68,16 +68,16 @@ async def execute(request: Request) -> Response:
             language=job.runtime.livecode.id,
             source_code=job.source_code,
             options=job.options,
-            owner=owner,
+            tenant=tenant,
         )
     )
     # Piston answers when the job is done: wait for the compile and the run, and the queue.
     settings = services.settings
     wait_s = settings.compile_timeout_s + settings.wall_timeout_s + settings.wait_cap_s
-    execution = await wait_final(services, execution.id, wait_s, owner=owner)
+    execution = await wait_final(services, execution.id, wait_s, tenant=tenant)
     if not execution.is_final:
         await run_in_threadpool(
-            functools.partial(services.commands.cancel, execution.id, owner=owner)
+            functools.partial(services.commands.cancel, execution.id, tenant=tenant)
         )
         raise PistonError(500, "the job did not finish in time")
     if execution.reason in (Reason.CANCELLED, Reason.INTERNAL_ERROR):
@@ -86,7 +86,7 @@ async def execute(request: Request) -> Response:
 
 
 async def list_packages(request: Request) -> Response:
-    auth.owner(request)
+    auth.tenant(request)
     return JSONResponse(
         [
             {
@@ -101,7 +101,7 @@ async def list_packages(request: Request) -> Response:
 
 async def change_package(request: Request) -> Response:
     """Install or uninstall: livecode's runtimes are built in, so neither is possible."""
-    auth.owner(request)
+    auth.tenant(request)
     body = await _json(request)
     body = body if isinstance(body, dict) else {}
     language, version = body.get("language"), body.get("version")

@@ -36,6 +36,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from livecode.browser import origin_allowed
 from livecode.compat import auth
 from livecode.compat.piston_job import (
     SIGNALS,
@@ -50,7 +51,8 @@ from livecode.compat.runs import compile_failed, is_timeout_notice
 from livecode.errors import Conflict, LivecodeError
 from livecode.services import Services
 from livecode.store import Execution
-from livecode.websocket import POLICY_VIOLATION, origin_allowed
+from livecode.tenants import Tenant
+from livecode.websocket import POLICY_VIOLATION
 from runners import Reason
 
 __all__ = ["connect"]
@@ -73,18 +75,25 @@ async def connect(websocket: WebSocket) -> None:
     if not origin_allowed(websocket, services.settings.allowed_origins):
         await websocket.close(code=POLICY_VIOLATION)
         return
-    owner = auth.owner(websocket)
+    try:
+        tenant = auth.tenant(websocket)
+    except LivecodeError as exc:
+        # Piston's protocol has no way to give a key later: no key (or a wrong one, or the
+        # store down) is a refused upgrade, HTTP 403, as for a refused Origin.
+        logger.info("Piston socket refused: %s", exc.message)
+        await websocket.close(code=POLICY_VIOLATION)
+        return
     await websocket.accept()
-    await _Job(websocket, services, owner).serve()
+    await _Job(websocket, services, tenant).serve()
 
 
 class _Job:
     """One socket's job: the client's messages in, the run's events out."""
 
-    def __init__(self, websocket: WebSocket, services: Services, owner: str) -> None:
+    def __init__(self, websocket: WebSocket, services: Services, tenant: Tenant) -> None:
         self.websocket = websocket
         self.services = services
-        self.owner = owner
+        self.tenant = tenant
         self.execution_id: str | None = None
         self.is_final = False  # the run has ended: nothing to cancel when the client leaves
         self.signal: str | None = None  # the signal the client sent, if it did
@@ -173,7 +182,7 @@ class _Job:
                         self.execution_id,
                         message["data"],
                         False,
-                        owner=self.owner,
+                        tenant=self.tenant,
                     )
                 )
             except Conflict:
@@ -188,7 +197,7 @@ class _Job:
             self.signal = message["signal"]
             await run_in_threadpool(
                 functools.partial(
-                    self.services.commands.cancel, self.execution_id, owner=self.owner
+                    self.services.commands.cancel, self.execution_id, tenant=self.tenant
                 )
             )
 
@@ -234,7 +243,9 @@ class _Job:
                 else:
                     await self._send(data)
         execution = await run_in_threadpool(
-            functools.partial(self.services.commands.get_execution, execution_id, owner=self.owner)
+            functools.partial(
+                self.services.commands.get_execution, execution_id, tenant=self.tenant
+            )
         )
         self.is_final = execution.is_final
         await self._end(execution, stage)
@@ -267,7 +278,7 @@ class _Job:
             language=job.runtime.livecode.id,
             source_code=job.source_code,
             options=job.options,
-            owner=self.owner,
+            tenant=self.tenant,
         )
 
     async def _cancel_run(self) -> None:
@@ -277,7 +288,7 @@ class _Job:
         try:
             await run_in_threadpool(
                 functools.partial(
-                    self.services.commands.cancel, self.execution_id, owner=self.owner
+                    self.services.commands.cancel, self.execution_id, tenant=self.tenant
                 )
             )
         except LivecodeError as exc:

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from livecode.errors import TooLarge
 from livecode.services import Services
 from livecode.store import Execution
+from livecode.tenants import Tenant
 from runners import Reason
 
 __all__ = [
@@ -68,7 +69,7 @@ async def read_body(request: Request, cap: int) -> bytes:
 
 
 async def wait_final(
-    services: Services, execution_id: str, timeout_s: float, *, owner: str
+    services: Services, execution_id: str, timeout_s: float, *, tenant: Tenant
 ) -> Execution:
     """Follow an execution to its `finished` event and return it as stored; past `timeout_s`,
     return it as it is then (still QUEUED or RUNNING).
@@ -84,7 +85,7 @@ async def wait_final(
                         break  # `error`: the follow ended early; the store tells what is known
     except TimeoutError:
         pass
-    return await run_in_threadpool(_get, services, execution_id, owner)
+    return await run_in_threadpool(_get, services, execution_id, tenant)
 
 
 def compile_failed(execution: Execution) -> bool:
@@ -139,5 +140,5 @@ def _pieces(execution: Execution) -> list[tuple[str, str]] | None:
     return pieces
 
 
-def _get(services: Services, execution_id: str, owner: str) -> Execution:
-    return services.commands.get_execution(execution_id, owner=owner)
+def _get(services: Services, execution_id: str, tenant: Tenant) -> Execution:
+    return services.commands.get_execution(execution_id, tenant=tenant)
