@@ -135,12 +135,11 @@ class Authenticator:
         one is needed."""
         if credential is not None:
             tenant = await self._tenant_of(credential)
-            if tenant is not None:
-                return tenant
+            if tenant is None:  # a wrong key is refused, even where none is needed
+                raise Unauthorized("unknown or revoked API key")
+            return tenant
         if await self.keys_configured():
-            if credential is None:
-                raise Unauthorized("this server needs an API key: Authorization: Bearer <key>")
-            raise Unauthorized("unknown or revoked API key")
+            raise Unauthorized("this server needs an API key: Authorization: Bearer <key>")
         return self._anonymous(connection)
 
     async def keys_configured(self) -> bool:

@@ -256,6 +256,28 @@ def distributed_env(postgres_database: str, redis_url: str) -> dict[str, str]:
     }
 
 
+def create_key(database_url: str, name: str, **quotas: int) -> str:
+    """Make an API key in the store at `database_url`, as `livecode keys create` does; return it."""
+    from livecode import auth
+    from livecode.store import Store
+
+    store = Store.from_url(database_url)
+    try:
+        if database_url.startswith("sqlite"):
+            store.create_tables()
+        key = auth.new_key()
+        credential = auth.Credential.of(key)
+        store.api_keys.create(name, credential.prefix, credential.sha256, quotas)
+        return key
+    finally:
+        store.close()
+
+
+def bearer(key: str) -> dict[str, str]:
+    """The header that carries an API key."""
+    return {"Authorization": f"Bearer {key}"}
+
+
 @dataclass
 class LiveServer:
     url: str
@@ -265,8 +287,10 @@ class LiveServer:
     def ws_url(self) -> str:
         return self.url.replace("http://", "ws://") + "/ws"
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=TIMEOUT)
+    def client(self, key: str | None = None) -> httpx.Client:
+        """An HTTP client of the server; with `key`, every request carries it."""
+        headers = bearer(key) if key is not None else None
+        return httpx.Client(base_url=self.url, timeout=TIMEOUT, headers=headers)
 
 
 @contextlib.contextmanager
@@ -376,7 +400,12 @@ class Socket:
 
 
 @contextlib.asynccontextmanager
-async def ws_connect(server: LiveServer, **kwargs: Any) -> AsyncIterator[Socket]:
+async def ws_connect(
+    server: LiveServer, key: str | None = None, **kwargs: Any
+) -> AsyncIterator[Socket]:
+    """A socket on the server's /ws; with `key`, its upgrade carries it (Authorization)."""
+    if key is not None:
+        kwargs["additional_headers"] = {**kwargs.get("additional_headers", {}), **bearer(key)}
     async with connect(server.ws_url, open_timeout=TIMEOUT, max_size=None, **kwargs) as connection:
         yield Socket(connection)
 
