@@ -273,6 +273,18 @@ def create_key(database_url: str, name: str, **quotas: int) -> str:
         store.close()
 
 
+def revoke_keys(database_url: str, *names: str) -> None:
+    """Revoke keys made by `create_key`."""
+    from livecode.store import Store
+
+    store = Store.from_url(database_url)
+    try:
+        for name in names:
+            store.api_keys.revoke(name)
+    finally:
+        store.close()
+
+
 def bearer(key: str) -> dict[str, str]:
     """The header that carries an API key."""
     return {"Authorization": f"Bearer {key}"}
