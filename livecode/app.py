@@ -41,7 +41,7 @@ def create_app(settings: Settings, *, consume: bool | None = None) -> Starlette:
         await services.relay.start()
         app.state.services = services
         app.state.authenticator = auth.Authenticator(settings, services.store.api_keys)
-        app.state.openapi = openapi.document()
+        app.state.openapi = openapi.document(settings, services.languages)
         logger.info(
             "livecode ready: %s mode, store %s",
             "distributed" if settings.is_distributed else "embedded",

@@ -56,8 +56,10 @@ class Commands:
         self.rate_limiter = rate_limiter
         self.languages = languages
         self.ceiling = Limits(
-            wall_timeout_s=settings.wall_timeout_s,
-            compile_timeout_s=settings.compile_timeout_s,
+            # Seconds are floats however they were given: a whole 2 must not make 0.5 "no
+            # integer" (runners.Limits.clamp keeps each field's type).
+            wall_timeout_s=float(settings.wall_timeout_s),
+            compile_timeout_s=float(settings.compile_timeout_s),
             memory_mb=settings.memory_mb,
             max_processes=settings.max_processes,
             output_limit_bytes=settings.output_limit_bytes,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,16 +13,22 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from livecode import __version__, browser, events, protocol
+from livecode import __version__, browser, events, protocol, sse
+from livecode.config import Settings
+from livecode.rest import MAX_PAGE
+from runners import Language, detect_languages
 
 _ERRORS = {
     "400": "bad JSON or field",
-    "404": "unknown session or execution",
+    "401": "no API key, or a wrong one (with keys configured; without, from beyond loopback)",
+    "404": "unknown session or execution (or another tenant's)",
     "413": "source or stdin too large",
     "422": "invalid value: an unknown language, a limit above the server's maximum",
-    "429": "rate limited (Retry-After)",
+    "429": "rate limited: a session's or a tenant's quota (Retry-After)",
     "503": "a dependency is down or the queue is full (Retry-After)",
 }
+# UTF-8 takes up to 4 bytes a character: this many characters always fit a byte limit.
+UTF8_MAX_BYTES_PER_CHAR = 4
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -42,31 +49,71 @@ def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str,
 
 
 def _operation(
-    summary: str, answers: dict[str, Any], errors: str = "", **extra: Any
+    operation_id: str, summary: str, answers: dict[str, Any], errors: str = "", **extra: Any
 ) -> dict[str, Any]:
+    """An operation that needs a key (401 is among its errors)."""
     responses = dict(answers)
-    for status in errors.split():
+    for status in ("401 " + errors).split():
         responses[status] = _answer(_ERRORS[status], _ref("Error"))
-    return {"summary": summary, "responses": responses, **extra}
+    return {"operationId": operation_id, "summary": summary, "responses": responses, **extra}
 
 
-_SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_EXECUTION_ID = {
-    "name": "execution_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string"},
-}
+def _public(operation_id: str, summary: str, answers: dict[str, Any]) -> dict[str, Any]:
+    """An operation that needs no key (SPEC.md: /health*, /docs, /openapi.json)."""
+    return {"operationId": operation_id, "summary": summary, "responses": answers, "security": []}
+
+
+def _links(**operations: str) -> dict[str, Any]:
+    """OpenAPI links: the id in this answer is the parameter of those operations."""
+    return {
+        operation_id: {
+            "operationId": operation_id,
+            "parameters": {parameter: f"$response.body#/{parameter}"},
+        }
+        for operation_id, parameter in operations.items()
+    }
+
+
+_ID = {"type": "string", "format": "uuid"}
+_SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": _ID}
+_EXECUTION_ID = {"name": "execution_id", "in": "path", "required": True, "schema": _ID}
 _WAIT = {
     "name": "wait",
     "in": "query",
     "schema": {"type": "boolean"},
     "description": "wait (up to the wait cap) for the final execution",
 }
+# One Server-Sent Event (schemathesis checks each event of a stream against it).
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["status", "output", "finished", "error"]},
+        "id": {"type": "string", "pattern": "^[0-9]+(-finished)?$"},
+        "data": {"type": "string"},
+    },
+    "required": ["event", "data"],
+}
+_SESSION_LINKS = {
+    "getSession": "session_id",
+    "saveSession": "session_id",
+    "runSession": "session_id",
+    "listExecutions": "session_id",
+    "deleteSession": "session_id",
+}
+_EXECUTION_LINKS = {
+    "getExecution": "execution_id",
+    "executionEvents": "execution_id",
+    "cancelExecution": "execution_id",
+}
 
 
-def document() -> dict[str, Any]:
-    """The OpenAPI 3 document of every endpoint."""
+def document(
+    settings: Settings | None = None, languages: Iterable[Language] | None = None
+) -> dict[str, Any]:
+    """The OpenAPI 3 document of every endpoint, with this server's languages and limits (by
+    default: SPEC.md's limits, and the languages found on this machine)."""
+    settings = settings if settings is not None else Settings()
+    languages = detect_languages() if languages is None else languages
     schemas: dict[str, Any] = {}
     for body in events.BODIES:
         _add_component(schemas, body, "serialization")
@@ -77,8 +124,10 @@ def document() -> dict[str, Any]:
         protocol.OneShotRun,
     ):
         _add_component(schemas, request, "validation")
+    _describe_limits(schemas, settings, languages)
+    queued = _answer("queued", _ref("Queued"))
     run_answers = {
-        "202": _answer("queued", _ref("Queued")),
+        "202": {**queued, "links": _links(**_EXECUTION_LINKS)},
         "200": _answer("with ?wait=true: the final execution", _ref("Execution")),
     }
     health = {
@@ -88,18 +137,28 @@ def document() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/code-sessions": {
             "post": _operation(
+                "createSession",
                 "Create a session",
-                {"201": _answer("created", _ref("Session"))},
-                "400 413 422",
+                {
+                    "201": {
+                        **_answer("created", _ref("Session")),
+                        "links": _links(**_SESSION_LINKS),
+                    }
+                },
+                "400 413 422 429",
                 requestBody=_body(protocol.CreateSession),
             ),
         },
         "/code-sessions/{session_id}": {
             "parameters": [_SESSION_ID],
             "get": _operation(
-                "Get a session", {"200": _answer("the session", _ref("Session"))}, "404"
+                "getSession",
+                "Get a session",
+                {"200": _answer("the session", _ref("Session"))},
+                "404",
             ),
             "patch": _operation(
+                "saveSession",
                 "Autosave the source",
                 {
                     "200": _answer("saved", _ref("SavedSession")),
@@ -109,12 +168,16 @@ def document() -> dict[str, Any]:
                 requestBody=_body(protocol.SaveSource),
             ),
             "delete": _operation(
-                "Delete a session and its executions", {"204": _answer("deleted")}, "404"
+                "deleteSession",
+                "Delete a session and its executions",
+                {"204": _answer("deleted")},
+                "404",
             ),
         },
         "/code-sessions/{session_id}/run": {
             "parameters": [_SESSION_ID, _WAIT],
             "post": _operation(
+                "runSession",
                 "Run the session's source",
                 run_answers,
                 "400 404 413 422 429 503",
@@ -123,9 +186,10 @@ def document() -> dict[str, Any]:
         },
         "/executions": {
             "post": _operation(
+                "runOnce",
                 "Run source without a session",
                 run_answers,
-                "400 413 422 503",
+                "400 413 422 429 503",
                 parameters=[_WAIT],
                 requestBody=_body(protocol.OneShotRun),
             ),
@@ -133,21 +197,36 @@ def document() -> dict[str, Any]:
         "/executions/{execution_id}": {
             "parameters": [_EXECUTION_ID],
             "get": _operation(
-                "Get an execution", {"200": _answer("the execution", _ref("Execution"))}, "404"
+                "getExecution",
+                "Get an execution",
+                {"200": _answer("the execution", _ref("Execution"))},
+                "404",
             ),
         },
         "/executions/{execution_id}/events": {
             "parameters": [
                 _EXECUTION_ID,
-                {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer"}},
+                {
+                    "name": "since",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 0, "maximum": sse.MAX_SEQ},
+                },
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "schema": {"type": "string", "pattern": "^([0-9]{1,18}(-finished)?)?$"},
+                    "description": "the id of the last event seen (a seq; `N-finished` at the "
+                    "end); empty is none",
+                },
             ],
             "get": _operation(
+                "executionEvents",
                 "Server-Sent Events of an execution (status, output, finished), resumable",
                 {
                     "200": {
-                        "description": "an event stream",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        "description": "an event stream: each event's data is the JSON of the "
+                        "WebSocket's event of that type",
+                        "content": {"text/event-stream": {"schema": _SSE_EVENT}},
                     },
                     "204": _answer("resumed after the last event: nothing more will come"),
                 },
@@ -157,21 +236,29 @@ def document() -> dict[str, Any]:
         "/executions/{execution_id}/cancel": {
             "parameters": [_EXECUTION_ID],
             "post": _operation(
-                "Cancel an execution", {"202": _answer("cancelling", _ref("Queued"))}, "404"
+                "cancelExecution",
+                "Cancel an execution",
+                {"202": _answer("cancelling", _ref("Queued"))},
+                "404",
             ),
         },
         "/executions/session/{session_id}": {
             "parameters": [
                 _SESSION_ID,
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 50}},
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 50},
+                },
                 {
                     "name": "before",
                     "in": "query",
-                    "schema": {"type": "string"},
-                    "description": "an execution id: list the ones created before it",
+                    "schema": _ID,
+                    "description": "an execution of this session: list those created before it",
                 },
             ],
             "get": _operation(
+                "listExecutions",
                 "List a session's executions, newest first",
                 {"200": _answer("executions", {"type": "array", "items": _ref("Execution")})},
                 "400 404",
@@ -179,25 +266,32 @@ def document() -> dict[str, Any]:
         },
         "/languages": {
             "get": _operation(
+                "listLanguages",
                 "Languages and their versions",
                 {"200": _answer("languages", {"type": "array", "items": _ref("Language")})},
             ),
         },
-        "/health": {"get": _operation("Liveness", {"200": _answer("alive", _ref("Health"))})},
+        "/health": {
+            "get": _public("health", "Liveness", {"200": _answer("alive", _ref("Health"))})
+        },
     }
     for part in ("ready", "db", "redis", "workers", "celery", "sandbox"):
-        paths[f"/health/{part}"] = {"get": _operation(f"Health of {part}", health)}
+        paths[f"/health/{part}"] = {"get": _public(f"health_{part}", f"Health of {part}", health)}
     paths["/metrics"] = {
         "get": _operation(
+            "metrics",
             "Prometheus metrics of this server (README, Metrics)",
             {"200": {"description": "Prometheus text", "content": {"text/plain": {}}}},
         )
     }
     paths["/openapi.json"] = {
-        "get": _operation("This document", {"200": _answer("OpenAPI 3.0", {"type": "object"})})
+        "get": _public(
+            "openapi", "This document", {"200": _answer("OpenAPI 3.0", {"type": "object"})}
+        )
     }
     paths["/docs"] = {
-        "get": _operation(
+        "get": _public(
+            "docs",
             "Swagger UI of this document",
             {"200": {"description": "a page", "content": {"text/html": {}}}},
         )
@@ -222,11 +316,48 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "livecode",
             "version": __version__,
-            "description": "Real-time code execution; the WebSocket protocol is at /ws (README).",
+            "description": (
+                "Real-time code execution; the WebSocket protocol is at /ws (README). With API "
+                "keys configured, every operation but /health*, /docs and /openapi.json needs "
+                "Authorization: Bearer <key>."
+            ),
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"apiKey": []}],
     }
+
+
+def _describe_limits(
+    schemas: dict[str, Any], settings: Settings, languages: Iterable[Language]
+) -> None:
+    """What the models cannot know: the languages found here, and this server's limits."""
+    names = [
+        name
+        for language in languages
+        if language.available
+        for name in (language.id, *language.aliases)
+    ]
+    source = {"maxLength": settings.max_source_bytes // UTF8_MAX_BYTES_PER_CHAR}
+    stdin = {"maxLength": settings.max_stdin_bytes // UTF8_MAX_BYTES_PER_CHAR}
+    for name in ("CreateSession", "OneShotRun"):
+        properties = schemas[name]["properties"]
+        properties["language"] = {**properties["language"], "enum": names}
+        properties["source_code"].update(source)
+    schemas["SaveSource"]["properties"]["source_code"].update(source)
+    for name in ("RunOptions", "OneShotRun"):
+        schemas[name]["properties"]["stdin"].update(stdin)
+    maxima = {
+        "timeout_s": settings.wall_timeout_s,
+        "memory_mb": settings.memory_mb,
+        "max_processes": settings.max_processes,
+        "output_limit_bytes": settings.output_limit_bytes,
+    }
+    for name, maximum in maxima.items():
+        schemas["RequestedLimits"]["properties"][name]["maximum"] = maximum
 
 
 def _add_component(
@@ -316,7 +447,11 @@ _DOCS_HEADERS = {
 
 
 async def openapi_json(request: Request) -> Response:
-    return JSONResponse(request.app.state.openapi)
+    """The document as the server is now: without a key configured, none is needed."""
+    document: dict[str, Any] = request.app.state.openapi
+    if not await request.app.state.authenticator.keys_configured():
+        document = {**document, "security": [{}, {"apiKey": []}]}
+    return JSONResponse(document)
 
 
 async def docs(request: Request) -> Response:

@@ -69,9 +69,12 @@ def _no_nul(text: str) -> str:
     return _utf8(text)
 
 
-# Stdin may hold any character; source and arguments cannot hold NUL (the store and exec).
+# Stdin may hold any character; source and arguments cannot hold NUL (the store and exec),
+# which their JSON Schema says too (a pattern ECMA-262 and Python read alike).
 Text = Annotated[str, AfterValidator(_utf8)]
-Code = Annotated[str, AfterValidator(_no_nul)]
+Code = Annotated[
+    str, AfterValidator(_no_nul), Field(json_schema_extra={"pattern": "^[^\\u0000]*$"})
+]
 
 
 class _Message(BaseModel):

@@ -23,6 +23,8 @@ from livecode.errors import BadRequest
 from livecode.services import Services
 
 FINISHED_SUFFIX = "-finished"
+# The largest seq a client may name: 18 digits (a JSON number and a BIGINT hold it).
+MAX_SEQ = 10**18 - 1
 
 
 async def execution_events(request: Request) -> Response:
@@ -66,8 +68,8 @@ def _seq(raw: str | None) -> int:
         value = int(raw)
     except ValueError:
         raise BadRequest("since / Last-Event-ID must be a non-negative integer") from None
-    if value < 0:
-        raise BadRequest("since / Last-Event-ID must be a non-negative integer")
+    if not 0 <= value <= MAX_SEQ or not raw.isdigit():
+        raise BadRequest(f"since / Last-Event-ID must be an integer from 0 to {MAX_SEQ}")
     return value
 
 

@@ -532,7 +532,8 @@ def test_list_executions_ties_broken_by_id(store: Store) -> None:
 
 
 def test_list_executions_errors(store: Store) -> None:
-    """Unknown or another owner's session is NotFound; a bad cursor or limit is InvalidValue."""
+    """Unknown or another owner's session, or a cursor that is no execution of it, is
+    NotFound; a cursor that is no id, or a bad limit, is InvalidValue."""
     session = _session(store, owner="alice")
     elsewhere = _execution(store, None, owner="alice")
     assert store.list_executions(session.id, owner="alice") == []
@@ -542,8 +543,10 @@ def test_list_executions_errors(store: Store) -> None:
         store.list_executions(str(uuid.uuid4()))
     with pytest.raises(errors.NotFound):
         store.list_executions("zzz")
-    for before in ("zzz", str(uuid.uuid4()), elsewhere.id):
-        with pytest.raises(errors.InvalidValue):
+    with pytest.raises(errors.InvalidValue):
+        store.list_executions(session.id, owner="alice", before="zzz")
+    for before in (str(uuid.uuid4()), elsewhere.id):
+        with pytest.raises(errors.NotFound):
             store.list_executions(session.id, owner="alice", before=before)
     with pytest.raises(errors.InvalidValue):
         store.list_executions(session.id, owner="alice", limit=0)

@@ -648,8 +648,8 @@ class Store:
         are listed (the next page).
 
         Raises:
-            NotFound: no such session for this owner.
-            InvalidValue: ``limit`` below 1, or ``before`` not an execution of this session.
+            NotFound: no such session for this owner, or ``before`` is no execution of it.
+            InvalidValue: ``limit`` below 1, or ``before`` not an id.
         """
         if limit < 1:
             raise errors.InvalidValue("limit must be at least 1")
@@ -670,8 +670,8 @@ class Store:
                         executions.c.session_id == session_id,
                     )
                 ).one_or_none()
-                if cursor is None:
-                    raise errors.InvalidValue("before: no such execution in this session")
+                if cursor is None:  # a cursor is a resource: its absence is a 404
+                    raise errors.NotFound("before: no such execution in this session")
                 query = query.where(
                     sa.or_(
                         executions.c.created_at < cursor.created_at,
