@@ -234,6 +234,19 @@ ClientMessage = Annotated[
 MESSAGE_TYPES = (
     "create open autosave run subscribe unsubscribe stdin resize cancel ping auth".split()
 )
+MESSAGE_MODELS: tuple[type[_Client], ...] = (
+    CreateMessage,
+    OpenMessage,
+    AutosaveMessage,
+    RunMessage,
+    SubscribeMessage,
+    UnsubscribeMessage,
+    StdinMessage,
+    ResizeMessage,
+    CancelMessage,
+    PingMessage,
+    AuthMessage,
+)
 
 _client_message = TypeAdapter[ClientMessage](ClientMessage)
 _Body = TypeVar("_Body", bound=BaseModel)

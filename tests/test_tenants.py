@@ -129,8 +129,7 @@ def test_every_route_answers_another_tenants_ids_with_404(tenants: Tenants) -> N
 
 
 def _messages_with_ids() -> Iterator[type[BaseModel]]:
-    union = typing.get_args(typing.get_args(protocol.ClientMessage)[0])
-    for model in union:
+    for model in protocol.MESSAGE_MODELS:
         if {"session_id", "execution_id"} & set(model.model_fields):
             yield model
 
