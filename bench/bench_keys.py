@@ -104,7 +104,7 @@ def main() -> int:
             ).json()
             clients[name] = (client, [f"/executions/{run['execution_id']}", "/languages"])
         samples: dict[str, list[float]] = {name: [] for name in clients}
-        for name, (client, paths) in clients.items():  # warm-up, not counted
+        for client, paths in clients.values():  # warm-up, not counted
             block(client, paths, args.requests // 3)
         for _ in range(args.rounds):
             for name, (client, paths) in clients.items():
