@@ -82,6 +82,8 @@ def test_close_codes_are_the_servers() -> None:
     assert f"| {websocket.POLICY_VIOLATION} policy violation |" in closes
     assert f"a frame over {WS_MAX_FRAME_BYTES >> 20} MiB" in closes
     assert "| 1012 service restart |" in closes
+    assert f"| {websocket.CLOSE_UNAUTHORIZED} unauthorized |" in closes
+    assert f"| {websocket.TRY_AGAIN_LATER} try again later |" in closes
 
 
 def test_the_javascript_client_resumes_after_a_dropped_socket(
