@@ -15,11 +15,11 @@ answers 401 for a missing or wrong key, except on the public paths (`/`, `/docs`
 With no key configured (none in LIVECODE_API_KEYS, none active in the store), requests need
 none, but only from loopback: a request from elsewhere, or one that came through a proxy for
 someone elsewhere, is refused unless LIVECODE_ALLOW_ANONYMOUS is set, and then each client
-address is a tenant of its own for the quotas.
+address is a tenant of its own for the quotas. A key that is sent must be valid, keys or not.
 
 Cost: a key's tenant is cached by the key's SHA-256 for KEY_CACHE_TTL_S (a revoked key stops
 working within that many seconds, in every process), so a request with a known key costs one
-SHA-256 and a dict lookup, about 2 us (bench/bench_keys.py).
+SHA-256 and a dict lookup: +0.006 ms on the median request (bench/bench_keys.py).
 """
 
 from __future__ import annotations

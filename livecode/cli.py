@@ -221,11 +221,18 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    import sqlalchemy as sa
+
     store = _open_store(settings)
     try:
         return _key_action(settings, store, args)
     except LivecodeError as exc:
         print(f"livecode: {exc.message}", file=sys.stderr)
+        return 1
+    except sa.exc.ProgrammingError:  # PostgreSQL without the api_keys table
+        print(
+            "livecode: the database has no api_keys table: run `livecode init-db`", file=sys.stderr
+        )
         return 1
     finally:
         store.close()

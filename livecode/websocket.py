@@ -126,6 +126,8 @@ class Connection:
         self.tenant = tenant
         self.credential = auth.credential(websocket) if tenant is not None else None
         self.authenticator: auth.Authenticator = websocket.app.state.authenticator
+        # A socket without a tenant must authenticate by then, however many messages it sends.
+        self._auth_deadline = asyncio.get_running_loop().time() + AUTH_TIMEOUT_S
         self.id = uuid.uuid4().hex
         self.outbox = _Outbox(OUTBOX_SIZE, OUTBOX_BYTES)
         self.follows: dict[str, asyncio.Task[None]] = {}
@@ -160,7 +162,8 @@ class Connection:
         try:
             while True:
                 try:
-                    async with asyncio.timeout(AUTH_TIMEOUT_S if self.tenant is None else None):
+                    deadline = self._auth_deadline if self.tenant is None else None
+                    async with asyncio.timeout_at(deadline):
                         message = await self.websocket.receive()
                 except TimeoutError:
                     await _refuse(
@@ -185,7 +188,14 @@ class Connection:
         """Carry out one message; False when the socket was closed for want of a key."""
         ref = None
         try:
-            message = protocol.parse_message(text)
+            try:
+                message = protocol.parse_message(text)
+            except BadRequest:
+                if self.tenant is None:  # all it may send is a good `auth`
+                    raise Unauthorized(
+                        'this server needs an API key: send {"type": "auth", "token": KEY} first'
+                    ) from None
+                raise
             ref = message.ref
             if isinstance(message, protocol.AuthMessage):
                 await self._authenticate(message)

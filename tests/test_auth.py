@@ -117,7 +117,8 @@ async def test_websocket_takes_a_key_three_ways(keyed: tuple[LiveServer, str]) -
 
 
 @pytest.mark.parametrize(
-    "how", ["no key, a message", "wrong header", "wrong ?token=", "wrong auth message"]
+    "how",
+    ["no key, a message", "no key, a bad message", "wrong header", "wrong ?token=", "wrong auth message"],
 )
 async def test_websocket_without_a_good_key_gets_an_error_then_4401(
     keyed: tuple[LiveServer, str], how: str
@@ -135,9 +136,11 @@ async def test_websocket_without_a_good_key_gets_an_error_then_4401(
     async with connect(url, additional_headers=headers, open_timeout=TIMEOUT) as connection:
         if how in ("no key, a message", "wrong auth message"):
             await connection.send(json.dumps(first))
+        elif how == "no key, a bad message":
+            await connection.send('{"ref": "c", "type": "nope"}')
         error = json.loads(await connection.recv())
         assert error["type"] == "error" and error["code"] == "unauthorized"
-        if how in ("no key, a message", "wrong auth message"):
+        if how.startswith("no key") or how == "wrong auth message":
             assert error["ref"] == "c"
         with pytest.raises(ConnectionClosed) as closed:
             await connection.recv()
