@@ -118,7 +118,13 @@ async def test_websocket_takes_a_key_three_ways(keyed: tuple[LiveServer, str]) -
 
 @pytest.mark.parametrize(
     "how",
-    ["no key, a message", "no key, a bad message", "wrong header", "wrong ?token=", "wrong auth message"],
+    [
+        "no key, a message",
+        "no key, a bad message",
+        "wrong header",
+        "wrong ?token=",
+        "wrong auth message",
+    ],
 )
 async def test_websocket_without_a_good_key_gets_an_error_then_4401(
     keyed: tuple[LiveServer, str], how: str
