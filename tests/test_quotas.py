@@ -7,15 +7,21 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import redis
 
+from livecode.config import Settings
 from tests.utils import (
     LiveServer,
     create_key,
+    distributed_env,
     embedded_settings,
+    private_redis_url,
     revoke_keys,
+    run_process,
     run_server,
     wait_final,
     wait_status,
+    wait_until_http_ok,
     ws_connect,
 )
 
@@ -37,6 +43,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         tenant_max_sessions=3,
     )
     with run_server(settings) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def quiet_distributed_server(postgres_database: str) -> Iterator[LiveServer]:
+    """A server and a `livecode worker` on a Redis database of their own (emptied first): no
+    message other test modules left queued takes the worker threads this test counts on."""
+    redis_url = f"{private_redis_url()}/2"
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+    env = distributed_env(postgres_database, redis_url)
+    with run_process(["worker"], env), run_server(Settings.from_env(env)) as live:
+        wait_until_http_ok(f"{live.url}/health/workers")
         yield live
 
 
@@ -74,7 +94,7 @@ def test_running_and_queued_at_once(
     while another key's run goes by them; a fourth is 429. When the first ends, the next
     starts. (Distributed: the held ones go back to Redis with a delay.)"""
     if mode == "distributed":
-        server = request.getfixturevalue("distributed_server")
+        server = request.getfixturevalue("quiet_distributed_server")
     key = create_key(server.settings.database_url, f"busy-{mode}", max_running=1, max_queued=2)
     other = create_key(server.settings.database_url, f"busy-other-{mode}")
     try:
