@@ -297,19 +297,23 @@ def document(
         )
     }
     paths["/"] = {
-        "get": _operation(
+        "get": _public(
+            "playground",
             "The playground: an editor and a live console on /ws",
             {"200": {"description": "a page", "content": {"text/html": {}}}},
         )
     }
     paths["/static/playground/{name}"] = {
-        "get": _operation(
-            "A file of the playground (script, style, icon)",
-            {"200": {"description": "the file"}, "404": {"description": "no such file"}},
-            parameters=[
+        "get": {
+            **_public(
+                "playgroundFile",
+                "A file of the playground (script, style, icon)",
+                {"200": {"description": "the file"}, "404": {"description": "no such file"}},
+            ),
+            "parameters": [
                 {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
             ],
-        )
+        }
     }
     return {
         "openapi": "3.0.3",

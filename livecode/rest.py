@@ -156,7 +156,7 @@ async def _accepted(request: Request, services: Services, execution: Execution) 
     did, announces itself within a heartbeat) and the 202 says why the run stays QUEUED.
     """
     queued = events.queued_json(execution)
-    if request.query_params.get("wait", "").lower() not in ("1", "true", "yes"):
+    if not _wait(request):
         return JSONResponse(queued, status_code=202)
     assert services.relay is not None
     is_worker_alive = await run_in_threadpool(health.is_worker_alive, services)
@@ -174,6 +174,16 @@ async def _accepted(request: Request, services: Services, execution: Execution) 
     if not is_worker_alive:
         return JSONResponse(events.queued_json(execution, health.NO_WORKER), status_code=202)
     return JSONResponse(queued, status_code=202)
+
+
+def _wait(request: Request) -> bool:
+    """?wait= as the document types it: a boolean, spelled true or false."""
+    raw = request.query_params.get("wait")
+    if raw is None or raw == "false":
+        return False
+    if raw == "true":
+        return True
+    raise BadRequest("wait must be true or false")
 
 
 def _without_type(event: Mapping[str, Any]) -> dict[str, Any]:
