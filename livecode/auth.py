@@ -15,7 +15,8 @@ answers 401 for a missing or wrong key, except on the public paths (`/`, `/docs`
 With no key configured (none in LIVECODE_API_KEYS, none active in the store), requests need
 none, but only from loopback: a request from elsewhere, or one that came through a proxy for
 someone elsewhere, is refused unless LIVECODE_ALLOW_ANONYMOUS is set, and then each client
-address is a tenant of its own for the quotas. A key that is sent must be valid, keys or not.
+address is a tenant of its own for the quotas; a token sent anyway is not checked, unless it is
+a revoked key, which is refused wherever it is sent.
 
 Cost: a key's tenant is cached by the key's SHA-256 for KEY_CACHE_TTL_S (a revoked key stops
 working within that many seconds, in every process), so a request with a known key costs one
@@ -77,6 +78,8 @@ MAX_TOKEN_CHARS = 256
 
 _PUBLIC_PATHS = frozenset({"/", "/docs", "/openapi.json", "/health", "/favicon.ico"})
 _PUBLIC_PREFIXES = ("/health/", "/docs/", "/static/")
+# What the cache holds for a revoked key (compared by identity; never a request's tenant).
+_REVOKED = Tenant(owner="\x00revoked", name="revoked")
 _SCOPE_TENANT = "livecode.tenant"
 _SCOPE_CREDENTIAL = "livecode.credential"
 _SCOPE_REFUSAL = "livecode.refusal"
@@ -135,11 +138,16 @@ class Authenticator:
         one is needed."""
         if credential is not None:
             tenant = await self._tenant_of(credential)
-            if tenant is None:  # a wrong key is refused, even where none is needed
-                raise Unauthorized("unknown or revoked API key")
-            return tenant
+            if tenant is _REVOKED:  # refused even where no key is needed any more
+                raise Unauthorized("this API key was revoked")
+            if tenant is not None:
+                return tenant
         if await self.keys_configured():
-            raise Unauthorized("this server needs an API key: Authorization: Bearer <key>")
+            if credential is None:
+                raise Unauthorized("this server needs an API key: Authorization: Bearer <key>")
+            raise Unauthorized("unknown or revoked API key")
+        # No key configured: a token sent anyway (clients that always send one, as Judge0's
+        # SDK does) is not one the server knows, and the anonymous rules apply.
         return self._anonymous(connection)
 
     async def keys_configured(self) -> bool:
@@ -178,10 +186,10 @@ class Authenticator:
 
     def _load(self, credential: Credential) -> Tenant | None:
         key = self._api_keys.find(credential.prefix)
-        if key is None or key.is_revoked:
+        if key is None or not hmac.compare_digest(key.secret_sha256, credential.sha256):
             return None
-        if not hmac.compare_digest(key.secret_sha256, credential.sha256):
-            return None
+        if key.is_revoked:
+            return _REVOKED
         now = self._clock()
         if now - self._last_used.get(key.name, float("-inf")) >= LAST_USED_EVERY_S:
             self._last_used[key.name] = now

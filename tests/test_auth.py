@@ -218,8 +218,9 @@ def test_a_short_environment_key_stops_the_process() -> None:
 def test_anonymous_is_loopback_only_unless_allowed(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """No keys: loopback needs none, but a request a proxy forwards for someone elsewhere is
-    refused, saying what to set; with LIVECODE_ALLOW_ANONYMOUS it is served."""
+    """No keys: loopback needs none (and a token sent anyway is not checked), but a request a
+    proxy forwards for someone elsewhere is refused, saying what to set; with
+    LIVECODE_ALLOW_ANONYMOUS it is served."""
     forwarded = [
         {"X-Forwarded-For": "203.0.113.7"},
         {"X-Real-IP": "203.0.113.7"},
@@ -228,6 +229,8 @@ def test_anonymous_is_loopback_only_unless_allowed(
     ]
     with run_server(embedded_settings(tmp_path_factory)) as server, server.client() as client:
         assert client.get("/languages").status_code == 200
+        # A token the server cannot know (clients that always send one) is not checked.
+        assert client.get("/languages", headers=bearer("lc_" + "q" * 40)).status_code == 200
         assert client.get("/languages", headers={"X-Forwarded-For": "127.0.0.1"}).is_success
         for headers in forwarded:
             answer = client.get("/languages", headers=headers)
