@@ -354,6 +354,26 @@ def _describe_limits(
     schemas["SaveSource"]["properties"]["source_code"].update(source)
     for name in ("RunOptions", "OneShotRun"):
         schemas[name]["properties"]["stdin"].update(stdin)
+    # Cases: 1 to max_cases of them, whose stdin and expected outputs add up within the stdin
+    # limit (each at most its share), and none beside a stdin, tty or interactive of the run's.
+    share = {
+        "maxLength": settings.max_stdin_bytes // (UTF8_MAX_BYTES_PER_CHAR * settings.max_cases)
+    }
+    for field in ("stdin", "expected_output"):
+        schemas["CaseInput"]["properties"][field].update(share)
+    for name in ("RunOptions", "OneShotRun"):
+        schema = schemas[name]
+        schema["properties"]["cases"].update({"minItems": 1, "maxItems": settings.max_cases})
+        schema["anyOf"] = [
+            {"properties": {"cases": {"nullable": True, "enum": [None]}}},
+            {
+                "properties": {
+                    "stdin": {"type": "string", "nullable": True, "enum": [None, ""]},
+                    "tty": {"enum": [False]},
+                    "interactive": {"enum": [False]},
+                }
+            },
+        ]
     maxima = {
         "timeout_s": settings.wall_timeout_s,
         "memory_mb": settings.memory_mb,

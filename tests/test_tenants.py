@@ -66,6 +66,8 @@ NOT_IDS = {"name": "a playground file", "language_id": "a Judge0 language", "pat
 # Another tenant's execution, as the foreign APIs name it; what they answer for one not found.
 COMPAT_IDS = {"token": "execution_id"}
 COMPAT_REFUSALS = {403, 404}
+# A valid value of each required field that is no id (so that only the owner check refuses).
+VALID: dict[str, Any] = {"source_code": "print('B was here')", "cols": 100, "rows": 30}
 # A body each method is tried with (a valid one, so that only the owner check can refuse it).
 BODIES: dict[str, Any] = {"PATCH": {"source_code": "print('B was here')"}, "POST": {}}
 
@@ -188,7 +190,8 @@ def _message(model: type[BaseModel], ids: dict[str, str]) -> dict[str, Any]:
         if name in ids:
             message[name] = ids[name]
         elif field.is_required() and name != "type":
-            message[name] = "print('B was here')"  # source_code, the one other required text
+            assert name in VALID, f"{kind}.{name}: give the walk a valid value for it"
+            message[name] = VALID[name]
     return message
 
 
@@ -224,7 +227,7 @@ async def test_every_message_answers_another_tenants_ids_with_not_found(
         assert (await ws.request({"type": "ping"}))["type"] == "pong"
         with pytest.raises(TimeoutError):
             await ws.recv(timeout=0.5)  # the story: nothing arrives
-    expected = {"open", "autosave", "run", "subscribe", "unsubscribe", "stdin", "cancel"}
+    expected = {"open", "autosave", "run", "subscribe", "unsubscribe", "stdin", "resize", "cancel"}
     assert kinds == expected
     after = tenants.snapshot()
     assert after[1:] == before[1:] and after[0]["version"] == before[0]["version"] + 1
