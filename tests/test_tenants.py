@@ -41,6 +41,7 @@ ROUTES_WITHOUT_IDS = {
     ("POST", "/code-sessions"): "creates the caller's own",
     ("POST", "/executions"): "creates the caller's own",
     ("GET", "/languages"): "the same for every tenant",
+    ("GET", "/metrics"): "the server's counters: no session or execution of anyone's",
     ("POST", "/judge0/submissions"): "creates the caller's own",
     ("POST", "/judge0/submissions/batch"): "creates the caller's own",
     ("GET", "/judge0/submissions/batch"): "ids in ?tokens=: walked on its own below",
