@@ -23,7 +23,7 @@ _ERRORS = {
     "401": "no API key, or a wrong one (with keys configured; without, from beyond loopback)",
     "404": "unknown session or execution (or another tenant's)",
     "413": "source or stdin too large",
-    "422": "invalid value: an unknown language, a limit above the server's maximum",
+    "422": "invalid value: an unknown language, a limit above the maximum, a malformed id",
     "429": "rate limited: a session's or a tenant's quota (Retry-After)",
     "503": "a dependency is down or the queue is full (Retry-After)",
 }
@@ -261,7 +261,7 @@ def document(
                 "listExecutions",
                 "List a session's executions, newest first",
                 {"200": _answer("executions", {"type": "array", "items": _ref("Execution")})},
-                "400 404",
+                "400 404 422",
             ),
         },
         "/languages": {
