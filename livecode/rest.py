@@ -30,7 +30,11 @@ async def read_body(request: Request) -> bytes:
     """The request body, refused with 413 as soon as it is larger than any valid one can be."""
     settings = _services(request).settings
     cap = (settings.max_source_bytes + settings.max_stdin_bytes) * JSON_EXPANSION
-    cap += JSON_OVERHEAD_BYTES
+    return await read_capped_body(request, cap + JSON_OVERHEAD_BYTES)
+
+
+async def read_capped_body(request: Request, cap: int) -> bytes:
+    """The request body; TooLarge as soon as it is larger than `cap` bytes (every edge's cap)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > cap:
         raise TooLarge(f"the request body is larger than {cap} bytes")

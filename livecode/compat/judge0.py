@@ -47,8 +47,9 @@ from livecode.compat.judge0_request import (
     config_info,
     parse_submission,
 )
-from livecode.compat.runs import body_cap, read_body, wait_final
+from livecode.compat.runs import body_cap, wait_final
 from livecode.errors import LivecodeError, NotFound, RateLimited, Unauthorized, Unavailable
+from livecode.rest import read_capped_body
 from livecode.services import Services
 from livecode.store import Execution
 from livecode.tenants import Tenant
@@ -294,7 +295,7 @@ def _check_batch_size(count: int) -> None:
 
 async def _json_or_form(request: Request, *, runs: int) -> Any:
     """The body as JSON whatever its Content-Type, or as a form when it is one."""
-    body = await read_body(request, body_cap(_services(request), runs=runs))
+    body = await read_capped_body(request, body_cap(_services(request), runs=runs))
     if not body.strip():
         return {}
     try:

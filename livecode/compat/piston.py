@@ -28,9 +28,10 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from livecode.compat import auth
 from livecode.compat.piston_connect import connect
 from livecode.compat.piston_job import JobInvalid, parse_job, result_json, runtimes_of
-from livecode.compat.runs import body_cap, read_body, wait_final
+from livecode.compat.runs import body_cap, wait_final
 from livecode.compat.semver import satisfies
 from livecode.errors import LivecodeError
+from livecode.rest import read_capped_body
 from livecode.services import Services
 from runners import Reason
 
@@ -124,7 +125,7 @@ def _services(request: Request) -> Services:
 
 
 async def _json(request: Request) -> Any:
-    body = await read_body(request, body_cap(_services(request)))
+    body = await read_capped_body(request, body_cap(_services(request)))
     try:
         return json.loads(body) if body.strip() else {}
     except (ValueError, RecursionError) as exc:

@@ -14,9 +14,7 @@ import re
 from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
 
-from livecode.errors import TooLarge
 from livecode.services import Services
 from livecode.store import Execution
 from livecode.tenants import Tenant
@@ -28,7 +26,6 @@ __all__ = [
     "compile_failed",
     "is_timeout_notice",
     "program_output",
-    "read_body",
     "wait_final",
 ]
 
@@ -53,19 +50,6 @@ def body_cap(services: Services, *, runs: int = 1) -> int:
     settings = services.settings
     per_run = (settings.max_source_bytes + settings.max_stdin_bytes) * _JSON_EXPANSION
     return runs * per_run + _OVERHEAD_BYTES
-
-
-async def read_body(request: Request, cap: int) -> bytes:
-    """The request body; TooLarge as soon as it is larger than `cap` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > cap:
-        raise TooLarge(f"the request body is larger than {cap} bytes")
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > cap:
-            raise TooLarge(f"the request body is larger than {cap} bytes")
-    return bytes(body)
 
 
 async def wait_final(
