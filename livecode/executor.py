@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import datetime as dt
 import logging
 import threading
 import time
@@ -24,7 +23,7 @@ from livecode import events, logs, metrics
 from livecode.bus import HISTORY_AFTER_FINAL_S, Bus, control_channel, execution_channel
 from livecode.errors import NotFound, Unavailable
 from livecode.lease import Leases
-from livecode.store import Execution, Store
+from livecode.store import Execution, Store, utc_now
 from livecode.store.records import OUTCOME_FIELDS, STREAM_FIELDS, CaseResult
 from runners import (
     Case,
@@ -305,7 +304,9 @@ class Executor:
         if self.leases is not None:
             self.leases.release(execution.id)
         queued = _with_retries(
-            lambda: self.store.requeue(execution.id, attempt=execution.attempt, not_before=_now()),
+            lambda: self.store.recovery.requeue(
+                execution.id, attempt=execution.attempt, not_before=utc_now()
+            ),
             "handing an execution back",
         )
         if queued is None:
@@ -500,10 +501,6 @@ def _with_retries(write: Callable[[], _T], what: str = "storing a final state") 
             logger.warning("%s failed (%s); retrying in %.1f s", what, exc, delay_s)
             time.sleep(delay_s)
     return write()
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _internal_error(message: str) -> Result:

@@ -87,7 +87,7 @@ class Leases:
                 before = dict(self._held)
             if before:
                 try:
-                    still = self.store.renew_leases(self.worker, self.expires_at())
+                    still = self.store.recovery.renew_leases(self.worker, self.expires_at())
                 except Unavailable as exc:
                     logger.warning("could not renew %d leases: %s", len(before), exc)
                     wait_s = min(RETRY_S, interval_s)

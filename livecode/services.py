@@ -157,8 +157,8 @@ def _resume_embedded(services: Services, sweeper: Sweeper) -> None:
     """
     store = services.store
     try:
-        running = store.expired_leases(None)
-        queued, _ = store.unfinished()
+        running = store.recovery.expired_leases(None)
+        queued, _ = store.recovery.unfinished()
         for execution in running:
             sweeper.move_on(execution)
         for execution_id in queued:

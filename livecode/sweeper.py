@@ -32,7 +32,7 @@ from livecode.bus import HISTORY_AFTER_FINAL_S, Bus, execution_channel
 from livecode.config import Settings
 from livecode.errors import Unavailable
 from livecode.queue import Queue
-from livecode.store import Execution, Store
+from livecode.store import Execution, Store, utc_now
 from livecode.store.records import STREAM_FIELDS
 from runners import ExecutionStatus, Reason, Stream
 
@@ -81,19 +81,21 @@ class Sweeper:
 
     def sweep(self) -> Sweep:
         """One pass, now. Raises Unavailable when the store is down."""
-        with self._lock, self.store.sweeper_lock() as held:
+        with self._lock, self.store.recovery.sweeper_lock() as held:
             if not held:
                 return Sweep(is_skipped=True)
             done = Sweep()
-            now = _now()
+            now = utc_now()
             # Runs claimed before leases existed (an upgrade): gone once they ran this long.
             longest = self.settings.wall_timeout_s + self.settings.compile_timeout_s + 60
             unleased_before = now - dt.timedelta(seconds=longest)
-            for execution in self.store.expired_leases(now, unleased_before=unleased_before):
+            for execution in self.store.recovery.expired_leases(
+                now, unleased_before=unleased_before
+            ):
                 self.move_on(execution, done)
             try:
                 self.queue.maintain()
-                self._enqueue_lost(_now(), done)  # now: a retry without backoff is due
+                self._enqueue_lost(utc_now(), done)  # now: a retry without backoff is due
             except Unavailable as exc:  # Redis away: the next pass does it
                 logger.warning("sweeper could not look at the queue: %s", exc)
         if done:
@@ -117,13 +119,13 @@ class Sweeper:
     def move_on(self, execution: Execution, done: Sweep | None = None) -> None:
         """A RUNNING attempt whose worker is gone: retry it, or end it."""
         with logs.about(execution_id=execution.id, session_id=execution.session_id):
-            self._move_on(execution, _now(), done if done is not None else Sweep())
+            self._move_on(execution, utc_now(), done if done is not None else Sweep())
 
     def _move_on(self, execution: Execution, now: dt.datetime, done: Sweep) -> None:
         attempt, most = execution.attempt, self.settings.max_attempts
         if attempt < most:
             backoff_s = self.settings.retry_backoff_s * 2 ** (attempt - 1)
-            queued = self.store.requeue(
+            queued = self.store.recovery.requeue(
                 execution.id, attempt=attempt, not_before=now + dt.timedelta(seconds=backoff_s)
             )
             if queued is None:
@@ -191,7 +193,9 @@ class Sweeper:
 
     def _enqueue_lost(self, now: dt.datetime, done: Sweep) -> None:
         grace = dt.timedelta(seconds=self.settings.message_grace_s)
-        due = [(id_, attempt + 1) for id_, attempt in self.store.due_queued(now, now - grace)]
+        due = [
+            (id_, attempt + 1) for id_, attempt in self.store.recovery.due_queued(now, now - grace)
+        ]
         for execution_id, attempt in self.queue.missing(due):
             with logs.about(execution_id=execution_id):
                 self.queue.enqueue(execution_id, attempt=attempt)
@@ -233,7 +237,3 @@ class _Output:
 
     def columns(self) -> dict[str, Any]:
         return {**self.texts, "chunks": self.chunks}
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)

@@ -52,7 +52,7 @@ def test_a_lease_taken_over_stops_the_run(store: Store) -> None:
     leases.hold(execution_id, on_lost=lost.set)
     try:
         attempt = store.get_execution(execution_id).attempt
-        assert store.requeue(execution_id, attempt=attempt, not_before=leases.expires_at())
+        assert store.recovery.requeue(execution_id, attempt=attempt, not_before=leases.expires_at())
         assert lost.wait(TIMEOUT)
     finally:
         leases.stop()

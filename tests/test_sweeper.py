@@ -58,7 +58,7 @@ def test_a_renewed_lease_is_left_alone(store: Store) -> None:
     """A live worker renews its lease; the sweeper does not touch what it runs."""
     future = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
     execution_id = _claimed(store, lease_expires_at=PAST)
-    assert store.renew_leases("w", future) == {execution_id}
+    assert store.recovery.renew_leases("w", future) == {execution_id}
     assert not Sweeper(_settings(), store, LocalBus(), Queue(Settings())).sweep()
     assert store.get_execution(execution_id).status == ExecutionStatus.RUNNING
 

@@ -2,11 +2,13 @@
 
 Its rooms, in the order a call goes through them::
 
-    queries.py   Store: every query; each status move is one guarded UPDATE
-    apikeys.py   ApiKeys (Store.api_keys): the API keys, kept as hashes
-    records.py   Session and Execution, the rows as the store reads and writes them
-    fastsql.py   the hot statements, compiled once and run on the DBAPI connection itself
-    engine.py    the engine for a URL (SQLite pragmas, the pool), transactions, schema.sql
+    queries.py      Store: sessions and executions; each status move is one guarded UPDATE
+    recovery.py     Recovery (Store.recovery): leases, and what the sweeper finds and moves
+    apikeys.py      ApiKeys (Store.api_keys): the API keys, kept as hashes
+    statements.py   the hot statements, built once; ids; the guarded move
+    records.py      Session and Execution, the rows as the store reads and writes them
+    fastsql.py      the hot statements, compiled once and run on the DBAPI connection itself
+    engine.py       the engine for a URL (SQLite pragmas, the pool), transactions, schema.sql
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from livecode.store.queries import (
     parse_id,
 )
 from livecode.store.records import ApiKey, Execution, Session, SessionStatus
+from livecode.store.statements import utc_now
 from runners import ExecutionStatus
 
 __all__ = [
@@ -35,4 +38,5 @@ __all__ = [
     "SessionStatus",
     "Store",
     "parse_id",
+    "utc_now",
 ]

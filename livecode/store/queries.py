@@ -4,27 +4,27 @@
 the worker threads share one instance. Each method is one transaction. Each status move is one
 guarded ``UPDATE ... WHERE status IN (...)``, so a retried or redelivered call does nothing
 harmful: it returns ``None`` instead of moving the execution twice. The hot calls (queue,
-claim, finish, read an execution) take the fast path (fastsql.py); the others SQLAlchemy's.
+claim, finish, read an execution) take the fast path (fastsql.py) with statements built once
+(statements.py); the others SQLAlchemy's. Leases and the sweeper's queries are
+``Store.recovery`` (recovery.py), the API keys ``Store.api_keys`` (apikeys.py).
 
 A database that is down or unreachable raises :class:`livecode.errors.Unavailable`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import os
-import re
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from livecode import errors
+from livecode.store import statements
 from livecode.store.apikeys import ApiKeys
-from livecode.store.engine import DATABASE_DOWN, Database, create_engine
+from livecode.store.engine import Database, create_engine
 from livecode.store.fastsql import FastPath
 from livecode.store.records import (
     OUTCOME_FIELDS,
@@ -33,6 +33,8 @@ from livecode.store.records import (
     Session,
     SessionStatus,
 )
+from livecode.store.recovery import Recovery
+from livecode.store.statements import columns, move, new_id, parse_id, utc_now
 from livecode.tables import code_sessions, executions, metadata
 from runners import ExecutionStatus, Reason
 
@@ -41,8 +43,6 @@ __all__ = ["ANY_OWNER", "RUNS_EXHAUSTED_RETRY_S", "AtCapacity", "Store", "parse_
 logger = logging.getLogger(__name__)
 
 RUNS_EXHAUSTED_RETRY_S = 86400.0
-# pg_try_advisory_lock's key for the one sweeper at a time (any number, the same everywhere).
-SWEEPER_LOCK_KEY = 0x6C697665  # "live"
 
 
 # A quota of things held (sessions, queued executions) frees when the holder deletes or a run
@@ -87,6 +87,7 @@ class Store:
         self._database = Database(engine)
         self._fast = FastPath(self._database)
         self.api_keys = ApiKeys(self._database)
+        self.recovery = Recovery(self._database, self._fast)
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Store:
@@ -111,6 +112,20 @@ class Store:
         """Close every pooled connection (after the transaction under way, if it ends soon)."""
         self._database.close(before=self._fast.forget_connection)
 
+    def check_schema(self) -> None:
+        """Raise SchemaMissing unless every table and column of tables.py exists."""
+        with self._database.errors():
+            inspector = sa.inspect(self.engine)
+            for table in metadata.tables.values():
+                if not inspector.has_table(table.name):
+                    raise errors.SchemaMissing(f"the table {table.name} is missing")
+                present = {column["name"] for column in inspector.get_columns(table.name)}
+                missing = [column.name for column in table.columns if column.name not in present]
+                if missing:
+                    raise errors.SchemaMissing(
+                        f"the table {table.name} lacks {', '.join(missing)} (an older schema)"
+                    )
+
     # -- sessions ----------------------------------------------------------------------------
 
     def create_session(
@@ -127,9 +142,9 @@ class Store:
         With ``max_sessions``, a `created_by` that holds that many sessions already is refused
         with RateLimited, and nothing is written.
         """
-        now = _now()
+        now = utc_now()
         session = Session(
-            id=_new_id(),
+            id=new_id(),
             owner=owner,
             language=language,
             source_code=source_code,
@@ -152,7 +167,7 @@ class Store:
                         f"at most {max_sessions} sessions at once; delete one first",
                         retry_after=HELD_QUOTA_RETRY_S,
                     )
-            conn.execute(code_sessions.insert().values(_columns(session)))
+            conn.execute(code_sessions.insert().values(columns(session)))
         logger.debug("session %s created (%s)", session.id, language)
         return session
 
@@ -196,7 +211,7 @@ class Store:
                     .values(
                         source_code=source_code,
                         version=code_sessions.c.version + 1,
-                        updated_at=_now(),
+                        updated_at=utc_now(),
                     )
                     .returning(*code_sessions.c)
                 )
@@ -284,7 +299,7 @@ class Store:
             session_id = parse_id(session_id, "session")
         elif language is None or source_code is None:
             raise RuntimeError("create_execution() without a session needs language and source")
-        now = _now()
+        now = utc_now()
         with self._fast.transaction(write=True) as conn:
             if (
                 max_queued is not None
@@ -292,7 +307,9 @@ class Store:
             ):
                 raise errors.Unavailable("the queue is full; try again shortly", retry_after=5.0)
             if max_queued_by_creator is not None and (
-                self._fast.run(conn, _COUNT_QUEUED_BY, {"created_by": created_by})[0]["count"]
+                self._fast.run(conn, statements.COUNT_QUEUED_BY, {"created_by": created_by})[0][
+                    "count"
+                ]
                 >= max_queued_by_creator
             ):
                 raise errors.RateLimited(
@@ -309,7 +326,7 @@ class Store:
             assert language is not None and source_code is not None
             # Fields that come later (status moves, the outcome) start at the model's defaults.
             execution = Execution(
-                id=_new_id(),
+                id=new_id(),
                 session_id=session_id,
                 owner=owner,
                 language=language,
@@ -327,8 +344,8 @@ class Store:
                 created_by=created_by,
                 max_running=max_running,
             )
-            values = _columns(execution)
-            self._fast.run(conn, _INSERT_EXECUTION, values)
+            values = columns(execution)
+            self._fast.run(conn, statements.INSERT_EXECUTION, values)
         logger.debug("execution %s queued (session %s)", execution.id, session_id)
         return execution
 
@@ -359,17 +376,18 @@ class Store:
                 (Two claims racing on PostgreSQL may both see one slot free, so a creator may
                 briefly run one more per racing worker thread.)
         """
-        execution = self._move(
+        execution = move(
+            self._fast,
             execution_id,
             from_statuses=(ExecutionStatus.QUEUED,),
             values={
                 "status": ExecutionStatus.RUNNING.value,
-                "attempt": _NEXT_ATTEMPT,
-                "started_at": _now(),
+                "attempt": statements.NEXT_ATTEMPT,
+                "started_at": utc_now(),
                 "worker": worker,
                 "lease_expires_at": lease_expires_at,
             },
-            guard=_BELOW_MAX_RUNNING,
+            guard=statements.BELOW_MAX_RUNNING,
         )
         if execution is not None:
             logger.debug("execution %s claimed (attempt %d)", execution.id, execution.attempt)
@@ -381,10 +399,11 @@ class Store:
         if still.status == ExecutionStatus.QUEUED:
             # Its message is dropped; a sweeper enqueues it again from then on, as it does a
             # retried execution after its backoff (lease_expires_at of a QUEUED one).
-            self._move(
+            move(
+                self._fast,
                 still.id,
                 from_statuses=(ExecutionStatus.QUEUED,),
-                values={"lease_expires_at": _now() + dt.timedelta(seconds=CLAIM_RETRY_S)},
+                values={"lease_expires_at": utc_now() + dt.timedelta(seconds=CLAIM_RETRY_S)},
             )
             raise AtCapacity(still.id)
         return None
@@ -421,7 +440,8 @@ class Store:
                 CaseResult.model_validate(case).model_dump(mode="json", exclude_none=True)
                 for case in cases
             ]
-        execution = self._move(
+        execution = move(
+            self._fast,
             execution_id,
             from_statuses=(
                 (ExecutionStatus.RUNNING,)
@@ -431,7 +451,7 @@ class Store:
             values={
                 "status": status.value,
                 **outcome,
-                "finished_at": _now(),
+                "finished_at": utc_now(),
                 "worker": None,
                 "lease_expires_at": None,
             },
@@ -448,7 +468,8 @@ class Store:
 
         Returns None when it is not QUEUED: a RUNNING one is cancelled through its program.
         """
-        execution = self._move(
+        execution = move(
+            self._fast,
             execution_id,
             from_statuses=(ExecutionStatus.QUEUED,),
             values={
@@ -457,7 +478,7 @@ class Store:
                 "stdout": "",
                 "stderr": "",
                 "chunks": [],
-                "finished_at": _now(),
+                "finished_at": utc_now(),
             },
         )
         if execution is not None:
@@ -467,7 +488,8 @@ class Store:
     def fail(self, execution_id: str, message: str) -> Execution | None:
         """End a QUEUED or RUNNING execution as FAILED / ``internal_error``: our fault, not the
         program's. None when it is final already."""
-        return self._move(
+        return move(
+            self._fast,
             execution_id,
             from_statuses=(ExecutionStatus.QUEUED, ExecutionStatus.RUNNING),
             values={
@@ -478,149 +500,11 @@ class Store:
                 "compile_output": "",
                 "chunks": [],
                 "error_message": message,
-                "finished_at": _now(),
+                "finished_at": utc_now(),
                 "worker": None,
                 "lease_expires_at": None,
             },
         )
-
-    # -- leases and the sweeper (README, "Nothing lost, nothing stuck") ---------------------
-
-    def renew_leases(self, worker: str, until: dt.datetime) -> set[str]:
-        """Extend the leases of the executions `worker` runs; return the ids it still holds."""
-        with self._database.transaction(write=True) as conn:
-            rows = conn.execute(
-                executions.update()
-                .where(
-                    executions.c.worker == worker,
-                    executions.c.status == ExecutionStatus.RUNNING.value,
-                )
-                .values(lease_expires_at=until)
-                .returning(executions.c.id)
-            ).all()
-        return {row.id for row in rows}
-
-    def expired_leases(
-        self,
-        now: dt.datetime | None,
-        *,
-        unleased_before: dt.datetime | None = None,
-        limit: int = 100,
-    ) -> list[Execution]:
-        """RUNNING executions whose worker stopped renewing their lease (before `now`; None:
-        every RUNNING one, as after an embedded restart), oldest lease first. With
-        `unleased_before`, also those without a lease (claimed before leases existed) that
-        started before it."""
-        query = sa.select(executions).where(executions.c.status == ExecutionStatus.RUNNING.value)
-        if now is not None:
-            expired = executions.c.lease_expires_at < now
-            if unleased_before is not None:
-                expired = sa.or_(
-                    expired,
-                    sa.and_(
-                        executions.c.lease_expires_at.is_(None),
-                        executions.c.started_at < unleased_before,
-                    ),
-                )
-            query = query.where(expired)
-        with self._database.transaction() as conn:
-            rows = (
-                conn.execute(query.order_by(executions.c.lease_expires_at).limit(limit))
-                .mappings()
-                .all()
-            )
-        return [Execution.model_validate(row) for row in rows]
-
-    def due_queued(
-        self, now: dt.datetime, queued_before: dt.datetime, *, limit: int = 500
-    ) -> list[tuple[str, int]]:
-        """(id, attempt) of the QUEUED executions whose message should exist by now: queued
-        before `queued_before`, or retried with a backoff that has passed."""
-        lease = executions.c.lease_expires_at
-        with self._database.transaction() as conn:
-            rows = conn.execute(
-                sa.select(executions.c.id, executions.c.attempt)
-                .where(
-                    executions.c.status == ExecutionStatus.QUEUED.value,
-                    sa.or_(
-                        sa.and_(lease.is_(None), executions.c.queued_at < queued_before),
-                        lease <= now,
-                    ),
-                )
-                .order_by(executions.c.queued_at)
-                .limit(limit)
-            ).all()
-        return [(row.id, row.attempt) for row in rows]
-
-    def requeue(
-        self, execution_id: str, *, attempt: int, not_before: dt.datetime
-    ) -> Execution | None:
-        """Move attempt `attempt`, still RUNNING, back to QUEUED, to be enqueued again (by
-        whoever calls this, or a sweeper from `not_before` on). None when it moved on."""
-        return self._move(
-            execution_id,
-            from_statuses=(ExecutionStatus.RUNNING,),
-            values={
-                "status": ExecutionStatus.QUEUED.value,
-                "started_at": None,
-                "worker": None,
-                "lease_expires_at": not_before,
-            },
-            attempt=attempt,
-        )
-
-    @contextlib.contextmanager
-    def sweeper_lock(self) -> Iterator[bool]:
-        """Hold the sweeper's lock for the block if no other process does; yield whether held.
-
-        PostgreSQL: a session advisory lock, freed with its connection if this process dies.
-        SQLite serves one process (embedded mode): always held.
-        """
-        if self.engine.dialect.name != "postgresql":
-            yield True
-            return
-        with self._database.errors(), self.engine.connect() as conn:
-            held = bool(
-                conn.execute(sa.select(sa.func.pg_try_advisory_lock(SWEEPER_LOCK_KEY))).scalar()
-            )
-            conn.commit()
-            try:
-                yield held
-            finally:
-                if held:
-                    with contextlib.suppress(*DATABASE_DOWN):  # a lost connection let go of it
-                        conn.execute(sa.select(sa.func.pg_advisory_unlock(SWEEPER_LOCK_KEY)))
-                        conn.commit()
-
-    def check_schema(self) -> None:
-        """Raise SchemaMissing unless every table and column of tables.py exists."""
-        with self._database.errors():
-            inspector = sa.inspect(self.engine)
-            for table in metadata.tables.values():
-                if not inspector.has_table(table.name):
-                    raise errors.SchemaMissing(f"the table {table.name} is missing")
-                present = {column["name"] for column in inspector.get_columns(table.name)}
-                missing = [column.name for column in table.columns if column.name not in present]
-                if missing:
-                    raise errors.SchemaMissing(
-                        f"the table {table.name} lacks {', '.join(missing)} (an older schema)"
-                    )
-
-    def unfinished(self) -> tuple[list[str], list[str]]:
-        """Ids of the QUEUED and of the RUNNING executions, oldest first."""
-        with self._database.transaction() as conn:
-            rows = conn.execute(
-                sa.select(executions.c.id, executions.c.status)
-                .where(
-                    executions.c.status.in_(
-                        [ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value]
-                    )
-                )
-                .order_by(executions.c.created_at)
-            ).all()
-        queued = [row.id for row in rows if row.status == ExecutionStatus.QUEUED.value]
-        running = [row.id for row in rows if row.status == ExecutionStatus.RUNNING.value]
-        return queued, running
 
     def get_execution(self, execution_id: str, *, owner: str | _AnyOwner = "") -> Execution:
         """Return the execution; NotFound when unknown, invalid or another owner's.
@@ -631,10 +515,12 @@ class Store:
         execution_id = parse_id(execution_id, "execution")
         with self._fast.transaction(one_statement=True) as conn:
             if isinstance(owner, _AnyOwner):
-                rows = self._fast.run(conn, _GET_ANY_EXECUTION, {"execution_id": execution_id})
+                rows = self._fast.run(
+                    conn, statements.GET_ANY_EXECUTION, {"execution_id": execution_id}
+                )
             else:
                 parameters = {"execution_id": execution_id, "owner": owner}
-                rows = self._fast.run(conn, _GET_EXECUTION, parameters)
+                rows = self._fast.run(conn, statements.GET_EXECUTION, parameters)
         if not rows:
             raise errors.NotFound("execution not found")
         return Execution.model_validate(rows[0])
@@ -699,50 +585,28 @@ class Store:
             return self._count_in(conn, status)
 
     def _count_in(self, conn: Any, status: ExecutionStatus) -> int:
-        return int(self._fast.run(conn, _COUNT_STATUS, {"status": status.value})[0]["count"])
-
-    def _move(
-        self,
-        execution_id: str,
-        *,
-        from_statuses: tuple[ExecutionStatus, ...],
-        values: dict[str, Any],
-        attempt: int | None = None,
-        guard: sa.ColumnElement[bool] | None = None,
-    ) -> Execution | None:
-        """One guarded UPDATE of an execution's status (and, given, its attempt); None when
-        the guard does not hold."""
-        try:
-            execution_id = parse_id(execution_id, "execution")
-        except errors.NotFound:
-            return None
-        statement = _move_statement(from_statuses, values, attempt is not None, guard)
-        parameters = {
-            key: value for key, value in values.items() if not isinstance(value, sa.ClauseElement)
-        }
-        parameters["execution_id"] = execution_id
-        if attempt is not None:
-            parameters["b_attempt"] = attempt
-        with self._fast.transaction(write=True, one_statement=True) as conn:
-            rows = self._fast.run(conn, statement, parameters)
-        return Execution.model_validate(rows[0]) if rows else None
+        return int(
+            self._fast.run(conn, statements.COUNT_STATUS, {"status": status.value})[0]["count"]
+        )
 
     def _count_run(
         self, conn: Any, session_id: str, max_runs_per_session: int | None, *, owner: str
     ) -> tuple[str, str]:
         updated = self._fast.run(
             conn,
-            _COUNT_RUN,
+            statements.COUNT_RUN,
             {
                 "b_session_id": session_id,
                 "b_owner": owner,
-                "b_cap": min(max_runs_per_session or _INT_MAX, _INT_MAX),  # an INTEGER column
+                "b_cap": min(
+                    max_runs_per_session or statements.INT_MAX, statements.INT_MAX
+                ),  # an INTEGER column
             },
         )
         if updated:
             return updated[0]["language"], updated[0]["source_code"]
         if not self._fast.run(
-            conn, _SESSION_EXISTS, {"b_session_id": session_id, "b_owner": owner}
+            conn, statements.SESSION_EXISTS, {"b_session_id": session_id, "b_owner": owner}
         ):
             raise errors.NotFound("session not found")
         # The cap never lifts for this session; Retry-After is set because every 429 has one.
@@ -750,129 +614,3 @@ class Store:
             f"this session has used its {max_runs_per_session} runs; create a new session",
             retry_after=RUNS_EXHAUSTED_RETRY_S,
         )
-
-
-_CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _new_id() -> str:
-    return str(uuid.uuid4())
-
-
-def parse_id(value: str, kind: str, refusal: type[errors.LivecodeError] = errors.NotFound) -> str:
-    """Return the canonical form of a uuid string; anything else is simply not found."""
-    if isinstance(value, str) and _CANONICAL_ID.fullmatch(value):
-        return value  # ours, as we wrote it: uuid.UUID() would build the same string again
-    try:
-        return str(uuid.UUID(value))
-    except (TypeError, ValueError, AttributeError):
-        if refusal is errors.NotFound:
-            raise errors.NotFound(f"{kind} not found") from None
-        raise refusal(f"{kind}: not an id") from None
-
-
-def _columns(record: Session | Execution) -> dict[str, Any]:
-    """The record's values by column name (a dump would leave its Private fields out)."""
-    # pydantic keeps a model's field values in its __dict__: 0.16 us, where getattr() on each
-    # of an execution's 28 fields took 1.5.
-    return dict(record.__dict__)
-
-
-# Building a statement and its cache key costs more CPU than running it on SQLite: the hot ones
-# are built once, with their values as bind parameters.
-_INT_MAX = 2**31 - 1
-_INSERT_EXECUTION = executions.insert()
-_NEXT_ATTEMPT = executions.c.attempt + 1
-_COUNT_STATUS = (
-    sa.select(sa.func.count().label("count"))
-    .select_from(executions)
-    .where(executions.c.status == sa.bindparam("status"))
-)
-_COUNT_RUN = (
-    code_sessions.update()
-    .where(
-        # Bind names in an UPDATE must differ from its columns' names.
-        code_sessions.c.id == sa.bindparam("b_session_id"),
-        code_sessions.c.owner == sa.bindparam("b_owner"),
-        code_sessions.c.run_count < sa.bindparam("b_cap"),
-    )
-    .values(run_count=code_sessions.c.run_count + 1)
-    .returning(code_sessions.c.language, code_sessions.c.source_code)
-)
-_SESSION_EXISTS = sa.select(code_sessions.c.id).where(
-    code_sessions.c.id == sa.bindparam("b_session_id"),
-    code_sessions.c.owner == sa.bindparam("b_owner"),
-)
-_GET_EXECUTION = sa.select(executions).where(
-    executions.c.id == sa.bindparam("execution_id"), executions.c.owner == sa.bindparam("owner")
-)
-_GET_ANY_EXECUTION = sa.select(executions).where(executions.c.id == sa.bindparam("execution_id"))
-_COUNT_QUEUED_BY = (
-    sa.select(sa.func.count().label("count"))
-    .select_from(executions)
-    .where(
-        executions.c.created_by == sa.bindparam("created_by"),
-        executions.c.status == sa.literal_column(f"'{ExecutionStatus.QUEUED.value}'"),
-    )
-)
-# A claim's guard: no cap, or fewer of the creator's executions RUNNING than the cap.
-_running = executions.alias("running")
-_BELOW_MAX_RUNNING = sa.or_(
-    executions.c.max_running.is_(None),
-    sa.select(sa.func.count())
-    .select_from(_running)
-    .where(
-        _running.c.created_by == executions.c.created_by,
-        _running.c.status == sa.literal_column(f"'{ExecutionStatus.RUNNING.value}'"),
-    )
-    .scalar_subquery()
-    < executions.c.max_running,
-)
-_MOVE_STATEMENTS: dict[tuple[Any, ...], sa.Update] = {}
-
-
-def _move_statement(
-    from_statuses: tuple[ExecutionStatus, ...],
-    values: dict[str, Any],
-    of_attempt: bool,
-    guard: sa.ColumnElement[bool] | None = None,
-) -> sa.Update:
-    # SQL-expression values and guards are module constants (like _NEXT_ATTEMPT): keyed by
-    # identity.
-    shape = tuple(
-        (key, id(value) if isinstance(value, sa.ClauseElement) else None)
-        for key, value in sorted(values.items())
-    )
-    key = (from_statuses, shape, of_attempt, id(guard))
-    statement = _MOVE_STATEMENTS.get(key)
-    if statement is None:
-        assignments = {
-            name: value
-            if isinstance(value, sa.ClauseElement)
-            else sa.bindparam(name, type_=executions.c[name].type)
-            for name, value in values.items()
-        }
-        guards = [executions.c.attempt == sa.bindparam("b_attempt")] if of_attempt else []
-        statement = (
-            executions.update()
-            .where(
-                *guards,
-                executions.c.id == sa.bindparam("execution_id"),
-                # Statuses are ours, not input: literal SQL spares an expanding IN per call.
-                sa.or_(
-                    *(
-                        executions.c.status == sa.literal_column(f"'{status.value}'")
-                        for status in from_statuses
-                    )
-                ),
-                *([guard] if guard is not None else []),
-            )
-            .values(**assignments)
-            .returning(*executions.c)
-        )
-        _MOVE_STATEMENTS[key] = statement
-    return statement
