@@ -14,6 +14,7 @@ import contextvars
 import datetime as dt
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -66,15 +67,33 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is when a record comes: a stream taken once outlives a
+    redirection (pytest's capture closes its files; a daemon thread logs after that)."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure(level: str, log_format: str) -> None:
-    """Set up the root logger once per process: text (the default) or JSON lines on stderr."""
-    handler = logging.StreamHandler()
+    """Set up the root logger: text (the default) or JSON lines on stderr. Called again (a
+    second server in one process), it replaces its own handler and leaves others alone."""
+    handler = _StderrHandler()
     handler.addFilter(_AboutFilter())
     handler.setFormatter(
         JSONFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     )
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if isinstance(old, _StderrHandler) or type(old) is logging.StreamHandler:
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())

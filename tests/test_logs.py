@@ -3,6 +3,7 @@ carrying its execution_id."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import subprocess
@@ -75,3 +76,38 @@ def test_a_server_logs_json_lines_with_the_execution_id(tmp_path: Path) -> None:
     finished = [line for line in lines if f"execution {execution_id} finished" in line["message"]]
     assert finished and all(line["execution_id"] == execution_id for line in finished)
     assert {line["logger"] for line in lines} >= {"livecode.app", "uvicorn.error"}
+
+
+def test_lines_go_to_the_stderr_of_the_moment_and_other_handlers_stay() -> None:
+    """A daemon thread that logs after stderr was swapped (and the old one closed) writes to
+    the new one; configure() leaves handlers that are not its own in place."""
+
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    kept: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            kept.append(record)
+
+    other = Keep()
+    root.addHandler(other)
+    first, second = io.StringIO(), io.StringIO()
+    saved_stderr = sys.stderr
+    try:
+        sys.stderr = first
+        logs.configure("info", "text")
+        logs.configure("info", "text")  # a second server in the process: still one line each
+        logging.getLogger("livecode.test_logs").info("one")
+        first.close()
+        sys.stderr = second
+        logging.getLogger("livecode.test_logs").info("two")
+    finally:
+        sys.stderr = saved_stderr
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved_handlers:
+            root.addHandler(handler)
+        root.setLevel(saved_level)
+    assert second.getvalue().count("two") == 1 and "one" not in second.getvalue()
+    assert [record.getMessage() for record in kept] == ["one", "two"]
