@@ -60,6 +60,8 @@ CREATE TABLE IF NOT EXISTS executions (
     lease_expires_at   TIMESTAMP WITH TIME ZONE,
     created_by         TEXT        NOT NULL DEFAULT '',
     max_running        INTEGER,
+    tty_cols           INTEGER,
+    tty_rows           INTEGER,
     -- the values of ExecutionStatus and Reason (runners/result.py)
     CONSTRAINT executions_status_check
         CHECK (status IN ('QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'TIMEOUT', 'CANCELLED')),
@@ -78,6 +80,9 @@ ALTER TABLE executions ADD COLUMN IF NOT EXISTS lease_expires_at TIMESTAMP WITH 
 -- Added by the API-keys release: a database made before it gets the columns here.
 ALTER TABLE executions ADD COLUMN IF NOT EXISTS created_by TEXT NOT NULL DEFAULT '';
 ALTER TABLE executions ADD COLUMN IF NOT EXISTS max_running INTEGER;
+-- Added with a run's initial terminal size (cols, rows of a tty run).
+ALTER TABLE executions ADD COLUMN IF NOT EXISTS tty_cols INTEGER;
+ALTER TABLE executions ADD COLUMN IF NOT EXISTS tty_rows INTEGER;
 
 CREATE INDEX IF NOT EXISTS ix_executions_session_id_created_at
     ON executions (session_id, created_at);

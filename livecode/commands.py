@@ -171,8 +171,9 @@ class Commands:
         self.bus.publish(control_channel(execution_id), _control("stdin", data=data, eof=eof))
 
     def resize(self, execution_id: str, cols: int, rows: int, *, tenant: Tenant = LOCAL) -> None:
-        """Resize a tty execution's terminal (its program gets SIGWINCH); a resize sent before
-        the program starts is the size it starts with."""
+        """Resize a tty execution's terminal (its program gets SIGWINCH). One that reaches the
+        worker before the program starts replaces the run's `cols`/`rows`; the size a program
+        must read at its start is the run's own `cols`/`rows`, which no race can miss."""
         execution = self.store.get_execution(execution_id, owner=tenant.owner)
         if execution.is_final:
             raise Conflict(f"execution {execution_id} has finished")
@@ -224,6 +225,7 @@ class Commands:
         if stdin is not None and len(stdin) > self.settings.max_stdin_bytes:
             raise TooLarge(f"stdin is larger than {self.settings.max_stdin_bytes} bytes")
         case_inputs = self._case_inputs(options)
+        tty_size = _tty_size(options)
         limits = self._limits(options.limits)
         if session_id is not None:
             session_id = parse_id(session_id, "session")  # one spelling, one rate counter
@@ -253,6 +255,7 @@ class Commands:
             # a terminal's stdin is its keyboard: open while the program runs
             interactive=options.interactive or options.tty,
             tty=options.tty,
+            tty_size=tty_size,
             case_inputs=case_inputs,
             owner=tenant.owner,
             created_by=tenant.name,
@@ -342,6 +345,21 @@ class Commands:
             self.bus.publish(channel, event, **options)
         except Exception:
             logger.exception("could not publish on %s", channel)
+
+
+def _tty_size(options: RunOptions) -> tuple[int, int] | None:
+    """The terminal size a tty run asked to start with, or None (80x24).
+
+    Raises InvalidValue (422) for one of cols and rows without the other, or either without
+    tty: a size the run would silently not get.
+    """
+    if options.cols is None and options.rows is None:
+        return None
+    if options.cols is None or options.rows is None:
+        raise InvalidValue("cols and rows: give both (the terminal's size) or neither")
+    if not options.tty:
+        raise InvalidValue("cols and rows: only a run with tty: true has a terminal")
+    return options.cols, options.rows
 
 
 def _control(kind: str, **fields: Any) -> dict[str, Any]:

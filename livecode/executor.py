@@ -236,6 +236,7 @@ class Executor:
             args=tuple(execution.args),
             interactive=execution.interactive,
             tty=execution.tty,
+            terminal_size=_terminal_size(execution),
             cases=_cases(execution),
         )
         limits = Limits(**execution.limits)
@@ -490,6 +491,13 @@ def _cases(execution: Execution) -> tuple[Case, ...]:
         )
         for case in execution.case_inputs or ()
     )
+
+
+def _terminal_size(execution: Execution) -> tuple[int, int] | None:
+    """The (cols, rows) a tty run asked to start with; None: the runner's 80x24."""
+    if execution.tty_cols is None or execution.tty_rows is None:
+        return None
+    return execution.tty_cols, execution.tty_rows
 
 
 def _with_retries(write: Callable[[], _T], what: str = "storing a final state") -> _T:

@@ -361,19 +361,33 @@ def _describe_limits(
     }
     for field in ("stdin", "expected_output"):
         schemas["CaseInput"]["properties"][field].update(share)
+    no_cases = [
+        {"properties": {"cases": {"nullable": True, "enum": [None]}}},
+        {
+            "properties": {
+                "stdin": {"type": "string", "nullable": True, "enum": [None, ""]},
+                "tty": {"enum": [False]},
+                "interactive": {"enum": [False]},
+            }
+        },
+    ]
+    # A terminal's initial size: cols and rows both, with tty: true; or neither.
+    null = {"nullable": True, "enum": [None]}
+    size_with_tty = [
+        {"properties": {"cols": null, "rows": null}},
+        {
+            "required": ["tty", "cols", "rows"],
+            "properties": {
+                "tty": {"enum": [True]},
+                "cols": {"type": "integer"},
+                "rows": {"type": "integer"},
+            },
+        },
+    ]
     for name in ("RunOptions", "OneShotRun"):
         schema = schemas[name]
         schema["properties"]["cases"].update({"minItems": 1, "maxItems": settings.max_cases})
-        schema["anyOf"] = [
-            {"properties": {"cases": {"nullable": True, "enum": [None]}}},
-            {
-                "properties": {
-                    "stdin": {"type": "string", "nullable": True, "enum": [None, ""]},
-                    "tty": {"enum": [False]},
-                    "interactive": {"enum": [False]},
-                }
-            },
-        ]
+        schema["allOf"] = [{"anyOf": no_cases}, {"anyOf": size_with_tty}]
     maxima = {
         "timeout_s": settings.wall_timeout_s,
         "memory_mb": settings.memory_mb,

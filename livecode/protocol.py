@@ -5,7 +5,7 @@ WebSocket client messages (SPEC.md, "WebSocket /ws"), each with an optional `ref
     create       {language, source_code}
     open         {session_id}
     autosave     {session_id, source_code, base_version?}
-    run          {session_id, stdin?, args?, limits?, interactive?, tty?, cases?}
+    run          {session_id, stdin?, args?, limits?, interactive?, tty?, cols?, rows?, cases?}
     subscribe    {execution_id, since?}
     unsubscribe  {execution_id}
     stdin        {execution_id, data, eof?}
@@ -98,6 +98,9 @@ class RequestedLimits(_Message):
 
 
 Args = Annotated[list[Annotated[Code, Field(max_length=4096)]], Field(max_length=64)]
+# A terminal's size, in a run (its size when the program starts) or a resize.
+Cols = Annotated[int, Field(ge=1, le=MAX_TERMINAL_COLS), Number]
+Rows = Annotated[int, Field(ge=1, le=MAX_TERMINAL_ROWS), Number]
 
 
 class CaseInput(_Message):
@@ -118,8 +121,16 @@ class RunOptions(_Message):
     args: Args = Field(default_factory=list)
     limits: RequestedLimits | None = None
     interactive: StrictBool = False
-    # a terminal of its own (80x24 until a resize): one output stream, stdin typed into it
+    # a terminal of its own: one output stream, stdin typed into it
     tty: StrictBool = False
+    cols: Cols | None = Field(
+        default=None,
+        description="tty: the terminal's columns when the program starts (with rows; unset: 80)",
+    )
+    rows: Rows | None = Field(
+        default=None,
+        description="tty: the terminal's rows when the program starts (with cols; unset: 24)",
+    )
     # compiled once, each case run in a fresh sandbox (at most LIVECODE_MAX_CASES)
     cases: list[CaseInput] | None = None
 
@@ -199,8 +210,8 @@ class StdinMessage(_Client):
 class ResizeMessage(_Client):
     type: Literal["resize"]
     execution_id: str
-    cols: Annotated[int, Field(ge=1, le=MAX_TERMINAL_COLS), Number]
-    rows: Annotated[int, Field(ge=1, le=MAX_TERMINAL_ROWS), Number]
+    cols: Cols
+    rows: Rows
 
 
 class CancelMessage(_Client):

@@ -159,6 +159,9 @@ executions = sa.Table(
     # that may be RUNNING at once, as it was when this one was queued (NULL: no cap).
     sa.Column("created_by", sa.Text, nullable=False, server_default=""),
     sa.Column("max_running", sa.Integer, nullable=True),
+    # A tty run's terminal size when its program starts, as the run asked (NULL: 80x24).
+    sa.Column("tty_cols", sa.Integer, nullable=True),
+    sa.Column("tty_rows", sa.Integer, nullable=True),
     sa.CheckConstraint(_one_of("status", ExecutionStatus), name="executions_status_check"),
     sa.CheckConstraint(_one_of("reason", Reason), name="executions_reason_check"),
     sa.Index("ix_executions_session_id_created_at", "session_id", "created_at"),

@@ -19,8 +19,10 @@ class Program:
     """A program to run: language id or alias, source, stdin, args; interactive keeps stdin open.
 
     With `tty`, the program runs in a terminal of its own (stdin, stdout and stderr; its output
-    is one stream, stdout). With `cases`, it is compiled once and run once per case, each in a
-    fresh sandbox with the case's stdin and args (stdin, args and interactive are then unused).
+    is one stream, stdout), of `terminal_size` (cols, rows) when it starts (None: 80x24; a
+    Control's resize before the start wins, as it is asked later). With `cases`, it is compiled
+    once and run once per case, each in a fresh sandbox with the case's stdin and args (stdin,
+    args and interactive are then unused).
     """
 
     language: str
@@ -29,4 +31,5 @@ class Program:
     args: tuple[str, ...] = ()
     interactive: bool = False
     tty: bool = False
+    terminal_size: tuple[int, int] | None = None
     cases: tuple[Case, ...] = ()

@@ -76,6 +76,10 @@ def run_program(
     if program.tty and (program.cases or workspace.tty_init is None):
         without = "with test cases" if program.cases else "here (no ttyinit)"
         raise RunnerError(f"a program cannot run in a terminal {without}")
+    if program.terminal_size is not None:
+        if not program.tty:
+            raise ValueError("a terminal size is only for a program with tty")
+        terminal.check_size(*program.terminal_size)
     run = _Run(
         slot=slot,
         program=program,
@@ -404,8 +408,11 @@ class _Run:
         finally:
             theirs.close()
             os.close(errors_w)
-        asked = self.control.size if self.control is not None else None
-        size = asked or (terminal.DEFAULT_COLS, terminal.DEFAULT_ROWS)
+        # A resize comes after the run was asked for (it names the execution), so it wins.
+        resized = self.control.size if self.control is not None else None
+        size = (
+            resized or self.program.terminal_size or (terminal.DEFAULT_COLS, terminal.DEFAULT_ROWS)
+        )
         master = terminal.accept(ours, stage.wall_timeout_s, size)
         outputs = {errors_r: Stream.STDERR}
         keystrokes: int | None = None

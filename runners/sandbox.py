@@ -141,7 +141,8 @@ class Sandbox:
         on_output is called from this thread with each chunk as it is produced; with test
         cases, each case's chunks go to on_case_output (case index, stream, text) when given,
         and the compiler's to on_output. Raises UnknownLanguage / ToolchainMissing for a bad
-        language, RunnerError for our faults (and for a tty program with cases). Thread-safe.
+        language, RunnerError for our faults (and for a tty program with cases), ValueError for a
+        terminal_size outside 1..1000 or without tty. Thread-safe.
         """
         language = resolve_language(program.language)
         if not language.available:

@@ -41,6 +41,35 @@ def test_a_one_shot_tty_run(server: LiveServer) -> None:
     assert execution["stdout"] == "abc\r\nTrue True abc\r\n" and execution["stderr"] == ""
 
 
+def test_a_tty_run_starts_at_the_size_it_asked_for(server: LiveServer) -> None:
+    """cols and rows of a tty run are its terminal's size when the program starts; a size out
+    of bounds is a 400, one without the other or without tty a 422, and those run nothing."""
+    source = "import os\nprint(tuple(os.get_terminal_size()))"
+    body = {"language": "python", "source_code": source, "tty": True, "cols": 132, "rows": 43}
+    with server.client() as client:
+        answer = client.post("/executions?wait=true", json=body)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["stdout"] == "(132, 43)\r\n"
+        session = client.post("/code-sessions", json={"language": "python", "source_code": source})
+        session_id = session.json()["session_id"]
+        run_url = f"/code-sessions/{session_id}/run"
+        answer = client.post(run_url, json={"tty": True, "cols": 50, "rows": 10})
+        assert answer.status_code == 202, answer.text
+        execution = wait_final(client, answer.json()["execution_id"])
+        assert execution["stdout"] == "(50, 10)\r\n"
+        for refused, status in [
+            ({"tty": True, "cols": 1001, "rows": 24}, 400),
+            ({"tty": True, "cols": 80, "rows": 0}, 400),
+            ({"tty": True, "cols": 80}, 422),
+            ({"cols": 80, "rows": 24}, 422),
+        ]:
+            answer = client.post(run_url, json=refused)
+            assert answer.status_code == status, (refused, answer.text)
+            assert answer.json()["error"]["message"].startswith(("cols", "rows")), answer.text
+        listed = client.get(f"/executions/session/{session_id}").json()
+        assert [e["execution_id"] for e in listed] == [execution["execution_id"]]
+
+
 def test_a_one_shot_run_with_cases(server: LiveServer) -> None:
     """POST /executions with cases answers (wait=true) with one result per case; past
     LIVECODE_MAX_CASES it is a 422, and cases whose stdin adds up to more than the stdin

@@ -509,13 +509,11 @@ async def test_a_tty_run_is_a_terminal_answered_over_stdin(server: LiveServer) -
 
 
 async def test_resize_reaches_a_tty_run(server: LiveServer) -> None:
-    """resize sends the program SIGWINCH with the new size; one sent before the program
-    started is the size it starts with."""
+    """A tty run's program reads the run's cols and rows at its start (whenever it starts), and
+    a resize sends it SIGWINCH with the new size."""
     async with ws_connect(server) as ws:
         session = await create(ws, SIZE_THEN_SIGWINCH)
-        execution_id = await run(ws, session["id"], tty=True)
-        # before the start: whatever comes first, the program reads this size at its start
-        await ws.send({"type": "resize", "execution_id": execution_id, "cols": 120, "rows": 40})
+        execution_id = await run(ws, session["id"], tty=True, cols=120, rows=40)
         seen: list[dict] = []
         while "(120, 40)\r\n" not in joined(seen, "stdout"):
             seen.append(await ws.recv())
@@ -525,6 +523,28 @@ async def test_resize_reaches_a_tty_run(server: LiveServer) -> None:
         assert answers == []
         seen += await ws.until("finished", execution_id)
     assert seen[-1]["stdout"] == "(120, 40)\r\nSIGWINCH (100, 30)\r\n"
+
+
+async def test_a_runs_terminal_size_is_checked(server: LiveServer) -> None:
+    """cols and rows past 1..1000, one without the other, or without tty: bad_request, the
+    socket stays open and no execution is made."""
+    async with ws_connect(server) as ws:
+        session = await create(ws, "print('hi')")
+        message = {"type": "run", "session_id": session["id"], "tty": True, "cols": 80, "rows": 24}
+        refusals = [
+            ({**message, "cols": 1001}, "cols: Input should be less than or equal to 1000"),
+            ({**message, "rows": 0}, "rows: Input should be greater than or equal to 1"),
+            ({**message, "cols": "80"}, "cols: must be a JSON number"),
+            ({**message, "rows": None}, "cols and rows: give both"),
+            ({**message, "tty": False}, "only a run with tty: true has a terminal"),
+        ]
+        for refused, words in refusals:
+            answers = await answers_to(ws, refused)
+            assert [(e["type"], e["code"]) for e in answers] == [("error", "bad_request")]
+            assert words in answers[0]["message"]
+        assert (await ws.request({"type": "ping"}))["type"] == "pong"
+    with server.client() as client:
+        assert client.get(f"/executions/session/{session['id']}").json() == []
 
 
 async def test_resize_is_refused_where_there_is_no_terminal(server: LiveServer) -> None:

@@ -271,6 +271,7 @@ class Store:
         limits: Mapping[str, Any],
         interactive: bool,
         tty: bool = False,
+        tty_size: tuple[int, int] | None = None,
         case_inputs: Sequence[Mapping[str, Any]] | None = None,
         owner: str = "",
         created_by: str = "",
@@ -287,7 +288,8 @@ class Store:
         the session's as of that transaction. With ``max_queued``, a queue already that long
         refuses the execution; with ``max_queued_by_creator``, so does `created_by` having that
         many QUEUED. ``max_running`` is kept with the execution: `claim` holds it back while
-        `created_by` has that many RUNNING. Nothing is written when this raises.
+        `created_by` has that many RUNNING. ``tty_size`` is a tty run's (cols, rows) when its
+        program starts. Nothing is written when this raises.
 
         Raises:
             NotFound: no such session for this owner.
@@ -336,6 +338,8 @@ class Store:
                 limits=dict(limits),
                 interactive=interactive,
                 tty=tty,
+                tty_cols=tty_size[0] if tty_size is not None else None,
+                tty_rows=tty_size[1] if tty_size is not None else None,
                 case_inputs=None if case_inputs is None else [dict(case) for case in case_inputs],
                 status=ExecutionStatus.QUEUED,
                 queued_at=now,

@@ -164,6 +164,9 @@ class Execution(_Record):
     # Who ran it ("key:NAME" or "addr:ADDRESS"), and how many of theirs may run at once.
     created_by: Private[str] = ""
     max_running: Private[int | None] = None
+    # A tty run's terminal size when its program starts, as asked (None: 80x24).
+    tty_cols: Private[int | None] = None
+    tty_rows: Private[int | None] = None
 
     @property
     def is_final(self) -> bool:

@@ -191,6 +191,40 @@ def test_a_size_asked_before_the_start_is_the_size_at_the_start(sandbox: Sandbox
     assert result.stdout == "(132, 43)\r\n"
 
 
+def test_the_programs_terminal_size_is_the_size_at_the_start(sandbox: Sandbox) -> None:
+    """A program given a terminal size reads it first, with no resize needed."""
+    source = "import os\nprint(tuple(os.get_terminal_size()))"
+    prog = Program("python", source, tty=True, terminal_size=(132, 43))
+    assert run_tty(sandbox, prog).stdout == "(132, 43)\r\n"
+
+
+def test_a_resize_before_the_start_wins_over_the_programs_size(sandbox: Sandbox) -> None:
+    """A resize is asked after the run was: before the start, it replaces the run's size."""
+    control = Control()
+    control.resize(100, 30)
+    source = "import os\nprint(tuple(os.get_terminal_size()))"
+    prog = Program("python", source, tty=True, terminal_size=(132, 43))
+    assert run_tty(sandbox, prog, control=control).stdout == "(100, 30)\r\n"
+
+
+@pytest.mark.parametrize(
+    "prog",
+    [
+        Program("python", "pass", tty=True, terminal_size=(1001, 24)),
+        Program("python", "pass", tty=True, terminal_size=(80, 0)),
+        Program("python", "pass", terminal_size=(80, 24)),
+    ],
+    ids=["too-wide", "no-rows", "without-tty"],
+)
+def test_a_terminal_size_out_of_bounds_or_without_tty_is_refused(
+    sandbox: Sandbox, prog: Program
+) -> None:
+    """A size outside 1..1000, or for a program without a terminal, runs nothing."""
+    with pytest.raises(ValueError, match="terminal"):
+        sandbox.run(prog, FAST)
+    assert_nothing_left(sandbox)
+
+
 def test_resize_reaches_the_program(sandbox: Sandbox) -> None:
     """A resize while the program runs sends it SIGWINCH, and it reads the new size."""
     control = Control()
