@@ -6,15 +6,22 @@
 // reply: an error echoing its ref goes to its onError. Every other event goes to the handlers
 // registered with on(type). After a drop the socket reconnects with a growing delay and calls
 // the onOpen handlers, which open their session and subscribe again with `since`.
+//
+// With an API key (web/src/apikey.js) the socket's first message is {type: "auth", token}, and
+// it counts as open once `authenticated` comes back. A refused key (or none where one is needed)
+// closes the socket with 4401: then it waits, without retrying, until restart() (a new key).
 
 const FIRST_RETRY_MS = 250;
 const LAST_RETRY_MS = 5000;
 // How long to remember the ref of a message that gets no reply unless it fails.
 const SILENT_REF_MS = 30000;
+// The server's close code for a missing or refused key (docs/protocol.md, "Close codes").
+const CLOSE_UNAUTHORIZED = 4401;
 
 export class Connection {
-  constructor(url) {
+  constructor(url, apiKey) {
     this.url = url;
+    this.apiKey = apiKey;
     this.socket = null;
     this.isOpen = false;
     this.refs = 0;
@@ -25,6 +32,8 @@ export class Connection {
     this.retryMs = FIRST_RETRY_MS;
     this.retryTimer = 0;
     this.wasOpen = false;
+    this.state = "connecting";
+    this.refusal = null; // the last `unauthorized` error of the current socket
   }
 
   start() {
@@ -53,13 +62,13 @@ export class Connection {
     this.openHandlers.push(handler);
   }
 
-  /** handler(state) with state "connecting", "open" or "offline". */
+  /** handler(state) with state "connecting", "open", "offline" or "unauthorized". */
   onState(handler) {
     this.stateHandlers.push(handler);
   }
 
   request(message) {
-    if (!this.isOpen) return Promise.reject(offline());
+    if (!this.isOpen) return Promise.reject(this._notOpen());
     const ref = this._ref();
     return new Promise((resolve, reject) => {
       this.pending.set(ref, {resolve, reject});
@@ -69,7 +78,7 @@ export class Connection {
 
   send(message, onError = null) {
     if (!this.isOpen) {
-      if (onError) onError(offline());
+      if (onError) onError(this._notOpen());
       return false;
     }
     const ref = this._ref();
@@ -87,6 +96,28 @@ export class Connection {
     return true;
   }
 
+  /** The server needs a key this page lacks: close, and send nothing until restart(). */
+  suspend() {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = 0;
+    const socket = this.socket;
+    this.socket = null;
+    this._lost(needsKey());
+    this._setState("unauthorized");
+    if (socket) socket.close();
+  }
+
+  /** Connect again at once, with the key now in use; the onOpen handlers run as after a drop. */
+  restart() {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = 0;
+    const socket = this.socket;
+    this.socket = null;
+    this._lost({code: "disconnected", message: "connection restarted"});
+    if (socket) socket.close();
+    this._connect();
+  }
+
   _ref() {
     this.refs += 1;
     return `p${this.refs}`;
@@ -94,30 +125,62 @@ export class Connection {
 
   _connect() {
     this.retryTimer = 0;
+    this.refusal = null;
     this._setState("connecting");
     const socket = new WebSocket(this.url);
     this.socket = socket;
+    const token = this.apiKey.value;
     socket.addEventListener("open", () => {
-      this.isOpen = true;
-      this.retryMs = FIRST_RETRY_MS;
-      this._setState("open");
-      const isReconnect = this.wasOpen;
-      this.wasOpen = true;
-      for (const handler of this.openHandlers) handler(isReconnect);
-    });
-    socket.addEventListener("message", (message) => this._receive(message.data));
-    socket.addEventListener("close", () => {
       if (this.socket !== socket) return;
-      this.isOpen = false;
+      if (!token) {
+        this._opened();
+        return;
+      }
+      // The key first: a refusal is an error echoing this ref, then close code 4401.
+      const ref = this._ref();
+      this.pending.set(ref, {resolve: () => this._opened(), reject: () => {}});
+      socket.send(JSON.stringify({type: "auth", token, ref}));
+    });
+    socket.addEventListener("message", (message) => {
+      if (this.socket === socket) this._receive(message.data);
+    });
+    socket.addEventListener("close", (event) => {
+      if (this.socket !== socket) return;
+      if (event.code === CLOSE_UNAUTHORIZED) {
+        this._lost(needsKey());
+        this._setState("unauthorized");
+        const message = this.refusal ? this.refusal.message : "unauthorized";
+        this.apiKey.refused(token, message);
+        return;
+      }
+      this._lost({code: "disconnected", message: "connection lost"});
       this._setState("offline");
-      const pending = [...this.pending.values()];
-      this.pending.clear();
-      for (const {reject} of pending) reject({code: "disconnected", message: "connection lost"});
       // Jittered, growing delay: a restarted server is not met by every page at once.
       const delay = this.retryMs * (0.75 + Math.random() / 2);
       this.retryMs = Math.min(this.retryMs * 2, LAST_RETRY_MS);
       this.retryTimer = setTimeout(() => this._connect(), delay);
     });
+  }
+
+  _opened() {
+    this.isOpen = true;
+    this.retryMs = FIRST_RETRY_MS;
+    this._setState("open");
+    const isReconnect = this.wasOpen;
+    this.wasOpen = true;
+    for (const handler of this.openHandlers) handler(isReconnect);
+  }
+
+  /** Not open any more: every request waiting for an answer fails with `error`. */
+  _lost(error) {
+    this.isOpen = false;
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    for (const {reject} of pending) reject(error);
+  }
+
+  _notOpen() {
+    return this.state === "unauthorized" ? needsKey() : offline();
   }
 
   _receive(text) {
@@ -127,6 +190,7 @@ export class Connection {
     } catch {
       return;
     }
+    if (event.type === "error" && event.code === "unauthorized") this.refusal = event;
     if (event.ref !== undefined && this.pending.has(event.ref)) {
       const {resolve, reject} = this.pending.get(event.ref);
       this.pending.delete(event.ref);
@@ -138,8 +202,13 @@ export class Connection {
   }
 
   _setState(state) {
+    this.state = state;
     for (const handler of this.stateHandlers) handler(state);
   }
+}
+
+function needsKey() {
+  return {code: "unauthorized", message: "this server needs an API key"};
 }
 
 function offline() {

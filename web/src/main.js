@@ -1,8 +1,10 @@
 // The playground at /: wires the editor, the session, the executions and the console to one
 // WebSocket. The session's URL is /#/s/<session_id> (and /#/s/<session_id>/e/<execution_id>
 // for one of its executions): the same URL in another tab or on another machine shows the
-// same source and follows it live.
+// same source and follows it live. A server with API keys gets one asked for in the page
+// (web/src/apikey.js) when it answers 401, or closes the socket with 4401.
 
+import {ApiKey} from "./apikey.js";
 import {Connection} from "./connection.js";
 import {Console} from "./console.js";
 import {Editor} from "./editor.js";
@@ -46,6 +48,11 @@ const el = {
   line: $("line"),
   eof: $("eof"),
   runs: $("runs"),
+  keyForm: $("key-form"),
+  keyText: $("key-text"),
+  keyInput: $("api-key"),
+  keyError: $("key-error"),
+  forgetKey: $("forget-key"),
 };
 
 function parseHash() {
@@ -72,8 +79,10 @@ function setUrl(sessionId, executionId = null, {push = false} = {}) {
 }
 
 const storedLanguage = localStorage.getItem(LANGUAGE_KEY) || "python";
+const apiKey = new ApiKey();
 const connection = new Connection(
   `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`,
+  apiKey,
 );
 const nonce = document.querySelector('meta[name="csp-nonce"]')?.content || "";
 const output = new Console(el.output);
@@ -98,7 +107,7 @@ const session = new SessionState(connection, editor, {
   },
   onError: (message) => setRunState(message, "bad"),
 });
-const runs = new Runs(connection, session, {text: output, terminal}, el, {
+const runs = new Runs(connection, apiKey, session, {text: output, terminal}, el, {
   onState: setRunState,
   onShown: (executionId, isNew) => {
     if (isNew) latestExecutionId = executionId;
@@ -139,7 +148,8 @@ function chooseLanguage(language) {
 
 async function loadLanguages() {
   try {
-    const response = await fetch("/languages");
+    const response = await apiKey.fetch("/languages");
+    if (response.status === 401) return; // the key prompt is up; a key loads them again
     const languages = await response.json();
     const chosen = session.language || el.language.value || storedLanguage;
     el.language.replaceChildren(
@@ -169,6 +179,7 @@ async function route() {
     try {
       await session.open(sessionId);
     } catch (error) {
+      if (error.code === "unauthorized") return; // the key prompt is up; a key routes again
       setUrl(null);
       startDraft(storedLanguage);
       output.note(`Session ${sessionId} could not be opened: ${describeError(error)}`, "error");
@@ -241,10 +252,58 @@ function showConnection(state) {
     connecting: "Connecting…",
     open: "Connected",
     offline: "Offline: reconnecting…",
+    unauthorized: "API key needed",
   }[state];
   if (state === "offline" && session.state === "dirty") showSaveState("offline");
 }
 
+/** The server wants a key: none was given, or it refused the one in use (then forgotten). */
+function askForKey({hadKey, message}) {
+  connection.suspend();
+  el.keyText.textContent = hadKey
+    ? "The server refused the API key."
+    : "This server needs an API key.";
+  const said = message.charAt(0).toUpperCase() + message.slice(1);
+  el.keyError.textContent = hadKey ? `${said}. Check the key, or ask for a new one.` : "";
+  el.keyError.hidden = !hadKey;
+  el.keyForm.hidden = false;
+  el.forgetKey.hidden = true;
+  setRunState("API key needed", "bad");
+  el.keyInput.focus();
+}
+
+function useKey(value) {
+  apiKey.use(value);
+  el.keyText.textContent = "Checking the key…";
+  el.keyError.hidden = true;
+  el.forgetKey.hidden = false;
+  languagesLoaded = loadLanguages();
+  connection.restart();
+}
+
+/** A key works (the socket took it), or none is needed. */
+function keyAccepted() {
+  if (!el.keyForm.hidden) {
+    el.keyForm.hidden = true;
+    el.keyInput.value = "";
+    setRunState("Ready", "idle");
+  }
+  el.forgetKey.hidden = !apiKey.value;
+}
+
+el.keyForm.addEventListener("submit", (event) => {
+  event.preventDefault(); // the page's policy allows no form submission
+  const value = el.keyInput.value.trim();
+  if (value) useKey(value);
+});
+el.forgetKey.addEventListener("click", () => {
+  // Without a key, a server that needs one answers 401 again, and the prompt comes back.
+  apiKey.forget();
+  el.forgetKey.hidden = true;
+  languagesLoaded = loadLanguages();
+  connection.restart();
+});
+apiKey.onRefused(askForKey);
 el.run.addEventListener("click", () => runs.run());
 el.stop.addEventListener("click", () => runs.stop());
 el.newSession.addEventListener("click", () => {
@@ -294,15 +353,20 @@ matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => term
 showSaveState("draft");
 setRunState("Ready", "idle");
 
-const languagesLoaded = loadLanguages();
+let languagesLoaded = loadLanguages();
+let isReady = false;
 connection.onOpen((isReconnect) => {
-  if (isReconnect) {
+  keyAccepted();
+  // After a key was asked for, the session in the URL may never have been opened: route.
+  if (isReconnect && isReady && (session.id || !parseHash().sessionId)) {
     session.reconnected();
     runs.reconnected();
     return;
   }
   navigate();
   Promise.all([languagesLoaded, routing]).then(() => {
+    if (isReady) return;
+    isReady = true;
     performance.mark("livecode-ready");
     document.documentElement.dataset.ready = "true";
   });

@@ -1,7 +1,8 @@
 // Executions: run the session, follow the shown execution's events into the console, stop it,
 // feed an interactive one, resume after a reconnect, and list the session's past executions.
 // A tty execution's console is the terminal (web/src/terminal.js): keystrokes are its stdin,
-// and the terminal's size is sent with `resize` when the run is queued and whenever it changes.
+// and its size is the run's `cols` and `rows` (the program starts with it), then sent with
+// `resize` whenever it changes.
 //
 // The shown execution's events (README, "WebSocket /ws"): status, output {stream, seq, data}
 // with seq 1, 2, ... and finished. `lastSeq` is the last output shown: a resumed follow
@@ -12,8 +13,9 @@ const HISTORY_SIZE = 20;
 const RESUBSCRIBE_MS = 1000;
 
 export class Runs {
-  constructor(connection, session, {text, terminal}, elements, {onState, onShown}) {
+  constructor(connection, apiKey, session, {text, terminal}, elements, {onState, onShown}) {
     this.connection = connection;
+    this.apiKey = apiKey; // REST calls carry it
     this.session = session;
     this.text = text; // the console of other executions (web/src/console.js)
     this.terminal = terminal;
@@ -47,14 +49,26 @@ export class Runs {
       const tty = this.el.tty.checked;
       const interactive = this.el.interactive.checked || tty; // a terminal's stdin stays open
       const message = {type: "run", session_id: this.session.id, interactive};
-      if (tty) message.tty = true;
+      if (tty) {
+        // The program starts with the view's size: the terminal is shown (and fitted) first.
+        this._showConsole(true);
+        Object.assign(message, {tty: true, cols: this.terminal.cols, rows: this.terminal.rows});
+      }
       if (this.el.stdin.value) message.stdin = this.el.stdin.value;
       this.onState("Queued", "busy");
-      const reply = await this.connection.request(message);
+      let reply;
+      try {
+        reply = await this.connection.request(message);
+      } catch (error) {
+        this._showConsole(); // the shown execution's again
+        throw error;
+      }
       this._show(reply.execution_id, {interactive, tty, follow: false});
       this.shown.status = reply.status;
-      // Sent while it is queued, this is the size the program starts with.
-      if (tty) this.resized(this.terminal.cols, this.terminal.rows);
+      // Resized while the run was on its way (its resizes were not this run's yet).
+      if (tty && (this.terminal.cols !== message.cols || this.terminal.rows !== message.rows)) {
+        this.resized(this.terminal.cols, this.terminal.rows);
+      }
       this.refreshHistory();
     } catch (error) {
       this.onState(describeError(error), "bad");
@@ -133,7 +147,7 @@ export class Runs {
     }
     let executions;
     try {
-      const response = await fetch(
+      const response = await this.apiKey.fetch(
         `/executions/session/${encodeURIComponent(sessionId)}?limit=${HISTORY_SIZE}`,
       );
       if (!response.ok) return [];
@@ -270,8 +284,8 @@ export class Runs {
     }
   }
 
-  _showConsole() {
-    const tty = Boolean(this.shown && this.shown.tty);
+  /** Show the shown execution's console (the terminal for a tty one), or the one asked for. */
+  _showConsole(tty = Boolean(this.shown && this.shown.tty)) {
     this.el.output.hidden = tty;
     if (tty) this.terminal.show();
     else this.terminal.hide();
@@ -316,6 +330,7 @@ export function describeError(error) {
     return `${error.message} (try again in ${Math.ceil(error.retry_after)} s)`;
   }
   if (error.code === "disconnected") return "Not connected: retrying…";
+  if (error.code === "unauthorized") return "API key needed";
   return error.message || error.code || String(error);
 }
 
