@@ -8,12 +8,19 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page, expect
 
-from livecode.auth import new_key
+from livecode import auth
 from tests.browser.pages import run_and_wait, set_source, snapshot, stream_text, wait_final
-from tests.utils import LiveServer, embedded_settings, run_server
+from tests.utils import (
+    LiveServer,
+    create_key,
+    embedded_settings,
+    revoke_keys,
+    run_server,
+    wait_until,
+)
 
-KEY = new_key()
-WRONG_KEY = new_key()
+KEY = auth.new_key()
+WRONG_KEY = auth.new_key()
 STORED = "livecode.apiKey"
 
 
@@ -106,3 +113,33 @@ def test_a_stored_key_refused_or_forgotten_brings_the_prompt_back(
     expect(page.get_by_role("alert")).to_be_hidden()
     expect(page.locator("#connection")).to_have_text("API key needed")
     assert page.evaluate(f"localStorage.getItem('{STORED}')") is None
+
+
+def test_a_key_revoked_while_the_page_is_open_is_asked_for_again(
+    page: Page, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The socket's next message after a revocation is refused with 4401 (no REST call on the
+    way): the page says the key was revoked and asks for one."""
+    settings = embedded_settings(tmp_path_factory)
+    key = create_key(settings.database_url, "dora")
+    with run_server(settings) as server, server.client(key) as client:
+        page.goto(server.url)
+        use_key(page, key)
+        expect(page.locator("#connection")).to_have_text("Connected")
+        set_source(page, "print('before')")
+        run_and_wait(page)
+
+        revoke_keys(settings.database_url, "dora")
+        wait_until(
+            lambda: client.get("/languages").status_code == 401,
+            "the server refuses the revoked key",
+            timeout=auth.KEY_CACHE_TTL_S + 2,
+        )
+        set_source(page, "print('after')")  # autosaved over the socket
+
+        expect(page.get_by_role("alert")).to_have_text(
+            "This API key was revoked. Check the key, or ask for a new one."
+        )
+        expect(page.locator("#connection")).to_have_text("API key needed")
+        expect(page.get_by_label("API key", exact=True)).to_be_visible()
+        assert page.evaluate(f"localStorage.getItem('{STORED}')") is None
