@@ -29,6 +29,10 @@ _MAX_SLOT_INDEX = 1000
 _CGROUP_ROOT = "/sys/fs/cgroup"
 _CGROUP_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
 _CPU_PERIOD_US = 100_000  # quota = period: at most one core per run
+# where the sandbox's /dev is prepared: in the host's /dev, under a name that says whose it is
+# and its layout (a new layout gets a new name)
+_DEV_PARENT = "/dev"
+_DEV_NAME = ".livecode-dev-2"
 _DEVICES = (("null", 3), ("zero", 5), ("full", 7), ("random", 8), ("urandom", 9))
 _DEV_LINKS = (
     ("shm", "/tmp"),  # POSIX shm and semaphores (multiprocessing) in the run's /tmp tmpfs
@@ -85,17 +89,24 @@ def private_directory(path: str) -> str:
         ancestor = parent
 
 
-def prepare_dev(work_root: str) -> str | None:
+def prepare_dev(parent: str = _DEV_PARENT) -> str | None:
     """A root-owned directory to bind as the sandbox's /dev: one bind instead of bwrap --dev.
 
     It holds the memory devices (null, zero, full, random, urandom, mode 0666 as on the host),
-    the fd/stdin/stdout/stderr links and shm -> /tmp; no tty, no pts. Needs root (mknod); None
-    otherwise.
+    the fd/stdin/stdout/stderr links and shm -> /tmp; no tty, no pts. It lives in the host's
+    /dev, shared by every sandbox of the host: a bind shows in the sandbox's mountinfo as its
+    path on its own filesystem, and on the host's devtmpfs that is ``/.livecode-dev-2``, where
+    a directory of the work root would show the work root and the disk it is on (issue 11).
+    Needs root (mknod, and /dev is root's); None otherwise.
     """
-    directory = os.path.join(work_root, "dev-2")  # a new layout gets a new name
+    directory = os.path.join(parent, _DEV_NAME)
     if _is_prepared_dev(directory):
         return directory
-    temporary = tempfile.mkdtemp(dir=work_root, prefix=".dev-")
+    try:
+        temporary = tempfile.mkdtemp(dir=parent, prefix=f"{_DEV_NAME}-new-")
+    except OSError as exc:
+        logger.warning("cannot prepare /dev for the sandbox (%s); using bwrap --dev", exc)
+        return None
     try:
         os.chmod(temporary, 0o755)
         for name, minor in _DEVICES:

@@ -85,7 +85,7 @@ class Sandbox:
             self._bwrap = Bwrap(
                 executable=executable,
                 runtime_dir=self._runtime,
-                dev_dir=host.prepare_dev(self.work_root) if is_root else None,
+                dev_dir=host.prepare_dev() if is_root else None,
                 etc_files=(
                     ("/etc/ld.so.cache", "/etc/ld.so.cache"),
                     (os.path.join(self._runtime, "passwd"), "/etc/passwd"),

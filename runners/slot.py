@@ -127,7 +127,7 @@ class Slot:
                 pids_max=(
                     stage.max_processes + _SANDBOX_PROCESSES + 1 if "pids" in self.cgroups else None
                 ),
-                rlimits=_rlimits(stage, has_memcg=has_memcg),
+                rlimits=_rlimits(stage, has_memcg=has_memcg, copied_bytes=launch.copied_bytes),
                 argv=launch.argv,
                 env=launch.env,
             )
@@ -201,11 +201,16 @@ class _Running:
         return self.read_report()
 
 
-def _rlimits(stage: Stage, has_memcg: bool) -> Sequence[tuple[int, int, int]]:
+def _rlimits(
+    stage: Stage, *, has_memcg: bool, copied_bytes: int = 0
+) -> Sequence[tuple[int, int, int]]:
     cpu_s = math.ceil(stage.wall_timeout_s)
+    # bwrap copies the executables in under this limit too (a 20 MB binary would not fit);
+    # the program's files stay capped by its tmpfs sizes as well
+    file_bytes = max(stage.file_size_bytes, copied_bytes)
     limits = [
         (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),
-        (resource.RLIMIT_FSIZE, stage.file_size_bytes, stage.file_size_bytes),
+        (resource.RLIMIT_FSIZE, file_bytes, file_bytes),
         (resource.RLIMIT_NOFILE, _NOFILE, _NOFILE),
         (resource.RLIMIT_NPROC, stage.max_processes + _SANDBOX_PROCESSES, stage.max_processes + 2),
         (resource.RLIMIT_CORE, 0, 0),

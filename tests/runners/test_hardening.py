@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import re
 import shutil
 import signal
 import socket
@@ -27,7 +28,7 @@ from runners import (
     Stream,
 )
 from runners.cache import BinaryCache
-from tests.runners.conftest import assert_nothing_left, program, requires_bwrap, run
+from tests.runners.conftest import FAST, assert_nothing_left, program, requires_bwrap, run
 from tests.utils import wait_until
 
 pytestmark = requires_bwrap
@@ -240,6 +241,31 @@ def test_no_host_path_in_the_sandbox_init_command_line(sandbox: Sandbox, languag
     result, _ = run(sandbox, Program(language, source))
     assert result.status is ExecutionStatus.COMPLETED and "bwrap" in result.stdout, result
     assert sandbox.work_root not in result.stdout and "/var/tmp" not in result.stdout, result
+
+
+@pytest.mark.parametrize("language", ["python", "javascript", "c++", "python in a terminal"])
+def test_mountinfo_names_no_host_path(sandbox: Sandbox, language: str) -> None:
+    """A program reading /proc/self/mountinfo learns nothing of where the host keeps its
+    sandboxes: no work root, binary cache or disk of ours; only /usr comes from a disk."""
+    tty = language.endswith(" in a terminal")
+    prog = program("mountinfo", language.removesuffix(" in a terminal"), tty=tty)
+    if tty:
+        result = sandbox.run(prog, FAST)
+        assert_nothing_left(sandbox)
+    else:
+        result, _ = run(sandbox, prog)
+    table = result.stdout.replace("\r\n", "\n")
+    assert result.status is ExecutionStatus.COMPLETED and " /proc " in table, result
+    for host_path in (sandbox.work_root, "/var/", "/home/", "/root", "livecode-runners", "/cache/"):
+        assert host_path not in table
+    for line in filter(None, table.splitlines()):
+        fields, _, (fs_type, source, _options) = (part.split() for part in line.partition(" - "))
+        root, mount_point = fields[3], fields[4]
+        # A bind shows its source's path on that filesystem: at most one name deep here (the
+        # prepared /dev in the host's devtmpfs, bwrap's own files), never a directory of ours.
+        assert re.fullmatch(r"/[^/]*(//deleted)?", root), line
+        if source.startswith("/dev/"):  # a block device: the toolchain's, and nothing else
+            assert mount_point == "/usr", line
 
 
 def test_compiler_messages_count_against_the_cache_bound(tmp_path: pathlib.Path) -> None:

@@ -32,7 +32,7 @@ def bwrap_dev_sandbox() -> Iterator[Sandbox]:
     """A sandbox whose runs get bwrap --dev, as where /dev cannot be prepared (not root)."""
     work_root = tempfile.mkdtemp(dir="/var/tmp", prefix="livecode-runners-bwrapdev-")
     prepare_dev = runners.host.prepare_dev
-    runners.host.prepare_dev = lambda work_root: None
+    runners.host.prepare_dev = lambda: None
     try:
         with Sandbox(SandboxConfig(slots=1, work_root=work_root)) as sandbox:
             yield sandbox
