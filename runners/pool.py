@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 
 from runners import host
@@ -18,12 +19,15 @@ class SlotPool:
         self.slots: list[Slot] = []
         self._free: queue.Queue[Slot] = queue.Queue()
         self.is_closed = False
+        claimed = iter(host.claim_slot_indexes(count, setup.is_root, work_root))
         try:
-            for index, lock in host.claim_slot_indexes(count, setup.is_root, work_root):
-                slot = Slot(index, lock, setup)
+            for index, lock in claimed:
+                slot = Slot(index, lock, setup)  # owns the lock, also when it fails to start
                 self.slots.append(slot)
                 self._free.put(slot)
         except BaseException:
+            for _index, lock in claimed:  # the indexes no slot was started on
+                os.close(lock)
             self.close()
             raise
 

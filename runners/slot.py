@@ -50,6 +50,8 @@ class Slot:
     """
 
     def __init__(self, index: int, lock_fd: int, setup: SlotSetup) -> None:
+        """Start the slot's spawner. Takes `lock_fd` (closed by close(), or here when the
+        spawner cannot start)."""
         self.index = index
         self.lock_fd = lock_fd
         self._setup = setup
@@ -57,7 +59,11 @@ class Slot:
         self.cgroups: dict[str, str] = host.make_cgroups(index) if setup.is_root else {}
         self.spawner: Spawner | None = None
         self._run_dir: str | None = None
-        self._start_spawner()
+        try:
+            self._start_spawner()
+        except BaseException:
+            self.close()  # its lock fd and cgroups are the slot's from the start: freed here
+            raise
 
     def start(self, stage: Stage, *, stdin_fd: int, stdout_fd: int, stderr_fd: int) -> _Running:
         """Start a stage in this slot; the returned handle reports its end.
