@@ -24,6 +24,10 @@ from runners import Limits, Program, Sandbox, SandboxConfig  # noqa: E402
 
 CLEAN_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 HELLO_CPP = '#include <iostream>\nint main() { std::cout << "hi" << std::endl; }\n'
+# a 4 MB binary (initialized data): the sandbox copies the binary in at every start
+BIG_CPP = (
+    '#include <cstdio>\nint big[1 << 20] = {1};\nint main() { std::printf("%d\\n", big[0]); }\n'
+)
 BITS_CPP = '#include <bits/stdc++.h>\nint main() { std::cout << "hi" << std::endl; }\n'
 
 
@@ -87,6 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--starts-only", action="store_true", help="only the start figures")
     options = parser.parse_args()
     rounds = options.rounds
     scratch = tempfile.mkdtemp(prefix="bench-runners-")
@@ -120,6 +125,19 @@ def main() -> None:
                 measure(bare([hello]), rounds),
                 measure(sandboxed(sandbox, cpp), rounds),  # cache hit: run only
             )
+            big = os.path.join(scratch, "big")
+            big_source = os.path.join(scratch, "big.cpp")
+            with open(big_source, "w") as out:
+                out.write(BIG_CPP)
+            compile_big = ["/usr/bin/g++", "-O2", "-std=gnu++17", "-o", big, big_source]
+            subprocess.run(compile_big, env=CLEAN_ENV, check=True)
+            row(
+                f"C++ {os.path.getsize(big) >> 20} MB binary",
+                measure(bare([big]), rounds),
+                measure(sandboxed(sandbox, Program("c++", BIG_CPP)), rounds),
+            )
+            if options.starts_only:
+                return
 
             print("\n== C++ compile (median / p90 ms)")
             compile_rounds = max(5, rounds // 4)
@@ -161,7 +179,7 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         shutil.rmtree(work_root, ignore_errors=True)
-    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+        print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
