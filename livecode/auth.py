@@ -12,6 +12,11 @@ answers 401 for a missing or wrong key, except on the public paths (`/`, `/docs`
 `/openapi.json`, `/health*`, the playground's static files). Each edge then asks `tenant()`
 (or `owner()`) once and passes it to every command.
 
+`/metrics` is the operator's, not a tenant's (`authorize_operator`): it takes the bearer of
+LIVECODE_METRICS_TOKEN, or, with no such token, requests from this machine only; a tenant's
+key there is 403 `forbidden` (the route is public knowledge: 404 would hide nothing). A server
+with neither keys nor that token serves it as it serves everything (the rules below).
+
 With no key configured (none in LIVECODE_API_KEYS, none active in the store), requests need
 none, but only from loopback: a request from elsewhere, or one that came through a proxy for
 someone elsewhere, is refused unless LIVECODE_ALLOW_ANONYMOUS is set, and then each client
@@ -44,13 +49,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from livecode import events
 from livecode.config import Settings
-from livecode.errors import LivecodeError, Unauthorized
+from livecode.errors import Forbidden, LivecodeError, Unauthorized
 from livecode.store import ApiKeys
 from livecode.tenants import QUOTA_NAMES, Quotas, Tenant
 
 __all__ = [
     "KEY_CACHE_TTL_S",
     "KEY_PREFIX",
+    "METRICS_PATH",
     "Authentication",
     "Authenticator",
     "Credential",
@@ -76,6 +82,7 @@ LAST_USED_EVERY_S = 60.0
 # A WebSocket token longer than any key is not looked up.
 MAX_TOKEN_CHARS = 256
 
+METRICS_PATH = "/metrics"
 _PUBLIC_PATHS = frozenset({"/", "/docs", "/openapi.json", "/health", "/favicon.ico"})
 _PUBLIC_PREFIXES = ("/health/", "/docs/", "/static/")
 # What the cache holds for a revoked key (compared by identity; never a request's tenant).
@@ -127,6 +134,9 @@ class Authenticator:
         self._env_keys = [
             (Credential.of(key).sha256, self._env_tenant(key)) for key in settings.api_keys
         ]
+        self._metrics_token = (
+            Credential.of(settings.metrics_token).sha256 if settings.metrics_token else None
+        )
         self._cache: dict[str, tuple[float, Tenant | None]] = {}
         self._configured: tuple[float, bool] = (float("-inf"), False)
         self._last_used: dict[str, float] = {}
@@ -149,6 +159,40 @@ class Authenticator:
         # No key configured: a token sent anyway (clients that always send one, as Judge0's
         # SDK does) is not one the server knows, and the anonymous rules apply.
         return self._anonymous(connection)
+
+    async def authorize_operator(
+        self, credential: Credential | None, connection: HTTPConnection | Scope
+    ) -> None:
+        """Let a request to /metrics through, or raise: the bearer of LIVECODE_METRICS_TOKEN;
+        without that token, a request from this machine (on a server without keys, whoever the
+        anonymous rules let in, as everywhere). A tenant's key is Forbidden wherever it is
+        sent from; a wrong token Unauthorized."""
+        operator = self._metrics_token
+        if credential is not None:
+            if operator is not None and hmac.compare_digest(credential.sha256, operator):
+                return
+            found = await self._tenant_of(credential)
+            if found is _REVOKED:
+                raise Unauthorized("this API key was revoked")
+            if found is not None:
+                raise Forbidden(
+                    "/metrics is the operator's, not a tenant's: scrape it with "
+                    "LIVECODE_METRICS_TOKEN as the bearer token"
+                )
+            if operator is not None or await self.keys_configured():
+                raise Unauthorized("unknown token: /metrics takes LIVECODE_METRICS_TOKEN")
+        if operator is not None:
+            raise Unauthorized(
+                "/metrics needs the operator's token: Authorization: Bearer "
+                "<LIVECODE_METRICS_TOKEN>"
+            )
+        if not await self.keys_configured():
+            self._anonymous(connection)
+        elif not _is_local(connection):
+            raise Unauthorized(
+                "/metrics answers this machine only: set LIVECODE_METRICS_TOKEN and scrape "
+                "with it as the bearer token"
+            )
 
     async def keys_configured(self) -> bool:
         """Whether any key is configured: from the environment, or active in the store."""
@@ -209,12 +253,10 @@ class Authenticator:
         )
 
     def _anonymous(self, connection: HTTPConnection | Scope) -> Tenant:
-        scope = connection.scope if isinstance(connection, HTTPConnection) else connection
-        client = scope.get("client")
-        address = str(client[0]) if client else "unknown"
+        address = _client_address(connection)
         if self._settings.allow_anonymous:
             return Tenant(owner="", name=f"addr:{address}", quotas=self._defaults)
-        if _is_loopback(address) and _forwarded_for_loopback(Headers(scope=scope)):
+        if _is_local(connection):
             return Tenant(owner="", name=f"addr:{address}")
         raise Unauthorized(
             "this server has no API keys and serves only its own machine without them: "
@@ -251,7 +293,10 @@ class Authentication:
             return
         authenticator: Authenticator = scope["app"].state.authenticator
         try:
-            scope[_SCOPE_TENANT] = await authenticator.authenticate(credential, scope)
+            if scope["type"] == "http" and scope["path"] == METRICS_PATH:
+                await authenticator.authorize_operator(credential, scope)  # no tenant there
+            else:
+                scope[_SCOPE_TENANT] = await authenticator.authenticate(credential, scope)
         except LivecodeError as exc:  # Unauthorized; Unavailable when the store is down
             if scope["type"] == "websocket":
                 scope[_SCOPE_REFUSAL] = exc
@@ -334,6 +379,18 @@ def _take_query_token(scope: Scope) -> str | None:
     token = next((v for n, v in parse_qsl(text, keep_blank_values=True) if n == "token"), None)
     scope["query_string"] = redact_token(text).encode("latin-1")
     return token or None
+
+
+def _client_address(connection: HTTPConnection | Scope) -> str:
+    scope = connection.scope if isinstance(connection, HTTPConnection) else connection
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def _is_local(connection: HTTPConnection | Scope) -> bool:
+    """Whether the request comes from this machine, and no proxy forwards it for another."""
+    scope = connection.scope if isinstance(connection, HTTPConnection) else connection
+    return _is_loopback(_client_address(scope)) and _forwarded_for_loopback(Headers(scope=scope))
 
 
 def _is_loopback(address: str) -> bool:

@@ -374,7 +374,7 @@ def _work(settings: Settings) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
     if settings.metrics_port is not None:
-        metrics.serve_metrics(settings.metrics_port)
+        metrics.serve_metrics(settings.metrics_port, token=settings.metrics_token)
     services = open_services(settings, consume=True)
     if services.sandbox is None:
         logger.error("%s", services.sandbox_error)

@@ -100,6 +100,9 @@ class Settings:
     # beyond loopback without any key only when this is set on purpose; the proxies whose
     # X-Forwarded-For / -Proto are believed.
     api_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)  # secrets: not shown
+    # The operator's bearer token for /metrics (never a tenant's key); unset: /metrics answers
+    # this machine only (auth.Authenticator.authorize_operator).
+    metrics_token: str | None = dataclasses.field(default=None, repr=False)
     allow_anonymous: bool = False
     forwarded_allow_ips: tuple[str, ...] = ()
     # Quotas of each tenant (a key; without keys, a client address when LIVECODE_ALLOW_ANONYMOUS
@@ -197,6 +200,18 @@ class Settings:
                 raise ConfigError(
                     f"LIVECODE_API_KEYS: each key must be at least {MIN_API_KEY_CHARS} printable "
                     "characters without spaces (`livecode keys create NAME` makes good ones)"
+                )
+        token = self.metrics_token
+        if token is not None:
+            if len(token) < MIN_API_KEY_CHARS or not token.isprintable() or " " in token:
+                raise ConfigError(
+                    f"LIVECODE_METRICS_TOKEN must be at least {MIN_API_KEY_CHARS} printable "
+                    "characters without spaces"
+                )
+            if token in self.api_keys:
+                raise ConfigError(
+                    "LIVECODE_METRICS_TOKEN must not be one of LIVECODE_API_KEYS: a tenant's "
+                    "key never reads /metrics"
                 )
         for origin in self.allowed_origins:
             if origin != "*" and not _is_origin(origin):

@@ -7,6 +7,7 @@
     │   ├── TooLarge              too_large      413
     │   └── InvalidValue          bad_request    422
     ├── Unauthorized              unauthorized   401
+    ├── Forbidden                 forbidden      403   a tenant's key on the operator's /metrics
     ├── NotFound                  not_found      404   (also: another tenant's)
     ├── Conflict                  conflict       409
     │   └── VersionConflict       conflict       409   current_version
@@ -35,6 +36,7 @@ from typing import ClassVar
 __all__ = [
     "BadRequest",
     "Conflict",
+    "Forbidden",
     "InternalError",
     "InvalidValue",
     "LivecodeError",
@@ -97,6 +99,14 @@ class Unauthorized(LivecodeError):
     code = "unauthorized"
     http_status = 401
     default_message = "unauthorized"
+
+
+class Forbidden(LivecodeError):
+    """A good key, for something that is not a tenant's: the operator's /metrics."""
+
+    code = "forbidden"
+    http_status = 403
+    default_message = "forbidden"
 
 
 class NotFound(LivecodeError):

@@ -1,6 +1,7 @@
 """Prometheus metrics of a process, and /metrics (README, "Metrics").
 
-Every server serves /metrics; a worker process serves it on LIVECODE_METRICS_PORT. Each process
+Every server serves /metrics (to the operator only: auth.py); a worker process serves it on
+LIVECODE_METRICS_PORT (with LIVECODE_METRICS_TOKEN, to its bearer only). Each process
 counts what it does itself (a worker its runs, a server its sockets), so sum over processes.
 Names follow Prometheus's conventions: a `livecode_` prefix, base units (seconds), `_total`
 on counters, labels of few values (language, status, reason, action, attempt).
@@ -10,8 +11,13 @@ Cost, measured: an `inc()` or `observe()` is 0.3-1.5 us; a run touches six or se
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -19,8 +25,10 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    make_wsgi_app,
     start_http_server,
 )
+from prometheus_client.exposition import ThreadingWSGIServer
 
 __all__ = [
     "ATTEMPTS",
@@ -45,6 +53,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
     from livecode.store import Execution
 
 logger = logging.getLogger(__name__)
@@ -116,7 +126,43 @@ def count_final(execution: Execution) -> None:
     EXECUTIONS.labels(execution.language, execution.status.value, reason).inc()
 
 
-def serve_metrics(port: int, host: str = "0.0.0.0") -> None:
-    """Serve /metrics on a port of its own from a daemon thread (worker processes)."""
-    start_http_server(port, addr=host)
+def serve_metrics(port: int, host: str = "0.0.0.0", *, token: str | None = None) -> None:
+    """Serve /metrics on a port of its own from a daemon thread (worker processes); with
+    `token`, only to requests bearing it (``Authorization: Bearer``), else 401."""
+    if token is None:
+        start_http_server(port, addr=host)
+    else:
+        app = _bearer_only(make_wsgi_app(), hashlib.sha256(token.encode()).hexdigest())
+        server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     logger.info("metrics on http://%s:%d/metrics", host, port)
+
+
+def _bearer_only(app: WSGIApplication, token_sha256: str) -> WSGIApplication:
+    """`app` for requests bearing the token (compared by hash, in constant time), else 401."""
+
+    def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        scheme, _, value = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        given = hashlib.sha256(value.strip().encode()).hexdigest()
+        if scheme.lower() == "bearer" and hmac.compare_digest(given, token_sha256):
+            return app(environ, start_response)
+        body = (
+            b'{"error": {"code": "unauthorized", "message": "/metrics needs the operator\'s '
+            b'token: Authorization: Bearer <LIVECODE_METRICS_TOKEN>"}}'
+        )
+        start_response(
+            "401 Unauthorized",
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                ("WWW-Authenticate", 'Bearer realm="livecode"'),
+            ],
+        )
+        return [body]
+
+    return guarded
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """No access line on stderr for each scrape (prometheus-client's server logs none)."""

@@ -277,12 +277,19 @@ def document(
     }
     for part in ("ready", "db", "redis", "workers", "celery", "sandbox"):
         paths[f"/health/{part}"] = {"get": _public(f"health_{part}", f"Health of {part}", health)}
+    # the operator's, never a tenant's: LIVECODE_METRICS_TOKEN, or without it this machine only
     paths["/metrics"] = {
-        "get": _operation(
-            "metrics",
-            "Prometheus metrics of this server (README, Metrics)",
-            {"200": {"description": "Prometheus text", "content": {"text/plain": {}}}},
-        )
+        "get": {
+            **_operation(
+                "metrics",
+                "Prometheus metrics of this server (README, Metrics): the operator's",
+                {
+                    "200": {"description": "Prometheus text", "content": {"text/plain": {}}},
+                    "403": _answer("a tenant's API key: /metrics is the operator's", _ref("Error")),
+                },
+            ),
+            "security": [{"metricsToken": []}] if settings.metrics_token else [{}],
+        }
     }
     paths["/openapi.json"] = {
         "get": _public(
@@ -322,14 +329,22 @@ def document(
             "version": __version__,
             "description": (
                 "Real-time code execution; the WebSocket protocol is at /ws (README). With API "
-                "keys configured, every operation but /health*, /docs and /openapi.json needs "
-                "Authorization: Bearer <key>."
+                "keys configured, every operation but /health*, /docs, /openapi.json and /metrics "
+                "needs Authorization: Bearer <key>; /metrics is the operator's "
+                "(LIVECODE_METRICS_TOKEN, or without it this machine only)."
             ),
         },
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer"},
+                "metricsToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "LIVECODE_METRICS_TOKEN, the operator's (for /metrics)",
+                },
+            },
         },
         "security": [{"apiKey": []}],
     }
