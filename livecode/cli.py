@@ -7,37 +7,34 @@ and import no part of the server, so that they start in tens of milliseconds.
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import logging
 import os
 import re
-import signal
-import socket
 import sys
-import threading
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from livecode import __version__, logs
+from livecode import __version__
 from livecode.client import terminal
-from livecode.errors import SchemaMissing, Unavailable
 
+# `livecode run` imports nothing beyond the client (livecode/client/terminal.py): each module
+# a server command needs is imported by that command. typing's TYPE_CHECKING costs 3 ms of
+# every start, and type checkers read this constant the same way.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
+    from pathlib import Path
+    from typing import Any
+
     import uvicorn
     from starlette.types import ASGIApp
 
     from livecode.config import Settings
     from livecode.store import ApiKey, Store
 
-logger = logging.getLogger("livecode")
+LOGGER_NAME = "livecode"
 
 # A frame carries at most a source (256 KiB) or stdin (1 MiB) plus JSON escaping; past this
 # uvicorn closes the socket, below it our own size checks answer with `too_large`.
 WS_MAX_FRAME_BYTES = 8 << 20
 GIL_SWITCH_INTERVAL_S = 0.0005
-# schema.sql lives at the top of the repository; livecode/schema.sql links to it, so that
-# an installed package (a wheel copies the file) has it too.
-SCHEMA_SQL = Path(__file__).resolve().parent / "schema.sql"
 # A key's name: the tenant, in the store's `owner` columns and in logs.
 KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # The quotas a key may override, by flag; help names the environment's default.
@@ -56,11 +53,18 @@ NO_KEYS_BEYOND_LOOPBACK = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line: `livecode serve | worker | init-db | run | languages`."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line: `livecode serve | worker | init-db | keys | run | languages`.
+
+    For a client `command` (run, languages), only the client's subcommands: each subcommand's
+    parser costs about a millisecond to build, and `livecode run` must start fast.
+    """
     parser = argparse.ArgumentParser(prog="livecode", description=__doc__)
     parser.add_argument("--version", action="version", version=f"livecode {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    if command in terminal.COMMANDS:
+        terminal.add_commands(commands)
+        return parser
     serve = commands.add_parser("serve", help="HTTP + WebSocket server (embedded: also workers)")
     serve.add_argument("--host", help="listen address (LIVECODE_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (LIVECODE_PORT, default 8000)")
@@ -109,16 +113,17 @@ def _quota(default_word: str | None) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     argv, program_args = terminal.split_program_args(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
-    if args.command in ("run", "languages"):
+    if args.command in terminal.COMMANDS:
         args.program_args = program_args
         return terminal.main(args)
     if program_args:
         parser.error(f"unrecognized arguments: -- {' '.join(program_args)}")
 
     # Imported here: Settings pulls in runners and its sandbox (~50 ms), which clients skip.
+    from livecode import logs
     from livecode.config import ConfigError, Settings
 
     try:
@@ -147,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: Settings) -> int:
+    import logging
+
     from livecode.app import create_app
 
     refusal = _schema_refusal(settings)
@@ -159,7 +166,7 @@ def _serve(settings: Settings) -> int:
             message = NO_KEYS_BEYOND_LOOPBACK.format(host=settings.host, port=settings.port)
             print(message, file=sys.stderr)
             return 2
-        logger.warning(
+        logging.getLogger(LOGGER_NAME).warning(
             "LIVECODE_ALLOW_ANONYMOUS: serving on %s without API keys: anyone who can reach "
             "port %d can run programs (each address held to the LIVECODE_TENANT_* quotas)",
             settings.host,
@@ -311,6 +318,7 @@ def _announcing_server(config: uvicorn.Config) -> uvicorn.Server:
     may be taken), and that closes its WebSockets with 1001 (going away) when it stops, where
     uvicorn would send 1012. Built here because the CLI imports no server part until it
     serves."""
+
     import uvicorn
 
     class AnnouncingServer(uvicorn.Server):
@@ -333,6 +341,7 @@ def _schema_refusal(settings: Settings) -> str | None:
     """Why a distributed process must not start on this database (no schema), or None."""
     if settings.database_url.startswith("sqlite"):
         return None  # embedded mode creates its tables
+    from livecode.errors import SchemaMissing, Unavailable
     from livecode.store import Store
 
     store = Store.from_url(settings.database_url)
@@ -351,8 +360,14 @@ def _work(settings: Settings) -> int:
     """A worker process: on SIGTERM (or SIGINT) it takes no new execution, lets the running
     ones finish within LIVECODE_SHUTDOWN_GRACE_S, hands the rest back as QUEUED and exits; a
     second signal exits at once (the sweeper then retries what ran)."""
+    import logging
+    import signal
+    import threading
+
     from livecode import metrics
     from livecode.services import open_services
+
+    logger = logging.getLogger(LOGGER_NAME)
 
     if not settings.is_distributed:
         print(
@@ -393,6 +408,9 @@ def _work(settings: Settings) -> int:
 
 
 def _init_db(settings: Settings) -> int:
+    import logging
+
+    from livecode.errors import Unavailable
     from livecode.store import Store
 
     where = settings.database_url.split("@")[-1]
@@ -403,7 +421,7 @@ def _init_db(settings: Settings) -> int:
         if settings.database_url.startswith("sqlite"):
             store.create_tables()
         else:
-            store.apply_schema_sql(SCHEMA_SQL)
+            store.apply_schema_sql(_schema_sql())
     except Unavailable as exc:
         print(f"livecode init-db: cannot use {where}: {_cause(exc)}", file=sys.stderr)
         return 1
@@ -411,6 +429,14 @@ def _init_db(settings: Settings) -> int:
         store.close()
     print(f"schema applied to {where}")
     return 0
+
+
+def _schema_sql() -> Path:
+    """schema.sql: it lives at the top of the repository; livecode/schema.sql links to it, so
+    that an installed package (a wheel copies the file) has it too."""
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent / "schema.sql"
 
 
 def _cause(exc: BaseException) -> str:
@@ -441,6 +467,9 @@ def _next_steps(host: str, port: int) -> str:
 
 def is_loopback(host: str) -> bool:
     """Whether every address `host` stands for is a loopback one (unresolvable: no)."""
+    import ipaddress
+    import socket
+
     try:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except OSError:

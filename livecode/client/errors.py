@@ -16,11 +16,12 @@ An `error {code, message, retry_after?}` event or a REST error body is raised as
 
     ConnectionLost (a ConnectionError): the server could not be reached, or the socket closed
     and could not be opened again in time; `close_code` says how it closed, when it did.
+
+What the client cannot raise to anyone (a frame it does not understand, a reconnect) it logs
+with `logger(__name__)`.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from livecode.errors import (
     BadRequest,
@@ -34,6 +35,12 @@ from livecode.errors import (
     Unauthorized,
     Unavailable,
 )
+
+# typing costs `livecode run` 3 ms of start, and type checkers read this constant as its own.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import logging
+    from typing import Any
 
 __all__ = [
     "BadRequest",
@@ -49,6 +56,7 @@ __all__ = [
     "Unavailable",
     "error_from",
     "error_from_http",
+    "logger",
 ]
 
 # The most general class of each code: InvalidValue (422) and VersionConflict share theirs.
@@ -106,6 +114,14 @@ def error_from_http(status: int, body: Any, retry_after: str | None = None) -> L
     if cls is None:
         cls = Unavailable if status in (502, 504) else BadRequest if status < 500 else InternalError
     return cls(f"HTTP {status}", retry_after=_seconds(retry_after))
+
+
+def logger(name: str) -> logging.Logger:
+    """The logger of client module `name`. logging is imported on the first line logged, not
+    at start: it costs `livecode run` 8 ms (bench/bench_cli.py), and most runs log nothing."""
+    import logging
+
+    return logging.getLogger(name)
 
 
 def _seconds(value: str | None) -> float | None:

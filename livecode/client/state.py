@@ -25,22 +25,38 @@ seq, so the caller gets every event exactly once, whatever the server replays.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
-from livecode.client.errors import ConnectionLost, Unauthorized, error_from, error_from_http
+from livecode.client.errors import (
+    ConnectionLost,
+    Unauthorized,
+    error_from,
+    error_from_http,
+    logger,
+)
 from livecode.client.models import Event, Finished, Limits, Output, Status, parse_event
 from livecode.client.wire import Refused
+
+# typing costs `livecode run` 3 ms of start, and type checkers read this constant as its own.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+
+    class Waiter(Protocol):
+        def done(self) -> bool: ...
+        def set_result(self, result: dict[str, Any], /) -> None: ...
+        def set_exception(self, exception: BaseException, /) -> None: ...
+
+    class Inbox(Protocol):
+        def put_nowait(self, item: Event | BaseException, /) -> None: ...
+
 
 __all__ = [
     "ClientState",
     "Follow",
-    "Inbox",
     "Resend",
     "Transcript",
-    "Waiter",
     "autosave_message",
     "closed_error",
     "is_for_good",
@@ -48,8 +64,6 @@ __all__ = [
     "reconnect_delays",
     "run_message",
 ]
-
-logger = logging.getLogger(__name__)
 
 EXECUTION_EVENTS = frozenset({"status", "output", "finished"})
 # A follow the server ended ("subscribe again with since") is resumed after these pauses; one
@@ -64,16 +78,6 @@ _CLOSE_MEANINGS = {
     1009: "a message larger than the server accepts",
 }
 RECONNECT_MAX_DELAY_S = 2.0
-
-
-class Waiter(Protocol):
-    def done(self) -> bool: ...
-    def set_result(self, result: dict[str, Any], /) -> None: ...
-    def set_exception(self, exception: BaseException, /) -> None: ...
-
-
-class Inbox(Protocol):
-    def put_nowait(self, item: Event | BaseException, /) -> None: ...
 
 
 @dataclass(slots=True)
@@ -264,7 +268,7 @@ class ClientState:
             return None
         if follow.is_gap(data):
             # Never seen from a server keeping its guarantee; asking again costs one message.
-            logger.warning("execution %s: output seq %s after %s", *_gap(follow, data))
+            logger(__name__).warning("execution %s: output seq %s after %s", *_gap(follow, data))
             return Resend(self._resubscribe(follow), self.generation)
         event = follow.accept(data)
         if event is not None:
@@ -285,7 +289,7 @@ class ClientState:
         for follow in follows:
             retryable = data.get("code") == "unavailable"
             if not retryable and len(follows) > 1:
-                logger.warning("unattributed error on a shared socket: %s", data)
+                logger(__name__).warning("unattributed error on a shared socket: %s", data)
                 continue
             if retryable and follow.failures < len(RESUBSCRIBE_DELAYS_S):
                 delay_s = max(delay_s, RESUBSCRIBE_DELAYS_S[follow.failures])

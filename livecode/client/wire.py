@@ -4,7 +4,7 @@ Why not websockets' threading client: importing any part of websockets runs
 `websockets/version.py`, which imports importlib.metadata (email, zipfile, csv, ...): 65 ms of
 the start of `livecode run` on our 2 cores, 28 of them for importlib.metadata alone, when the
 whole command must stay within ~100 ms of `python3 hello.py`. This module needs socket,
-hashlib and base64, and ssl only for wss:// (bench/bench_cli.py has the figures). The asyncio
+SHA-1 and base64, and ssl only for wss:// (bench/bench_cli.py has the figures). The asyncio
 client, which no command line waits for, uses websockets.
 
 What it does: the opening handshake (Sec-WebSocket-Accept checked, extra headers, any other
@@ -20,13 +20,23 @@ Thread-safe: one thread iterates the connection; any thread may send() and close
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import socket
 import struct
 import threading
 from collections.abc import Iterator, Mapping
 from urllib.parse import urlsplit
+
+# The interpreter's own SHA-1: hashlib loads OpenSSL first, 3 ms of `livecode run`'s start.
+# (typing's TYPE_CHECKING costs 3 ms too; type checkers read this constant as its own.)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hashlib import sha1
+else:
+    try:
+        from _sha1 import sha1
+    except ImportError:  # an interpreter built without it
+        from hashlib import sha1
 
 __all__ = ["PING_INTERVAL_S", "Connection", "ProtocolError", "Refused", "connect"]
 
@@ -113,7 +123,7 @@ class Connection:
         if status != 101:
             length = int(answer.get("content-length", "0") or 0)
             raise Refused(status, answer, self._read_body(min(length, MAX_HEAD_BYTES)))
-        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest()).decode()
+        accept = base64.b64encode(sha1(key + _GUID).digest()).decode()
         if (
             answer.get("upgrade", "").lower() != "websocket"
             or answer.get("sec-websocket-accept") != accept
