@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 
 from livecode.client.errors import (
     ConnectionLost,
@@ -80,25 +79,33 @@ _CLOSE_MEANINGS = {
 RECONNECT_MAX_DELAY_S = 2.0
 
 
-@dataclass(slots=True)
+# Plain classes rather than dataclasses: importing dataclasses costs `livecode run` 8 ms of
+# start (models.py says more).
+
+
 class Resend:
     """Frames to send on socket `generation` after `delay_s` (skipped if it is gone by then)."""
 
-    frames: list[str]
-    generation: int
-    delay_s: float = 0.0
+    __slots__ = ("frames", "generation", "delay_s")
+
+    def __init__(self, frames: list[str], generation: int, delay_s: float = 0.0) -> None:
+        self.frames = frames
+        self.generation = generation
+        self.delay_s = delay_s
 
 
-@dataclass(slots=True)
 class Follow:
     """What the caller has been given of one execution's events: each once, in order."""
 
-    execution_id: str
-    inbox: Inbox
-    last_seq: int = 0
-    is_finished: bool = False
-    failures: int = 0  # follows the server ended in a row, without an event between
-    _seen: set[tuple[Any, ...]] = field(default_factory=set)
+    __slots__ = ("execution_id", "inbox", "last_seq", "is_finished", "failures", "_seen")
+
+    def __init__(self, execution_id: str, inbox: Inbox, last_seq: int = 0) -> None:
+        self.execution_id = execution_id
+        self.inbox = inbox
+        self.last_seq = last_seq
+        self.is_finished = False
+        self.failures = 0  # follows the server ended in a row, without an event between
+        self._seen: set[tuple[Any, ...]] = set()
 
     def accept(self, data: dict[str, Any]) -> Event | None:
         """The typed event if it is new and next; None for a repeat (or a gap, see below)."""
@@ -130,14 +137,23 @@ class Follow:
         return data.get("type") == "output" and isinstance(seq, int) and seq > self.last_seq + 1
 
 
-@dataclass(slots=True)
 class _Pending:
-    message: dict[str, Any]
-    waiter: Waiter
-    is_idempotent: bool
-    is_silent: bool  # no answer on success: confirmed by a ping carrying the same ref
-    inbox: Inbox | None  # a run's: its execution is followed from the `queued` answer on
-    generation: int | None = None  # the socket it went out on; None: not sent yet
+    __slots__ = ("message", "waiter", "is_idempotent", "is_silent", "inbox", "generation")
+
+    def __init__(
+        self,
+        message: dict[str, Any],
+        waiter: Waiter,
+        is_idempotent: bool,
+        is_silent: bool,
+        inbox: Inbox | None,
+    ) -> None:
+        self.message = message
+        self.waiter = waiter
+        self.is_idempotent = is_idempotent
+        self.is_silent = is_silent  # no answer on success: confirmed by a ping with the same ref
+        self.inbox = inbox  # a run's: its execution is followed from the `queued` answer on
+        self.generation: int | None = None  # the socket it went out on; None: not sent yet
 
     def frames(self) -> list[str]:
         frames = [_encode(self.message)]
