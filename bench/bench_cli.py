@@ -4,6 +4,8 @@ Starts an embedded `livecode serve` (a temporary SQLite file, a free port), then
 alternation so that both see the same machine, N wall times each of:
 
     python3 hello.py               the interpreter the sandbox runs programs with (--python)
+    venv python -c pass            this venv's interpreter starting: its site (an editable
+                                   install's import finder is part of it) before any livecode
     livecode --version             the client's start alone: interpreter, imports, argparse
     livecode run hello.py          start, socket, create + run, the sandboxed run, output, exit
 
@@ -58,6 +60,7 @@ def main() -> int:
             env.pop("PYTHONDONTWRITEBYTECODE", None)
             commands = {
                 "python3 hello.py": [options.python, str(hello)],
+                "venv python -c pass": [sys.executable, "-c", "pass"],
                 "livecode --version": [str(livecode), "--version"],
                 "livecode run hello.py": [str(livecode), "run", str(hello)],
             }
