@@ -5,6 +5,7 @@ what a user sees: the final state, the events, the output byte for byte."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 from websockets.exceptions import ConnectionClosed
 
+from livecode.compat.piston_connect import RUN_AGAIN
 from livecode.config import Settings
 from tests.utils import (
     FAST_RECOVERY,
@@ -31,10 +33,12 @@ from tests.utils import (
     livecode_env,
     own_database,
     own_redis,
+    piston_socket,
     private_postgres,
     run_process,
     wait_final,
     wait_status,
+    wait_until,
     wait_until_http_ok,
     ws_connect,
 )
@@ -142,6 +146,77 @@ async def test_a_killed_worker_s_execution_is_run_again() -> None:
     assert kept_output(events) == final["stdout"] == "".join(f"tick {i}\n" for i in range(10))
     assert events[-1]["stdout"] == final["stdout"]
     assert_seq_rises(events)
+
+
+async def test_judge0_and_piston_give_one_attempt_s_output_never_a_mix() -> None:
+    """A worker killed while a Judge0 submission, a Piston execute and a Piston socket run, each
+    having written output: Judge0 and Piston's execute answer the last attempt's output, exactly
+    once; the Piston socket, which cannot take back what it sent, ends with Piston's error
+    instead of sending a second attempt's output after the first's."""
+    ticks = TICKS.format(n=8, pause=0.2)
+    whole = "".join(f"tick {i}\n" for i in range(8))
+    with own_redis() as redis_server, own_database() as database:
+        with Cluster(database, redis_server.url, LIVECODE_WORKER_THREADS="4") as cluster:
+            server, _ = cluster.server()
+            first = cluster.worker()
+            wait_until_http_ok(f"{server.url}/health/workers")
+            with server.client() as client:
+                token = client.post(
+                    "/judge0/submissions", json={"language_id": 71, "source_code": ticks}
+                ).json()["token"]
+                files = [{"content": ticks}]
+                job = {"language": "python", "version": "*", "files": files}
+                executed = asyncio.create_task(
+                    asyncio.to_thread(client.post, "/api/v2/execute", json=job, timeout=TIMEOUT)
+                )
+                async with piston_socket(server) as piston:
+                    await piston.init(ticks)
+                    sent = await piston.until("data")
+                    await _until_each_wrote(server, database, count=3)
+                    first.kill()
+                    cluster.worker()
+                    messages, close_code, _ = await piston.rest()
+                piston_answer = (await executed).json()
+                judge0 = wait_until(
+                    lambda: _judge0_final(client, token),
+                    "the submission is final",
+                    timeout=2 * TIMEOUT,
+                )
+                attempt = client.get(f"/executions/{token}").json()["attempt"]
+    assert attempt == 2
+    assert (judge0["status"]["id"], judge0["stdout"]) == (3, whole)
+    assert (piston_answer["run"]["stdout"], piston_answer["run"]["output"]) == (whole, whole)
+    data = "".join(m["data"] for m in sent + messages if m["type"] == "data")
+    assert whole.startswith(data) and data != whole
+    assert messages[-1] == {"type": "error", "message": RUN_AGAIN}
+    assert close_code == 4002
+
+
+async def _until_each_wrote(server: LiveServer, database: str, *, count: int) -> None:
+    """Wait until the database holds `count` executions and each has written output."""
+    engine = sa.create_engine(database, poolclass=sa.NullPool)
+
+    def ids() -> list[str]:
+        with engine.connect() as connection:
+            rows = connection.execute(sa.text("SELECT id FROM executions")).all()
+        return [row.id for row in rows] if len(rows) == count else []
+
+    try:
+        waiting = set(wait_until(ids, f"{count} executions exist"))
+    finally:
+        engine.dispose()
+    async with ws_connect(server) as ws:
+        for execution_id in waiting:
+            await ws.send({"type": "subscribe", "execution_id": execution_id})
+        while waiting:
+            event = await ws.recv()
+            if event["type"] == "output":
+                waiting.discard(event["execution_id"])
+
+
+def _judge0_final(client: httpx.Client, token: str) -> dict[str, Any] | None:
+    submission: dict[str, Any] = client.get(f"/judge0/submissions/{token}?fields=*").json()
+    return submission if submission["status"]["id"] > 2 else None
 
 
 async def test_a_terminated_worker_finishes_what_it_can_and_hands_back_the_rest() -> None:

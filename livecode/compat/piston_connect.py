@@ -23,6 +23,12 @@ livecode tells no moment between a compile and the program's start: the compile 
 when the program's first output or the end of the run arrives. stdin sent while the compiler
 runs does not reach the program (the runner hands it to the compile stage, which drops it), so
 an interactive C++ client writes once the program has said something.
+
+A run whose worker stops is run again from the start (README, Reliability), and Piston's
+client cannot be told to drop the output it has: it is given only one attempt's. A run that
+goes back to the queue before it sent any data goes on unseen; one that had sent some ends
+the job with an ``error`` (close 4002), and is cancelled, rather than send a second
+attempt's output after the first's.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ from livecode.services import Services
 from livecode.store import Execution
 from livecode.tenants import Tenant
 from livecode.websocket import POLICY_VIOLATION
-from runners import Reason
+from runners import ExecutionStatus, Reason
 
 __all__ = ["connect"]
 
@@ -67,6 +73,10 @@ NOT_INITIALIZED = 4003
 STDIN_ONLY = 4004
 INVALID_SIGNAL = 4005
 JOB_COMPLETED = 4999
+RUN_AGAIN = (
+    "the worker running the job stopped, and the job would start again: "
+    "the output sent is all this job gives"
+)
 
 
 async def connect(websocket: WebSocket) -> None:
@@ -216,11 +226,20 @@ class _Job:
         stage = "compile" if runtime.livecode.is_compiled else "run"
         await self._send({"type": "stage", "stage": stage})
         held: dict[str, Any] | None = None  # a stderr chunk that may be livecode's timeout notice
+        is_data_sent = False  # the client has output of the current attempt
         assert self.services.relay is not None
         async with self.services.relay.follow(execution_id) as events:
             async for event in events:
                 if event["type"] == "error":  # the follow ended early (output lost, shutdown)
                     await self._fail(str(event.get("message")))
+                    return
+                if (
+                    event["type"] == "status"
+                    and event["status"] == ExecutionStatus.QUEUED
+                    and is_data_sent
+                ):
+                    # Back in the queue after it ran: its next attempt writes its output again.
+                    await self._fail(RUN_AGAIN)
                     return
                 if held is not None and not (
                     event["type"] == "finished" and event.get("reason") == Reason.TIMEOUT
@@ -231,6 +250,7 @@ class _Job:
                     break
                 if event["type"] != "output":
                     continue
+                is_data_sent = True
                 if event["stream"] == "compile":
                     await self._send({"type": "data", "stream": "stderr", "data": event["data"]})
                     continue

@@ -3,78 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
-from tests.utils import TIMEOUT, LiveServer, wait_until
+from tests.utils import LiveServer, piston_socket, wait_until
 
 pytestmark = pytest.mark.anyio
 
 GREETER = "name = input()\nprint('hi ' + name)\nprint(input().upper())"
 SLEEPER = "import time\nprint('ready', flush=True)\ntime.sleep(60)"
-
-
-class PistonSocket:
-    """A client of /api/v2/connect: JSON messages in and out, and how the socket closed."""
-
-    def __init__(self, connection: ClientConnection) -> None:
-        self.connection = connection
-
-    async def send(self, message: dict[str, Any]) -> None:
-        await self.connection.send(json.dumps(message))
-
-    async def init(self, source: str, language: str = "python", **fields: Any) -> None:
-        files = [{"content": source}]
-        await self.send(
-            {"type": "init", "language": language, "version": "*", "files": files, **fields}
-        )
-
-    async def recv(self) -> dict[str, Any]:
-        async with asyncio.timeout(TIMEOUT):
-            return json.loads(await self.connection.recv())  # type: ignore[no-any-return]
-
-    async def until(self, kind: str, **match: Any) -> list[dict[str, Any]]:
-        """Messages up to and including the first of type `kind` with the given fields."""
-        seen = []
-        while True:
-            message = await self.recv()
-            seen.append(message)
-            if message["type"] == kind and all(message.get(k) == v for k, v in match.items()):
-                return seen
-
-    async def output(self, text: str) -> list[dict[str, Any]]:
-        """Messages up to the one that completes `text` on stdout (python -u may write a line
-        and its newline apart, in two data messages)."""
-        seen, stdout = [], ""
-        while not stdout.endswith(text):
-            message = await self.recv()
-            seen.append(message)
-            if message["type"] == "data" and message["stream"] == "stdout":
-                stdout += message["data"]
-        return seen
-
-    async def rest(self) -> tuple[list[dict[str, Any]], int | None, str | None]:
-        """Every message until the server closes, and its close code and reason."""
-        messages = []
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                messages.append(await self.recv())
-        return messages, self.connection.close_code, self.connection.close_reason
-
-
-@contextlib.asynccontextmanager
-async def piston_socket(server: LiveServer) -> AsyncIterator[PistonSocket]:
-    url = server.url.replace("http://", "ws://") + "/api/v2/connect"
-    async with connect(url, open_timeout=TIMEOUT) as connection:
-        yield PistonSocket(connection)
 
 
 async def test_interactive_python(embedded_server: LiveServer) -> None:
