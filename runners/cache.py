@@ -4,6 +4,11 @@ The cache maps sha256(source, compiler version, flags) to a binary, bounded in b
 evicted least-recently-used (by mtime), shared by every process using the same work root. A
 binary larger than a sixteenth of the bound is not cached: a few huge ones (a 60 MB static
 array) would evict everyone else's.
+
+Runs of one source at the same time share one compile: the first takes the key's turn (a
+flock on a file of its own, so threads and processes alike wait), the others wait for it and
+then find the binary in the cache. A compile that fails caches nothing: the next in line
+compiles again.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +41,7 @@ __attribute__((constructor(101))) static void livecode_line_buffered_stdout() {
 _COMPILE_TIMEOUT_S = 120.0
 _MESSAGES = ".messages"  # beside each cached binary: what the compiler said making it
 _STDCXX_HEADER = "/usr/include/x86_64-linux-gnu/c++/12/bits/stdc++.h"
+_TURN_POLL_S = 0.01  # how often a compile waiting for its turn tries again
 
 
 class BinaryCache:
@@ -72,6 +79,43 @@ class BinaryCache:
         except FileNotFoundError:  # evicted meanwhile (or cached before messages were kept)
             os.unlink(private)
             return None
+
+    @contextlib.contextmanager
+    def turn(self, key: str, *, wait_s: float, should_stop: Callable[[], bool]) -> Iterator[None]:
+        """Wait until no other thread or process compiles `key`, then hold that turn for the
+        block (check the cache again first: the compile waited for may have put it there).
+
+        Waits at most `wait_s`, or until `should_stop()` (a cancel): then the block runs
+        without the turn.
+        """
+        path = os.path.join(self.directory, f".turn-{key}")  # a dot: never evicted
+        deadline = time.monotonic() + wait_s
+        held: int | None = None
+        while held is None:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                if should_stop() or time.monotonic() >= deadline:
+                    break
+                time.sleep(_TURN_POLL_S)
+                continue
+            try:
+                is_current = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                is_current = False
+            if is_current:
+                held = fd
+            else:  # its last holder removed it after we opened it: take the new one
+                os.close(fd)
+        try:
+            yield
+        finally:
+            if held is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)  # before letting go: whoever waits opens the path anew
+                os.close(held)
 
     def put(self, key: str, produced: str, compile_output: str) -> str:
         """Copy a freshly compiled binary into the cache (root-owned, 0755) with what the

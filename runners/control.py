@@ -11,7 +11,8 @@ from runners import terminal
 
 class Control:
     """Cancel a run, write to its stdin or resize its terminal while it runs. Thread-safe; one
-    Control per run.
+    Control per run, whose test cases may run side by side (each pumped on its own, all cancelled
+    together).
 
     Calls made before the run starts take effect when it starts: a cancelled Control makes
     run() return CANCELLED at once, written data is delivered first, and the last size asked
@@ -25,8 +26,10 @@ class Control:
         self._stdin: list[bytes] = []
         self._size: tuple[int, int] | None = None  # (cols, rows) last asked for
         self._size_changed = False
-        self._wake: Callable[[], None] | None = None
+        self._wakes: list[Callable[[], None]] = []  # of the pumps running, one per stage
         self._on_start: Callable[[], None] | None = None
+        self._is_attached = False  # a pump has started: it called (or calls) on_start
+        self._started = threading.Event()  # ... and that call has returned
 
     @property
     def is_cancelled(self) -> bool:
@@ -77,20 +80,34 @@ class Control:
         with self._lock:
             self._on_start = callback
 
-    def _attach(self, wake: Callable[[], None] | None) -> None:
+    def _attach(self, wake: Callable[[], None]) -> None:
+        """A pump starts: wake it for what comes. The first one calls on_start; any other (a
+        test case started beside it) waits until that call has returned, so that no output
+        is passed on before the start is announced."""
         with self._lock:
-            self._wake = wake
-            on_start = self._on_start if wake is not None else None
+            self._wakes.append(wake)
+            on_start, self._on_start = self._on_start, None
+            is_first, self._is_attached = not self._is_attached, True
+        if not is_first:
+            self._started.wait()
+            return
+        try:
             if on_start is not None:
-                self._on_start = None
-        if on_start is not None:
-            on_start()
+                on_start()
+        finally:
+            self._started.set()
+
+    def _detach(self, wake: Callable[[], None]) -> None:
+        """The pump has ended: wake it no more. Idempotent."""
+        with self._lock:
+            if wake in self._wakes:
+                self._wakes.remove(wake)
 
     def _wake_pump(self) -> None:
-        # Under the lock: once _attach(None) returns, no wake() is under way, so the pump may
+        # Under the lock: once _detach() returns, no wake() is under way, so the pump may
         # close its wake pipe without a late write landing on a reused fd number.
-        if self._wake is not None:
-            self._wake()
+        for wake in self._wakes:
+            wake()
 
     def _take(self, *, stdin: bool = True) -> tuple[bytes, bool, bool]:
         """Return (pending stdin, stdin closed, cancelled) and clear the pending data.

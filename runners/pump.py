@@ -290,7 +290,7 @@ def pump(
                 emit(sink.stream, sink.release(now))
     finally:
         if control is not None:
-            control._attach(None)
+            control._detach(wake)
         close_stdin()
         for fd in list(sinks):
             os.close(fd)

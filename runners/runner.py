@@ -1,12 +1,17 @@
 """One run, top to bottom: compile (C++, or a cache hit) -> execute (once, or once per case, each
 in a fresh sandbox) -> collect -> Result.
 
+A run's test cases go on its own slot and, side by side, on slots the pool can spare (pool.py
+says which), each borrowed for one case. Their output is passed on in case order, one call at
+a time: the first unfinished case's as it comes, a later case's once those before it ended.
+
 Knows nothing of isolation: it hands each ``Stage`` to a slot of the sandbox and pumps the I/O;
 a tty stage's I/O goes through the terminal ttyinit hands over (terminal.py).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import os
@@ -14,10 +19,11 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from runners import cases, terminal
 from runners.cache import BinaryCache
@@ -49,6 +55,17 @@ class Slot(Protocol):
     def start(self, stage: Stage, *, stdin_fd: int, stdout_fd: int, stderr_fd: int) -> Process: ...
 
 
+_SlotT = TypeVar("_SlotT", bound=Slot)
+
+
+class Lender(Protocol[_SlotT]):
+    """Where a run's test cases borrow more slots (the sandbox's pool)."""
+
+    def lend(self) -> _SlotT | None: ...
+
+    def release(self, slot: _SlotT) -> None: ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Workspace:
     """Where compiled binaries are made (scratch_dir) and kept between runs (cache), and the
@@ -69,10 +86,12 @@ def run_program(
     on_output: OnOutput | None = None,
     on_case_output: OnCaseOutput | None = None,
     control: Control | None = None,
+    lender: Lender[Any] | None = None,
 ) -> Result:
     """Compile if needed, execute (each case, if any), and return the Result; every process is
     gone on return. A case's output goes to `on_case_output` (else to `on_output`), the
-    compiler's to `on_output`."""
+    compiler's to `on_output`; calls to them never overlap, but cases borrowed from `lender`
+    make them from threads of their own."""
     if program.tty and (program.cases or workspace.tty_init is None):
         without = "with test cases" if program.cases else "here (no ttyinit)"
         raise RunnerError(f"a program cannot run in a terminal {without}")
@@ -89,6 +108,7 @@ def run_program(
         on_output=on_output,
         on_case_output=on_case_output,
         control=control,
+        lender=lender,
     )
     return run.result()
 
@@ -103,6 +123,7 @@ class _Run:
     on_output: OnOutput | None
     on_case_output: OnCaseOutput | None
     control: Control | None
+    lender: Lender[Any] | None = None
 
     def result(self) -> Result:
         language, limits, cache = self.language, self.limits, self.workspace.cache
@@ -113,18 +134,23 @@ class _Run:
             if language.is_compiled:
                 assert language.version is not None
                 key = cache.key(self.program.source, language.version, CXX_FLAGS)
-                cached = cache.checkout(key)
-                if cached is not None and len(cached[1].encode()) > limits.output_limit_bytes:
-                    os.unlink(cached[0])  # more messages than this run may have: compile anew
-                    cached = None
+                cached = self._checkout(key)
+                if cached is None:
+                    # A run of the same source compiling now: wait, and use its binary.
+                    with cache.turn(
+                        key, wait_s=limits.compile_timeout_s, should_stop=self._is_cancelled
+                    ):
+                        cached = self._checkout(key)
+                        if cached is None:
+                            failed, compile_output, binary = self._compile(key, source)
+                            if failed is not None:
+                                count = len(self.program.cases)
+                                return dataclasses.replace(
+                                    failed, cases=cases.not_run(count, failed)
+                                )
                 if cached is not None:
                     binary, compile_output = cached
                     replayed = compile_output  # followers see it as when the compiler ran
-                else:
-                    failed, compile_output, binary = self._compile(key, source)
-                    if failed is not None:
-                        count = len(self.program.cases)
-                        return dataclasses.replace(failed, cases=cases.not_run(count, failed))
             stage = Stage(
                 argv=language.run_argv,
                 args=self.program.args,
@@ -157,26 +183,74 @@ class _Run:
     def _run_cases(
         self, stage: Stage, compile_output: str, preface: tuple[Stream, str] | None
     ) -> Result:
-        """Run each case in a fresh sandbox of the same slot, one after another: a case that
-        fails does not stop the next; a cancel does (those left report it without running)."""
-        results: list[Result] = []
-        for index, case in enumerate(self.program.cases):
-            if self.control is not None and self.control.is_cancelled:
-                cancelled = Result.without_output(
-                    ExecutionStatus.CANCELLED, Reason.CANCELLED, "Cancelled"
+        """Run each case in a fresh sandbox, in order on this run's slot and side by side on
+        the slots the lender spares: a case that fails does not stop the next; a cancel does
+        (those left report it without running)."""
+        count = len(self.program.cases)
+        results: list[Result | None] = [None] * count
+        in_order = _InOrder(count)
+        pending = collections.deque(range(count))
+        helpers: list[threading.Thread] = []
+        failures: list[BaseException] = []
+
+        def run_case(run: _Run, index: int) -> None:
+            case = self.program.cases[index]
+            try:
+                result = run._execute(
+                    dataclasses.replace(stage, args=case.args),
+                    "",
+                    preface if index == 0 else None,
+                    stdin=case.stdin,
+                    interactive=False,
+                    on_output=in_order.output(index, self._case_output(index)),
                 )
-                results += cases.not_run(len(self.program.cases) - index, cancelled)
-                break
-            result = self._execute(
-                dataclasses.replace(stage, args=case.args),
-                "",
-                preface if index == 0 else None,
-                stdin=case.stdin,
-                interactive=False,
-                on_output=self._case_output(index),
-            )
-            results.append(cases.with_verdict(result, case.expected_output))
-        return cases.summarize(tuple(results), compile_output)
+                results[index] = cases.with_verdict(result, case.expected_output)
+            finally:
+                in_order.end(index)
+
+        def run_borrowed(slot: Slot, index: int) -> None:
+            try:
+                run_case(dataclasses.replace(self, slot=slot), index)
+            except BaseException as exc:  # noqa: BLE001 - raised again by the run's thread
+                failures.append(exc)
+            finally:
+                assert self.lender is not None
+                self.lender.release(slot)
+
+        try:
+            while pending and not failures and not self._is_cancelled():
+                index = pending.popleft()
+                while pending and self.lender is not None:
+                    slot = self.lender.lend()
+                    if slot is None:
+                        break
+                    helper = threading.Thread(
+                        target=run_borrowed,
+                        args=(slot, pending.popleft()),
+                        name=f"{threading.current_thread().name}-case",
+                    )
+                    helper.start()
+                    helpers.append(helper)
+                run_case(self, index)
+        finally:
+            for helper in helpers:
+                helper.join()
+        if failures:
+            raise failures[0]
+        cancelled = Result.without_output(ExecutionStatus.CANCELLED, Reason.CANCELLED, "Cancelled")
+        done = tuple(result or cases.not_run(1, cancelled)[0] for result in results)
+        return cases.summarize(done, compile_output)
+
+    def _checkout(self, key: str) -> tuple[str, str] | None:
+        """The cached binary of `key` and its compiler messages, if this run may use them."""
+        cached = self.workspace.cache.checkout(key)
+        if cached is not None and len(cached[1].encode()) > self.limits.output_limit_bytes:
+            os.unlink(cached[0])  # more messages than this run may have: compile anew
+            return None
+        return cached
+
+    def _is_cancelled(self) -> bool:
+        return self.control is not None and self.control.is_cancelled
 
     def _case_output(self, index: int) -> OnOutput | None:
         """Where the output of case `index` goes: its streams tagged with the case, the
@@ -464,3 +538,40 @@ class _Run:
         report = outcome.report
         assert isinstance(report, ExitReport)
         return outcome, report
+
+
+class _InOrder:
+    """Passes a run's test cases' output on in case order, one call at a time: the first
+    unfinished case's as it comes, a later case's held until the cases before it have ended."""
+
+    def __init__(self, count: int) -> None:
+        self._lock = threading.Lock()
+        self._ended = [False] * count
+        self._current = 0  # the first case that has not ended
+        self._held: dict[int, list[tuple[Stream, str]]] = collections.defaultdict(list)
+        self._outputs: dict[int, OnOutput] = {}
+
+    def output(self, index: int, on_output: OnOutput | None) -> OnOutput | None:
+        """Where case `index` hands its output: on to `on_output`, in its turn."""
+        if on_output is None:
+            return None
+        self._outputs[index] = on_output
+
+        def emit(stream: Stream, text: str) -> None:
+            with self._lock:
+                if index == self._current:
+                    on_output(stream, text)
+                else:
+                    self._held[index].append((stream, text))
+
+        return emit
+
+    def end(self, index: int) -> None:
+        """Case `index` has ended: the next cases' held output goes on, up to the first that
+        has not ended."""
+        with self._lock:
+            self._ended[index] = True
+            while self._current < len(self._ended) and self._ended[self._current]:
+                self._current += 1
+                for stream, text in self._held.pop(self._current, ()):
+                    self._outputs[self._current](stream, text)

@@ -138,11 +138,12 @@ class Sandbox:
     ) -> Result:
         """Run a program to its end and return the Result; blocks while all slots are busy.
 
-        on_output is called from this thread with each chunk as it is produced; with test
+        on_output is called with each chunk as it is produced, from this thread (or, with test
+        cases run side by side, from one of its helpers: never two calls at once); with test
         cases, each case's chunks go to on_case_output (case index, stream, text) when given,
-        and the compiler's to on_output. Raises UnknownLanguage / ToolchainMissing for a bad
-        language, RunnerError for our faults (and for a tty program with cases), ValueError for a
-        terminal_size outside 1..1000 or without tty. Thread-safe.
+        and the compiler's to on_output, in case order. Raises UnknownLanguage /
+        ToolchainMissing for a bad language, RunnerError for our faults (and for a tty program
+        with cases), ValueError for a terminal_size outside 1..1000 or without tty. Thread-safe.
         """
         language = resolve_language(program.language)
         if not language.available:
@@ -162,6 +163,7 @@ class Sandbox:
                 on_output=on_output,
                 on_case_output=on_case_output,
                 control=control,
+                lender=self._pool,
             )
         except RunnerError:
             raise

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -20,7 +22,15 @@ from runners import (
     Verdict,
 )
 from runners.cases import judge
-from tests.runners.conftest import FAST, LANGUAGES, assert_nothing_left, requires_bwrap
+from tests.runners.conftest import (
+    FAST,
+    LANGUAGES,
+    assert_nothing_left,
+    private_sandbox,
+    requires_bwrap,
+    slot_processes,
+)
+from tests.utils import TIMEOUT, wait_until
 
 SUM = {
     "python": "import sys\na, b = map(int, sys.stdin.read().split())\n"
@@ -224,3 +234,72 @@ def test_a_tty_program_cannot_have_cases(sandbox: Sandbox) -> None:
 def test_verdicts_compare_as_judge0_does(expected: str, stdout: str, verdict: Verdict) -> None:
     """Outputs are equal once each line, and the whole, lose their trailing whitespace."""
     assert judge(expected, stdout) is verdict
+
+
+@pytest.fixture(scope="module")
+def four_slots() -> Iterator[Sandbox]:
+    """A sandbox with four slots, as a 2-core worker has (two per core)."""
+    with private_sandbox(slots=4) as opened:
+        yield opened
+
+
+@requires_bwrap
+def test_cases_run_side_by_side_on_spare_slots_with_output_in_case_order(
+    four_slots: Sandbox,
+) -> None:
+    """Cases go on the run's slot and on the slots the pool spares, all but one (kept for a
+    run that comes meanwhile): with four slots, two or three cases run at once, never four.
+    Their output still comes in case order, each case's whole before the next's."""
+    source = (
+        "import sys, time\nn = sys.stdin.read()\nstarted = time.time()\nprint(n, flush=True)\n"
+        "time.sleep(0.3)\nprint(started, time.time())"
+    )
+    cases = tuple(Case(stdin=str(n).encode()) for n in range(9))
+    result, chunks = run_cases(four_slots, Program("python", source, cases=cases))
+    assert [case.stdout.split()[0] for case in result.cases] == [str(n) for n in range(9)]
+    order = [index for index, _stream, _text in chunks.calls]
+    assert order == sorted(order)
+    spans = [tuple(map(float, case.stdout.split()[1:])) for case in result.cases]
+    most_at_once = max(sum(start <= at < end for start, end in spans) for at, _ in spans)
+    assert 2 <= most_at_once <= 3
+
+
+@requires_bwrap
+def test_cancel_stops_every_case_running_side_by_side(four_slots: Sandbox) -> None:
+    """Cancelled while three cases run at once, every one of them stops (none runs to its time
+    limit) and the cases not started never run; nothing is left behind."""
+    control = Control()
+    started: set[int] = set()
+
+    def note_output(index: int, stream: Stream, text: str) -> None:
+        started.add(index)
+
+    source = "import time\nprint('started', flush=True)\ntime.sleep(60)"
+    cases = tuple(Case() for _ in range(8))
+    outcome: list[Result] = []
+    runner = threading.Thread(
+        target=lambda: outcome.append(
+            four_slots.run(
+                Program("python", source, cases=cases),
+                Limits(wall_timeout_s=60),
+                None,
+                control,
+                on_case_output=note_output,
+            )  # fmt: skip
+        )
+    )
+    runner.start()
+    # Only case 0's output is passed on while it runs; the host shows the others' programs.
+    if not four_slots.measures()["uid_per_slot"]:
+        pytest.skip("slot processes are told apart by their uids (as root)")
+
+    def programs() -> list[str]:
+        return [process for process in slot_processes(four_slots) if process.endswith("python3")]
+
+    wait_until(lambda: len(programs()) == 3 and started, "three cases run at once")
+    control.cancel()
+    runner.join(TIMEOUT)
+    (result,) = outcome
+    assert [case.status for case in result.cases] == [ExecutionStatus.CANCELLED] * 8
+    assert (result.status, result.reason) == (ExecutionStatus.CANCELLED, Reason.CANCELLED)
+    assert_nothing_left(four_slots)

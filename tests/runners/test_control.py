@@ -26,7 +26,7 @@ def test_detaching_waits_for_a_wake_under_way() -> None:
     assert entered.wait(5)
 
     def detach() -> None:
-        control._attach(None)
+        control._detach(slow_wake)
         detached.set()
 
     detacher = threading.Thread(target=detach)

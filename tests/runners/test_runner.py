@@ -9,9 +9,25 @@ import uuid
 
 import pytest
 
-from runners import Control, ExecutionStatus, Limits, Program, Reason, Sandbox, Stream
+from runners import (
+    Control,
+    ExecutionStatus,
+    Limits,
+    Program,
+    Reason,
+    Result,
+    Sandbox,
+    Stream,
+)
 from runners.languages import CXX_FLAGS, resolve_language
-from tests.runners.conftest import FAST, LANGUAGES, program, requires_bwrap, run
+from tests.runners.conftest import (
+    FAST,
+    LANGUAGES,
+    assert_nothing_left,
+    program,
+    requires_bwrap,
+    run,
+)
 
 pytestmark = requires_bwrap
 
@@ -153,6 +169,27 @@ def test_cache_hit_skips_the_compiler_and_repeats_its_messages(sandbox: Sandbox)
         ("compile", first.compile_output),
         ("stdout", "from the cache\n"),
     ]
+
+
+def test_runs_of_one_source_at_once_share_one_compile(sandbox: Sandbox) -> None:
+    """Two runs of a source never compiled, started together, run one binary: the second
+    waits for the first one's compile instead of compiling it again."""
+    source = (
+        f"// {uuid.uuid4()}\n#include <cstdio>\n#include <sys/stat.h>\n"
+        'int main() { struct stat s; stat("/proc/self/exe", &s); printf("%lu", s.st_ino); }'
+    )
+    results: list[Result] = []
+    runs = [
+        threading.Thread(target=lambda: results.append(sandbox.run(Program("c++", source), FAST)))
+        for _ in range(2)
+    ]
+    for thread in runs:
+        thread.start()
+    for thread in runs:
+        thread.join()
+    assert_nothing_left(sandbox)
+    assert [result.status for result in results] == [ExecutionStatus.COMPLETED] * 2
+    assert results[0].stdout == results[1].stdout  # the same file: one compile made it
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
