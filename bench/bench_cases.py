@@ -1,7 +1,8 @@
 """Test cases against separate runs: 20 cases of one C++ program beside 20 runs of it.
 
-One run with `cases` compiles once and runs each case in a fresh sandbox, in one execution:
-one queue hand-off, one claim, one final write, one `finished`. Twenty separate runs of the
+One run with `cases` compiles once and runs each case in a fresh sandbox, on its slot and side
+by side on the slots its worker spares (runners/pool.py), in one execution: one queue
+hand-off, one claim, one final write, one `finished`. Twenty separate runs of the
 same source pay all of that twenty times; the binary cache spares them the compiler after the
 first. Measured over a real WebSocket against an embedded server (a separate process), and with
 `runners` alone (no service), each in rotation, round after round:
@@ -37,6 +38,7 @@ from websockets.asyncio.client import ClientConnection, connect
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from livecode.config import default_worker_threads  # noqa: E402
 from runners import Case, ExecutionStatus, Limits, Program, Sandbox, SandboxConfig  # noqa: E402
 
 SOURCE = """#include <iostream>
@@ -205,7 +207,8 @@ def main() -> None:
     try:
         with (
             embedded_server(options.port) as url,
-            Sandbox(SandboxConfig(slots=2, work_root=work_root)) as sandbox,
+            # as many slots as the server's worker threads: cases may borrow the spare ones
+            Sandbox(SandboxConfig(slots=default_worker_threads(), work_root=work_root)) as sandbox,
         ):
             # the precompiled header is built in the background: not part of what is measured
             sandbox.run(Program("c++", SOURCE), Limits())
