@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import threading
 import time
 import uuid
@@ -19,6 +20,7 @@ from runners import (
     Sandbox,
     Stream,
 )
+from runners.cache import BinaryCache
 from runners.languages import CXX_FLAGS, resolve_language
 from tests.runners.conftest import (
     FAST,
@@ -28,6 +30,7 @@ from tests.runners.conftest import (
     requires_bwrap,
     run,
 )
+from tests.utils import TIMEOUT
 
 pytestmark = requires_bwrap
 
@@ -171,12 +174,11 @@ def test_cache_hit_skips_the_compiler_and_repeats_its_messages(sandbox: Sandbox)
     ]
 
 
-def test_runs_of_one_source_at_once_share_one_compile(sandbox: Sandbox) -> None:
-    """Two runs of a source never compiled, started together, run one binary: the second
-    waits for the first one's compile instead of compiling it again."""
+def test_runs_of_one_source_at_once_both_get_its_binary_and_messages(sandbox: Sandbox) -> None:
+    """Two runs of a source never compiled, started together (one compiles, the other waits
+    for that compile), both run it and both show the compiler's warning."""
     source = (
-        f"// {uuid.uuid4()}\n#include <cstdio>\n#include <sys/stat.h>\n"
-        'int main() { struct stat s; stat("/proc/self/exe", &s); printf("%lu", s.st_ino); }'
+        f'// {uuid.uuid4()}\n#warning "made once"\n#include <cstdio>\nint main() {{ puts("ran"); }}'
     )
     results: list[Result] = []
     runs = [
@@ -188,8 +190,42 @@ def test_runs_of_one_source_at_once_share_one_compile(sandbox: Sandbox) -> None:
     for thread in runs:
         thread.join()
     assert_nothing_left(sandbox)
-    assert [result.status for result in results] == [ExecutionStatus.COMPLETED] * 2
-    assert results[0].stdout == results[1].stdout  # the same file: one compile made it
+    assert [(result.status, result.stdout) for result in results] == [
+        (ExecutionStatus.COMPLETED, "ran\n")
+    ] * 2
+    assert "made once" in results[0].compile_output
+    assert results[0].compile_output == results[1].compile_output
+
+
+def test_a_compile_waits_for_one_of_the_same_source_under_way(tmp_path: pathlib.Path) -> None:
+    """While one compile of a source holds its turn, another of the same source waits (it is
+    asked whether to give up, and answers no), then finds the first one's binary cached."""
+    cache = BinaryCache(str(tmp_path / "cache"), 1 << 20)
+    binary = tmp_path / "main"
+    binary.write_bytes(b"\x7fELF a binary")
+    first_in, second_waits = threading.Event(), threading.Event()
+    found: list[tuple[str, str] | None] = []
+
+    def second() -> None:
+        first_in.wait(TIMEOUT)
+
+        def still_waiting() -> bool:
+            second_waits.set()
+            return False
+
+        with cache.turn("k", wait_s=TIMEOUT, should_stop=still_waiting):
+            found.append(cache.checkout("k"))
+
+    other = threading.Thread(target=second)
+    other.start()
+    with cache.turn("k", wait_s=TIMEOUT, should_stop=lambda: False):
+        first_in.set()
+        assert second_waits.wait(TIMEOUT)
+        os.unlink(cache.put("k", str(binary), "a warning"))
+    other.join(TIMEOUT)
+    (checked_out,) = found
+    assert checked_out is not None and checked_out[1] == "a warning"
+    os.unlink(checked_out[0])
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
