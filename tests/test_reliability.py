@@ -152,7 +152,7 @@ async def test_judge0_and_piston_give_one_attempt_s_output_never_a_mix() -> None
     """A worker killed while a Judge0 submission, a Piston execute and a Piston socket run, each
     having written output: Judge0 and Piston's execute answer the last attempt's output, exactly
     once; the Piston socket, which cannot take back what it sent, ends with Piston's error
-    instead of sending a second attempt's output after the first's."""
+    instead of sending a second attempt's output after the first's, and its run is cancelled."""
     ticks = TICKS.format(n=8, pause=0.2)
     whole = "".join(f"tick {i}\n" for i in range(8))
     with own_redis() as redis_server, own_database() as database:
@@ -183,6 +183,8 @@ async def test_judge0_and_piston_give_one_attempt_s_output_never_a_mix() -> None
                     timeout=2 * TIMEOUT,
                 )
                 attempt = client.get(f"/executions/{token}").json()["attempt"]
+                ends = ["CANCELLED", "COMPLETED", "COMPLETED"]  # the socket's run: cancelled
+                wait_until(lambda: sorted(_column(database, "status")) == ends, "all ended")
     assert attempt == 2
     assert (judge0["status"]["id"], judge0["stdout"]) == (3, whole)
     assert (piston_answer["run"]["stdout"], piston_answer["run"]["output"]) == (whole, whole)
@@ -194,17 +196,12 @@ async def test_judge0_and_piston_give_one_attempt_s_output_never_a_mix() -> None
 
 async def _until_each_wrote(server: LiveServer, database: str, *, count: int) -> None:
     """Wait until the database holds `count` executions and each has written output."""
-    engine = sa.create_engine(database, poolclass=sa.NullPool)
 
     def ids() -> list[str]:
-        with engine.connect() as connection:
-            rows = connection.execute(sa.text("SELECT id FROM executions")).all()
-        return [row.id for row in rows] if len(rows) == count else []
+        found = _column(database, "id")
+        return found if len(found) == count else []
 
-    try:
-        waiting = set(wait_until(ids, f"{count} executions exist"))
-    finally:
-        engine.dispose()
+    waiting = set(wait_until(ids, f"{count} executions exist"))
     async with ws_connect(server) as ws:
         for execution_id in waiting:
             await ws.send({"type": "subscribe", "execution_id": execution_id})
@@ -212,6 +209,16 @@ async def _until_each_wrote(server: LiveServer, database: str, *, count: int) ->
             event = await ws.recv()
             if event["type"] == "output":
                 waiting.discard(event["execution_id"])
+
+
+def _column(database: str, name: str) -> list[str]:
+    """One column of every execution in the database."""
+    engine = sa.create_engine(database, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as connection:
+            return [row[0] for row in connection.execute(sa.text(f"SELECT {name} FROM executions"))]
+    finally:
+        engine.dispose()
 
 
 def _judge0_final(client: httpx.Client, token: str) -> dict[str, Any] | None:
