@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 from concurrent.futures import Future
 from queue import SimpleQueue
 from typing import Any
@@ -13,6 +15,7 @@ from livecode.client import (
     BadRequest,
     Conflict,
     ConnectionLost,
+    Execution,
     InternalError,
     InvalidValue,
     Limits,
@@ -277,3 +280,17 @@ def test_server_errors_map_to_their_classes() -> None:
 def test_limits_send_only_what_is_given() -> None:
     assert Limits(timeout_s=2.5).to_json() == {"timeout_s": 2.5}
     assert Limits().to_json() == {}
+
+
+def test_values_are_frozen_compared_by_their_fields_and_survive_copy_and_pickle() -> None:
+    """An event or execution cannot be changed; two with the same fields are equal (the JSON
+    they came from aside); a copy or a pickled one is equal to it, `raw` included."""
+    event = Output("e1", "stdout", 1, "hi\n", raw={"type": "output", "seq": 1})
+    assert event == Output("e1", "stdout", 1, "hi\n") and event != Output("e1", "stdout", 2, "hi\n")
+    with pytest.raises(AttributeError, match="frozen"):
+        event.data = "changed"  # type: ignore[misc]
+    execution = Execution("e1", "COMPLETED", stdout="hi\n", exit_code=0)
+    assert hash(execution) == hash(Execution("e1", "COMPLETED", stdout="hi\n", exit_code=0))
+    for value in (event, execution):
+        for again in (copy.copy(value), copy.deepcopy(value), pickle.loads(pickle.dumps(value))):
+            assert again == value and getattr(again, "raw", None) == getattr(value, "raw", None)

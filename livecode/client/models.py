@@ -70,6 +70,16 @@ class _Value:
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
         return f"{type(self).__name__}({shown})"
 
+    # copy and pickle: the default state would be set with setattr, which a frozen value refuses
+    def __getstate__(self) -> tuple[object, ...]:
+        names: tuple[str, ...] = self.__slots__
+        return tuple(getattr(self, name) for name in names)
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        names: tuple[str, ...] = self.__slots__
+        for name, value in zip(names, state, strict=True):
+            object.__setattr__(self, name, value)
+
 
 class Limits(_Value):
     """Limits a run asks for; each may only be lower than the server's own (None: the server's)."""
