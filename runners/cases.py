@@ -1,15 +1,20 @@
-"""Test cases: the verdict of one case, and the Result of a run from the Results of its cases.
+"""Test cases: the verdict of one case, the Result of a run from the Results of its cases, and
+their output passed on in case order.
 
-The runner compiles once and runs each case in a fresh sandbox (runner.py); this is what it
-makes of them. A case's verdict is Judge0's: its stdout and its expected output are equal once
-trailing whitespace is stripped from every line and from the end.
+The runner compiles once and runs each case in a fresh sandbox (runner.py), side by side when
+it can borrow slots; this is what it makes of them. A case's verdict is Judge0's: its stdout
+and its expected output are equal once trailing whitespace is stripped from every line and from
+the end.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import threading
 
-from runners.result import ExecutionStatus, Reason, Result, Verdict
+from runners.pump import OnOutput
+from runners.result import ExecutionStatus, Reason, Result, Stream, Verdict
 
 # Ruby's String#rstrip, which Judge0 applies (ASCII whitespace and NUL, not Unicode's)
 _TRAILING = " \t\n\v\f\r\x00"
@@ -61,6 +66,43 @@ def summarize(cases: tuple[Result, ...], compile_output: str) -> Result:
         message=failed.message if failed else None,
         cases=cases,
     )
+
+
+class InOrder:
+    """Passes a run's test cases' output on in case order, one call at a time: the first
+    unfinished case's as it comes, a later case's held until the cases before it have ended."""
+
+    def __init__(self, count: int) -> None:
+        self._lock = threading.Lock()
+        self._ended = [False] * count
+        self._current = 0  # the first case that has not ended
+        self._held: dict[int, list[tuple[Stream, str]]] = collections.defaultdict(list)
+        self._outputs: dict[int, OnOutput] = {}
+
+    def output(self, index: int, on_output: OnOutput | None) -> OnOutput | None:
+        """Where case `index` hands its output: on to `on_output`, in its turn."""
+        if on_output is None:
+            return None
+        self._outputs[index] = on_output
+
+        def emit(stream: Stream, text: str) -> None:
+            with self._lock:
+                if index == self._current:
+                    on_output(stream, text)
+                else:
+                    self._held[index].append((stream, text))
+
+        return emit
+
+    def end(self, index: int) -> None:
+        """Case `index` has ended: the next cases' held output goes on, up to the first that
+        has not ended."""
+        with self._lock:
+            self._ended[index] = True
+            while self._current < len(self._ended) and self._ended[self._current]:
+                self._current += 1
+                for stream, text in self._held.pop(self._current, ()):
+                    self._outputs[self._current](stream, text)
 
 
 def _strip(text: str) -> str:

@@ -3,7 +3,8 @@ in a fresh sandbox) -> collect -> Result.
 
 A run's test cases go on its own slot and, side by side, on slots the pool can spare (pool.py
 says which), each borrowed for one case. Their output is passed on in case order, one call at
-a time: the first unfinished case's as it comes, a later case's once those before it ended.
+a time: the first unfinished case's as it comes, a later case's once those before it ended
+(cases.InOrder).
 
 Knows nothing of isolation: it hands each ``Stage`` to a slot of the sandbox and pumps the I/O;
 a tty stage's I/O goes through the terminal ttyinit hands over (terminal.py).
@@ -188,7 +189,7 @@ class _Run:
         (those left report it without running)."""
         count = len(self.program.cases)
         results: list[Result | None] = [None] * count
-        in_order = _InOrder(count)
+        in_order = cases.InOrder(count)
         pending = collections.deque(range(count))
         helpers: list[threading.Thread] = []
         failures: list[BaseException] = []
@@ -538,40 +539,3 @@ class _Run:
         report = outcome.report
         assert isinstance(report, ExitReport)
         return outcome, report
-
-
-class _InOrder:
-    """Passes a run's test cases' output on in case order, one call at a time: the first
-    unfinished case's as it comes, a later case's held until the cases before it have ended."""
-
-    def __init__(self, count: int) -> None:
-        self._lock = threading.Lock()
-        self._ended = [False] * count
-        self._current = 0  # the first case that has not ended
-        self._held: dict[int, list[tuple[Stream, str]]] = collections.defaultdict(list)
-        self._outputs: dict[int, OnOutput] = {}
-
-    def output(self, index: int, on_output: OnOutput | None) -> OnOutput | None:
-        """Where case `index` hands its output: on to `on_output`, in its turn."""
-        if on_output is None:
-            return None
-        self._outputs[index] = on_output
-
-        def emit(stream: Stream, text: str) -> None:
-            with self._lock:
-                if index == self._current:
-                    on_output(stream, text)
-                else:
-                    self._held[index].append((stream, text))
-
-        return emit
-
-    def end(self, index: int) -> None:
-        """Case `index` has ended: the next cases' held output goes on, up to the first that
-        has not ended."""
-        with self._lock:
-            self._ended[index] = True
-            while self._current < len(self._ended) and self._ended[self._current]:
-                self._current += 1
-                for stream, text in self._held.pop(self._current, ()):
-                    self._outputs[self._current](stream, text)
