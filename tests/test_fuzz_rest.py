@@ -131,6 +131,9 @@ def test_stateful(fuzzed: Fuzzed) -> None:
             deadline=None,
             suppress_health_check=list(HealthCheck),
             database=None,
+            # A random walk of 25 scenarios missed a GET of a real id about once in 20 runs
+            # with keys on (a third of its calls are refused 401): the same walk each run.
+            derandomize=True,
         )
     )
     for reached_with_an_id in (
