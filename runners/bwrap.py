@@ -30,6 +30,7 @@ _OUT = "/out"
 _BINARY = f"{_BOX}/main"  # where an execution stage finds its compiled program
 _RUNTIME = "/opt/livecode"
 _TTY_INIT = "/opt/livecode-tty"
+_WARM = "/opt/livecode-warm"
 _TMPFS_BYTES = 64 << 20
 # --unshare-all but the network: the slot's spawner already has a network namespace of its own
 _UNSHARE_BUT_NET = ("--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try")
@@ -67,6 +68,7 @@ class Bwrap:
         dev_dir: str | None,
         etc_files: Sequence[tuple[str, str]],
         seccomp_file: str | None,
+        warm_seccomp_file: str | None = None,
     ) -> None:
         self.executable = executable
         self.runtime_dir = runtime_dir
@@ -74,20 +76,31 @@ class Bwrap:
         self.dev_dir = dev_dir
         self.etc_files = tuple(etc_files)  # (host file, path in the sandbox), copied into /etc
         self.seccomp_file = seccomp_file  # None: no filter (no libseccomp here)
+        self.warm_seccomp_file = warm_seccomp_file  # the warm interpreter's (seccomp.py)
 
-    def launch(self, stage: Stage, *, has_private_network: bool, has_memory_cgroup: bool) -> Launch:
-        """Open the fds of one bwrap start and return it; its options travel in an fd."""
-        argv = self._argv(stage, has_private_network, has_memory_cgroup)
+    def launch(
+        self,
+        stage: Stage,
+        *,
+        has_private_network: bool,
+        has_memory_cgroup: bool,
+        warm_binary: str | None = None,
+    ) -> Launch:
+        """Open the fds of one bwrap start and return it; its options travel in an fd.
+
+        With `warm_binary`, the start of a warm interpreter (launch_warm)."""
+        argv = self._argv(stage, has_private_network, has_memory_cgroup, warm_binary)
+        seccomp_file = self.warm_seccomp_file if warm_binary else self.seccomp_file
         fds: list[int] = []
         try:
             if stage.source:  # else no fd: bwrap would hand an unused one to the program
                 fds.append(memfd("source", stage.source))
             for host, _path in self.etc_files:
                 fds.append(os.open(host, os.O_RDONLY | os.O_CLOEXEC))
-            if self.seccomp_file is not None:
-                fds.append(os.open(self.seccomp_file, os.O_RDONLY | os.O_CLOEXEC))
+            if seccomp_file is not None:
+                fds.append(os.open(seccomp_file, os.O_RDONLY | os.O_CLOEXEC))
             copied_bytes = 0
-            for host, _path in _copied(stage):
+            for host, _path in _copied(stage, warm_binary):
                 fds.append(os.open(host, os.O_RDONLY | os.O_CLOEXEC))
                 copied_bytes = max(copied_bytes, os.fstat(fds[-1]).st_size)
             # bwrap's options (host paths of the work root) from an fd: the sandbox's pid 1 is a
@@ -109,7 +122,47 @@ class Bwrap:
             copied_bytes=copied_bytes,
         )
 
-    def _argv(self, stage: Stage, has_private_network: bool, has_memory_cgroup: bool) -> list[str]:
+    def launch_warm(self, binary: str, *, has_private_network: bool) -> Launch:
+        """The start of a slot's warm interpreter (warm.c): a cold run's sandbox but for two
+        things that let it give each run namespaces of its own: no --disable-userns, and the
+        warm filter, which allows unshare and mount (each run stacks the full filter on top).
+        Its fds after the launch's: the cold runs' filter, then the spawner's socket."""
+        if self.seccomp_file is None or self.warm_seccomp_file is None:
+            raise RunnerError("warm start needs the seccomp filter")
+        # the etc files, the warm filter, the interpreter (copied in), bwrap's options
+        count = len(self.etc_files) + 3
+        filter_fd = _FD_FIRST + count
+        stage = Stage(
+            argv=(_WARM, str(filter_fd + 1), str(filter_fd)),
+            source_name="main.py",
+            wall_timeout_s=0.0,
+            memory_mb=0,
+            max_processes=0,
+            file_size_bytes=0,
+            limit_address_space=False,
+        )
+        launch = self.launch(
+            stage,
+            has_private_network=has_private_network,
+            has_memory_cgroup=True,
+            warm_binary=binary,
+        )
+        assert len(launch.fds) == count
+        try:
+            strict = os.open(self.seccomp_file, os.O_RDONLY | os.O_CLOEXEC)
+        except BaseException:
+            for fd in launch.fds:
+                os.close(fd)
+            raise
+        return Launch(argv=launch.argv, fds=(*launch.fds, strict), copied_bytes=launch.copied_bytes)
+
+    def _argv(
+        self,
+        stage: Stage,
+        has_private_network: bool,
+        has_memory_cgroup: bool,
+        warm_binary: str | None = None,
+    ) -> list[str]:
         names = {
             "source": f"{_BOX}/{stage.source_name}",
             "binary": f"{_OUT}/main" if stage.out_dir else _BINARY,
@@ -123,7 +176,8 @@ class Bwrap:
             self.executable,
             *(_UNSHARE_BUT_NET if has_private_network else ("--unshare-all",)),
             "--unshare-user",
-            "--disable-userns",
+            # the warm interpreter makes a user namespace for each run; its runs cannot
+            *(() if warm_binary else ("--disable-userns",)),
             "--die-with-parent",
             "--new-session",
             "--cap-drop", "ALL",
@@ -154,7 +208,7 @@ class Bwrap:
         # than bound: a bind of the work root's file would show its host path in mountinfo.
         # The copy costs about 1 ms a MB: +0.4 ms a start for a 16 KB hello, +4.2 for a 4 MB
         # binary (bench/ab_runners.py against the bind, side by side; python starts unchanged).
-        for index, (_host, path) in enumerate(_copied(stage)):
+        for index, (_host, path) in enumerate(_copied(stage, warm_binary)):
             argv += ["--perms", "0555", "--ro-bind-data", str(fd_copied + index), path]
         if stage.out_dir:
             # The compile stage's output directory: its host path shows in that stage's
@@ -206,9 +260,9 @@ def launch_unsandboxed(
     return Launch(argv=tuple(command), cwd=run_dir, env=env)
 
 
-def _copied(stage: Stage) -> list[tuple[str, str]]:
+def _copied(stage: Stage, warm_binary: str | None = None) -> list[tuple[str, str]]:
     """The host files the stage sees as read-only copies: (host path, path in the sandbox)."""
-    copied = []
+    copied = [(warm_binary, _WARM)] if warm_binary else []
     if stage.binary:
         copied.append((stage.binary, _BINARY))
     if stage.tty_init:

@@ -154,14 +154,15 @@ def claim_slot_indexes(count: int, is_root: bool, work_root: str) -> list[tuple[
     raise RunnerError(f"no free sandbox slot on this host (all {_MAX_SLOT_INDEX} in use)")
 
 
-def make_cgroups(index: int) -> dict[str, str]:
-    """Create (or reuse) the slot's cgroups where cgroup v1 is writable; {} otherwise."""
+def make_cgroups(index: int, kind: str = "slot") -> dict[str, str]:
+    """Create (or reuse) the slot's cgroups (``livecode/{kind}{index}``: "slot" for its cold
+    runs, "warm" for its warm interpreter) where cgroup v1 is writable; {} otherwise."""
     made: dict[str, str] = {}
     for controller in _CGROUP_CONTROLLERS:
         base = os.path.join(_CGROUP_ROOT, controller)
         if not os.path.exists(os.path.join(base, "cgroup.procs")):
             continue
-        directory = os.path.join(base, "livecode", f"slot{index}")
+        directory = os.path.join(base, "livecode", f"{kind}{index}")
         try:
             os.makedirs(directory, exist_ok=True)
             kill_leftovers(directory)  # a crashed previous owner of this slot

@@ -39,6 +39,8 @@ class Language:
     # stderr text that means the program ran out of memory inside its own runtime
     heap_cap: str = ""  # flag capping the heap, for runs without a memory cgroup
     oom_markers: tuple[str, ...] = ()
+    # runs may be forked from a warm interpreter (warm.py) that run_argv would have started
+    warm_start: bool = False
 
     @property
     def is_compiled(self) -> bool:
@@ -62,6 +64,7 @@ _RECIPES: tuple[Language, ...] = (
         # -u: output streams without the program flushing; -I: ignore PYTHON* env and user site
         run_argv=("/usr/bin/python3", "-u", "-I", "{source}"),
         oom_markers=("MemoryError",),
+        warm_start=True,
     ),
     Language(
         id="javascript",

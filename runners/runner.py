@@ -165,6 +165,8 @@ class _Run:
                 file_size_bytes=_RUN_FILE_BYTES,
                 limit_address_space=language.limit_address_space,
                 tty_init=self.workspace.tty_init if self.program.tty else None,
+                # a terminal is made by ttyinit in front of the command: tty runs start cold
+                warm=language.warm_start and not self.program.tty,
             )
             preface = (Stream.COMPILE, replayed) if replayed else None
             if self.program.cases:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from runners import host, spawner, terminal
+from runners import host, spawner, terminal, warm
 from runners.bwrap import Bwrap
 from runners.cache import BinaryCache, build_pch, prepare_runtime
 from runners.control import Control
@@ -33,6 +33,7 @@ from runners.runner import OnCaseOutput, Workspace, run_program
 from runners.seccomp import FILTER_VERSION as SECCOMP_VERSION, build_filter
 from runners.slot import SlotSetup
 from runners.stage import Stage
+from runners.warm import WarmConfig
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class SandboxConfig:
     slots: int = 2
     work_root: str | None = None
     cache_bytes: int = 256 << 20
+    warm: WarmConfig = WarmConfig()  # warm start of Python runs (warm.py)
 
 
 class Sandbox:
@@ -78,6 +80,15 @@ class Sandbox:
         prepare_runtime(self._runtime)
         seccomp = os.path.join(self.work_root, f"seccomp-{SECCOMP_VERSION}.bpf")
         self._has_seccomp = config.mode == "bwrap" and build_filter(seccomp)
+        warm_seccomp = os.path.join(self.work_root, f"seccomp-warm-{SECCOMP_VERSION}.bpf")
+        # warm start needs bwrap, the filter and root (a uid and cgroups of its own)
+        warm_binary = (
+            warm.build(self.work_root)
+            if config.warm.enabled and self._has_seccomp and is_root
+            else None
+        )
+        if warm_binary is not None:
+            build_filter(warm_seccomp, for_warm=True)
         self.cache = BinaryCache(os.path.join(self.work_root, "cache"), config.cache_bytes)
         self._bwrap: Bwrap | None = None
         if config.mode == "bwrap":
@@ -92,6 +103,7 @@ class Sandbox:
                     (os.path.join(self._runtime, "group"), "/etc/group"),
                 ),
                 seccomp_file=seccomp if self._has_seccomp else None,
+                warm_seccomp_file=warm_seccomp if warm_binary is not None else None,
             )
         self._spawner = spawner.build(self.work_root)
         self._workspace = Workspace(
@@ -103,6 +115,8 @@ class Sandbox:
             runtime_dir=self._runtime,
             scratch_dir=scratch,
             is_root=is_root,
+            warm=warm_binary if self._bwrap is not None else None,
+            warm_config=config.warm,
         )
         self._pool = SlotPool(config.slots, setup, self.work_root)
         try:
@@ -185,6 +199,9 @@ class Sandbox:
             "namespaces": ["user", "pid", "net", "ipc", "uts", "mount"] if is_bwrap else [],
             "uid_per_slot": bool(slot and slot.uid is not None),
             "slot_uids": [s.uid for s in slots],
+            # Python runs forked from a warm interpreter per slot, of its own uid (warm.py)
+            "warm_python": bool(slot and slot.is_warm),
+            "warm_uids": [s.warm_uid for s in slots if s.is_warm],
             "cgroup": cgroups,
             "cpuacct": bool(slot and "cpuacct" in slot.cgroups),
             "seccomp": self._has_seccomp,
@@ -218,8 +235,17 @@ class Sandbox:
         code, detail = self._probe_run(("/usr/bin/true",))
         if code != 0:
             raise SandboxUnavailable(f"bwrap does not work here: {detail}")
+        if any(slot.is_warm for slot in self._pool.slots):
+            try:
+                code, detail = self._probe_run(("/usr/bin/python3",), warm=True)
+            except RunnerError as exc:
+                code, detail = None, str(exc)
+            if code != 0:
+                logger.warning("warm start of Python does not work here (%s); it is off", detail)
+                for slot in self._pool.slots:
+                    slot.disable_warm()
 
-    def _probe_run(self, argv: tuple[str, ...]) -> tuple[int | None, str]:
+    def _probe_run(self, argv: tuple[str, ...], *, warm: bool = False) -> tuple[int | None, str]:
         slot = self._pool.acquire(None)
         assert slot is not None
         try:
@@ -231,6 +257,8 @@ class Sandbox:
                 max_processes=8,
                 file_size_bytes=1 << 20,
                 limit_address_space=True,
+                source=b"pass\n" if warm else b"",
+                warm=warm,
             )
             null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)

@@ -31,10 +31,17 @@ _ALLOWED_FAMILY = socket.AF_UNIX
 FILTER_VERSION = 2
 _CLONE_NEWUSER = 0x10000000
 _TIOCSTI = 0x5412
+# what the warm interpreter (warm.c) needs to give each run namespaces of its own; every run
+# installs the full filter on top once set up
+_WARM_ALLOWED = frozenset(("mount", "umount2", "unshare"))
 
 
-def build_filter(path: str) -> bool:
-    """Write the BPF filter to ``path`` unless it exists; False when libseccomp is unavailable."""
+def build_filter(path: str, *, for_warm: bool = False) -> bool:
+    """Write the BPF filter to ``path`` unless it exists; False when libseccomp is unavailable.
+
+    `for_warm`: the warm interpreter's filter, which still allows unshare, mount, umount2 and
+    clone(CLONE_NEWUSER).
+    """
     if os.path.exists(path):
         return True
     try:
@@ -47,6 +54,8 @@ def build_filter(path: str) -> bool:
             return False
     denied = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
     for name in _DENIED:
+        if for_warm and name in _WARM_ALLOWED:
+            continue
         try:
             denied.add_rule(seccomp.ERRNO(errno.EPERM), name)
         except (RuntimeError, ValueError, OSError):
@@ -54,8 +63,9 @@ def build_filter(path: str) -> bool:
     other_family = seccomp.Arg(0, seccomp.NE, _ALLOWED_FAMILY)
     for call in ("socket", "socketpair"):
         denied.add_rule(seccomp.ERRNO(errno.EAFNOSUPPORT), call, other_family)
-    new_user = seccomp.Arg(0, seccomp.MASKED_EQ, _CLONE_NEWUSER, _CLONE_NEWUSER)
-    denied.add_rule(seccomp.ERRNO(errno.EPERM), "clone", new_user)
+    if not for_warm:
+        new_user = seccomp.Arg(0, seccomp.MASKED_EQ, _CLONE_NEWUSER, _CLONE_NEWUSER)
+        denied.add_rule(seccomp.ERRNO(errno.EPERM), "clone", new_user)
     # clone3 passes flags in memory that BPF cannot read: ENOSYS makes glibc fall back to clone
     denied.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
     denied.add_rule(seccomp.ERRNO(errno.EPERM), "ioctl", seccomp.Arg(1, seccomp.EQ, _TIOCSTI))

@@ -4,7 +4,8 @@ Slot N runs as host uid 61000+N (uid 65534 inside bwrap's user namespace), with 
 pids, cpu and cpuacct cgroups when we are root on cgroup v1, and a long-lived spawner living in
 those cgroups: runs inherit them without a per-run move. Starting a stage here means asking the
 spawner for its command line (bwrap.py) as the slot's uid, within the stage's cgroup limits and
-rlimits.
+rlimits. With warm start, a Python stage is forked instead from the slot's warm interpreter, in
+a warm spawner with a uid and cgroups of its own (warm.py).
 """
 
 from __future__ import annotations
@@ -20,8 +21,16 @@ from dataclasses import dataclass
 
 from runners import host
 from runners.bwrap import Bwrap, Launch, launch_unsandboxed
-from runners.spawner import Exit, Request, Spawner, SpawnerGone
+from runners.spawner import Exit, Request, Spawner, SpawnerGone, memfd
 from runners.stage import ExitReport, Stage
+from runners.warm import (
+    RUN_INIT_PROCESSES,
+    WARM_PROCESSES,
+    WARM_UID_BASE,
+    WarmConfig,
+    encode_request as encode_warm_request,
+    interpreter_rlimits,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +47,8 @@ class SlotSetup:
     runtime_dir: str  # mode "none": seen at {runtime}
     scratch_dir: str  # mode "none": each start gets a run directory here
     is_root: bool  # then each slot has a uid and cgroups of its own
+    warm: str | None = None  # the compiled warm interpreter; None: Python starts cold
+    warm_config: WarmConfig = WarmConfig()
 
 
 class Slot:
@@ -59,6 +70,13 @@ class Slot:
         self.cgroups: dict[str, str] = host.make_cgroups(index) if setup.is_root else {}
         self.spawner: Spawner | None = None
         self._run_dir: str | None = None
+        # warm start needs bwrap, and root: a uid and cgroups apart from the cold runs'
+        self.is_warm = setup.warm is not None and setup.bwrap is not None and setup.is_root
+        self.warm_uid: int | None = WARM_UID_BASE + index if self.is_warm else None
+        self.warm_cgroups: dict[str, str] = {}
+        self.warm_spawner: Spawner | None = None
+        self._warm_runs = 0
+        self._warm_started_at = 0.0
         try:
             self._start_spawner()
         except BaseException:
@@ -70,6 +88,8 @@ class Slot:
 
         A spawner found dead (EPIPE, EOF, no reply) is replaced and the start tried once more.
         """
+        if stage.warm and self.is_warm:
+            return self._start_warm(stage, (stdin_fd, stdout_fd, stderr_fd))
         for attempt in range(2):
             if self.spawner is None or self.spawner.is_broken or not self.spawner.is_alive():
                 logger.warning("spawner of slot %d died or misbehaved; restarting it", self.index)
@@ -88,13 +108,28 @@ class Slot:
                 self.reset()
             except Exception:  # noqa: BLE001 - start() tries again before the next run
                 logger.exception("cannot restart the spawner of slot %d", self.index)
+        warm = self.warm_spawner
+        if warm is not None and (warm.is_broken or warm.in_flight or not warm.is_alive()):
+            self.reset_warm()  # the next Python run starts a new interpreter
+
+    def reset_warm(self) -> None:
+        """Kill the warm interpreter, its spawner and everything of its cgroups."""
+        if self.warm_spawner is not None:
+            self.warm_spawner.kill()
+            self.warm_spawner = None
+        self._sweep(self.warm_cgroups, self.warm_uid)
+
+    def disable_warm(self) -> None:
+        """Python runs start cold from now on (the warm interpreter failed its probe)."""
+        self.reset_warm()
+        self.is_warm = False
 
     def reset(self) -> None:
         """Kill the spawner and everything of the slot, then start a new spawner."""
         if self.spawner is not None:
             self.spawner.kill()
             self.spawner = None
-        self._sweep()
+        self._sweep(self.cgroups, self.uid)
         self.cleanup_run()
         self._start_spawner()
 
@@ -109,8 +144,12 @@ class Slot:
         if self.spawner is not None:
             self.spawner.stop()
             self.spawner = None
+        if self.warm_spawner is not None:
+            self.warm_spawner.stop()
+            self.warm_spawner = None
+            self._sweep(self.warm_cgroups, self.warm_uid)
         self.cleanup_run()
-        for directory in self.cgroups.values():
+        for directory in (*self.cgroups.values(), *self.warm_cgroups.values()):
             try:
                 os.rmdir(directory)
             except OSError:
@@ -167,17 +206,102 @@ class Slot:
             os.chown(self._run_dir, self.uid, self.uid)
         return self._run_dir
 
-    def _sweep(self) -> None:
-        """SIGKILL every process left in the slot's cgroups, or else of its uid."""
+    def _start_warm(self, stage: Stage, stdio: tuple[int, int, int]) -> _Running:
+        """Fork a Python stage from the warm interpreter, started (or replaced: dead, broken,
+        or due for recycling) first. A spawner found gone is replaced and the start tried once
+        more, as start() does."""
+        for attempt in range(2):
+            spawner = self._warm_interpreter()
+            try:
+                return self._start_warm_once(spawner, stage, stdio)
+            except SpawnerGone:
+                self.reset_warm()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _warm_interpreter(self) -> Spawner:
+        config = self._setup.warm_config
+        spawner = self.warm_spawner
+        if spawner is not None and (
+            spawner.is_broken
+            or not spawner.is_alive()
+            or self._warm_runs >= config.max_runs
+            or time.monotonic() - self._warm_started_at >= config.max_age_s
+        ):
+            self.reset_warm()
+        if self.warm_spawner is None:
+            self.warm_spawner = self._new_warm_interpreter()
+            self._warm_runs = 0
+            self._warm_started_at = time.monotonic()
+        return self.warm_spawner
+
+    def _new_warm_interpreter(self) -> Spawner:
+        bwrap, binary = self._setup.bwrap, self._setup.warm
+        assert bwrap is not None and binary is not None
+        if not self.warm_cgroups:
+            self.warm_cgroups = host.make_cgroups(self.index, "warm")
+        spawner = Spawner(self._setup.spawner, self.warm_cgroups, self.index)
+        try:
+            launch = bwrap.launch_warm(binary, has_private_network=spawner.has_private_network)
+            null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+            try:
+                request = Request(
+                    uid=self.warm_uid,
+                    cwd=launch.cwd,
+                    memory_bytes=None,
+                    pids_max=None,
+                    rlimits=interpreter_rlimits(),
+                    argv=launch.argv,
+                    env=launch.env,
+                )
+                spawner.start_warm(request, [null, null, null, *launch.fds])
+            finally:
+                os.close(null)
+                for fd in launch.fds:
+                    os.close(fd)
+        except BaseException:
+            spawner.kill()
+            raise
+        return spawner
+
+    def _start_warm_once(
+        self, spawner: Spawner, stage: Stage, stdio: tuple[int, int, int]
+    ) -> _Running:
+        has_memcg = "memory" in self.warm_cgroups
+        request = encode_warm_request(
+            _rlimits(stage, has_memcg=has_memcg, is_warm=True), stage.args
+        )
+        fds = [memfd("source", stage.source)]
+        try:
+            fds.append(memfd("request", request))
+            spawner.start_warm_run(
+                stage.memory_mb << 20 if has_memcg else None,
+                # the spawner, the interpreter's processes and the run's pid 1 count too
+                (
+                    stage.max_processes + WARM_PROCESSES + RUN_INIT_PROCESSES + 1
+                    if "pids" in self.warm_cgroups
+                    else None
+                ),
+                [*stdio, *fds],
+            )
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self._warm_runs += 1
+        return _Running(self, spawner, is_bwrap=True)
+
+    def _sweep(self, cgroups: dict[str, str], uid: int | None) -> None:
+        """SIGKILL every process left in `cgroups`, or else of `uid`."""
         deadline = time.monotonic() + host.SWEEP_TIMEOUT_S
-        for directory in self.cgroups.values():
+        for directory in cgroups.values():
             try:
                 while host.kill_leftovers(directory) and time.monotonic() < deadline:
                     time.sleep(0.005)
             except OSError as exc:
                 logger.warning("cannot sweep cgroup %s: %s", directory, exc)
-        if not self.cgroups and self.uid is not None:
-            host.kill_uid(self.uid)
+        if not cgroups and uid is not None:
+            host.kill_uid(uid)
 
 
 class _Running:
@@ -208,17 +332,19 @@ class _Running:
 
 
 def _rlimits(
-    stage: Stage, *, has_memcg: bool, copied_bytes: int = 0
+    stage: Stage, *, has_memcg: bool, copied_bytes: int = 0, is_warm: bool = False
 ) -> Sequence[tuple[int, int, int]]:
     cpu_s = math.ceil(stage.wall_timeout_s)
     # bwrap copies the executables in under this limit too (a 20 MB binary would not fit);
     # the program's files stay capped by its tmpfs sizes as well
     file_bytes = max(stage.file_size_bytes, copied_bytes)
+    # a warm run's user namespace counts its processes apart: its pid 1 and the program's
+    nproc = stage.max_processes + (RUN_INIT_PROCESSES if is_warm else _SANDBOX_PROCESSES)
     limits = [
         (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),
         (resource.RLIMIT_FSIZE, file_bytes, file_bytes),
         (resource.RLIMIT_NOFILE, _NOFILE, _NOFILE),
-        (resource.RLIMIT_NPROC, stage.max_processes + _SANDBOX_PROCESSES, stage.max_processes + 2),
+        (resource.RLIMIT_NPROC, nproc, nproc),
         (resource.RLIMIT_CORE, 0, 0),
     ]
     if stage.limit_address_space:

@@ -258,7 +258,8 @@ static void set_oom_score_adj(const char *value) {
     close(fd);
 }
 
-static void exec_child(struct request *req, int *fds, int n_fds, int error_w) {
+static void exec_child(struct request *req, int *fds, int n_fds, int error_w,
+                       const char *oom_score_adj) {
     /* the error pipe survives until exec (close-on-exec): a failure here reaches the spawner */
     const char *name = req->argv[0];
     int err = fcntl(error_w, F_DUPFD_CLOEXEC, 64 + 2 * MAX_FDS);
@@ -271,7 +272,7 @@ static void exec_child(struct request *req, int *fds, int n_fds, int error_w) {
     if (syscall(SYS_close_range, n_fds, err - 1, 0) ||
         syscall(SYS_close_range, err + 1, ~0U, 0))
         fail(err, "close_range", name);
-    set_oom_score_adj("1000"); /* before dropping root */
+    set_oom_score_adj(oom_score_adj); /* before dropping root */
     sigset_t none;
     sigemptyset(&none);
     signal(SIGINT, SIG_DFL);
@@ -333,6 +334,59 @@ static void reap_everything(int uid, struct rusage *total, long *maxrss) {
     }
 }
 
+/* What a run is measured against: the cgroups' figures when it started */
+struct measure {
+    long long memory, baseline, oom_before, cpu_before;
+};
+
+/* Set the memory limit and pids.max of the next run and take its starting figures; on failure
+   the error is replied and -1 returned */
+static int set_limits(long long memory, long long pids_max, struct measure *m) {
+    m->memory = memory;
+    m->baseline = m->oom_before = m->cpu_before = 0;
+    if (cg_memory && memory >= 0) {
+        /* The spawner's own pages are charged here too (and a warm spawner's interpreter's):
+           the limit leaves room for them. Not for the page cache earlier runs left charged
+           here: counted in, it would raise the limit run after run without bound. The kernel
+           reclaims that cache under pressure. */
+        /* the peak is measured from the usage once the limit is set: setting it may reclaim */
+        if (read_ll(cg_memory, "memory.usage_in_bytes", &m->baseline) ||
+            set_memory_limit(memory + (m->baseline < own_usage + OWN_SLACK
+                                           ? m->baseline : own_usage + OWN_SLACK)) ||
+            write_ll(cg_memory, "memory.max_usage_in_bytes", 0) ||
+            read_ll(cg_memory, "memory.usage_in_bytes", &m->baseline)) {
+            reply("error cannot set the memory cgroup: %s", strerror(errno));
+            return -1;
+        }
+        m->oom_before = oom_kills();
+    }
+    if (cg_pids && pids_max >= 0 && write_ll(cg_pids, "pids.max", pids_max)) {
+        reply("error cannot set the pids cgroup: %s", strerror(errno));
+        return -1;
+    }
+    if (cg_cpuacct && read_ll(cg_cpuacct, "cpuacct.usage", &m->cpu_before)) m->cpu_before = -1;
+    return 0;
+}
+
+/* The exit report of a run, with what the cgroups measured since set_limits */
+static void report(int status, long long utime_us, long long stime_us, long maxrss,
+                   const struct measure *m) {
+    long long cpu_ns = -1, peak = -1, oom = 0;
+    if (cg_cpuacct && m->cpu_before >= 0 && read_ll(cg_cpuacct, "cpuacct.usage", &cpu_ns) == 0)
+        cpu_ns -= m->cpu_before;
+    else
+        cpu_ns = -1;
+    if (cg_memory && m->memory >= 0) {
+        if (read_ll(cg_memory, "memory.max_usage_in_bytes", &peak) == 0)
+            peak -= m->baseline;
+        else
+            peak = -1;
+        oom = oom_kills() > m->oom_before;
+    }
+    reply("exit %d %lld %lld %ld %lld %lld %lld", status, utime_us, stime_us, maxrss, cpu_ns,
+          peak, oom);
+}
+
 /* Start one run, wait for it and report; 0 when the Sandbox went away meanwhile */
 static int run(char *buf, size_t size, int *fds, int *n_fds) {
     struct request req;
@@ -340,27 +394,8 @@ static int run(char *buf, size_t size, int *fds, int *n_fds) {
         reply("error malformed request");
         return 1;
     }
-    long long baseline = 0, oom_before = 0, cpu_before = 0;
-    if (cg_memory && req.memory >= 0) {
-        /* The spawner's own pages are charged here too: the limit leaves room for them. Not
-           for the page cache earlier runs left charged here: counted in, it would raise the
-           limit run after run without bound. The kernel reclaims that cache under pressure. */
-        /* the peak is measured from the usage once the limit is set: setting it may reclaim */
-        if (read_ll(cg_memory, "memory.usage_in_bytes", &baseline) ||
-            set_memory_limit(req.memory + (baseline < own_usage + OWN_SLACK
-                                                ? baseline : own_usage + OWN_SLACK)) ||
-            write_ll(cg_memory, "memory.max_usage_in_bytes", 0) ||
-            read_ll(cg_memory, "memory.usage_in_bytes", &baseline)) {
-            reply("error cannot set the memory cgroup: %s", strerror(errno));
-            return 1;
-        }
-        oom_before = oom_kills();
-    }
-    if (cg_pids && req.pids_max >= 0 && write_ll(cg_pids, "pids.max", req.pids_max)) {
-        reply("error cannot set the pids cgroup: %s", strerror(errno));
-        return 1;
-    }
-    if (cg_cpuacct && read_ll(cg_cpuacct, "cpuacct.usage", &cpu_before)) cpu_before = -1;
+    struct measure m;
+    if (set_limits(req.memory, req.pids_max, &m)) return 1;
     int pipe_fds[2];
     if (pipe2(pipe_fds, O_CLOEXEC)) {
         reply("error pipe: %s", strerror(errno));
@@ -369,7 +404,7 @@ static int run(char *buf, size_t size, int *fds, int *n_fds) {
     pid_t pid = fork();
     if (pid == 0) {
         close(pipe_fds[0]);
-        exec_child(&req, fds, *n_fds, pipe_fds[1]);
+        exec_child(&req, fds, *n_fds, pipe_fds[1], "1000");
     }
     close(pipe_fds[1]);
     for (int k = 0; k < *n_fds; k++) close(fds[k]);
@@ -417,24 +452,205 @@ static int run(char *buf, size_t size, int *fds, int *n_fds) {
     while (wait4(pid, &status, 0, &total) < 0 && errno == EINTR) {}
     long maxrss = total.ru_maxrss;
     reap_everything(req.uid, &total, &maxrss);
-    long long cpu_ns = -1, peak = -1, oom = 0;
-    if (cg_cpuacct && cpu_before >= 0 && read_ll(cg_cpuacct, "cpuacct.usage", &cpu_ns) == 0)
-        cpu_ns -= cpu_before;
-    else
-        cpu_ns = -1;
-    if (cg_memory && req.memory >= 0) {
-        if (read_ll(cg_memory, "memory.max_usage_in_bytes", &peak) == 0)
-            peak -= baseline;
-        else
-            peak = -1;
-        oom = oom_kills() > oom_before;
-    }
     if (alive)
-        reply("exit %d %lld %lld %ld %lld %lld %lld", status,
-              (long long)total.ru_utime.tv_sec * 1000000 + total.ru_utime.tv_usec,
-              (long long)total.ru_stime.tv_sec * 1000000 + total.ru_stime.tv_usec, maxrss,
-              cpu_ns, peak, oom);
+        report(status, (long long)total.ru_utime.tv_sec * 1000000 + total.ru_utime.tv_usec,
+               (long long)total.ru_stime.tv_sec * 1000000 + total.ru_stime.tv_usec, maxrss,
+               &m);
     return alive;
+}
+
+
+/* A warm spawner's interpreter (warm.c): its bwrap is our child, its socket our end */
+static pid_t warm_pid = -1;
+static int warm_sock = -1;
+static int warm_count; /* processes of the slot's cgroup but us once it is ready: its own */
+
+/* Processes in the slot's cgroup but us; -1 when it cannot be read */
+static int count_procs(void) {
+    static char buf[1 << 16];
+    const char *dir = cg_pids ? cg_pids : (n_cg ? cg_all[0] : NULL);
+    if (!dir || read_procs(dir, buf, sizeof buf)) return -1;
+    int count = 0;
+    pid_t me = getpid();
+    for (char *p = buf; *p;) {
+        char *end;
+        long pid = strtol(p, &end, 10);
+        if (end == p) break;
+        if (pid > 0 && pid != me) count++;
+        p = end;
+        while (*p == '\n') p++;
+    }
+    return count;
+}
+
+/* Kill the interpreter and everything of the slot's cgroups, and reap them */
+static void kill_warm(void) {
+    if (warm_sock >= 0) close(warm_sock);
+    warm_sock = -1;
+    if (warm_pid > 0) kill(warm_pid, SIGKILL);
+    warm_pid = -1;
+    struct rusage ignored;
+    memset(&ignored, 0, sizeof ignored);
+    long maxrss = 0;
+    reap_everything(-1, &ignored, &maxrss);
+}
+
+/* A reply of the interpreter within the start-up wait, NUL-terminated; its length or -1 */
+static ssize_t warm_reply(char *buf, size_t size, int timeout_ms) {
+    struct pollfd wait = {warm_sock, POLLIN, 0};
+    int ready;
+    do ready = poll(&wait, 1, timeout_ms);
+    while (ready < 0 && errno == EINTR);
+    if (ready <= 0) return -1;
+    ssize_t n = recv(warm_sock, buf, size - 1, 0);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    return n;
+}
+
+/* "warm" + a run request: start the slot's interpreter with our end of a new socket as one
+   more fd after the request's; reply "ready" once it has said so */
+static void start_warm(char *buf, size_t size, int *fds, int *n_fds) {
+    struct request req;
+    if (warm_pid > 0 || parse(buf, size, &req) || *n_fds >= MAX_FDS) {
+        reply("error malformed warm request");
+        return;
+    }
+    int pair[2], pipe_fds[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair)) {
+        reply("error socketpair: %s", strerror(errno));
+        return;
+    }
+    fds[(*n_fds)++] = pair[1];
+    if (pipe2(pipe_fds, O_CLOEXEC)) {
+        close(pair[0]);
+        reply("error pipe: %s", strerror(errno));
+        return;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pipe_fds[0]);
+        /* the OOM killer takes a run (1000) before the interpreter, never the spawner */
+        exec_child(&req, fds, *n_fds, pipe_fds[1], "-999");
+    }
+    close(pipe_fds[1]);
+    for (int k = 0; k < *n_fds; k++) close(fds[k]);
+    *n_fds = 0;
+    char error[2048];
+    ssize_t got = -1;
+    if (pid > 0) {
+        do got = read(pipe_fds[0], error, sizeof error - 1);
+        while (got < 0 && errno == EINTR);
+    }
+    close(pipe_fds[0]);
+    if (pid < 0 || got > 0) {
+        close(pair[0]);
+        if (pid > 0) waitpid(pid, NULL, 0);
+        error[got > 0 ? got : 0] = 0;
+        reply("error %s", pid < 0 ? strerror(errno) : error);
+        return;
+    }
+    warm_pid = pid;
+    warm_sock = pair[0];
+    char ready[64];
+    if (warm_reply(ready, sizeof ready, 30000) != 5 || memcmp(ready, "ready", 5) != 0) {
+        kill_warm();
+        reply("error the warm interpreter did not start");
+        return;
+    }
+    warm_count = count_procs();
+    /* from now on our own usage includes the interpreter's: runs are measured above it */
+    if (cg_memory && read_ll(cg_memory, "memory.usage_in_bytes", &own_usage)) own_usage = 0;
+    reply("ready");
+}
+
+/* "warmrun\0memory\0pids_max" + fds for the interpreter: a run forked from it, measured
+   and reported as run() does; 0 when the Sandbox went away meanwhile */
+static int warm_run(char *buf, size_t size, int *fds, int *n_fds) {
+    char *fields[3];
+    char *p = buf, *end = buf + size;
+    buf[size] = 0;
+    for (int k = 0; k < 3; k++) {
+        if (p > end) {
+            reply("error malformed request");
+            return 1;
+        }
+        fields[k] = p;
+        p += strlen(p) + 1;
+    }
+    if (warm_pid <= 0) {
+        reply("gone");
+        return 1;
+    }
+    struct measure m;
+    long long memory = *fields[1] ? strtoll(fields[1], NULL, 10) : -1;
+    long long pids_max = *fields[2] ? strtoll(fields[2], NULL, 10) : -1;
+    if (set_limits(memory, pids_max, &m)) return 1;
+    char control[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+    memset(control, 0, sizeof control);
+    struct iovec iov = {"run", 3};
+    struct msghdr header = {0};
+    header.msg_iov = &iov;
+    header.msg_iovlen = 1;
+    header.msg_control = control;
+    header.msg_controllen = CMSG_SPACE(sizeof(int) * *n_fds);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&header);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * *n_fds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * *n_fds);
+    ssize_t sent = sendmsg(warm_sock, &header, MSG_NOSIGNAL);
+    for (int k = 0; k < *n_fds; k++) close(fds[k]);
+    *n_fds = 0;
+    char answer[1100];
+    if (sent < 0 || warm_reply(answer, sizeof answer, 30000) < 0) {
+        kill_warm();
+        reply("gone");
+        return 1;
+    }
+    if (strncmp(answer, "error ", 6) == 0) {
+        reply("%s", answer);
+        return 1;
+    }
+    if (strncmp(answer, "pid ", 4) != 0) {
+        kill_warm();
+        reply("gone");
+        return 1;
+    }
+    reply("pid %s", answer + 4);
+    struct pollfd polls[2] = {{sock, POLLIN, 0}, {warm_sock, POLLIN, 0}};
+    for (;;) {
+        if (poll(polls, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            kill_warm();
+            reply("gone");
+            return 1;
+        }
+        if (polls[0].revents) {
+            ssize_t n = recv(sock, msg, MSG_BYTES, 0);
+            if (n <= 0) {
+                kill_warm();
+                return 0;
+            }
+            if ((size_t)n == 4 && memcmp(msg, "kill", 4) == 0)
+                send(warm_sock, "kill", 4, MSG_NOSIGNAL);
+        }
+        if (polls[1].revents) break;
+    }
+    int status;
+    long long utime_us, stime_us;
+    long maxrss;
+    if (warm_reply(answer, sizeof answer, 0) < 0 ||
+        sscanf(answer, "exit %d %lld %lld %ld", &status, &utime_us, &stime_us, &maxrss) != 4) {
+        kill_warm();
+        reply("gone");
+        return 1;
+    }
+    report(status, utime_us, stime_us, maxrss, &m);
+    /* C's death ended every process of the run; one more here is a way out of its namespace:
+       the interpreter is not trusted with another run */
+    if (count_procs() != warm_count) kill_warm();
+    return 1;
 }
 
 /* A long request, from a memfd (closed here): malloc'd, NUL-terminable; NULL on failure */
@@ -517,6 +733,10 @@ int main(int argc, char **argv) {
         int keep = 1;
         if (size >= 4 && memcmp(msg, "run", 4) == 0) {
             keep = run(msg, (size_t)size, fds, &n_fds);
+        } else if (size >= 5 && memcmp(msg, "warm", 5) == 0) {
+            start_warm(msg, (size_t)size, fds, &n_fds);
+        } else if (size >= 8 && memcmp(msg, "warmrun", 8) == 0) {
+            keep = warm_run(msg, (size_t)size, fds, &n_fds);
         } else if (size == 5 && memcmp(msg, "runfd", 5) == 0) {
             size_t length = 0;
             char *request = n_fds > 0 ? read_request(fds[--n_fds], &length) : NULL;

@@ -15,6 +15,17 @@ SOCK_SEQPACKET socket, one message each, fields separated by NUL bytes (empty = 
        after every process is reaped; CPU_NS (cpuacct) and MEMORY_PEAK (memory cgroup, bytes
        over the spawner's own usage) are -1 without those cgroups, OOM is 1 after an OOM kill
 
+A warm spawner (one more per slot, with a uid and cgroups of its own) hosts the slot's warm
+Python interpreter (warm.c) and starts Python runs by forking it::
+
+    -> warm + a run request as above (the interpreter's bwrap command line)
+       + fds; the spawner adds its end of a new socket as one more fd
+    <- "ready"                       once the interpreter said so, or "error text"
+    -> "warmrun\0memory_bytes\0pids_max" + fds stdin, stdout, stderr, source, request (warm.py)
+    <- "pid N", "error text", or "gone" (no interpreter, or it broke the protocol: killed)
+    -> "kill"                        (optional)
+    <- "exit ..." as above; the run alone, above the interpreter's own usage
+
 At start the spawner enters a network namespace of its own (when root), answering "ready
 netns", and sets its oom_score_adj to -1000 (its runs get 1000): the OOM killer never picks it.
 Before each run it sets the memory limit (memory_bytes plus its own usage) and pids.max.
@@ -82,10 +93,12 @@ def build(work_root: str) -> str:
     return build_c(work_root, _SOURCE, "spawner", mode=0o700)
 
 
-def build_c(work_root: str, source_name: str, name: str, *, mode: int) -> str:
+def build_c(
+    work_root: str, source_name: str, name: str, *, mode: int, flags: Sequence[str] = ()
+) -> str:
     """Compile a C program of this package (`source_name`) into ``work_root/NAME-DIGEST`` once
-    per source, with file mode `mode`; return its path. Raises SandboxUnavailable when gcc is
-    missing or fails."""
+    per source and `flags` (gcc's, after the source), with file mode `mode`; return its path.
+    Raises SandboxUnavailable when gcc is missing or fails."""
     if not os.access(_GCC, os.X_OK):
         raise SandboxUnavailable(
             f"the sandbox builds its spawner with gcc, and {_GCC} is missing: install gcc "
@@ -94,7 +107,7 @@ def build_c(work_root: str, source_name: str, name: str, *, mode: int) -> str:
     # Compiled from these very bytes, never from the package file again: what is built is what
     # the digest names.
     source = resources.files("runners").joinpath(source_name).read_bytes()
-    digest = hashlib.sha256(source).hexdigest()[:16]
+    digest = hashlib.sha256(source + "\0".join(flags).encode()).hexdigest()[:16]
     binary = os.path.join(work_root, f"{name}-{digest}")
     if os.access(binary, os.X_OK):
         return binary
@@ -105,10 +118,10 @@ def build_c(work_root: str, source_name: str, name: str, *, mode: int) -> str:
         built = os.path.join(scratch, name)
         try:
             done = subprocess.run(
-                [_GCC, "-O2", "-Wall", "-o", built, source_path],
+                [_GCC, "-O2", "-Wall", "-o", built, source_path, *flags],
                 env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
                 capture_output=True,
-                timeout=60,
+                timeout=120,
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -195,6 +208,44 @@ class Spawner:
         if not reply.startswith(b"pid "):
             raise self._anomaly(f"sent {reply[:200]!r}")
 
+    def start_warm(self, request: Request, fds: Sequence[int]) -> None:
+        """Start the warm interpreter (its bwrap command line in `request`); return once it is
+        ready. Raises RunnerError when it cannot start, SpawnerGone on any anomaly."""
+        assert self._sock is not None
+        try:
+            socket.send_fds(self._sock, [encode_request(request, kind="warm")], list(fds))
+        except OSError as exc:
+            raise self._anomaly(f"failed: {exc}") from exc
+        reply = self._receive()
+        if reply.startswith(b"error "):
+            raise RunnerError(
+                f"cannot start the warm interpreter: {reply[6:].decode(errors='replace')}"
+            )
+        if reply != b"ready":
+            raise self._anomaly(f"sent {reply[:200]!r}")
+
+    def start_warm_run(
+        self, memory_bytes: int | None, pids_max: int | None, fds: Sequence[int]
+    ) -> None:
+        """Ask the warm interpreter for a run (fds: stdin, stdout, stderr, source, request);
+        return once it runs. Raises RunnerError when it cannot start, SpawnerGone on any
+        anomaly (the interpreter is gone too)."""
+        assert self._sock is not None
+        message = "\0".join(
+            ["warmrun", "" if memory_bytes is None else str(memory_bytes), str(pids_max or "")]
+        )
+        self.in_flight = True
+        try:
+            socket.send_fds(self._sock, [message.encode()], list(fds))
+        except OSError as exc:
+            raise self._anomaly(f"failed: {exc}") from exc
+        reply = self._receive()
+        if reply.startswith(b"error "):
+            self.in_flight = False
+            raise RunnerError(f"cannot start the program: {reply[6:].decode(errors='replace')}")
+        if not reply.startswith(b"pid "):
+            raise self._anomaly(f"sent {reply[:200]!r}")
+
     def fileno(self) -> int:
         """The socket's fd: readable once the exit report has come (or the spawner died)."""
         assert self._sock is not None
@@ -266,14 +317,15 @@ class Spawner:
         return SpawnerGone(f"the spawner of slot {self.slot_index} {what}")
 
 
-def encode_request(request: Request) -> bytes:
-    """A run request for the spawner: fields separated by NUL bytes (see the module docstring)."""
+def encode_request(request: Request, *, kind: str = "run") -> bytes:
+    """A run (or warm) request for the spawner: fields separated by NUL bytes (see the module
+    docstring)."""
 
     def text(value: int | None) -> str:
         return "" if value is None else str(value)
 
     fields = [
-        "run",
+        kind,
         text(request.uid),
         text(request.uid),  # gid = uid
         request.cwd or "",

@@ -27,6 +27,8 @@ class Stage:
     # a tty run: host path of ttyinit (terminal.py), started in front of the command, with a
     # unix socket as stdin to send the terminal's master through
     tty_init: str | None = None
+    # a Python run a slot may fork from its warm interpreter (warm.py) instead of starting cold
+    warm: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,426 @@
+/* The warm Python of a slot (W): an interpreter initialised once, forked for each run.
+
+   Built with gcc against the static libpython of /usr/bin/python3 by runners/warm.py (which also
+   draws the protocol), started by the slot's warm spawner inside bwrap exactly as a cold run's
+   python3 is (same namespaces, uid 65534, no capabilities), but without --disable-userns and with
+   a seccomp filter that still allows unshare and mount: each run makes namespaces of its own.
+
+   W is `python3 -u -I /box/main.py` split in two: Py_InitializeFromConfig with that command line
+   (python's own main does the same), then, instead of running the file, a loop in C that never
+   runs Python code. For each run W clones a child C with new user, mount, PID and IPC namespaces:
+   C is pid 1 of the run (as bwrap's init is for a cold run), mounts a fresh /proc, /tmp and /box,
+   writes the source, and forks R (pid 2), which puts stdin/stdout/stderr on the run's pipes, sets
+   the run's rlimits, drops every capability (bounding set included), sets no_new_privs, installs
+   the cold runs' seccomp filter on top of W's, and only then goes back to Python: new sys.std*
+   objects on the new fds, the run's sys.argv, and Py_RunMain, which runs /box/main.py as python3
+   does. C drops its capabilities and takes the same filter once R is forked; it only reaps.
+
+   Why a run cannot reach W: W is in none of the run's namespaces but the network's and the
+   user namespace's parent; the run's PID namespace has no number for W (kill, ptrace, pidfd_open,
+   process_vm_readv and /proc all need one, and the filter denies ptrace, process_vm_* and kcmp
+   anyway); the capabilities C and R held during set-up are of the run's own user namespace,
+   which owns nothing of W's; W is not dumpable. When C exits the kernel kills every process left
+   in the run's PID namespace, so killing C (cancel, timeout) ends the whole run.
+
+   Protocol on the control socket (SOCK_SEQPACKET, fd argv[1]); argv[2] is an fd holding the
+   cold runs' BPF filter:
+     <- "ready"                                  once the interpreter is initialised
+     -> "run" + fds stdin, stdout, stderr, source (memfd), request (memfd: "N\0(res\0soft\0hard\0)*N
+        argc\0arg*")
+     <- "pid N" or "error text"
+     -> "kill"                                   (optional)
+     <- "exit STATUS UTIME_US STIME_US MAXRSS_KIB" once C and so every process of the run is gone
+   EOF on the socket: W kills a run under way and exits. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define SANDBOX_ID 65534 /* the uid and gid of every sandboxed program, as bwrap --uid gives */
+#define TMPFS_OPTIONS "size=67108864,mode=0755" /* as bwrap --size 64 MiB --tmpfs */
+#define N_FDS 5 /* stdin, stdout, stderr, source, request */
+#define MAX_ARGS 4096
+#define MAX_REQUEST (16 << 20)
+
+static const char *const PYTHON_ARGV[] = {"/usr/bin/python3", "-u", "-I", "/box/main.py"};
+
+/* sys.stdin/stdout/stderr as python's create_stdio makes them with -u, on the run's fds: the
+   objects W made describe W's fds (whether they are seekable is cached) */
+static const char STDIO[] =
+    "import io, sys\n"
+    "def make(fd, name, old, write):\n"
+    "    buffer = io.open(fd, 'wb' if write else 'rb', 0 if write else -1, closefd=False)\n"
+    "    (buffer if write else buffer.raw).name = name\n"
+    "    text = io.TextIOWrapper(buffer, old.encoding, old.errors, '\\n', False, True)\n"
+    "    text.mode = 'w' if write else 'r'\n"
+    "    return text\n"
+    "sys.stdin = sys.__stdin__ = make(0, '<stdin>', sys.__stdin__, False)\n"
+    "sys.stdout = sys.__stdout__ = make(1, '<stdout>', sys.__stdout__, True)\n"
+    "sys.stderr = sys.__stderr__ = make(2, '<stderr>', sys.__stderr__, True)\n";
+
+static int control;
+static struct sock_fprog filter;
+
+static void reply(const char *fmt, ...) {
+    char out[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(out, sizeof out, fmt, ap);
+    va_end(ap);
+    if (n < 0) n = 0;
+    if (n >= (int)sizeof out) n = sizeof out - 1;
+    send(control, out, (size_t)n, MSG_NOSIGNAL);
+}
+
+/* in C or R: say why the run could not start on the error pipe, and end */
+static void fail(int error_w, const char *what) {
+    char out[512];
+    int n = snprintf(out, sizeof out, "warm start: %s: %s", what, strerror(errno));
+    if (n > (int)sizeof out - 1) n = sizeof out - 1;
+    if (write(error_w, out, (size_t)n) < 0) _exit(127);
+    _exit(127);
+}
+
+static int write_text(const char *path, const char *text) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = write(fd, text, strlen(text));
+    close(fd);
+    return n == (ssize_t)strlen(text) ? 0 : -1;
+}
+
+static char *read_all(int fd, size_t *size, size_t cap) {
+    struct stat st;
+    if (fstat(fd, &st) || st.st_size < 0 || (size_t)st.st_size > cap) return NULL;
+    char *buf = malloc((size_t)st.st_size + 1);
+    if (!buf) return NULL;
+    size_t total = 0;
+    while (total < (size_t)st.st_size) {
+        ssize_t n = pread(fd, buf + total, (size_t)st.st_size - total, (off_t)total);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            free(buf);
+            return NULL;
+        }
+        total += (size_t)n;
+    }
+    buf[total] = 0;
+    *size = total;
+    return buf;
+}
+
+/* Every capability gone for good (bounding and ambient sets too), no_new_privs, then the cold
+   runs' filter: stacked on W's, the stricter answer wins. */
+static void confine(int error_w) {
+    for (int cap = 0; cap <= CAP_LAST_CAP; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) && errno != EINVAL) fail(error_w, "capbset");
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)) fail(error_w, "ambient");
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    if (syscall(SYS_capset, &header, data)) fail(error_w, "capset");
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) fail(error_w, "no_new_privs");
+    if (filter.len && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &filter, 0, 0))
+        fail(error_w, "seccomp");
+}
+
+struct request {
+    int n_rlimits;
+    long long rlimits[16][3];
+    int argc;
+    char *args[MAX_ARGS];
+};
+
+/* "N\0(res\0soft\0hard\0)*N argc\0arg*" */
+static int parse(char *buf, size_t size, struct request *req) {
+    char *p = buf, *end = buf + size;
+#define NEXT(var)                           \
+    do {                                    \
+        if (p >= end) return -1;            \
+        var = p;                            \
+        p += strlen(p) + 1;                 \
+    } while (0)
+    char *item;
+    NEXT(item);
+    req->n_rlimits = atoi(item);
+    if (req->n_rlimits < 0 || req->n_rlimits > 16) return -1;
+    for (int r = 0; r < req->n_rlimits; r++)
+        for (int k = 0; k < 3; k++) {
+            NEXT(item);
+            req->rlimits[r][k] = strtoll(item, NULL, 10);
+        }
+    NEXT(item);
+    req->argc = atoi(item);
+    if (req->argc < 0 || req->argc >= MAX_ARGS) return -1;
+    for (int k = 0; k < req->argc; k++) NEXT(req->args[k]);
+    return 0;
+#undef NEXT
+}
+
+static int mount_tmpfs(const char *path) {
+    return mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, TMPFS_OPTIONS);
+}
+
+static void write_source(int source, int error_w) {
+    int out = open("/box/main.py", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (out < 0) fail(error_w, "source");
+    fchmod(out, 0666); /* as bwrap --file, whatever the umask */
+    char buf[65536];
+    off_t at = 0;
+    for (;;) {
+        ssize_t n = pread(source, buf, sizeof buf, at);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) fail(error_w, "source");
+        if (n == 0) break;
+        if (write(out, buf, (size_t)n) != n) fail(error_w, "source");
+        at += n;
+    }
+    close(out);
+}
+
+/* R: the run's program, pid 2 of its namespace */
+static void program(struct request *req, int *fds, int error_w) {
+    for (int k = 0; k < 3; k++)
+        if (dup2(fds[k], k) < 0) fail(error_w, "dup2");
+    int err = fcntl(error_w, F_DUPFD_CLOEXEC, 3);
+    if (err < 0 || (err > 3 && syscall(SYS_close_range, 3, err - 1, 0)) ||
+        syscall(SYS_close_range, err + 1, ~0U, 0))
+        fail(error_w, "close_range");
+    error_w = err;
+    if (chdir("/box")) fail(error_w, "chdir");
+    for (int r = 0; r < req->n_rlimits; r++) {
+        struct rlimit limit = {(rlim_t)req->rlimits[r][1], (rlim_t)req->rlimits[r][2]};
+        if (req->rlimits[r][1] < 0) limit.rlim_cur = RLIM_INFINITY;
+        if (req->rlimits[r][2] < 0) limit.rlim_max = RLIM_INFINITY;
+        if (setrlimit((int)req->rlimits[r][0], &limit)) fail(error_w, "setrlimit");
+    }
+    prctl(PR_SET_NAME, "python3", 0, 0, 0);
+    confine(error_w);
+    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0); /* as a cold run: its /proc/self is its own */
+    close(error_w);                      /* W reads EOF: the run has started */
+
+    PyOS_AfterFork_Child();
+    PyObject *argv = PyList_New(0), *orig = PyList_New(0);
+    for (size_t k = 0; k < sizeof PYTHON_ARGV / sizeof *PYTHON_ARGV; k++) {
+        PyObject *item = PyUnicode_DecodeFSDefault(PYTHON_ARGV[k]);
+        if (k == 3) PyList_Append(argv, item);
+        PyList_Append(orig, item);
+        Py_DECREF(item);
+    }
+    for (int k = 0; k < req->argc; k++) {
+        PyObject *item = PyUnicode_DecodeFSDefault(req->args[k]);
+        PyList_Append(argv, item);
+        PyList_Append(orig, item);
+        Py_DECREF(item);
+    }
+    PySys_SetObject("argv", argv);
+    PySys_SetObject("orig_argv", orig);
+    Py_DECREF(argv);
+    Py_DECREF(orig);
+    PyObject *globals = PyDict_New();
+    PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins());
+    PyObject *done = PyRun_String(STDIO, Py_file_input, globals, globals);
+    if (done == NULL) {
+        PyErr_Print();
+        _exit(120);
+    }
+    Py_DECREF(done);
+    Py_DECREF(globals);
+    exit(Py_RunMain());
+}
+
+/* C: pid 1 of the run's namespaces. Sets them up, forks R, reaps, and exits as R did (a signal
+   N as 128+N, as bwrap's init reports it). */
+static void init(struct request *req, int *fds, int error_w) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    /* W is not dumpable, and neither is a fork of it: its /proc files would be root's, and the
+       maps below could not be written */
+    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+    char map[64];
+    snprintf(map, sizeof map, "%d %d 1", SANDBOX_ID, SANDBOX_ID);
+    if (write_text("/proc/self/setgroups", "deny") || write_text("/proc/self/uid_map", map) ||
+        write_text("/proc/self/gid_map", map))
+        fail(error_w, "id maps");
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)) fail(error_w, "private mounts");
+    if (mount_tmpfs("/tmp") || mount_tmpfs("/box")) fail(error_w, "tmpfs");
+    struct stat shm;
+    if (lstat("/dev/shm", &shm) == 0 && S_ISDIR(shm.st_mode) && mount_tmpfs("/dev/shm"))
+        fail(error_w, "tmpfs /dev/shm");
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL))
+        fail(error_w, "proc");
+    write_source(fds[3], error_w);
+    if (write_text("/proc/self/oom_score_adj", "1000")) fail(error_w, "oom_score_adj");
+    if (setsid() < 0) fail(error_w, "setsid");
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); /* R, holding no capability, must not reach C */
+    pid_t pid = fork();
+    if (pid < 0) fail(error_w, "fork");
+    if (pid == 0) program(req, fds, error_w);
+    confine(error_w);
+    /* the run's pipes among them: their readers wait for every writer to close */
+    syscall(SYS_close_range, 0, ~0U, 0);
+    for (;;) {
+        int status;
+        pid_t ended = wait(&status);
+        if (ended < 0 && errno == EINTR) continue;
+        if (ended < 0) _exit(127);
+        if (ended != pid) continue; /* an orphan of the run */
+        if (WIFSIGNALED(status)) _exit(128 + WTERMSIG(status));
+        _exit(WEXITSTATUS(status));
+    }
+}
+
+static void run(int *fds, int n_fds) {
+    struct request req;
+    size_t size = 0;
+    char *buf = n_fds == N_FDS ? read_all(fds[4], &size, MAX_REQUEST) : NULL;
+    if (!buf || parse(buf, size, &req)) {
+        reply("error malformed request");
+        free(buf);
+        return;
+    }
+    int pipe_fds[2];
+    if (pipe2(pipe_fds, O_CLOEXEC)) {
+        reply("error pipe: %s", strerror(errno));
+        free(buf);
+        return;
+    }
+    PyOS_BeforeFork();
+    pid_t pid = (pid_t)syscall(SYS_clone, CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID |
+                                              CLONE_NEWIPC | SIGCHLD, NULL, NULL, NULL, NULL);
+    if (pid == 0) {
+        close(pipe_fds[0]);
+        close(control);
+        init(&req, fds, pipe_fds[1]);
+    }
+    PyOS_AfterFork_Parent();
+    free(buf);
+    close(pipe_fds[1]);
+    if (pid < 0) {
+        close(pipe_fds[0]);
+        reply("error clone: %s", strerror(errno));
+        return;
+    }
+    char error[1024];
+    ssize_t got;
+    do got = read(pipe_fds[0], error, sizeof error - 1);
+    while (got < 0 && errno == EINTR);
+    close(pipe_fds[0]);
+    if (got > 0) {
+        error[got] = 0;
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        reply("error %s", error);
+        return;
+    }
+    reply("pid %d", (int)pid);
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    struct pollfd polls[2] = {{control, POLLIN, 0}, {pidfd, POLLIN, 0}};
+    char msg[64];
+    while (pidfd >= 0) {
+        if (poll(polls, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (polls[0].revents) {
+            ssize_t n = recv(control, msg, sizeof msg, 0);
+            if (n <= 0) {
+                kill(pid, SIGKILL); /* the spawner is gone: so are we, once C is reaped */
+                polls[0].fd = -1;
+                control = -1;
+            } else if (n == 4 && memcmp(msg, "kill", 4) == 0) {
+                kill(pid, SIGKILL); /* C is pid 1: its death ends every process of the run */
+            }
+        }
+        if (polls[1].revents) break;
+    }
+    if (pidfd >= 0) close(pidfd);
+    int status = 0;
+    struct rusage usage;
+    memset(&usage, 0, sizeof usage);
+    while (wait4(pid, &status, 0, &usage) < 0 && errno == EINTR) {}
+    if (control < 0) _exit(0);
+    reply("exit %d %lld %lld %ld", status,
+          (long long)usage.ru_utime.tv_sec * 1000000 + usage.ru_utime.tv_usec,
+          (long long)usage.ru_stime.tv_sec * 1000000 + usage.ru_stime.tv_usec, usage.ru_maxrss);
+}
+
+static int initialize(void) {
+    PyStatus status;
+    PyPreConfig preconfig;
+    PyPreConfig_InitPythonConfig(&preconfig);
+    int argc = sizeof PYTHON_ARGV / sizeof *PYTHON_ARGV;
+    status = Py_PreInitializeFromBytesArgs(&preconfig, argc, (char **)PYTHON_ARGV);
+    if (PyStatus_Exception(status)) return -1;
+    PyConfig config;
+    PyConfig_InitPythonConfig(&config);
+    status = PyConfig_SetBytesArgv(&config, argc, (char **)PYTHON_ARGV);
+    if (!PyStatus_Exception(status)) status = Py_InitializeFromConfig(&config);
+    PyConfig_Clear(&config);
+    return PyStatus_Exception(status) ? -1 : 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) return 2;
+    control = atoi(argv[1]);
+    int filter_fd = atoi(argv[2]);
+    if (fcntl(control, F_SETFD, FD_CLOEXEC)) return 2;
+    size_t size = 0;
+    char *bpf = read_all(filter_fd, &size, 1 << 20);
+    close(filter_fd);
+    if (!bpf || size % sizeof(struct sock_filter)) return 2;
+    filter.len = (unsigned short)(size / sizeof(struct sock_filter));
+    filter.filter = (struct sock_filter *)bpf;
+    /* same-uid processes may not ptrace W nor read its /proc files */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    if (initialize()) return 1;
+    reply("ready");
+    for (;;) {
+        char msg[16];
+        char cbuf[CMSG_SPACE(sizeof(int) * N_FDS)];
+        struct iovec iov = {msg, sizeof msg};
+        struct msghdr header = {0};
+        header.msg_iov = &iov;
+        header.msg_iovlen = 1;
+        header.msg_control = cbuf;
+        header.msg_controllen = sizeof cbuf;
+        ssize_t n = recvmsg(control, &header, MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return 0; /* the spawner is gone */
+        int fds[N_FDS], n_fds = 0;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&header); c; c = CMSG_NXTHDR(&header, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+            int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            int *data = (int *)CMSG_DATA(c);
+            for (int k = 0; k < count; k++) {
+                if (n_fds < N_FDS) fds[n_fds++] = data[k];
+                else close(data[k]);
+            }
+        }
+        if (n == 3 && memcmp(msg, "run", 3) == 0) run(fds, n_fds);
+        else reply("error unknown request");
+        for (int k = 0; k < n_fds; k++) close(fds[k]);
+    }
+}
