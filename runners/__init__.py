@@ -16,6 +16,7 @@ from runners.program import Case, Program
 from runners.result import ExecutionStatus, Reason, Result, Stream, Verdict
 from runners.sandbox import Sandbox, SandboxConfig
 from runners.terminal import MAX_COLS as MAX_TERMINAL_COLS, MAX_ROWS as MAX_TERMINAL_ROWS
+from runners.warm import WarmConfig
 
 __all__ = [
     "MAX_TERMINAL_COLS",
@@ -36,6 +37,7 @@ __all__ = [
     "ToolchainMissing",
     "UnknownLanguage",
     "Verdict",
+    "WarmConfig",
     "detect_languages",
     "resolve_language",
 ]

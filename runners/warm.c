@@ -279,6 +279,8 @@ static void init(struct request *req, int *fds, int error_w) {
     if (pid < 0) fail(error_w, "fork");
     if (pid == 0) program(req, fds, error_w);
     confine(error_w);
+    /* holding no capability now, C may be R's equal, as bwrap's init is a cold run's */
+    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
     /* the run's pipes among them: their readers wait for every writer to close */
     syscall(SYS_close_range, 0, ~0U, 0);
     for (;;) {

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from runners import Limits, Program, Result, Sandbox, SandboxConfig, Stream
+from runners import Limits, Program, Result, Sandbox, SandboxConfig, Stream, WarmConfig
 from tests.utils import TIMEOUT_SCALE
 
 # set before any sandbox exists: a program must never be able to read it
@@ -37,20 +37,24 @@ requires_bwrap = (
 
 
 @contextmanager
-def private_sandbox(slots: int) -> Iterator[Sandbox]:
+def private_sandbox(slots: int, warm: WarmConfig | None = None) -> Iterator[Sandbox]:
     """A sandbox on a private work root (other processes share the default one), traversable
     by slot uids, removed afterwards."""
     work_root = tempfile.mkdtemp(dir="/var/tmp", prefix="livecode-test-")
     try:
-        with Sandbox(SandboxConfig(slots=slots, work_root=work_root)) as sandbox:
+        config = SandboxConfig(slots=slots, work_root=work_root, warm=warm or WarmConfig())
+        with Sandbox(config) as sandbox:
             yield sandbox
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def sandbox() -> Iterator[Sandbox]:
-    with private_sandbox(slots=2) as opened:
+# Every test of the sandbox runs twice: Python forked from the warm interpreter, and cold.
+@pytest.fixture(scope="session", params=["warm", "cold"])
+def sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+    with private_sandbox(slots=2, warm=WarmConfig(enabled=request.param == "warm")) as opened:
+        if request.param == "warm" and os.geteuid() == 0:
+            assert opened.measures()["warm_python"], "warm start should work here"
         yield opened
 
 
@@ -86,7 +90,12 @@ def run(sandbox: Sandbox, prog: Program, limits: Limits = FAST) -> tuple[Result,
 
 
 def slot_processes(sandbox: Sandbox) -> list[str]:
-    """Host processes running as any slot uid (the spawners run as root, so none expected)."""
+    """Host processes running as any slot uid (the spawners run as root, so none expected), or
+    living in a warm run's PID namespace."""
+    return _cold_processes(sandbox) + run_processes(sandbox)
+
+
+def _cold_processes(sandbox: Sandbox) -> list[str]:
     uids = {str(uid) for uid in sandbox.measures()["slot_uids"] if uid is not None}
     found = []
     for entry in pathlib.Path("/proc").iterdir():
@@ -102,8 +111,29 @@ def slot_processes(sandbox: Sandbox) -> list[str]:
     return found
 
 
+def run_processes(sandbox: Sandbox) -> list[str]:
+    """Host processes of a warm uid in a run's PID namespace (three levels deep: the host's,
+    the warm interpreter's bwrap's, the run's): only the interpreter and its bwrap may live on."""
+    uids = {str(uid) for uid in sandbox.measures()["warm_uids"]}
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        is_in_run = len(fields.get("NSpid", "").split()) > 2
+        if set(fields.get("Uid", "").split()) & uids and is_in_run:
+            if "Z" not in fields.get("State", ""):
+                found.append(f"{entry.name} {fields.get('Name', '').strip()}")
+    return found
+
+
 def assert_nothing_left(sandbox: Sandbox) -> None:
-    """No process of a slot uid remains on the host, and no run directory either."""
+    """No process of a slot uid (or of a warm run) remains on the host, and no run directory
+    either."""
     assert slot_processes(sandbox) == []
     scratch = pathlib.Path(sandbox.work_root) / "scratch"
     assert list(scratch.iterdir()) == []

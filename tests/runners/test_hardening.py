@@ -28,6 +28,7 @@ from runners import (
     Stream,
 )
 from runners.cache import BinaryCache
+from runners.spawner import Spawner
 from tests.runners.conftest import FAST, assert_nothing_left, program, requires_bwrap, run
 from tests.utils import wait_until
 
@@ -44,7 +45,9 @@ def crowded_sandbox(sandbox: Sandbox) -> Iterator[Sandbox]:
     while held[-1] < _CROWD:
         held.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
     try:
-        box = Sandbox(SandboxConfig(slots=1, work_root=sandbox.work_root))
+        box = Sandbox(
+            SandboxConfig(slots=1, work_root=sandbox.work_root, warm=sandbox.config.warm)
+        )
     finally:
         for fd in held:
             os.close(fd)
@@ -64,6 +67,18 @@ def test_a_program_inherits_only_stdin_stdout_and_stderr(
     assert (result.status, result.stdout) == (ExecutionStatus.COMPLETED, "fds: 0 1 2\n"), result
 
 
+def _python_spawner(box: Sandbox) -> Spawner:
+    """The spawner a Python run of the 1-slot `box` goes through: with warm start, the warm
+    spawner (its interpreter started first)."""
+    slot = box._pool.slots[0]
+    if slot.is_warm:
+        run(box, Program("python", "pass"))
+        assert slot.warm_spawner is not None
+        return slot.warm_spawner
+    assert slot.spawner is not None
+    return slot.spawner
+
+
 def _in_thread(call: Callable[[], object], timeout_s: float) -> object:
     """call() in a daemon thread; fails instead of hanging the tests when it never returns."""
     done: list[object] = []
@@ -81,8 +96,8 @@ def test_a_silent_spawner_is_replaced_and_the_run_retried(
     monkeypatch.setattr(runners.spawner, "_REPLY_TIMEOUT_S", 1.0)
     slot = crowded_sandbox._pool.slots[0]
     slot.reset()  # its socket gets the shorter reply timeout
-    assert slot.spawner is not None
-    stalled = slot.spawner.process.pid
+    slot.reset_warm()
+    stalled = _python_spawner(crowded_sandbox).process.pid
     os.kill(stalled, signal.SIGSTOP)  # alive, holding its socket, never answering
     try:
         result = _in_thread(lambda: run(crowded_sandbox, Program("python", "print('ok')")), 20)
@@ -90,7 +105,7 @@ def test_a_silent_spawner_is_replaced_and_the_run_retried(
         with contextlib.suppress(ProcessLookupError):
             os.kill(stalled, signal.SIGCONT)
     assert isinstance(result, tuple) and result[0].stdout == "ok\n", result
-    assert slot.spawner is not None and slot.spawner.process.pid != stalled
+    assert _python_spawner(crowded_sandbox).process.pid != stalled
 
 
 def test_a_run_the_spawner_does_not_end_resets_the_slot(
@@ -98,9 +113,7 @@ def test_a_run_the_spawner_does_not_end_resets_the_slot(
 ) -> None:
     """A killed run its spawner never ends is our error; nothing is left running, the next works."""
     monkeypatch.setattr(runners.pump, "_KILL_GRACE_S", 1.0)
-    slot = crowded_sandbox._pool.slots[0]
-    assert slot.spawner is not None
-    stalled = slot.spawner.process.pid
+    stalled = _python_spawner(crowded_sandbox).process.pid
     limits = Limits(wall_timeout_s=1)
     prog = Program("python", "import time\nprint('started', flush=True)\ntime.sleep(60)")
 
@@ -113,8 +126,8 @@ def test_a_run_the_spawner_does_not_end_resets_the_slot(
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(stalled, signal.SIGCONT)
-    assert slot.spawner is not None and slot.spawner.process.pid != stalled
     assert_nothing_left(crowded_sandbox)  # the sleeping program was killed with the spawner
+    assert _python_spawner(crowded_sandbox).process.pid != stalled
     result = _in_thread(lambda: run(crowded_sandbox, Program("python", "print('next')")), 20)
     assert isinstance(result, tuple) and result[0].stdout == "next\n", result
 
@@ -239,7 +252,9 @@ def test_no_host_path_in_the_sandbox_init_command_line(sandbox: Sandbox, languag
         " for (size_t i = 0; i < n; i++) std::putchar(b[i] ? b[i] : ' '); }",
     }[language]
     result, _ = run(sandbox, Program(language, source))
-    assert result.status is ExecutionStatus.COMPLETED and "bwrap" in result.stdout, result
+    # pid 1 is bwrap's init, or a warm run's init: a fork of the warm interpreter
+    init = "livecode-warm" if language == "python" and sandbox.measures()["warm_python"] else "bwrap"
+    assert result.status is ExecutionStatus.COMPLETED and init in result.stdout, result
     assert sandbox.work_root not in result.stdout and "/var/tmp" not in result.stdout, result
 
 
