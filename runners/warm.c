@@ -300,12 +300,14 @@ static void run(int *fds, int n_fds) {
     char *buf = n_fds == N_FDS ? read_all(fds[4], &size, MAX_REQUEST) : NULL;
     if (!buf || parse(buf, size, &req)) {
         reply("error malformed request");
+        if (buf) explicit_bzero(buf, size);
         free(buf);
         return;
     }
     int pipe_fds[2];
     if (pipe2(pipe_fds, O_CLOEXEC)) {
         reply("error pipe: %s", strerror(errno));
+        explicit_bzero(buf, size);
         free(buf);
         return;
     }
@@ -318,6 +320,9 @@ static void run(int *fds, int n_fds) {
         init(&req, fds, pipe_fds[1]);
     }
     PyOS_AfterFork_Parent();
+    /* every later run is a fork of this memory: nothing of this one may stay in it */
+    explicit_bzero(buf, size);
+    explicit_bzero(&req, sizeof req);
     free(buf);
     close(pipe_fds[1]);
     if (pid < 0) {
@@ -335,6 +340,7 @@ static void run(int *fds, int n_fds) {
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         reply("error %s", error);
+        explicit_bzero(error, sizeof error);
         return;
     }
     reply("pid %d", (int)pid);
@@ -367,6 +373,13 @@ static void run(int *fds, int n_fds) {
     reply("exit %d %lld %lld %ld", status,
           (long long)usage.ru_utime.tv_sec * 1000000 + usage.ru_utime.tv_usec,
           (long long)usage.ru_stime.tv_sec * 1000000 + usage.ru_stime.tv_usec, usage.ru_maxrss);
+}
+
+/* what the reply said (a run's exit status and usage) is none of the next run's business */
+static void forget_replies(void) {
+    char stack[4096];
+    explicit_bzero(stack, sizeof stack);
+    __asm__ volatile("" : : "r"(stack) : "memory");
 }
 
 static int initialize(void) {
@@ -423,6 +436,7 @@ int main(int argc, char **argv) {
         }
         if (n == 3 && memcmp(msg, "run", 3) == 0) run(fds, n_fds);
         else reply("error unknown request");
+        forget_replies();
         for (int k = 0; k < n_fds; k++) close(fds[k]);
     }
 }

@@ -45,9 +45,7 @@ def crowded_sandbox(sandbox: Sandbox) -> Iterator[Sandbox]:
     while held[-1] < _CROWD:
         held.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
     try:
-        box = Sandbox(
-            SandboxConfig(slots=1, work_root=sandbox.work_root, warm=sandbox.config.warm)
-        )
+        box = Sandbox(SandboxConfig(slots=1, work_root=sandbox.work_root, warm=sandbox.config.warm))
     finally:
         for fd in held:
             os.close(fd)
@@ -253,7 +251,9 @@ def test_no_host_path_in_the_sandbox_init_command_line(sandbox: Sandbox, languag
     }[language]
     result, _ = run(sandbox, Program(language, source))
     # pid 1 is bwrap's init, or a warm run's init: a fork of the warm interpreter
-    init = "livecode-warm" if language == "python" and sandbox.measures()["warm_python"] else "bwrap"
+    init = (
+        "livecode-warm" if language == "python" and sandbox.measures()["warm_python"] else "bwrap"
+    )
     assert result.status is ExecutionStatus.COMPLETED and init in result.stdout, result
     assert sandbox.work_root not in result.stdout and "/var/tmp" not in result.stdout, result
 

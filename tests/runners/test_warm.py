@@ -1,0 +1,243 @@
+"""Warm start: Python runs forked from one interpreter per slot see nothing of one another.
+
+Each test uses a 1-slot sandbox, so that consecutive runs are forks of the same interpreter (the
+hash of a string shows which one: its seed is the interpreter's). The whole runners suite also
+runs with warm start on (conftest's sandbox fixture).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import secrets
+import signal
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from runners import Control, ExecutionStatus, Limits, Program, Reason, Sandbox, WarmConfig
+from runners.warm import WARM_PROCESSES
+from tests.runners.conftest import FAST, private_sandbox, program, requires_bwrap, run
+
+pytestmark = [
+    requires_bwrap,
+    pytest.mark.skipif(os.geteuid() != 0, reason="warm start needs root (a uid and cgroups)"),
+]
+
+HASH = Program("python", "print(hash('livecode'))")
+
+
+@pytest.fixture(scope="module")
+def warm() -> Iterator[Sandbox]:
+    with private_sandbox(slots=1) as opened:
+        assert opened.measures()["warm_python"]
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def cold() -> Iterator[Sandbox]:
+    with private_sandbox(slots=1, warm=WarmConfig(enabled=False)) as opened:
+        assert not opened.measures()["warm_python"]
+        yield opened
+
+
+def _interpreter(sandbox: Sandbox) -> str:
+    """Which interpreter served the run: its hash seed's hash of a string."""
+    result, _ = run(sandbox, HASH)
+    assert result.status is ExecutionStatus.COMPLETED, result
+    return result.stdout
+
+
+def _found(stdout: str) -> str:
+    lines = [line for line in stdout.splitlines() if line.startswith("found:")]
+    assert lines, stdout
+    return lines[-1]
+
+
+@pytest.mark.parametrize("stdin", [None, b"typed\n"])
+def test_a_warm_run_sees_what_a_cold_run_sees(
+    warm: Sandbox, cold: Sandbox, stdin: bytes | None
+) -> None:
+    """A program sees the same interpreter and process, warm or cold: modules, sys.path, flags,
+    argv, __main__, environment, ids, capabilities, rlimits, signal handlers, stdio objects."""
+    prog = program("warm_state", "python", stdin=stdin, args=("an arg", "two"))
+    states = []
+    for sandbox in (warm, cold):
+        result, _ = run(sandbox, prog)
+        assert result.status is ExecutionStatus.COMPLETED, result
+        states.append(json.loads(result.stdout))
+    assert states[0] == states[1]
+
+
+def test_nothing_a_run_leaves_reaches_the_next(warm: Sandbox) -> None:
+    """Files in /tmp, /box, /dev/shm, environment, modules, builtins, sys.path, the recursion
+    limit, signal handlers, threads and processes of one run: none is there in the next."""
+    first = _interpreter(warm)
+    left, _ = run(warm, program("warm_leave", "python"))
+    assert left.status is ExecutionStatus.COMPLETED, left
+    # its atexit handler ran at its own exit, as in a cold run
+    assert left.stdout == "left\natexit of the leaving run\n", left
+    looked, _ = run(warm, program("warm_look", "python"))
+    assert _found(looked.stdout) == "found: []", looked
+    assert _interpreter(warm) == first  # all of it on the same interpreter
+
+
+def test_a_run_cannot_reach_the_interpreter(warm: Sandbox) -> None:
+    """A run finds no process but its own: it cannot signal, trace or read the interpreter, nor
+    leave its namespaces; the interpreter serves the next run as if nothing happened."""
+    first = _interpreter(warm)
+    result, _ = run(warm, program("warm_reach", "python"))
+    assert result.status is ExecutionStatus.COMPLETED, result
+    assert _found(result.stdout) == "found: []", result
+    assert _interpreter(warm) == first
+
+
+def test_a_run_corrupting_its_interpreter_leaves_the_next_intact(warm: Sandbox) -> None:
+    """A run that rewrites its interpreter's memory with ctypes and crashes hurts only itself."""
+    first = _interpreter(warm)
+    result, _ = run(warm, program("warm_corrupt", "python"))
+    assert result.stdout == "corrupted\n" and result.signal == signal.SIGSEGV, result
+    after, _ = run(warm, Program("python", "import sys\nprint(1 + 1, 'json' in sys.modules)"))
+    assert after.stdout == "2 False\n", after
+    assert _interpreter(warm) == first
+
+
+def test_no_run_finds_another_runs_arguments_in_memory(warm: Sandbox) -> None:
+    """The interpreter keeps nothing of a run's request: a later run scanning all of its memory
+    (a copy of the interpreter's) does not find an earlier run's arguments."""
+    token = secrets.token_hex(16)
+    run(warm, Program("python", "pass", args=(token,)))
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    scan = (
+        "import hashlib, re, sys\n"
+        "found = []\n"
+        "mem = open('/proc/self/mem', 'rb')\n"
+        "for line in open('/proc/self/maps'):\n"
+        "    span, perms = line.split()[:2]\n"
+        "    if 'r' not in perms or line.rstrip().endswith(('[vvar]', '[vsyscall]')):\n"
+        "        continue\n"
+        "    start, end = (int(x, 16) for x in span.split('-'))\n"
+        "    try:\n"
+        "        mem.seek(start)\n"
+        "        data = mem.read(end - start)\n"
+        "    except OSError:\n"
+        "        continue\n"
+        "    for hit in re.finditer(rb'[0-9a-f]{32}', data):\n"
+        "        if hashlib.sha256(hit.group()).hexdigest() == sys.argv[1]:\n"
+        "            found.append(hex(start))\n"
+        "print('found:', found)\n"
+    )
+    result, _ = run(warm, Program("python", scan, args=(digest,)), Limits(wall_timeout_s=20))
+    assert _found(result.stdout) == "found: []", result
+
+
+def test_the_interpreter_is_replaced_after_max_runs() -> None:
+    """No interpreter serves more than max_runs runs (the sandbox's start-up probe among them):
+    then a new one, with a new hash seed, takes over."""
+    with private_sandbox(slots=1, warm=WarmConfig(max_runs=2)) as sandbox:
+        seeds = [_interpreter(sandbox) for _ in range(5)]
+    assert seeds[1] == seeds[2] != seeds[3] == seeds[4], seeds  # the probe was seeds[0]'s 1st
+
+
+def test_the_interpreter_is_replaced_after_max_age() -> None:
+    """An interpreter older than max_age_s serves no more runs."""
+    with private_sandbox(slots=1, warm=WarmConfig(max_age_s=0.001)) as sandbox:
+        first, second = (_interpreter(sandbox) for _ in range(2))
+    assert first != second
+
+
+def test_bad_recycling_settings_are_refused() -> None:
+    """max_runs below 1 and a max_age_s that is not positive are clear errors."""
+    with pytest.raises(ValueError, match="max_runs"):
+        WarmConfig(max_runs=0)
+    with pytest.raises(ValueError, match="max_age_s"):
+        WarmConfig(max_age_s=0)
+
+
+def test_a_dead_interpreter_is_replaced(warm: Sandbox) -> None:
+    """Killed from outside, the interpreter is rebuilt and the next run works."""
+    first = _interpreter(warm)
+    uid = str(warm.measures()["warm_uids"][0])
+    for entry in pathlib.Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if "\nName:\tlivecode-warm\n" in f"\n{status}" and f"Uid:\t{uid}\t" in status:
+            os.kill(int(entry.name), signal.SIGKILL)
+    assert _interpreter(warm) != first
+
+
+def test_warm_start_off_runs_python_cold() -> None:
+    """With warm start off, python3 itself runs the program."""
+    with private_sandbox(slots=1, warm=WarmConfig(enabled=False)) as sandbox:
+        assert sandbox.measures()["warm_python"] is False
+        result, _ = run(
+            sandbox, Program("python", "import os\nprint(os.readlink('/proc/self/exe'))")
+        )
+    assert result.stdout == "/usr/bin/python3.11\n", result
+
+
+def test_usage_is_the_runs_alone(warm: Sandbox, cold: Sandbox) -> None:
+    """Memory and CPU are the run's, not the interpreter's added: a hello world reports about what
+    it does cold, a run filling 64 MiB reports that much more, and its CPU is at least what it
+    spent itself."""
+    hello = Program("python", "print('hello')")
+    warm_hello, _ = run(warm, hello)
+    cold_hello, _ = run(cold, hello)
+    assert warm_hello.memory_kb is not None and cold_hello.memory_kb is not None
+    assert warm_hello.memory_kb <= cold_hello.memory_kb + 4096, (warm_hello, cold_hello)
+    fill = Program(
+        "python",
+        "import resource\nblock = bytearray(64 << 20)\nfor i in range(0, len(block), 4096):\n"
+        "    block[i] = 1\nx = 0\nfor i in range(3_000_000):\n    x += i\n"
+        "usage = resource.getrusage(resource.RUSAGE_SELF)\n"
+        "print(int((usage.ru_utime + usage.ru_stime) * 1000))",
+    )
+    result, _ = run(warm, fill, Limits(wall_timeout_s=30))
+    assert result.status is ExecutionStatus.COMPLETED and result.memory_kb is not None, result
+    assert (64 << 10) <= result.memory_kb <= (64 << 10) + warm_hello.memory_kb + 4096, result
+    assert result.cpu_time_ms is not None and result.cpu_time_ms >= int(result.stdout), result
+
+
+def test_the_memory_limit_counts_the_run_alone(warm: Sandbox) -> None:
+    """A run may use its memory limit, not less for the interpreter beside it, and not more."""
+    limits = Limits(wall_timeout_s=20, memory_mb=96)
+    fits = Program("python", "block = bytearray(80 << 20)\nprint('fits')")
+    result, _ = run(warm, fits, limits)
+    assert result.stdout == "fits\n", result
+    over = Program("python", "block = bytearray(120 << 20)\nprint('fits')")
+    result, _ = run(warm, over, limits)
+    assert result.reason is Reason.MEMORY_LIMIT, result
+
+
+def test_cancel_kills_every_process_of_the_run(warm: Sandbox) -> None:
+    """Cancelled, a run that started a tree of processes leaves none behind, and the slot's
+    interpreter is still the one it had (only the run's processes were killed)."""
+    first = _interpreter(warm)
+    control = Control()
+    source = (
+        "import os, time\n"
+        "for _ in range(4):\n"
+        "    if os.fork() == 0:\n"
+        "        os.setsid()\n"
+        "        os.fork()\n"
+        "        time.sleep(60)\n"
+        "print('started', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+
+    def on_output(stream: object, text: str) -> None:
+        if "started" in text:
+            threading.Thread(target=control.cancel).start()
+
+    result = warm.run(Program("python", source), FAST, on_output=on_output, control=control)
+    assert result.status is ExecutionStatus.CANCELLED, result
+    run(warm, Program("python", "pass"))  # asserts that nothing of any run is left
+    assert _interpreter(warm) == first
+    slot = warm._pool.slots[0]
+    procs = pathlib.Path(slot.warm_cgroups["pids"], "cgroup.procs").read_text().split()
+    assert len(procs) == WARM_PROCESSES + 1  # the interpreter's three and its spawner
