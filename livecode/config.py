@@ -112,6 +112,11 @@ class Settings:
     tenant_max_queued: int = 50
     tenant_max_sessions: int = 1000
     sandbox: str = "bwrap"
+    # Python runs forked from a warm interpreter per sandbox slot (runners/warm.py), replaced
+    # after warm_python_runs runs or warm_python_age_s seconds (a fresh hash seed)
+    warm_python: bool = True
+    warm_python_runs: int = 200
+    warm_python_age_s: float = 60.0
     worker_threads: int = dataclasses.field(default_factory=default_worker_threads)
     wait_cap_s: float = 30.0
     broker_poll_ms: int = 1000
@@ -171,7 +176,7 @@ class Settings:
             "max_source_bytes max_stdin_bytes max_cases runs_per_minute runs_per_session queue_cap "
             "worker_threads ws_messages_per_s max_attempts lease_s sweep_interval_s "
             "message_grace_s relay_check_s tenant_runs_per_minute tenant_max_running "
-            "tenant_max_queued tenant_max_sessions"
+            "tenant_max_queued tenant_max_sessions warm_python_runs warm_python_age_s"
         ).split()
         for name in positive:
             if getattr(self, name) <= 0:

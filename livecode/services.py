@@ -38,7 +38,14 @@ from livecode.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from livecode.relay import Relay
 from livecode.store import Store
 from livecode.sweeper import Sweeper
-from runners import Language, Sandbox, SandboxConfig, SandboxUnavailable, detect_languages
+from runners import (
+    Language,
+    Sandbox,
+    SandboxConfig,
+    SandboxUnavailable,
+    WarmConfig,
+    detect_languages,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +122,15 @@ def open_services(settings: Settings, *, consume: bool) -> Services:
             )
         try:
             services.sandbox = Sandbox(
-                SandboxConfig(mode=settings.sandbox, slots=settings.worker_threads)
+                SandboxConfig(
+                    mode=settings.sandbox,
+                    slots=settings.worker_threads,
+                    warm=WarmConfig(
+                        enabled=settings.warm_python,
+                        max_runs=settings.warm_python_runs,
+                        max_age_s=settings.warm_python_age_s,
+                    ),
+                )
             )
         except SandboxUnavailable as exc:
             # No sandbox means no execution: serve everything else and say why runs fail.

@@ -47,6 +47,8 @@ def test_variables_and_plain_urls() -> None:
     assert settings.database_url == "postgresql+psycopg://u@db:5432/live"
     assert settings.is_distributed
     assert settings.wall_timeout_s == 2.5 and settings.worker_threads == 3
+    assert settings.warm_python  # warm start is on unless turned off
+    assert not Settings.from_env({"LIVECODE_WARM_PYTHON": "false"}).warm_python
     assert settings.allowed_origins == ("https://a.example", "https://b.example")
 
 
@@ -71,6 +73,9 @@ def test_livecode_variables_win_and_flags_win_over_them() -> None:
         ("LIVECODE_SANDBOX", "docker"),
         ("LIVECODE_DATABASE_URL", "mysql://x"),
         ("LIVECODE_REDIS_URL", "http://x"),
+        ("LIVECODE_WARM_PYTHON", "perhaps"),
+        ("LIVECODE_WARM_PYTHON_RUNS", "0"),
+        ("LIVECODE_WARM_PYTHON_AGE_S", "0"),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str) -> None:
