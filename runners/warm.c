@@ -81,6 +81,11 @@ static const char STDIO[] =
     "sys.stdout = sys.__stdout__ = make(1, '<stdout>', sys.__stdout__, True)\n"
     "sys.stderr = sys.__stderr__ = make(2, '<stderr>', sys.__stderr__, True)\n";
 
+/* pycore_pylifecycle.h: set by PyErr_Print when the program ends on KeyboardInterrupt; the exit
+   code a SystemExit asks for (its message printed) */
+extern int _Py_UnhandledKeyboardInterrupt;
+extern int _Py_HandleSystemExit(int *exitcode);
+
 static int control;
 static struct sock_fprog filter;
 
@@ -201,6 +206,133 @@ static void write_source(int source, int error_w) {
     close(out);
 }
 
+/* flush_std_files of pylifecycle.c: -1 when stdout or stderr cannot be flushed */
+static int flush_std_files(void) {
+    int status = 0;
+    const char *names[] = {"stdout", "stderr"};
+    for (int k = 0; k < 2; k++) {
+        PyObject *file = PySys_GetObject(names[k]); /* borrowed */
+        if (file == NULL || file == Py_None) continue;
+        PyObject *closed = PyObject_GetAttrString(file, "closed");
+        int is_closed = closed != NULL && PyObject_IsTrue(closed) == 1;
+        Py_XDECREF(closed);
+        PyErr_Clear();
+        if (is_closed) continue;
+        PyObject *done = PyObject_CallMethod(file, "flush", NULL);
+        if (done == NULL) {
+            if (k == 0) PyErr_WriteUnraisable(file);
+            else PyErr_Clear();
+            status = -1;
+        }
+        Py_XDECREF(done);
+    }
+    return status;
+}
+
+/* The end of Py_RunMain: what Py_FinalizeEx does that a program can see, in its order (the
+   threads joined, atexit handlers, the std streams flushed, garbage collected and __main__'s
+   globals released, so that their __del__ run), then _exit. Not done: freeing every object of
+   the interpreter, which no program sees and which in a fork copies most of the interpreter's
+   pages (about 3 ms of a hello world's 6). sys.exit() ends through Py_Exit: the whole
+   finalisation. */
+static void finish(int exitcode) {
+    PyObject *name = PyUnicode_FromString("threading");
+    PyObject *threading = name ? PyImport_GetModule(name) : NULL;
+    Py_XDECREF(name);
+    if (threading != NULL) {
+        PyObject *done = PyObject_CallMethod(threading, "_shutdown", NULL);
+        if (done == NULL) PyErr_WriteUnraisable(threading);
+        Py_XDECREF(done);
+        Py_DECREF(threading);
+    }
+    PyErr_Clear();
+    PyObject *atexit = PyImport_ImportModule("atexit");
+    if (atexit != NULL) {
+        PyObject *done = PyObject_CallMethod(atexit, "_run_exitfuncs", NULL);
+        Py_XDECREF(done);
+        Py_DECREF(atexit);
+    }
+    PyErr_Clear();
+    if (flush_std_files() < 0) exitcode = 120;
+    PyGC_Collect();
+    PyObject *main_module = PyImport_AddModule("__main__"); /* borrowed */
+    if (main_module != NULL) _PyModule_Clear(main_module);
+    PyErr_Clear();
+    PyGC_Collect();
+    if (flush_std_files() < 0) exitcode = 120;
+    if (_Py_UnhandledKeyboardInterrupt) { /* exit_sigint of main.c */
+        signal(SIGINT, SIG_DFL);
+        kill(getpid(), SIGINT);
+    }
+    _exit(exitcode);
+}
+
+/* flush_io of pythonrun.c: stderr and stdout flushed, the exception under way kept */
+static void flush_io(void) {
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    const char *names[] = {"stderr", "stdout"};
+    for (int k = 0; k < 2; k++) {
+        PyObject *file = PySys_GetObject(names[k]);
+        PyObject *done = file && file != Py_None ? PyObject_CallMethod(file, "flush", NULL) : NULL;
+        Py_XDECREF(done);
+        PyErr_Clear();
+    }
+    PyErr_Restore(type, value, traceback);
+}
+
+/* pymain_run_python of main.c for -I /box/main.py (the importer looked up, and cached, for the
+   file; the audit event), running the file as _PyRun_SimpleFileObject of pythonrun.c does
+   (__file__, __cached__ and __loader__ in __main__, the file's code, the exception printed),
+   but for one thing: a SystemExit ends through finish() too, where PyErr_Print would call
+   Py_Exit, the whole finalisation */
+static void run_main(void) {
+    const char *path = PYTHON_ARGV[3];
+    int exitcode = 1;
+    PyObject *filename = PyUnicode_DecodeFSDefault(path);
+    PyObject *importer = filename ? PyImport_GetImporter(filename) : NULL;
+    if (importer == NULL || PySys_Audit("cpython.run_file", "O", filename) < 0) {
+        PyErr_Print();
+        finish(exitcode);
+    }
+    Py_DECREF(importer);
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL) {
+        PySys_FormatStderr("%s: can't open file '%s': [Errno %d] %s\n", PYTHON_ARGV[0], path,
+                           errno, strerror(errno));
+        finish(2);
+    }
+    PyObject *main_module = PyImport_AddModule("__main__"); /* borrowed */
+    PyObject *globals = main_module ? PyModule_GetDict(main_module) : NULL;
+    PyObject *bootstrap = PyImport_ImportModule("_frozen_importlib_external");
+    PyObject *loader = bootstrap ? PyObject_CallMethod(bootstrap, "SourceFileLoader", "sO",
+                                                       "__main__", filename)
+                                 : NULL;
+    if (globals == NULL || loader == NULL ||
+        PyDict_SetItemString(globals, "__file__", filename) < 0 ||
+        PyDict_SetItemString(globals, "__cached__", Py_None) < 0 ||
+        PyDict_SetItemString(globals, "__loader__", loader) < 0) {
+        PyErr_Print();
+        finish(exitcode);
+    }
+    Py_DECREF(loader);
+    Py_DECREF(bootstrap);
+    PyCompilerFlags flags = _PyCompilerFlags_INIT;
+    PyObject *result = PyRun_FileExFlags(fp, path, Py_file_input, globals, globals, 1, &flags);
+    flush_io();
+    if (result != NULL) {
+        exitcode = 0;
+        Py_DECREF(result);
+    } else if (!PyErr_ExceptionMatches(PyExc_SystemExit) || !_Py_HandleSystemExit(&exitcode)) {
+        PyErr_Print();
+        exitcode = 1;
+    }
+    if (PyDict_DelItemString(globals, "__file__")) PyErr_Clear();
+    if (PyDict_DelItemString(globals, "__cached__")) PyErr_Clear();
+    Py_DECREF(filename);
+    finish(exitcode);
+}
+
 /* R: the run's program, pid 2 of its namespace */
 static void program(struct request *req, int *fds, int error_w) {
     for (int k = 0; k < 3; k++)
@@ -249,7 +381,7 @@ static void program(struct request *req, int *fds, int error_w) {
     }
     Py_DECREF(done);
     Py_DECREF(globals);
-    exit(Py_RunMain());
+    run_main();
 }
 
 /* C: pid 1 of the run's namespaces. Sets them up, forks R, reaps, and exits as R did (a signal
@@ -394,7 +526,16 @@ static int initialize(void) {
     status = PyConfig_SetBytesArgv(&config, argc, (char **)PYTHON_ARGV);
     if (!PyStatus_Exception(status)) status = Py_InitializeFromConfig(&config);
     PyConfig_Clear(&config);
-    return PyStatus_Exception(status) ? -1 : 0;
+    if (PyStatus_Exception(status)) return -1;
+    /* what the interpreter holds now is never garbage: no run's collection need visit (and so
+       copy) its pages. gc leaves sys.modules again, as a fresh interpreter has not imported it */
+    PyObject *gc = PyImport_ImportModule("gc");
+    PyObject *done = gc ? PyObject_CallMethod(gc, "freeze", NULL) : NULL;
+    Py_XDECREF(done);
+    Py_XDECREF(gc);
+    PyDict_DelItemString(PyImport_GetModuleDict(), "gc");
+    if (PyErr_Occurred()) return -1;
+    return 0;
 }
 
 int main(int argc, char **argv) {

@@ -72,6 +72,20 @@ def test_a_warm_run_sees_what_a_cold_run_sees(
     assert states[0] == states[1]
 
 
+@pytest.mark.parametrize("how", ["end", "exit", "message", "exception", "interrupt"])
+def test_a_warm_run_ends_as_a_cold_one(warm: Sandbox, cold: Sandbox, how: str) -> None:
+    """However the program ends (its end, sys.exit with a code or a message, an exception,
+    KeyboardInterrupt), its non-daemon threads are joined, its atexit handlers run, its
+    globals' __del__ run and its unclosed files are flushed, and it reports the same exit."""
+    prog = program("warm_exit", "python", args=(how,))
+    ends = []
+    for sandbox in (warm, cold):
+        result, _ = run(sandbox, prog)
+        ends.append((result.status, result.exit_code, result.signal, result.stdout, result.stderr))
+    assert ends[0] == ends[1]
+    assert "__del__ of a global\nunclosed buffered file\n" in ends[0][3], ends[0]
+
+
 def test_nothing_a_run_leaves_reaches_the_next(warm: Sandbox) -> None:
     """Files in /tmp, /box, /dev/shm, environment, modules, builtins, sys.path, the recursion
     limit, signal handlers, threads and processes of one run: none is there in the next."""
