@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from runners import Limits, Program, Sandbox, SandboxConfig  # noqa: E402
+from runners import Limits, Program, Sandbox, SandboxConfig, WarmConfig  # noqa: E402
 
 CLEAN_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 HELLO_CPP = '#include <iostream>\nint main() { std::cout << "hi" << std::endl; }\n'
@@ -108,6 +108,13 @@ def main() -> None:
                 measure(bare(["/usr/bin/python3", "-c", "print(1)"]), rounds),
                 measure(sandboxed(sandbox, Program("python", "print(1)")), rounds),
             )
+            cold_config = SandboxConfig(slots=4, work_root=work_root, warm=WarmConfig(False))
+            with Sandbox(cold_config) as cold_sandbox:
+                row(
+                    "python3 -c print(1), cold",
+                    measure(bare(["/usr/bin/python3", "-c", "print(1)"]), rounds),
+                    measure(sandboxed(cold_sandbox, Program("python", "print(1)")), rounds),
+                )
             row(
                 "node -e console.log(1)",
                 measure(bare(["/usr/bin/node", "-e", "console.log(1)"]), rounds),
