@@ -535,18 +535,23 @@ def test_deleting_a_session_cancels_its_running_execution(server: LiveServer) ->
 
 
 def sandboxed_programs(client: httpx.Client) -> list[str]:
-    """Command lines of user programs running in this server's sandbox slots (by slot uid)."""
+    """Command lines of user programs running in this server's sandbox slots (by slot uid), and
+    of Python programs forked from a slot's warm interpreter (by its uid and their name)."""
     measures = client.get("/health/sandbox").json()
-    uids = {uid for worker in measures.get("workers", [measures]) for uid in worker["slot_uids"]}
+    workers = measures.get("workers", [measures])
+    uids = {uid for worker in workers for uid in worker["slot_uids"]}
+    warm_uids = {uid for worker in workers for uid in worker.get("warm_uids", [])}
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             uid = os.stat(f"/proc/{pid}").st_uid
             with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
                 command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/comm") as comm:
+                name = comm.read().strip()
         except OSError:
             continue
-        if uid in uids and "/box/main.py" in command:
+        if (uid in uids and "/box/main.py" in command) or (uid in warm_uids and name == "python3"):
             found.append(command)
     return found
 
