@@ -7,7 +7,12 @@
    and run code before exec, which the threaded worker may not: ids, rlimits, fds. It is a child
    subreaper: everything a run leaves behind is reparented here, swept and reaped. C rather than
    Python: a fork of a small process and the code between fork and exec cost ~0.1 ms instead of ~1
-   ms, and waiting for a run's last processes blocks on SIGCHLD instead of polling. */
+   ms, and waiting for a run's last processes blocks on SIGCHLD instead of polling.
+
+   A warm spawner (a second one per slot, in cgroups and as a uid of its own) also starts the
+   slot's warm Python interpreter (warm.c) once, and relays Python runs to it: the interpreter
+   forks each run, this process sets the limits and measures the cgroups around it, and kills the
+   interpreter when anything but its own processes outlives a run. */
 
 #define _GNU_SOURCE
 #include <errno.h>
