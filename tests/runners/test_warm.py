@@ -185,6 +185,34 @@ def test_a_dead_interpreter_is_replaced(warm: Sandbox) -> None:
     assert _interpreter(warm) != first
 
 
+def _interpreter_status(sandbox: Sandbox) -> dict[str, str]:
+    """The host's /proc status of the slot's warm interpreter process."""
+    uid = str(sandbox.measures()["warm_uids"][0])
+    for entry in pathlib.Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        if fields.get("Name") == "livecode-warm" and fields.get("Uid", "").startswith(uid):
+            if len(fields.get("NSpid", "").split()) == 2:  # not a run's pid 1 (three levels)
+                return fields
+    raise AssertionError("no warm interpreter found")
+
+
+def test_the_interpreter_holds_no_capability(warm: Sandbox) -> None:
+    """The interpreter runs as the slot's warm uid, with no capability at all, no_new_privs and
+    its seccomp filter: the namespaces it gives each run come from a user namespace of the
+    run's own, not from a privilege it keeps."""
+    _interpreter(warm)
+    status = _interpreter_status(warm)
+    uid = str(warm.measures()["warm_uids"][0])
+    assert status["Uid"].split() == [uid] * 4
+    for capabilities in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(status[capabilities], 16) == 0, (capabilities, status[capabilities])
+    assert (status["NoNewPrivs"], status["Seccomp"]) == ("1", "2")
+
+
 def test_warm_start_off_runs_python_cold() -> None:
     """With warm start off, python3 itself runs the program."""
     with private_sandbox(slots=1, warm=WarmConfig(enabled=False)) as sandbox:
