@@ -199,8 +199,7 @@ class Bwrap:
             *self._runtime_args(stage),
             "--proc", "/proc",
             *self._dev_args(stage),
-            "--size", str(_TMPFS_BYTES), "--tmpfs", "/tmp",
-            "--size", str(_TMPFS_BYTES), "--tmpfs", _BOX,
+            *self._scratch_args(warm_binary),
         ]  # fmt: skip
         if stage.source:
             argv += ["--file", str(_FD_FIRST), names["source"]]  # a memfd holding the source
@@ -214,7 +213,8 @@ class Bwrap:
             # The compile stage's output directory: its host path shows in that stage's
             # mountinfo, which only g++, as and ld run in (they read /proc files as empty).
             argv += ["--bind", stage.out_dir, _OUT]
-        argv += ["--chdir", _BOX, "--remount-ro", "/", "--clearenv"]
+        # the warm interpreter's cwd would be every run's pid 1's, until it leaves it
+        argv += ["--chdir", "/" if warm_binary else _BOX, "--remount-ro", "/", "--clearenv"]
         for index in range(0, len(_SANDBOX_ENV), 2):
             argv += ["--setenv", _SANDBOX_ENV[index], _SANDBOX_ENV[index + 1]]
         if stage.tty_init:
@@ -223,6 +223,16 @@ class Bwrap:
             argv += ["--seccomp", str(fd_seccomp)]  # the BPF filter
         argv += ["--", *_command(stage, names, tty_init=_TTY_INIT)]
         return argv
+
+    def _scratch_args(self, warm_binary: str | None) -> tuple[str, ...]:
+        if warm_binary:
+            # The warm interpreter writes nowhere: /tmp and /box are only the mount points of
+            # each run's own, in the read-only root. A writable one would be shared by its runs.
+            return ("--dir", "/tmp", "--dir", _BOX)
+        return (
+            "--size", str(_TMPFS_BYTES), "--tmpfs", "/tmp",
+            "--size", str(_TMPFS_BYTES), "--tmpfs", _BOX,
+        )  # fmt: skip
 
     def _dev_args(self, stage: Stage) -> list[str]:
         # A tty run's terminal is made in a devpts instance of its own, which only --dev mounts

@@ -404,6 +404,8 @@ static void init(struct request *req, int *fds, int error_w) {
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL))
         fail(error_w, "proc");
     write_source(fds[3], error_w);
+    /* C's cwd was W's, which the program could reach as /proc/1/cwd */
+    if (chdir("/")) fail(error_w, "chdir");
     if (write_text("/proc/self/oom_score_adj", "1000")) fail(error_w, "oom_score_adj");
     if (setsid() < 0) fail(error_w, "setsid");
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); /* R, holding no capability, must not reach C */
@@ -551,6 +553,9 @@ int main(int argc, char **argv) {
     filter.filter = (struct sock_filter *)bpf;
     /* same-uid processes may not ptrace W nor read its /proc files */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    /* W's cwd is / (nothing of W's may be a run's), a run's is /box, as cold: bwrap's PWD said
+       W's; os.environ is made from this one */
+    if (setenv("PWD", "/box", 1)) return 2;
     if (initialize()) return 1;
     reply("ready");
     for (;;) {

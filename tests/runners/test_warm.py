@@ -109,6 +109,21 @@ def test_a_run_cannot_reach_the_interpreter(warm: Sandbox) -> None:
     assert _interpreter(warm) == first
 
 
+def test_the_interpreter_writes_nowhere(warm: Sandbox) -> None:
+    """The interpreter's working directory is / and its /, /tmp and /box are read-only: it
+    keeps no writable directory that its runs (which mount their own /tmp and /box) share."""
+    _interpreter(warm)
+    pid = _interpreter_status(warm)["Pid"]
+    assert os.readlink(f"/proc/{pid}/cwd") == "/"
+    options = {}
+    for line in pathlib.Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        fields = line.split()
+        options[fields[4]] = fields[5].split(",")
+    for path in ("/tmp/", "/box/"):
+        mount = max((m for m in options if path.startswith(m.rstrip("/") + "/")), key=len)
+        assert "ro" in options[mount], (path, mount, options[mount])
+
+
 def test_a_run_corrupting_its_interpreter_leaves_the_next_intact(warm: Sandbox) -> None:
     """A run that rewrites its interpreter's memory with ctypes and crashes hurts only itself."""
     first = _interpreter(warm)

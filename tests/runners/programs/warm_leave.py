@@ -11,6 +11,13 @@ import time
 for path in ("/tmp/left", "/box/left", "/dev/shm/left"):
     with open(path, "w") as out:
         out.write("left")
+# pid 1's working directory and root, should either be a directory the next run could see
+for path in ("/proc/1/cwd/left", "/proc/1/root/left", "/proc/1/root/tmp/left_root"):
+    try:
+        with open(path, "w") as out:
+            out.write("left")
+    except OSError:
+        pass
 os.environ["LEFT"] = "1"
 os.putenv("LEFT_PUT", "1")
 sys.modules["left_module"] = type(sys)("left_module")

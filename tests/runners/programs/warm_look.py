@@ -6,7 +6,14 @@ import signal
 import sys
 
 found = []
-for path in ("/tmp/left", "/box/left", "/dev/shm/left"):
+for path in (
+    "/tmp/left",
+    "/box/left",
+    "/dev/shm/left",
+    "/proc/1/cwd/left",
+    "/proc/1/root/left",
+    "/proc/1/root/tmp/left_root",
+):
     if os.path.exists(path):
         found.append(path)
 found += [f"env {name}" for name in ("LEFT", "LEFT_PUT") if name in os.environ]
