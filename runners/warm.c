@@ -2,25 +2,29 @@
 
    Built with gcc against the static libpython of /usr/bin/python3 by runners/warm.py (which also
    draws the protocol), started by the slot's warm spawner inside bwrap exactly as a cold run's
-   python3 is (same namespaces, uid 65534, no capabilities), but without --disable-userns and with
-   a seccomp filter that still allows unshare and mount: each run makes namespaces of its own.
+   python3 is (same namespaces, uid 65534, no capabilities), but with cwd /, no tmpfs on /tmp and
+   /box, without --disable-userns and with a seccomp filter that still allows unshare and mount:
+   each run makes namespaces of its own.
 
    W is `python3 -u -I /box/main.py` split in two: Py_InitializeFromConfig with that command line
    (python's own main does the same), then, instead of running the file, a loop in C that never
    runs Python code. For each run W clones a child C with new user, mount, PID and IPC namespaces:
    C is pid 1 of the run (as bwrap's init is for a cold run), mounts a fresh /proc, /tmp and /box,
-   writes the source, and forks R (pid 2), which puts stdin/stdout/stderr on the run's pipes, sets
+   writes the source, leaves W's cwd for /, sets the run's limit of 0 user namespaces, then takes
    the run's rlimits, drops every capability (bounding set included), sets no_new_privs, installs
-   the cold runs' seccomp filter on top of W's, and only then goes back to Python: new sys.std*
-   objects on the new fds, the run's sys.argv, and Py_RunMain, which runs /box/main.py as python3
-   does. C drops its capabilities and takes the same filter once R is forked; it only reaps.
+   the cold runs' seccomp filter on top of W's, stays not dumpable, and only then forks R (pid 2),
+   which inherits all of that, puts stdin/stdout/stderr on the run's pipes and goes back to
+   Python: new sys.std* objects on the new fds, the run's sys.argv, and Py_RunMain, which runs
+   /box/main.py as python3 does. C only reaps. W itself has cwd / and a read-only /tmp and /box:
+   it writes nowhere, so it has nothing writable that its runs share.
 
    Why a run cannot reach W: W is in none of the run's namespaces but the network's and the
    user namespace's parent; the run's PID namespace has no number for W (kill, ptrace, pidfd_open,
    process_vm_readv and /proc all need one, and the filter denies ptrace, process_vm_* and kcmp
-   anyway); the capabilities C and R held during set-up are of the run's own user namespace,
-   which owns nothing of W's; W is not dumpable. When C exits the kernel kills every process left
-   in the run's PID namespace, so killing C (cancel, timeout) ends the whole run.
+   anyway); the capabilities C held during set-up are of the run's own user namespace, which
+   owns nothing of W's, and gone before any of the run's code runs; W and C are not dumpable.
+   When C exits the kernel kills every process left in the run's PID namespace, so killing C
+   (cancel, timeout) ends the whole run.
 
    Protocol on the control socket (SOCK_SEQPACKET, fd argv[1]); argv[2] is an fd holding the
    cold runs' BPF filter:
@@ -137,6 +141,12 @@ static char *read_all(int fd, size_t *size, size_t cap) {
     return buf;
 }
 
+struct request {
+    int n_rlimits;
+    long long rlimits[16][3];
+    int argc;
+    char *args[MAX_ARGS];
+};
 /* Every capability gone for good (bounding and ambient sets too), no_new_privs, then the cold
    runs' filter: stacked on W's, the stricter answer wins. */
 static void confine(int error_w) {
@@ -148,16 +158,23 @@ static void confine(int error_w) {
     memset(data, 0, sizeof data);
     if (syscall(SYS_capset, &header, data)) fail(error_w, "capset");
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) fail(error_w, "no_new_privs");
-    if (filter.len && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &filter, 0, 0))
-        fail(error_w, "seccomp");
+    if (!filter.len) { /* never a run without the filter, whatever W was given */
+        errno = EINVAL;
+        fail(error_w, "no seccomp filter");
+    }
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &filter, 0, 0)) fail(error_w, "seccomp");
 }
 
-struct request {
-    int n_rlimits;
-    long long rlimits[16][3];
-    int argc;
-    char *args[MAX_ARGS];
-};
+/* the run's rlimits, set in C before it forks R: both have them */
+static void apply_rlimits(const struct request *req, int error_w) {
+    for (int r = 0; r < req->n_rlimits; r++) {
+        struct rlimit limit = {(rlim_t)req->rlimits[r][1], (rlim_t)req->rlimits[r][2]};
+        if (req->rlimits[r][1] < 0) limit.rlim_cur = RLIM_INFINITY;
+        if (req->rlimits[r][2] < 0) limit.rlim_max = RLIM_INFINITY;
+        if (setrlimit((int)req->rlimits[r][0], &limit)) fail(error_w, "setrlimit");
+    }
+}
+
 
 /* "N\0(res\0soft\0hard\0)*N argc\0arg*" */
 static int parse(char *buf, size_t size, struct request *req) {
@@ -334,7 +351,7 @@ static void run_main(void) {
 }
 
 /* R: the run's program, pid 2 of its namespace */
-static void program(struct request *req, int *fds, int error_w) {
+static void program(const struct request *req, int *fds, int error_w) {
     for (int k = 0; k < 3; k++)
         if (dup2(fds[k], k) < 0) fail(error_w, "dup2");
     int err = fcntl(error_w, F_DUPFD_CLOEXEC, 3);
@@ -343,14 +360,8 @@ static void program(struct request *req, int *fds, int error_w) {
         fail(error_w, "close_range");
     error_w = err;
     if (chdir("/box")) fail(error_w, "chdir");
-    for (int r = 0; r < req->n_rlimits; r++) {
-        struct rlimit limit = {(rlim_t)req->rlimits[r][1], (rlim_t)req->rlimits[r][2]};
-        if (req->rlimits[r][1] < 0) limit.rlim_cur = RLIM_INFINITY;
-        if (req->rlimits[r][2] < 0) limit.rlim_max = RLIM_INFINITY;
-        if (setrlimit((int)req->rlimits[r][0], &limit)) fail(error_w, "setrlimit");
-    }
     prctl(PR_SET_NAME, "python3", 0, 0, 0);
-    confine(error_w);
+    /* the rlimits, no capability and the filter come from C */
     prctl(PR_SET_DUMPABLE, 1, 0, 0, 0); /* as a cold run: its /proc/self is its own */
     close(error_w);                      /* W reads EOF: the run has started */
 
@@ -386,7 +397,7 @@ static void program(struct request *req, int *fds, int error_w) {
 
 /* C: pid 1 of the run's namespaces. Sets them up, forks R, reaps, and exits as R did (a signal
    N as 128+N, as bwrap's init reports it). */
-static void init(struct request *req, int *fds, int error_w) {
+static void init(const struct request *req, int *fds, int error_w) {
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     /* W is not dumpable, and neither is a fork of it: its /proc files would be root's, and the
        maps below could not be written */
@@ -407,14 +418,19 @@ static void init(struct request *req, int *fds, int error_w) {
     /* C's cwd was W's, which the program could reach as /proc/1/cwd */
     if (chdir("/")) fail(error_w, "chdir");
     if (write_text("/proc/self/oom_score_adj", "1000")) fail(error_w, "oom_score_adj");
+    /* as bwrap's --disable-userns: the run's user namespace may hold no other, should the
+       filter ever let one be made (only C, holding CAP_SYS_RESOURCE here, may raise it) */
+    if (write_text("/proc/sys/user/max_user_namespaces", "0")) fail(error_w, "max_user_namespaces");
     if (setsid() < 0) fail(error_w, "setsid");
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); /* R, holding no capability, must not reach C */
+    /* C is held as R will be before any of R's code runs: the run's rlimits (C does nothing but
+       wait), no capability, no_new_privs, the cold filter; and not dumpable, for good: R, of the
+       same uid, must not write C's memory nor open its files */
+    apply_rlimits(req, error_w);
+    confine(error_w);
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     pid_t pid = fork();
     if (pid < 0) fail(error_w, "fork");
     if (pid == 0) program(req, fds, error_w);
-    confine(error_w);
-    /* holding no capability now, C may be R's equal, as bwrap's init is a cold run's */
-    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
     /* the run's pipes among them: their readers wait for every writer to close */
     syscall(SYS_close_range, 0, ~0U, 0);
     for (;;) {
@@ -548,8 +564,10 @@ int main(int argc, char **argv) {
     size_t size = 0;
     char *bpf = read_all(filter_fd, &size, 1 << 20);
     close(filter_fd);
-    if (!bpf || size % sizeof(struct sock_filter)) return 2;
-    filter.len = (unsigned short)(size / sizeof(struct sock_filter));
+    /* more than BPF_MAXINSNS would wrap the unsigned short length, to 0 among others */
+    size_t n_insns = size / sizeof(struct sock_filter);
+    if (!bpf || size % sizeof(struct sock_filter) || n_insns > BPF_MAXINSNS) return 2;
+    filter.len = (unsigned short)n_insns;
     filter.filter = (struct sock_filter *)bpf;
     /* same-uid processes may not ptrace W nor read its /proc files */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);

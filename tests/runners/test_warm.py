@@ -18,7 +18,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from runners import Control, ExecutionStatus, Limits, Program, Reason, Sandbox, WarmConfig
+from runners import (
+    Control,
+    ExecutionStatus,
+    Limits,
+    Program,
+    Reason,
+    RunnerError,
+    Sandbox,
+    WarmConfig,
+)
 from runners.warm import WARM_PROCESSES
 from tests.runners.conftest import FAST, private_sandbox, program, requires_bwrap, run
 
@@ -109,6 +118,30 @@ def test_a_run_cannot_reach_the_interpreter(warm: Sandbox) -> None:
     assert _interpreter(warm) == first
 
 
+def test_the_runs_pid_1_is_held_as_the_program_is(warm: Sandbox) -> None:
+    """The run's pid 1, a fork of the interpreter, has the run's rlimits, no capability,
+    no_new_privs and the run's seccomp filters, as the program has; the program can neither
+    write pid 1's memory nor open its working directory."""
+    result, _ = run(warm, program("warm_pid1", "python"))
+    assert result.status is ExecutionStatus.COMPLETED, result
+    seen = json.loads(result.stdout)
+    init_limits, own_limits = seen["limits"]
+    assert init_limits == own_limits
+    init, own = seen["status"]
+    assert init == own
+    for capabilities in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(init[capabilities], 16) == 0, init
+    assert init["NoNewPrivs"] == "1", init
+    assert seen["reached"] == [], seen
+
+
+def test_a_run_cannot_make_a_user_namespace(warm: Sandbox) -> None:
+    """As with bwrap's --disable-userns in a cold run, unshare(CLONE_NEWUSER) fails, and the
+    run's own limit on user namespaces is 0 (should the seccomp filter ever let one through)."""
+    result, _ = run(warm, program("warm_userns", "python"))
+    assert result.stdout == "unshare: Operation not permitted\nmax_user_namespaces: 0\n", result
+
+
 def test_the_interpreter_writes_nowhere(warm: Sandbox) -> None:
     """The interpreter's working directory is / and its /, /tmp and /box are read-only: it
     keeps no writable directory that its runs (which mount their own /tmp and /box) share."""
@@ -122,6 +155,21 @@ def test_the_interpreter_writes_nowhere(warm: Sandbox) -> None:
     for path in ("/tmp/", "/box/"):
         mount = max((m for m in options if path.startswith(m.rstrip("/") + "/")), key=len)
         assert "ro" in options[mount], (path, mount, options[mount])
+
+
+def test_an_interpreter_given_no_run_filter_starts_no_run(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the cold runs' seccomp filter reach the interpreter empty, it starts no run
+    without one: the run fails as the sandbox's fault, with an error that says why."""
+    with private_sandbox(slots=1) as sandbox:
+        slot = sandbox._pool.slots[0]
+        empty = tmp_path / "empty.bpf"
+        empty.write_bytes(b"")
+        monkeypatch.setattr(slot._setup.bwrap, "seccomp_file", str(empty))
+        slot.reset_warm()
+        with pytest.raises(RunnerError, match="warm start: no seccomp filter"):
+            sandbox.run(Program("python", "print('ran')"), FAST)
 
 
 def test_a_run_corrupting_its_interpreter_leaves_the_next_intact(warm: Sandbox) -> None:
