@@ -206,6 +206,23 @@ static int mount_tmpfs(const char *path) {
     return mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, TMPFS_OPTIONS);
 }
 
+/* as bwrap's --proc: what /proc holds of the host's (sysctls, sysrq, irq, bus) read-only; a
+   missing one (a kernel without it) is no error */
+static int protect_proc(void) {
+    static const char *const parts[] = {"/proc/sys", "/proc/sysrq-trigger", "/proc/irq",
+                                        "/proc/bus"};
+    for (size_t k = 0; k < sizeof parts / sizeof parts[0]; k++) {
+        if (mount(parts[k], parts[k], NULL, MS_BIND | MS_REC, NULL)) {
+            if (errno == ENOENT) continue;
+            return -1;
+        }
+        if (mount(NULL, parts[k], NULL,
+                  MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL))
+            return -1;
+    }
+    return 0;
+}
+
 static void write_source(int source, int error_w) {
     int out = open("/box/main.py", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (out < 0) fail(error_w, "source");
@@ -421,6 +438,7 @@ static void init(const struct request *req, int *fds, int error_w) {
     /* as bwrap's --disable-userns: the run's user namespace may hold no other, should the
        filter ever let one be made (only C, holding CAP_SYS_RESOURCE here, may raise it) */
     if (write_text("/proc/sys/user/max_user_namespaces", "0")) fail(error_w, "max_user_namespaces");
+    if (protect_proc()) fail(error_w, "read-only /proc/sys");
     if (setsid() < 0) fail(error_w, "setsid");
     /* C is held as R will be before any of R's code runs: the run's rlimits (C does nothing but
        wait), no capability, no_new_privs, the cold filter; and not dumpable, for good: R, of the

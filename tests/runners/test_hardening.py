@@ -302,3 +302,12 @@ def test_compiler_messages_count_against_the_cache_bound(tmp_path: pathlib.Path)
     too_wordy = cache.put("key-31", str(binary), "w" * (1 << 20))  # over the entry cap
     os.unlink(too_wordy)
     assert cache.checkout("key-31") is None
+
+
+def test_the_hosts_parts_of_proc_are_not_writable(sandbox: Sandbox) -> None:
+    """No sysctl, nor sysrq, can be opened for writing, warm runs included (a warm run mounts
+    its own /proc, and covers these read-only as bwrap's --proc does when it can)."""
+    result, _ = run(sandbox, program("proc_readonly", "python"))
+    assert result.status is ExecutionStatus.COMPLETED, result
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5 and all(" refused " in line for line in lines), lines
