@@ -131,16 +131,17 @@ def test_stateful(fuzzed: Fuzzed) -> None:
             deadline=None,
             suppress_health_check=list(HealthCheck),
             database=None,
-            # A random walk of 25 scenarios missed a GET of a real id about once in 20 runs
-            # with keys on (a third of its calls are refused 401): the same walk each run.
-            derandomize=True,
         )
     )
-    for reached_with_an_id in (
-        ("GET /code-sessions/{session_id}", 200),
-        ("GET /executions/{execution_id}", 200),
-    ):
-        assert reached[reached_with_an_id], sorted(reached.items())
+    # A real id is reached when a call on it succeeds: which call the walk makes is its own
+    # choice (one walk cancelled and streamed executions but never GET one).
+    for parameter in ("{session_id}", "{execution_id}"):
+        with_a_real_id = [
+            (label, status)
+            for (label, status), count in reached.items()
+            if parameter in label and 200 <= status < 300 and count
+        ]
+        assert with_a_real_id, (parameter, sorted(reached.items()))
 
 
 def _takes_input(operation: Any) -> bool:
