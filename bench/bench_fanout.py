@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import resource
+import signal
 import statistics
 import struct
 import subprocess
@@ -179,12 +180,22 @@ async def fan_out(urls: list[str], followers: int, chunks: int, interval_ms: flo
             await asyncio.gather(*(s.is_open for s in opened))
         await asyncio.gather(*(s.running for s in sockets))
         pids = SERVER_PIDS
+        profilers = [
+            subprocess.Popen(
+                ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--nonblocking"]
+                + ["--output", f"{PROFILE_DIR}/{pid}.txt", "--rate", "200"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for pid in (pids if PROFILE_DIR and followers > 1 else [])
+        ]
         cpu_before = cpu_seconds(pids)
-        await ws.send(
-            json.dumps({"type": "stdin", "execution_id": execution_id, "data": "go\n"})
-        )
+        await ws.send(json.dumps({"type": "stdin", "execution_id": execution_id, "data": "go\n"}))
         await asyncio.gather(*(s.finished for s in sockets))
         server_cpu_s = cpu_seconds(pids) - cpu_before
+        for profiler in profilers:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait()
         for follower in sockets:
             follower.transport.close()
     digests = {follower.digest.hexdigest() for follower in sockets}
@@ -206,13 +217,15 @@ def check_exact(frames: list[bytes], chunks: int) -> int:
     finished = events[-1]
     assert finished["type"] == "finished" and finished["status"] == "COMPLETED", finished
     stdout = "".join(e["data"] for e in outputs if e["stream"] == "stdout")
-    expected = "".join("chunk %05d " % i + "x" * 40 + "\n" for i in range(chunks))
+    expected = "".join(f"chunk {i:05d} " + "x" * 40 + "\n" for i in range(chunks))
     assert stdout == finished["stdout"] == expected, "the output is not byte-exact"
     seqs = [event["seq"] for event in outputs]
     return sum(1 for a, b in zip(seqs, seqs[1:], strict=False) if b != a + 1) + (seqs[0] != 1)
 
 
 SERVER_PIDS: list[int] = []
+# --profile: py-spy samples each server while it fans out (raw stacks, for flamegraph.pl).
+PROFILE_DIR = ""
 
 
 @contextlib.contextmanager
@@ -292,7 +305,10 @@ def main() -> None:
     parser.add_argument("--interval-ms", type=float, default=50.0)
     parser.add_argument("--rounds", type=int, default=2, help="executions per configuration")
     parser.add_argument("--only", choices=("embedded", "distributed"))
+    parser.add_argument("--profile", metavar="DIR", help="py-spy each server into DIR/PID.txt")
     args = parser.parse_args()
+    global PROFILE_DIR
+    PROFILE_DIR = args.profile or ""
     # 1,000 sockets on each side: the servers inherit this limit.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -11,10 +11,8 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from livecode.websocket import _Outbox
 from tests.test_rest import LIMIT_SETTINGS
 from tests.utils import (
-    TIMEOUT,
     LiveServer,
     Socket,
     embedded_settings,
@@ -450,23 +448,6 @@ async def test_a_socket_too_slow_for_session_updates_is_told_and_can_open_again(
             "after",
             302,
         )
-
-
-async def test_the_outbox_of_a_slow_socket_is_bounded_in_bytes() -> None:
-    """The server queues a bounded number of bytes for a slow socket; a bigger event goes alone."""
-    outbox = _Outbox(max_events=100, max_bytes=1000)
-    await outbox.put("x" * 600)
-    waiting = asyncio.create_task(outbox.put("y" * 600))
-    await asyncio.sleep(0)  # one turn of the loop: the put runs until it waits for room
-    assert not waiting.done() and outbox.bytes == 600  # 1200 bytes would be over the bound
-    assert await outbox.get() == "x" * 600
-    await asyncio.wait_for(waiting, TIMEOUT)
-    assert await outbox.get() == "y" * 600
-    await asyncio.wait_for(outbox.put("z" * 5000), TIMEOUT)  # alone, a bigger one still goes
-    assert outbox.bytes == 5000
-    await outbox.get()
-    await outbox.put("€" * 300)  # what is bounded is what goes on the wire: UTF-8 bytes
-    assert outbox.bytes == 900
 
 
 PROMPT = "import os\nname = input('name? ')\nprint(f'hello, {name}', os.isatty(1))"
