@@ -1,0 +1,201 @@
+"""Fan-out: one execution followed by many sockets, one of them stalled (issue 14).
+
+bench/bench_fanout.py measures the lag and the CPU with 1,000 followers; this tells the story a
+user checks: everybody gets every byte, and a follower that stops reading holds nobody back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from livecode.config import Settings
+from tests.utils import (
+    TIMEOUT,
+    LiveServer,
+    distributed_env,
+    embedded_settings,
+    joined,
+    outputs,
+    run_process,
+    run_server,
+    wait_until_http_ok,
+    ws_connect,
+)
+
+pytestmark = pytest.mark.anyio
+
+FOLLOWERS = 50
+LINES = 300
+# What the kernel holds for a socket that reads nothing: the client's receive buffer (4 KB
+# here) and the server's send buffer, which Linux grows to 4 MB (tcp_wmem) on loopback, about
+# 2.8 MB of small writes measured here. The program prints more than that (3 MB in 10 KB
+# lines), so that the server's writes to the stalled socket do wait.
+OUTPUT_LIMIT_BYTES = 4 << 20
+PROGRAM = f"""\
+import sys
+sys.stdin.readline()
+for i in range({LINES}):
+    print("line %04d " % i + "x" * 10_000, flush=True)
+sys.stdin.readline()
+print("bye")
+"""
+EXPECTED = "".join(f"line {i:04d} " + "x" * 10_000 + "\n" for i in range(LINES)) + "bye\n"
+LAST_LINE = f"line {LINES - 1:04d} "
+
+
+@pytest.fixture(scope="module", params=["embedded", "distributed"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """A server whose runs may print 4 MB, in both modes."""
+    if request.param == "embedded":
+        settings = embedded_settings(tmp_path_factory, output_limit_bytes=OUTPUT_LIMIT_BYTES)
+        with run_server(settings) as embedded:
+            yield embedded
+        return
+    env = {
+        **distributed_env(
+            request.getfixturevalue("postgres_database"), request.getfixturevalue("redis_url")
+        ),
+        "LIVECODE_OUTPUT_LIMIT_BYTES": str(OUTPUT_LIMIT_BYTES),
+    }
+    with run_process(["worker"], env), run_server(Settings.from_env(env)) as distributed:
+        wait_until_http_ok(f"{distributed.url}/health/workers")  # the worker has reported
+        yield distributed
+
+
+async def test_every_follower_gets_every_byte_and_a_stalled_one_holds_nobody_back(
+    server: LiveServer,
+) -> None:
+    """50 sockets follow a run, byte for byte; one that reads nothing does not hold them up."""
+    async with ws_connect(server) as control:
+        created = await control.request(
+            {"type": "create", "language": "python", "source_code": PROGRAM}
+        )
+        queued = await control.request(
+            {"type": "run", "session_id": created["session"]["id"], "interactive": True}
+        )
+        execution_id = queued["execution_id"]
+        # Given a follower that subscribes and then reads nothing (a tiny receive buffer),
+        stalled = await _stalled_follower(server, execution_id)
+        # and 50 that read everything,
+        followers = [_Follower(server, execution_id) for _ in range(FOLLOWERS)]
+        tasks = [asyncio.create_task(follower.follow()) for follower in followers]
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                await asyncio.gather(*(follower.running.wait() for follower in followers))
+            # when the program prints 3 MB and then waits for input,
+            await control.send({"type": "stdin", "execution_id": execution_id, "data": "go\n"})
+            # then every other follower gets all of it while the stalled one still reads nothing
+            # (a follower held up behind it would never get there: the program waits);
+            async with asyncio.timeout(TIMEOUT):
+                await asyncio.gather(*(follower.printed_all.wait() for follower in followers))
+            await control.send({"type": "stdin", "execution_id": execution_id, "data": "end\n"})
+            async with asyncio.timeout(TIMEOUT):
+                received = await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+        # and once it reads again, the stalled follower gets everything too, in order.
+        late = await _read_until_finished(stalled)
+    finished = received[0][-1]
+    assert finished["type"] == "finished" and finished["status"] == "COMPLETED", finished
+    assert finished["stdout"] == EXPECTED
+    for events in [*received, late]:
+        assert joined(events, "stdout") == EXPECTED
+        chunks = outputs(events)
+        assert [e["seq"] for e in chunks] == list(range(1, len(chunks) + 1))
+        assert events[-1] == finished
+    assert all(events == received[0] for events in received)  # the same events, every one
+
+
+class _Follower:
+    """A socket that subscribes and reads every event to `finished`."""
+
+    def __init__(self, server: LiveServer, execution_id: str) -> None:
+        self.server = server
+        self.execution_id = execution_id
+        self.running = asyncio.Event()
+        self.printed_all = asyncio.Event()
+
+    async def follow(self) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        async with ws_connect(self.server) as ws:
+            await ws.send({"type": "subscribe", "execution_id": self.execution_id})
+            while True:
+                event = await ws.recv()
+                events.append(event)
+                if event.get("status") == "RUNNING":
+                    self.running.set()
+                elif event["type"] == "output" and LAST_LINE in event["data"]:
+                    self.printed_all.set()
+                elif event["type"] == "finished":
+                    return events
+                elif event["type"] == "error":
+                    raise AssertionError(event)
+
+
+async def _stalled_follower(server: LiveServer, execution_id: str) -> socket.socket:
+    """A raw socket subscribed to the execution, with a 4 KB receive buffer nobody reads."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window
+    sock.setblocking(False)
+    host, port = server.url.removeprefix("http://").split(":")
+    await loop.sock_connect(sock, (host, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    upgrade = (
+        f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await loop.sock_sendall(sock, upgrade.encode())
+    response = b""
+    while b"\r\n\r\n" not in response:  # byte by byte: nothing after the response is read
+        response += await loop.sock_recv(sock, 1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    payload = json.dumps({"type": "subscribe", "execution_id": execution_id}).encode()
+    mask = os.urandom(4)
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    await loop.sock_sendall(sock, bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+    return sock
+
+
+async def _read_until_finished(sock: socket.socket) -> list[dict[str, Any]]:
+    """Read the raw socket's text frames up to `finished`."""
+    loop = asyncio.get_running_loop()
+    buffer = b""
+
+    async def take(size: int) -> bytes:
+        nonlocal buffer
+        while len(buffer) < size:
+            data = await loop.sock_recv(sock, 65536)
+            assert data, "the server closed the stalled follower's socket"
+            buffer += data
+        taken, buffer = buffer[:size], buffer[size:]
+        return taken
+
+    events = []
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while not events or events[-1]["type"] != "finished":
+                opcode, length = await take(2)
+                length &= 0x7F
+                if length == 126:
+                    (length,) = struct.unpack("!H", await take(2))
+                elif length == 127:
+                    (length,) = struct.unpack("!Q", await take(8))
+                payload = await take(length)
+                if opcode & 0x0F == 1:
+                    events.append(json.loads(payload))
+    finally:
+        sock.close()
+    return events
