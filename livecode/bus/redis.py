@@ -40,6 +40,12 @@ SUBSCRIBE_TIMEOUT_S = 10.0
 _READ_TIMEOUT_S = 1.0
 _MAX_BACKOFF_S = 5.0
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+# KEYS[1] the history list; ARGV: the pub/sub channel, the event, the history's TTL in ms.
+_PUBLISH_KEPT = """
+redis.call('RPUSH', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return redis.call('PUBLISH', ARGV[1], ARGV[2])
+"""
 
 
 @contextmanager
@@ -65,6 +71,9 @@ class RedisBus:
         self._prefix = prefix
         self._history_ttl_ms = int(history_ttl_s * 1000)
         self._redis = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+        # One EVALSHA where MULTI, RPUSH, PEXPIRE, PUBLISH and EXEC were five commands: redis-py
+        # packs and parses one, and a run publishes four or more kept events (issue 14).
+        self._publish_kept = self._redis.register_script(_PUBLISH_KEPT)
         self._lock = threading.Lock()
         self._control_reader: _ControlReader | None = None
 
@@ -81,20 +90,19 @@ class RedisBus:
         keep: bool = True,
         keep_for_s: float | None = None,
     ) -> None:
-        """Deliver to every subscriber and, with keep=True, append to history (one MULTI)."""
+        """Deliver to every subscriber and, with keep=True, append to history (one script,
+        atomic as a MULTI is)."""
         data = json.dumps(event, separators=(",", ":"))
         with unavailable_on_redis_errors():
             if not keep:
                 self._redis.publish(self._prefix + channel, data)
                 return
-            key = self._history_key(channel)
-            with self._redis.pipeline(transaction=True) as pipe:
-                pipe.rpush(key, data)
-                # A rolling safety TTL: the history of an abandoned channel never lives forever.
-                ttl_ms = self._history_ttl_ms if keep_for_s is None else int(keep_for_s * 1000)
-                pipe.pexpire(key, max(ttl_ms, 1))
-                pipe.publish(self._prefix + channel, data)
-                pipe.execute()
+            # A rolling safety TTL: the history of an abandoned channel never lives forever.
+            ttl_ms = self._history_ttl_ms if keep_for_s is None else int(keep_for_s * 1000)
+            self._publish_kept(
+                keys=[self._history_key(channel)],
+                args=[self._prefix + channel, data, max(ttl_ms, 1)],
+            )
 
     def history(self, channel: str) -> list[dict[str, Any]]:
         """Return the kept events of a channel, in publish order."""
