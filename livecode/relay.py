@@ -34,8 +34,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
-from starlette.concurrency import run_in_threadpool
-
 from livecode import metrics
 from livecode.bus import RESYNC, Bus, BusUnavailable, Subscriber, execution_channel
 from livecode.errors import InternalError, Unavailable
@@ -195,11 +193,8 @@ class Relay:
 
     async def _backlog(self, execution_id: str) -> Sequence[Event]:
         # Must run after the subscription is active: then backlog + live events miss nothing.
-        channel = execution_channel(execution_id)
-        if self._bus.blocks:
-            history = await run_in_threadpool(self._bus.history, channel)
-        else:
-            history = self._bus.history(channel)
+        assert self._subscriber is not None  # a follower is attached
+        history = await self._subscriber.history(execution_channel(execution_id))
         if history and _has_every_output(history):
             # Expiry drops a history whole, never in part: this one has everything published
             # so far, and a `finished` not in it yet is published after it is stored, so it

@@ -89,6 +89,9 @@ class _CountingSubscriber:
         await self._subscriber.unsubscribe(*channels)
         self._counts.unsubscribed.set()
 
+    async def history(self, channel: str) -> list[Event]:
+        return await self._subscriber.history(channel)
+
     def __aiter__(self) -> AsyncIterator[tuple[str, Event]]:
         return self._subscriber.__aiter__()
 

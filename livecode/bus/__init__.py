@@ -91,6 +91,10 @@ class Subscriber(Protocol):
         """Unsubscribe from the channels."""
         ...
 
+    async def history(self, channel: str) -> list[dict[str, Any]]:
+        """Return the kept events of a channel, in publish order, without blocking the loop."""
+        ...
+
     def __aiter__(self) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...
 
     async def __anext__(self) -> tuple[str, dict[str, Any]]: ...
@@ -102,10 +106,6 @@ class Subscriber(Protocol):
 
 class Bus(Protocol):
     """Publish/subscribe with a per-channel history."""
-
-    # True when calls wait on the network: the event loop runs them in a thread. An
-    # in-process bus answers at once, and a thread hop would cost more than the call.
-    blocks: bool
 
     def publish(
         self,

@@ -28,8 +28,6 @@ class LocalBus:
     own dict and the encoding matches RedisBus.
     """
 
-    blocks = False
-
     def __init__(self, *, history_ttl_s: float = HISTORY_TTL_S) -> None:
         self._history_ttl_s = history_ttl_s
         self._lock = threading.Lock()
@@ -165,6 +163,10 @@ class _LocalSubscriber:
             if channel in self._channels:
                 self._channels.discard(channel)
                 self._bus._remove_subscriber(channel, self)
+
+    async def history(self, channel: str) -> list[dict[str, Any]]:
+        """The bus's history of the channel: in memory, it answers at once."""
+        return self._bus.history(channel)
 
     def __aiter__(self) -> _LocalSubscriber:
         return self

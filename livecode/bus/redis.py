@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "livecode:"
 SUBSCRIBE_TIMEOUT_S = 10.0
+# Connections of a server's subscriber for history reads (a follow's catch-up).
+HISTORY_READERS = 4
 _READ_TIMEOUT_S = 1.0
 _MAX_BACKOFF_S = 5.0
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
@@ -61,8 +63,6 @@ def unavailable_on_redis_errors() -> Iterator[None]:
 
 class RedisBus:
     """A bus over Redis pub/sub; the history is a list per channel, appended atomically."""
-
-    blocks = True
 
     def __init__(
         self, url: str, *, prefix: str = DEFAULT_PREFIX, history_ttl_s: float = HISTORY_TTL_S
@@ -159,7 +159,7 @@ class RedisBus:
         self._redis.close()
 
     def _history_key(self, channel: str) -> str:
-        return f"{self._prefix}history:{channel}"
+        return _history_key(self._prefix, channel)
 
 
 class _ControlReader(threading.Thread):
@@ -268,6 +268,10 @@ class _ControlReader(threading.Thread):
                 self._dispatch(self._bus.prefix + channel, json.dumps(event).encode())
 
 
+def _history_key(prefix: str, channel: str) -> str:
+    return f"{prefix}history:{channel}"
+
+
 def _glob_escape(text: str) -> str:
     """Text matched literally by a Redis glob pattern."""
     return "".join("\\" + char if char in "*?[]\\" else char for char in text)
@@ -288,6 +292,18 @@ class _RedisSubscriber:
             url, socket_connect_timeout=5, health_check_interval=30, client_name=client_name
         )
         self._pubsub = self._redis.pubsub()
+        # History reads on the loop: a thread hop per follow cost more CPU than the LRANGE
+        # (issue 14). A few connections of their own, however many sockets follow at once.
+        self._history_client = redis.asyncio.Redis(
+            connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
+                url,
+                max_connections=HISTORY_READERS,
+                timeout=SUBSCRIBE_TIMEOUT_S,
+                socket_connect_timeout=5,
+                health_check_interval=30,
+                client_name=f"{prefix}history-reader",
+            )
+        )
         self._queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
         self._channels: set[str] = set()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -331,6 +347,14 @@ class _RedisSubscriber:
             with unavailable_on_redis_errors():
                 await self._pubsub.unsubscribe(*(self._prefix + channel for channel in channels))
 
+    async def history(self, channel: str) -> list[dict[str, Any]]:
+        """Return the kept events of a channel, in publish order."""
+        with unavailable_on_redis_errors():
+            # redis-py types its commands for both clients: this one's answer is awaitable.
+            reading = self._history_client.lrange(_history_key(self._prefix, channel), 0, -1)
+            kept = await cast(Awaitable[list[bytes]], reading)
+        return [json.loads(data) for data in kept]
+
     def __aiter__(self) -> _RedisSubscriber:
         return self
 
@@ -355,6 +379,7 @@ class _RedisSubscriber:
         try:
             await self._pubsub.aclose()
             await self._redis.aclose()
+            await self._history_client.aclose()
         except _REDIS_ERRORS:
             logger.debug("error while closing the Redis subscriber", exc_info=True)
         self._queue.put_nowait(None)
