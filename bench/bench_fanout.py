@@ -45,7 +45,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_service import (  # noqa: E402
     POSTGRES_URL,
-    REDIS_URL,
     REPO,
     UNLIMITED,
     cpu_seconds,
@@ -259,17 +258,44 @@ def embedded(port: int) -> Iterator[list[str]]:
 
 
 @contextlib.contextmanager
+def private_redis(port: int) -> Iterator[str]:
+    """A redis-server of this bench's own: no other bench's worker takes its messages."""
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        + ["--appendonly", "no", "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while (
+            subprocess.run(
+                ["redis-cli", "-p", str(port), "ping"], capture_output=True, check=False
+            ).stdout.strip()
+            != b"PONG"
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the bench's redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.terminate()
+        server.wait()
+
+
+@contextlib.contextmanager
 def distributed(port: int) -> Iterator[list[str]]:
-    """Two servers and a worker on one PostgreSQL database of their own and Redis."""
+    """Two servers and a worker on one PostgreSQL database and a Redis of their own."""
     database = f"livecode_fanout_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(sa.text(f'CREATE DATABASE "{database}"'))
+    stack = contextlib.ExitStack()
     try:
+        redis_url = stack.enter_context(private_redis(port + 2))
         env = {
             **SERVER_ENV,
             "LIVECODE_DATABASE_URL": POSTGRES_URL.rsplit("/", 1)[0] + "/" + database,
-            "LIVECODE_REDIS_URL": REDIS_URL,
+            "LIVECODE_REDIS_URL": redis_url,
         }
         subprocess.run(
             [sys.executable, "-m", "livecode", "init-db"],
@@ -288,6 +314,7 @@ def distributed(port: int) -> Iterator[list[str]]:
                 wait_ready(url)
             yield urls
     finally:
+        stack.close()
         with admin.connect() as connection:
             connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         admin.dispose()
@@ -324,7 +351,7 @@ def main() -> None:
         f"{args.followers} followers of one python run printing {args.chunks} chunks of 53 bytes, "
         f"one every {args.interval_ms:g} ms; load average before: {os.getloadavg()[0]:.2f}\n"
     )
-    port = 19000 + os.getpid() % 500 * 2
+    port = 19000 + os.getpid() % 300 * 3
     configurations = {"embedded": embedded, "distributed": distributed}
     for name, servers in configurations.items():
         if args.only and name != args.only:

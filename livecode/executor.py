@@ -115,14 +115,21 @@ class Executor:
         inbox = _ControlInbox()
         # Listen before claiming: a cancel sent once the execution is RUNNING must not be lost.
         with self.bus.listen(control_channel(execution_id), inbox.receive):
-            try:
-                inbox.replay(self.bus.history(control_channel(execution_id)))
-            except Unavailable as exc:
-                log.warning("control history of %s unreadable: %s", execution_id, exc)
-                inbox.replay([])
             execution = self._claim(execution_id, log)
             if execution is None:
                 return
+            if execution.interactive or execution.attempt > 1:
+                try:
+                    inbox.replay(self.bus.history(control_channel(execution_id)))
+                except Unavailable as exc:
+                    log.warning("control history of %s unreadable: %s", execution_id, exc)
+                    inbox.replay([])
+            else:
+                # Nothing can be in the history yet, so one Redis round trip a run less: stdin
+                # and resize go to interactive runs only, and a cancel goes through the control
+                # channel only once the execution is RUNNING, which this claim made it, after
+                # the listen began (earlier attempts' cancels are read above).
+                inbox.replay([])
             self._count_claim(execution)
             if self.leases is not None:
                 self.leases.hold(execution.id, inbox.control.cancel)
