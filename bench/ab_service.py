@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_service import (  # noqa: E402
     POSTGRES_URL,
+    REDIS_URL,
     REPO,
     UNLIMITED,
     cpu_seconds,
@@ -52,7 +53,8 @@ def servers(tree: str, port: int, distributed: bool, redis_db: int) -> Iterator[
             stack.callback(admin.dispose)
             stack.callback(_drop_database, admin, database)
             env["LIVECODE_DATABASE_URL"] = POSTGRES_URL.rsplit("/", 1)[0] + "/" + database
-            env["LIVECODE_REDIS_URL"] = f"redis://127.0.0.1:6379/{redis_db}"
+            # The Redis of LIVECODE_BENCH_REDIS_URL (bench_service's), two databases of it.
+            env["LIVECODE_REDIS_URL"] = f"{REDIS_URL.rsplit('/', 1)[0]}/{redis_db}"
             subprocess.run(
                 [sys.executable, "-m", "livecode", "init-db"],
                 env=env,

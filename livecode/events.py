@@ -6,8 +6,9 @@ records themselves (store/records.py); the others are here. Each is built with v
 Rust: 2-3 us a body, where ``model_construct`` (pure Python) takes more, and the dict literals
 they replaced 1.4.
 
-Events are TypedDicts, one per type: on the bus, in the relay and in a socket's outbox they
-stay plain dicts, so typing them costs nothing. Who gets which:
+Events are TypedDicts, one per type: on the bus, in the relay and on their way to a socket they
+stay plain dicts, so typing them costs nothing (the relay hands one SharedEvent, a dict encoded
+once, to all the followers of a channel). Who gets which:
 
     every follower of an execution     status, output (seq 1, 2, ... without gaps), finished
     the other followers of a session   session.updated

@@ -1,7 +1,7 @@
 """/ws: one socket, many sessions and executions (SPEC.md, "WebSocket /ws").
 
-A receive loop parses each frame (protocol.py) and carries it out with a command, in order;
-one send loop writes everything the socket gets, from replies and from the relay's follows.
+A receive loop parses each frame (protocol.py) and carries it out with a command, in order,
+writing its replies; each follow (relay.py) writes its events itself (Connection says why).
 A bad message gets an `error` event and the socket stays open; flooding closes it (1008).
 A server that shuts down closes every socket with 1001 (going away), so that clients
 reconnect, to another server, and resume their follows with `since`.

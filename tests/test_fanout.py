@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from livecode import events
 from livecode.config import Settings
 from tests.utils import (
     TIMEOUT,
@@ -110,12 +111,12 @@ async def test_every_follower_gets_every_byte_and_a_stalled_one_holds_nobody_bac
     finished = received[0][-1]
     assert finished["type"] == "finished" and finished["status"] == "COMPLETED", finished
     assert finished["stdout"] == EXPECTED
-    for events in [*received, late]:
-        assert joined(events, "stdout") == EXPECTED
-        chunks = outputs(events)
+    for got in [*received, late]:
+        assert joined(got, "stdout") == EXPECTED
+        chunks = outputs(got)
         assert [e["seq"] for e in chunks] == list(range(1, len(chunks) + 1))
-        assert events[-1] == finished
-    assert all(events == received[0] for events in received)  # the same events, every one
+        assert got[-1] == finished
+    assert all(got == received[0] for got in received)  # the same events, every one
 
 
 class _Follower:
@@ -128,18 +129,18 @@ class _Follower:
         self.printed_all = asyncio.Event()
 
     async def follow(self) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = []
+        got: list[dict[str, Any]] = []
         async with ws_connect(self.server) as ws:
             await ws.send({"type": "subscribe", "execution_id": self.execution_id})
             while True:
                 event = await ws.recv()
-                events.append(event)
+                got.append(event)
                 if event.get("status") == "RUNNING":
                     self.running.set()
                 elif event["type"] == "output" and LAST_LINE in event["data"]:
                     self.printed_all.set()
                 elif event["type"] == "finished":
-                    return events
+                    return got
                 elif event["type"] == "error":
                     raise AssertionError(event)
 
@@ -183,10 +184,10 @@ async def _read_until_finished(sock: socket.socket) -> list[dict[str, Any]]:
         taken, buffer = buffer[:size], buffer[size:]
         return taken
 
-    events = []
+    got: list[dict[str, Any]] = []
     try:
         async with asyncio.timeout(TIMEOUT):
-            while not events or events[-1]["type"] != "finished":
+            while not got or got[-1]["type"] != "finished":
                 opcode, length = await take(2)
                 length &= 0x7F
                 if length == 126:
@@ -195,7 +196,20 @@ async def _read_until_finished(sock: socket.socket) -> list[dict[str, Any]]:
                     (length,) = struct.unpack("!Q", await take(8))
                 payload = await take(length)
                 if opcode & 0x0F == 1:
-                    events.append(json.loads(payload))
+                    got.append(json.loads(payload))
     finally:
         sock.close()
-    return events
+    return got
+
+
+def test_a_shared_event_is_sent_as_the_same_text_as_a_plain_one() -> None:
+    """The relay's events, encoded once for all their followers, read as any other event."""
+    event = events.output_event("e1", "stdout", 7, 'héllo \u2603 "quoted"\n')
+    shared = events.SharedEvent(event)
+    assert (
+        events.encode(shared)
+        == events.encode(event)
+        == json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    )
+    assert events.encode(shared) is events.encode(shared)  # encoded once
+    assert shared == event and json.loads(events.encode(shared)) == event
