@@ -113,8 +113,8 @@ class Connection:
     """The state of one socket: what it follows, and the writes to it.
 
     Every task of the socket (the receive loop's replies, each follow, each session) writes its
-    events itself, with no outbox and no send loop between: one task hop less per event, a
-    third of a server's CPU per follower when 1,000 sockets follow a run (issue 14). A write is
+    events itself, with no outbox and no send loop between: one task hop less per event, which
+    counts when 1,000 sockets follow a run (issue 14, bench/bench_fanout.py). A write is
     whole (uvicorn frames and writes a message without awaiting in between), and it waits only
     while the client's buffer is full: then the follows of a slow socket stop reading their
     relay queues, which fill and re-sync them (relay.py) while every other socket goes on.
