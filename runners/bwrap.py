@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from runners.errors import RunnerError
 from runners.spawner import memfd
 from runners.stage import Stage
+from runners.warm import WarmBinaries
 
 _BOX = "/box"
 _OUT = "/out"
@@ -31,6 +32,7 @@ _BINARY = f"{_BOX}/main"  # where an execution stage finds its compiled program
 _RUNTIME = "/opt/livecode"
 _TTY_INIT = "/opt/livecode-tty"
 _WARM = "/opt/livecode-warm"
+_WARM_INIT = "/opt/livecode-init"  # warm.c's INIT_PATH
 _TMPFS_BYTES = 64 << 20
 # --unshare-all but the network: the slot's spawner already has a network namespace of its own
 _UNSHARE_BUT_NET = ("--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try")
@@ -84,13 +86,13 @@ class Bwrap:
         *,
         has_private_network: bool,
         has_memory_cgroup: bool,
-        warm_binary: str | None = None,
+        warm: WarmBinaries | None = None,
     ) -> Launch:
         """Open the fds of one bwrap start and return it; its options travel in an fd.
 
-        With `warm_binary`, the start of a warm interpreter (launch_warm)."""
-        argv = self._argv(stage, has_private_network, has_memory_cgroup, warm_binary)
-        seccomp_file = self.warm_seccomp_file if warm_binary else self.seccomp_file
+        With `warm`, the start of a warm interpreter (launch_warm)."""
+        argv = self._argv(stage, has_private_network, has_memory_cgroup, warm)
+        seccomp_file = self.warm_seccomp_file if warm else self.seccomp_file
         fds: list[int] = []
         try:
             if stage.source:  # else no fd: bwrap would hand an unused one to the program
@@ -100,7 +102,7 @@ class Bwrap:
             if seccomp_file is not None:
                 fds.append(os.open(seccomp_file, os.O_RDONLY | os.O_CLOEXEC))
             copied_bytes = 0
-            for host, _path in _copied(stage, warm_binary):
+            for host, _path in _copied(stage, warm):
                 fds.append(os.open(host, os.O_RDONLY | os.O_CLOEXEC))
                 copied_bytes = max(copied_bytes, os.fstat(fds[-1]).st_size)
             # bwrap's options (host paths of the work root) from an fd: the sandbox's pid 1 is a
@@ -122,15 +124,15 @@ class Bwrap:
             copied_bytes=copied_bytes,
         )
 
-    def launch_warm(self, binary: str, *, has_private_network: bool) -> Launch:
+    def launch_warm(self, warm: WarmBinaries, *, has_private_network: bool) -> Launch:
         """The start of a slot's warm interpreter (warm.c): a cold run's sandbox but for two
         things that let it give each run namespaces of its own: no --disable-userns, and the
         warm filter, which allows unshare and mount (each run stacks the full filter on top).
         Its fds after the launch's: the cold runs' filter, then the spawner's socket."""
         if self.seccomp_file is None or self.warm_seccomp_file is None:
             raise RunnerError("warm start needs the seccomp filter")
-        # the etc files, the warm filter, the interpreter (copied in), bwrap's options
-        count = len(self.etc_files) + 3
+        # the etc files, the warm filter, the interpreter and init (copied in), bwrap's options
+        count = len(self.etc_files) + 4
         filter_fd = _FD_FIRST + count
         stage = Stage(
             argv=(_WARM, str(filter_fd + 1), str(filter_fd)),
@@ -145,7 +147,7 @@ class Bwrap:
             stage,
             has_private_network=has_private_network,
             has_memory_cgroup=True,
-            warm_binary=binary,
+            warm=warm,
         )
         assert len(launch.fds) == count
         try:
@@ -161,7 +163,7 @@ class Bwrap:
         stage: Stage,
         has_private_network: bool,
         has_memory_cgroup: bool,
-        warm_binary: str | None = None,
+        warm: WarmBinaries | None = None,
     ) -> list[str]:
         names = {
             "source": f"{_BOX}/{stage.source_name}",
@@ -177,7 +179,7 @@ class Bwrap:
             *(_UNSHARE_BUT_NET if has_private_network else ("--unshare-all",)),
             "--unshare-user",
             # the warm interpreter makes a user namespace for each run; its runs cannot
-            *(() if warm_binary else ("--disable-userns",)),
+            *(() if warm else ("--disable-userns",)),
             "--die-with-parent",
             "--new-session",
             "--cap-drop", "ALL",
@@ -199,7 +201,7 @@ class Bwrap:
             *self._runtime_args(stage),
             "--proc", "/proc",
             *self._dev_args(stage),
-            *self._scratch_args(warm_binary),
+            *self._scratch_args(warm),
         ]  # fmt: skip
         if stage.source:
             argv += ["--file", str(_FD_FIRST), names["source"]]  # a memfd holding the source
@@ -207,14 +209,14 @@ class Bwrap:
         # than bound: a bind of the work root's file would show its host path in mountinfo.
         # The copy costs about 1 ms a MB: +0.4 ms a start for a 16 KB hello, +4.2 for a 4 MB
         # binary (bench/ab_runners.py against the bind, side by side; python starts unchanged).
-        for index, (_host, path) in enumerate(_copied(stage, warm_binary)):
+        for index, (_host, path) in enumerate(_copied(stage, warm)):
             argv += ["--perms", "0555", "--ro-bind-data", str(fd_copied + index), path]
         if stage.out_dir:
             # The compile stage's output directory: its host path shows in that stage's
             # mountinfo, which only g++, as and ld run in (they read /proc files as empty).
             argv += ["--bind", stage.out_dir, _OUT]
         # the warm interpreter's cwd would be every run's pid 1's, until it leaves it
-        argv += ["--chdir", "/" if warm_binary else _BOX, "--remount-ro", "/", "--clearenv"]
+        argv += ["--chdir", "/" if warm else _BOX, "--remount-ro", "/", "--clearenv"]
         for index in range(0, len(_SANDBOX_ENV), 2):
             argv += ["--setenv", _SANDBOX_ENV[index], _SANDBOX_ENV[index + 1]]
         if stage.tty_init:
@@ -224,8 +226,8 @@ class Bwrap:
         argv += ["--", *_command(stage, names, tty_init=_TTY_INIT)]
         return argv
 
-    def _scratch_args(self, warm_binary: str | None) -> tuple[str, ...]:
-        if warm_binary:
+    def _scratch_args(self, warm: WarmBinaries | None) -> tuple[str, ...]:
+        if warm:
             # The warm interpreter writes nowhere: /tmp and /box are only the mount points of
             # each run's own, in the read-only root. A writable one would be shared by its runs.
             return ("--dir", "/tmp", "--dir", _BOX)
@@ -270,9 +272,9 @@ def launch_unsandboxed(
     return Launch(argv=tuple(command), cwd=run_dir, env=env)
 
 
-def _copied(stage: Stage, warm_binary: str | None = None) -> list[tuple[str, str]]:
+def _copied(stage: Stage, warm: WarmBinaries | None = None) -> list[tuple[str, str]]:
     """The host files the stage sees as read-only copies: (host path, path in the sandbox)."""
-    copied = [(warm_binary, _WARM)] if warm_binary else []
+    copied = [(warm.interpreter, _WARM), (warm.init, _WARM_INIT)] if warm else []
     if stage.binary:
         copied.append((stage.binary, _BINARY))
     if stage.tty_init:

@@ -27,6 +27,7 @@ from runners.warm import (
     RUN_INIT_PROCESSES,
     WARM_PROCESSES,
     WARM_UID_BASE,
+    WarmBinaries,
     WarmConfig,
     encode_request as encode_warm_request,
     interpreter_rlimits,
@@ -47,7 +48,7 @@ class SlotSetup:
     runtime_dir: str  # mode "none": seen at {runtime}
     scratch_dir: str  # mode "none": each start gets a run directory here
     is_root: bool  # then each slot has a uid and cgroups of its own
-    warm: str | None = None  # the compiled warm interpreter; None: Python starts cold
+    warm: WarmBinaries | None = None  # the compiled warm interpreter; None: Python starts cold
     warm_config: WarmConfig = WarmConfig()
 
 
@@ -237,13 +238,13 @@ class Slot:
         return self.warm_spawner
 
     def _new_warm_interpreter(self) -> Spawner:
-        bwrap, binary = self._setup.bwrap, self._setup.warm
-        assert bwrap is not None and binary is not None
+        bwrap, binaries = self._setup.bwrap, self._setup.warm
+        assert bwrap is not None and binaries is not None
         if not self.warm_cgroups:
             self.warm_cgroups = host.make_cgroups(self.index, "warm")
         spawner = Spawner(self._setup.spawner, self.warm_cgroups, self.index)
         try:
-            launch = bwrap.launch_warm(binary, has_private_network=spawner.has_private_network)
+            launch = bwrap.launch_warm(binaries, has_private_network=spawner.has_private_network)
             null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
             try:
                 request = Request(

@@ -9,21 +9,26 @@
    W is `python3 -u -I /box/main.py` split in two: Py_InitializeFromConfig with that command line
    (python's own main does the same), then, instead of running the file, a loop in C that never
    runs Python code. For each run W clones a child C with new user, mount, PID and IPC namespaces:
-   C is pid 1 of the run (as bwrap's init is for a cold run), mounts a fresh /proc, /tmp and /box,
-   writes the source, leaves W's cwd for /, sets the run's limit of 0 user namespaces, then takes
-   the run's rlimits, drops every capability (bounding set included), sets no_new_privs, installs
-   the cold runs' seccomp filter on top of W's, stays not dumpable, and only then forks R (pid 2),
-   which inherits all of that, puts stdin/stdout/stderr on the run's pipes and goes back to
-   Python: new sys.std* objects on the new fds, the run's sys.argv, and Py_RunMain, which runs
-   /box/main.py as python3 does. C only reaps. W itself has cwd / and a read-only /tmp and /box:
-   it writes nowhere, so it has nothing writable that its runs share.
+   C is pid 1 of the run (as bwrap's init is for a cold run). C is a vfork child: it shares W's
+   memory, on W's stack below W's frames, while W waits, so the kernel copies W's memory once a
+   run (for R), not twice. C mounts a fresh /proc, /tmp and /box, writes the source, leaves W's
+   cwd for /, sets the run's limit of 0 user namespaces, then takes the run's rlimits, drops
+   every capability (bounding set included), sets no_new_privs, installs the cold runs' seccomp
+   filter on top of W's, is not dumpable, and only then forks R (pid 2), which inherits all of
+   that, and executes warm_init.c (a small static program: W resumes). R waits until that init
+   says it is not dumpable, puts stdin/stdout/stderr on the run's pipes and goes back to Python:
+   new sys.std* objects on the new fds, the run's sys.argv, and Py_RunMain, which runs
+   /box/main.py as python3 does. init only reaps. W itself has cwd / and a read-only /tmp and
+   /box: it writes nowhere, so it has nothing writable that its runs share; what C wrote of W's
+   memory (its stack, the mm's dumpable flag) W discards or sets back.
 
    Why a run cannot reach W: W is in none of the run's namespaces but the network's and the
    user namespace's parent; the run's PID namespace has no number for W (kill, ptrace, pidfd_open,
    process_vm_readv and /proc all need one, and the filter denies ptrace, process_vm_* and kcmp
    anyway); the capabilities C held during set-up are of the run's own user namespace, which
-   owns nothing of W's, and gone before any of the run's code runs; W and C are not dumpable.
-   When C exits the kernel kills every process left in the run's PID namespace, so killing C
+   owns nothing of W's, and gone before any of the run's code runs; no code of the run runs
+   while C shares W's memory; W and init are not dumpable.
+   When init exits the kernel kills every process left in the run's PID namespace, so killing it
    (cancel, timeout) ends the whole run.
 
    Protocol on the control socket (SOCK_SEQPACKET, fd argv[1]); argv[2] is an fd holding the
@@ -51,12 +56,15 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -68,6 +76,7 @@
 #define N_FDS 5 /* stdin, stdout, stderr, source, request */
 #define MAX_ARGS 4096
 #define MAX_REQUEST (16 << 20)
+#define INIT_PATH "/opt/livecode-init" /* warm_init.c, copied in beside W */
 
 static const char *const PYTHON_ARGV[] = {"/usr/bin/python3", "-u", "-I", "/box/main.py"};
 
@@ -91,6 +100,7 @@ extern int _Py_UnhandledKeyboardInterrupt;
 extern int _Py_HandleSystemExit(int *exitcode);
 
 static int control;
+static PyObject *stdio_code; /* STDIO, compiled once in W: not once a run */
 static struct sock_fprog filter;
 
 static void reply(const char *fmt, ...) {
@@ -223,19 +233,17 @@ static int protect_proc(void) {
     return 0;
 }
 
+/* the source copied by the kernel: C runs on W's stack, and no byte of a run may stay there */
 static void write_source(int source, int error_w) {
     int out = open("/box/main.py", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (out < 0) fail(error_w, "source");
     fchmod(out, 0666); /* as bwrap --file, whatever the umask */
-    char buf[65536];
     off_t at = 0;
     for (;;) {
-        ssize_t n = pread(source, buf, sizeof buf, at);
+        ssize_t n = sendfile(out, source, &at, 1 << 30);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) fail(error_w, "source");
         if (n == 0) break;
-        if (write(out, buf, (size_t)n) != n) fail(error_w, "source");
-        at += n;
     }
     close(out);
 }
@@ -367,8 +375,16 @@ static void run_main(void) {
     finish(exitcode);
 }
 
-/* R: the run's program, pid 2 of its namespace */
-static void program(const struct request *req, int *fds, int error_w) {
+/* R: the run's program, pid 2 of its namespace. Waits for the byte its pid 1 sends once it is
+   the small init, not dumpable (warm_init.c): none of the run's code runs while pid 1 shares
+   W's memory. */
+static void program(const struct request *req, int *fds, int error_w, int go) {
+    char byte;
+    ssize_t got;
+    do got = read(go, &byte, 1);
+    while (got < 0 && errno == EINTR);
+    if (got != 1) _exit(127); /* pid 1 failed to become init: the run ends with it */
+    close(go);
     for (int k = 0; k < 3; k++)
         if (dup2(fds[k], k) < 0) fail(error_w, "dup2");
     int err = fcntl(error_w, F_DUPFD_CLOEXEC, 3);
@@ -402,7 +418,7 @@ static void program(const struct request *req, int *fds, int error_w) {
     Py_DECREF(orig);
     PyObject *globals = PyDict_New();
     PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins());
-    PyObject *done = PyRun_String(STDIO, Py_file_input, globals, globals);
+    PyObject *done = PyEval_EvalCode(stdio_code, globals, globals);
     if (done == NULL) {
         PyErr_Print();
         _exit(120);
@@ -412,12 +428,26 @@ static void program(const struct request *req, int *fds, int error_w) {
     run_main();
 }
 
-/* C: pid 1 of the run's namespaces. Sets them up, forks R, reaps, and exits as R did (a signal
-   N as 128+N, as bwrap's init reports it). */
-static void init(const struct request *req, int *fds, int error_w) {
+struct run_setup {
+    const struct request *req;
+    int *fds;
+    int error_r, error_w;
+};
+
+/* C: the run's pid 1, a vfork child of W in W's memory (W waits until C executes init or
+   ends), on W's stack below W's frames. Sets the namespaces up, forks R, and becomes
+   warm_init, which reaps and exits as R did. Whatever C writes is W's: the mm's dumpable flag
+   (W sets it back), the stack (W discards it), never a byte of the run's source or request
+   beyond the stack. */
+static int set_up_run(void *arg) {
+    const struct run_setup *run = arg;
+    const struct request *req = run->req;
+    int *fds = run->fds, error_w = run->error_w;
+    close(run->error_r);
+    close(control);
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    /* W is not dumpable, and neither is a fork of it: its /proc files would be root's, and the
-       maps below could not be written */
+    /* W's memory is not dumpable: its /proc files would be root's, and the maps below could
+       not be written. Not dumpable again before R exists. */
     prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
     char map[64];
     snprintf(map, sizeof map, "%d %d 1", SANDBOX_ID, SANDBOX_ID);
@@ -441,25 +471,47 @@ static void init(const struct request *req, int *fds, int error_w) {
     if (protect_proc()) fail(error_w, "read-only /proc/sys");
     if (setsid() < 0) fail(error_w, "setsid");
     /* C is held as R will be before any of R's code runs: the run's rlimits (C does nothing but
-       wait), no capability, no_new_privs, the cold filter; and not dumpable, for good: R, of the
-       same uid, must not write C's memory nor open its files */
+       wait), no capability, no_new_privs, the cold filter; and not dumpable, for good */
     apply_rlimits(req, error_w);
     confine(error_w);
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    pid_t pid = fork();
+    int go[2];
+    if (pipe2(go, O_CLOEXEC)) fail(error_w, "pipe");
+    pid_t pid = fork(); /* a copy of W's memory: the only one a run makes */
     if (pid < 0) fail(error_w, "fork");
-    if (pid == 0) program(req, fds, error_w);
-    /* the run's pipes among them: their readers wait for every writer to close */
-    syscall(SYS_close_range, 0, ~0U, 0);
-    for (;;) {
-        int status;
-        pid_t ended = wait(&status);
-        if (ended < 0 && errno == EINTR) continue;
-        if (ended < 0) _exit(127);
-        if (ended != pid) continue; /* an orphan of the run */
-        if (WIFSIGNALED(status)) _exit(128 + WTERMSIG(status));
-        _exit(WEXITSTATUS(status));
+    if (pid == 0) {
+        close(go[1]);
+        program(req, fds, error_w, go[0]);
     }
+    close(go[0]);
+    /* the run's pipes, the error pipe and the control socket are close-on-exec: init holds
+       only this fd, which it closes once it is not dumpable */
+    if (dup2(go[1], 0) < 0) fail(error_w, "dup2");
+    char pid_text[16];
+    snprintf(pid_text, sizeof pid_text, "%d", (int)pid);
+    char *const init_argv[] = {"livecode-init", pid_text, NULL};
+    char *const init_env[] = {NULL};
+    execve(INIT_PATH, init_argv, init_env);
+    fail(error_w, "exec " INIT_PATH);
+    return 127;
+}
+
+/* C's stack: W's own, this far below W's frames (W waits in clone meanwhile), so that R, a
+   fork of C, runs on the main stack as a cold python does, growing up to its RLIMIT_STACK */
+#define C_STACK_GAP (16 << 10)
+/* more than C ever uses: discarded after each run, so that no later run's copy holds it */
+#define C_STACK_BYTES (256 << 10)
+
+/* an address below every frame of the caller's (and so below its locals) */
+static __attribute__((noinline)) uintptr_t below_caller(void) {
+    return (uintptr_t)__builtin_frame_address(0);
+}
+
+static void forget_c_stack(uintptr_t top) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t end = top & ~(page - 1), start = (top - C_STACK_BYTES) & ~(page - 1);
+    /* pages of the range never touched are no error worth a word: ENOMEM, the rest zapped */
+    madvise((void *)start, end - start, MADV_DONTNEED);
 }
 
 static void run(int *fds, int n_fds) {
@@ -479,14 +531,17 @@ static void run(int *fds, int n_fds) {
         free(buf);
         return;
     }
+    struct run_setup setup = {&req, fds, pipe_fds[0], pipe_fds[1]};
+    uintptr_t stack_top = (below_caller() - C_STACK_GAP) & ~(uintptr_t)63;
     PyOS_BeforeFork();
-    pid_t pid = (pid_t)syscall(SYS_clone, CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID |
-                                              CLONE_NEWIPC | SIGCHLD, NULL, NULL, NULL, NULL);
-    if (pid == 0) {
-        close(pipe_fds[0]);
-        close(control);
-        init(&req, fds, pipe_fds[1]);
-    }
+    pid_t pid = clone(set_up_run, (void *)stack_top,
+                      CLONE_VM | CLONE_VFORK | CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID |
+                          CLONE_NEWIPC | SIGCHLD,
+                      &setup);
+    /* C, sharing this memory, made it dumpable for a while, and may have ended before it set
+       it back */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    forget_c_stack(stack_top);
     PyOS_AfterFork_Parent();
     /* every later run is a fork of this memory: nothing of this one may stay in it */
     explicit_bzero(buf, size);
@@ -563,6 +618,8 @@ static int initialize(void) {
     if (!PyStatus_Exception(status)) status = Py_InitializeFromConfig(&config);
     PyConfig_Clear(&config);
     if (PyStatus_Exception(status)) return -1;
+    stdio_code = Py_CompileString(STDIO, "<string>", Py_file_input);
+    if (stdio_code == NULL) return -1;
     /* what the interpreter holds now is never garbage: no run's collection need visit (and so
        copy) its pages. gc leaves sys.modules again, as a fresh interpreter has not imported it */
     PyObject *gc = PyImport_ImportModule("gc");

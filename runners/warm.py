@@ -35,6 +35,7 @@ _LINK = (
     "-I/usr/include/python3.11",
     "-no-pie",  # as python3.11: -pie needs libpython3.11-pic.a, 10-18% slower (README)
     "-Wl,--export-dynamic",  # extension modules find the interpreter's symbols in the binary
+    "-Wl,-z,now",  # every symbol bound in the interpreter: not again, in a copied page, each run
     f"{_CONFIG}/libpython3.11.a",
     "-lz",
     "-lexpat",
@@ -43,6 +44,9 @@ _LINK = (
     "-lpthread",
     "-lutil",
 )
+
+# no libc (warm_init.c says why)
+_INIT_FLAGS = ("-static", "-nostdlib", "-fno-stack-protector")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +64,18 @@ class WarmConfig:
             raise ValueError(f"warm max_age_s must be positive, got {self.max_age_s}")
 
 
-def build(work_root: str) -> str | None:
-    """The compiled warm interpreter, or None (logged) when this host cannot build one: it
-    needs /usr/bin/python3 to be Python 3.11 with its static library and headers
-    (Debian/Ubuntu: python3.11-dev)."""
+@dataclass(frozen=True, slots=True)
+class WarmBinaries:
+    """The compiled warm interpreter (warm.c) and the pid 1 its runs become (warm_init.c)."""
+
+    interpreter: str
+    init: str
+
+
+def build(work_root: str) -> WarmBinaries | None:
+    """The compiled warm interpreter and its runs' init, or None (logged) when this host cannot
+    build them: it needs /usr/bin/python3 to be Python 3.11 with its static library and headers
+    (Debian/Ubuntu: python3.11-dev), on x86-64."""
     if os.path.realpath("/usr/bin/python3") != _PYTHON or not os.path.exists(
         f"{_CONFIG}/libpython3.11.a"
     ):
@@ -74,7 +86,10 @@ def build(work_root: str) -> str | None:
         )
         return None
     try:
-        return build_c(work_root, "warm.c", "warm", mode=0o755, flags=_LINK)
+        return WarmBinaries(
+            interpreter=build_c(work_root, "warm.c", "warm", mode=0o755, flags=_LINK),
+            init=build_c(work_root, "warm_init.c", "warm-init", mode=0o755, flags=_INIT_FLAGS),
+        )
     except SandboxUnavailable as exc:
         logger.warning("warm start of Python is off: %s", exc)
         return None

@@ -250,9 +250,9 @@ def test_no_host_path_in_the_sandbox_init_command_line(sandbox: Sandbox, languag
         " for (size_t i = 0; i < n; i++) std::putchar(b[i] ? b[i] : ' '); }",
     }[language]
     result, _ = run(sandbox, Program(language, source))
-    # pid 1 is bwrap's init, or a warm run's init: a fork of the warm interpreter
+    # pid 1 is bwrap's init, or a warm run's (warm_init.c)
     init = (
-        "livecode-warm" if language == "python" and sandbox.measures()["warm_python"] else "bwrap"
+        "livecode-init" if language == "python" and sandbox.measures()["warm_python"] else "bwrap"
     )
     assert result.status is ExecutionStatus.COMPLETED and init in result.stdout, result
     assert sandbox.work_root not in result.stdout and "/var/tmp" not in result.stdout, result

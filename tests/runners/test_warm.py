@@ -119,9 +119,9 @@ def test_a_run_cannot_reach_the_interpreter(warm: Sandbox) -> None:
 
 
 def test_the_runs_pid_1_is_held_as_the_program_is(warm: Sandbox) -> None:
-    """The run's pid 1, a fork of the interpreter, has the run's rlimits, no capability,
-    no_new_privs and the run's seccomp filters, as the program has; the program can neither
-    write pid 1's memory nor open its working directory."""
+    """The run's pid 1 has the run's rlimits, no capability, no_new_privs and the run's seccomp
+    filters, as the program has; the program can neither write pid 1's memory nor open its
+    working directory. Pid 1 holds no copy of the interpreter: it is the small warm_init."""
     result, _ = run(warm, program("warm_pid1", "python"))
     assert result.status is ExecutionStatus.COMPLETED, result
     seen = json.loads(result.stdout)
@@ -133,6 +133,7 @@ def test_the_runs_pid_1_is_held_as_the_program_is(warm: Sandbox) -> None:
         assert int(init[capabilities], 16) == 0, init
     assert init["NoNewPrivs"] == "1", init
     assert seen["reached"] == [], seen
+    assert seen["init_rss_kb"] < 1024, seen  # the interpreter's copy would be about 8 MB
 
 
 def test_a_run_cannot_make_a_user_namespace(warm: Sandbox) -> None:
@@ -182,11 +183,16 @@ def test_a_run_corrupting_its_interpreter_leaves_the_next_intact(warm: Sandbox) 
     assert _interpreter(warm) == first
 
 
-def test_no_run_finds_another_runs_arguments_in_memory(warm: Sandbox) -> None:
-    """The interpreter keeps nothing of a run's request: a later run scanning all of its memory
-    (a copy of the interpreter's) does not find an earlier run's arguments."""
+@pytest.mark.parametrize("where", ["arguments", "source"])
+def test_no_run_finds_another_runs_request_in_memory(warm: Sandbox, where: str) -> None:
+    """The interpreter keeps nothing of a run's request, though each run is set up in its
+    memory and on its stack: a later run scanning all of its memory (a copy of the
+    interpreter's) finds neither an earlier run's arguments nor its source."""
     token = secrets.token_hex(16)
-    run(warm, Program("python", "pass", args=(token,)))
+    if where == "arguments":
+        run(warm, Program("python", "pass", args=(token,)))
+    else:  # deep in a long source: the scanning run's own set-up overwrites less
+        run(warm, Program("python", f"# {'.' * 50_000}{token}\npass\n"))
     digest = hashlib.sha256(token.encode()).hexdigest()
     scan = (
         "import hashlib, re, sys\n"

@@ -1,5 +1,6 @@
-"""What the run's pid 1 (the warm interpreter's fork that set the run up) looks like to the
-program: its limits, capabilities and filters, and whether the program can write its memory."""
+"""What the run's pid 1 (warm_init.c, which the process that set the run up became) looks like
+to the program: its limits, capabilities and filters, its size, and whether the program can
+write its memory."""
 
 import json
 import os
@@ -30,6 +31,7 @@ print(
             "limits": [limits("1"), limits("self")],
             "status": [{name: status(pid).get(name) for name in fields} for pid in ("1", "self")],
             "reached": reached,
+            "init_rss_kb": int(status("1")["VmRSS"].split()[0]),
         }
     )
 )
