@@ -16,6 +16,7 @@ from livecode.client import (
     Conflict,
     ConnectionLost,
     Execution,
+    Forbidden,
     InternalError,
     InvalidValue,
     Limits,
@@ -275,6 +276,9 @@ def test_server_errors_map_to_their_classes() -> None:
     busy = error_from_http(503, {"error": {"code": "unavailable", "message": "m"}}, "7")
     assert isinstance(busy, Unavailable) and busy.retry_after == 7.0
     assert isinstance(error_from_http(418, "not json"), BadRequest)
+    forbidden = {"error": {"code": "forbidden", "message": "the operator's"}}
+    assert isinstance(error_from_http(403, forbidden), Forbidden)
+    assert isinstance(error_from({"code": "forbidden", "message": "m"}), Forbidden)
 
 
 def test_limits_send_only_what_is_given() -> None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         BadRequest,
         Conflict,
         ConnectionLost,
+        Forbidden,
         InternalError,
         InvalidValue,
         LivecodeError,
@@ -62,6 +63,7 @@ __all__ = [
     "Event",
     "Execution",
     "Finished",
+    "Forbidden",
     "InternalError",
     "InvalidValue",
     "Language",
@@ -91,7 +93,8 @@ _LAZY = {
         "livecode.client.models",
     ),
     **dict.fromkeys(
-        "BadRequest Conflict ConnectionLost InternalError InvalidValue LivecodeError NotFound "
+        "BadRequest Conflict ConnectionLost Forbidden InternalError InvalidValue LivecodeError "
+        "NotFound "
         "RateLimited TooLarge Unauthorized Unavailable".split(),
         "livecode.client.errors",
     ),

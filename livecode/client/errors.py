@@ -8,6 +8,7 @@ An `error {code, message, retry_after?}` event or a REST error body is raised as
     │   ├── TooLarge              too_large      413
     │   └── InvalidValue          bad_request    422
     ├── Unauthorized              unauthorized   401
+    ├── Forbidden                 forbidden      403
     ├── NotFound                  not_found      404
     ├── Conflict                  conflict       409
     ├── RateLimited               rate_limited   429   retry_after
@@ -26,6 +27,7 @@ from __future__ import annotations
 from livecode.errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     InternalError,
     InvalidValue,
     LivecodeError,
@@ -46,6 +48,7 @@ __all__ = [
     "BadRequest",
     "Conflict",
     "ConnectionLost",
+    "Forbidden",
     "InternalError",
     "InvalidValue",
     "LivecodeError",
@@ -64,6 +67,7 @@ _CLASSES: tuple[type[LivecodeError], ...] = (
     BadRequest,
     TooLarge,
     Unauthorized,
+    Forbidden,
     NotFound,
     Conflict,
     RateLimited,
