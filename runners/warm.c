@@ -509,7 +509,8 @@ static __attribute__((noinline)) uintptr_t below_caller(void) {
 
 static void forget_c_stack(uintptr_t top) {
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t end = top & ~(page - 1), start = (top - C_STACK_BYTES) & ~(page - 1);
+    /* top's own page too, where C's first frames are: W's are C_STACK_GAP above it */
+    uintptr_t end = (top + page - 1) & ~(page - 1), start = (top - C_STACK_BYTES) & ~(page - 1);
     /* pages of the range never touched are no error worth a word: ENOMEM, the rest zapped */
     madvise((void *)start, end - start, MADV_DONTNEED);
 }
@@ -598,9 +599,12 @@ static void run(int *fds, int n_fds) {
           (long long)usage.ru_stime.tv_sec * 1000000 + usage.ru_stime.tv_usec, usage.ru_maxrss);
 }
 
-/* what the reply said (a run's exit status and usage) is none of the next run's business */
+/* How a run ended (the exit reply, formatted below run()'s frame, and the kernel's rusage and
+   status in that frame) is none of a later run's business. No later run overwrites it: its C
+   starts C_STACK_GAP below run()'s frame, and R is a copy of this stack. So every byte from
+   here down to C's stack, which forget_c_stack discards, is zeroed. */
 static void forget_replies(void) {
-    char stack[4096];
+    char stack[sizeof(struct request) + C_STACK_GAP + (8 << 10)];
     explicit_bzero(stack, sizeof stack);
     __asm__ volatile("" : : "r"(stack) : "memory");
 }

@@ -217,6 +217,17 @@ def test_no_run_finds_another_runs_request_in_memory(warm: Sandbox, where: str) 
     assert _found(result.stdout) == "found: []", result
 
 
+def test_no_run_finds_how_another_run_ended_in_memory(warm: Sandbox) -> None:
+    """How a run ended (its exit status, CPU time and peak memory, which the interpreter
+    reported to its spawner, and the usage the kernel gave it) is none of a later run's
+    business: a later run scanning all of its memory finds no earlier run's report."""
+    ended, _ = run(warm, Program("python", "import sys\nsys.exit(97)"))
+    assert ended.exit_code == 97, ended
+    result, _ = run(warm, program("warm_replies", "python"), Limits(wall_timeout_s=20))
+    assert result.status is ExecutionStatus.COMPLETED, result
+    assert _found(result.stdout) == "found: []", result
+
+
 def test_the_interpreter_is_replaced_after_max_runs() -> None:
     """No interpreter serves more than max_runs runs (the sandbox's start-up probe among them):
     then a new one, with a new hash seed, takes over."""
