@@ -120,8 +120,9 @@ def test_a_run_cannot_reach_the_interpreter(warm: Sandbox) -> None:
 
 def test_the_runs_pid_1_is_held_as_the_program_is(warm: Sandbox) -> None:
     """The run's pid 1 has the run's rlimits, no capability, no_new_privs and the run's seccomp
-    filters, as the program has; the program can neither write pid 1's memory nor open its
-    working directory. Pid 1 holds no copy of the interpreter: it is the small warm_init."""
+    filters, as the program has; the program can neither read nor write pid 1's memory, open its
+    files, fds, environment or namespaces, nor change it. Pid 1 holds no copy of the
+    interpreter: it is the small warm_init, and its command line says nothing of the run."""
     result, _ = run(warm, program("warm_pid1", "python"))
     assert result.status is ExecutionStatus.COMPLETED, result
     seen = json.loads(result.stdout)
@@ -134,6 +135,17 @@ def test_the_runs_pid_1_is_held_as_the_program_is(warm: Sandbox) -> None:
     assert init["NoNewPrivs"] == "1", init
     assert seen["reached"] == [], seen
     assert seen["init_rss_kb"] < 1024, seen  # the interpreter's copy would be about 8 MB
+    assert seen["init_cmdline"] == "livecode-init\x002\x00", seen  # nothing of the run's
+
+
+def test_signals_to_the_runs_pid_1_change_nothing(warm: Sandbox) -> None:
+    """The program may signal its pid 1 with anything (stop, kill, a fault): pid 1, the init of
+    the run's PID namespace, keeps reaping and reports the program's own end; the interpreter
+    serves the next run."""
+    first = _interpreter(warm)
+    result, _ = run(warm, program("warm_signal_init", "python"))
+    assert (result.stdout, result.exit_code) == ("10 S\n", 7), result
+    assert _interpreter(warm) == first
 
 
 def test_a_run_cannot_make_a_user_namespace(warm: Sandbox) -> None:
@@ -158,6 +170,45 @@ def test_the_interpreter_writes_nowhere(warm: Sandbox) -> None:
         assert "ro" in options[mount], (path, mount, options[mount])
 
 
+def _interpreter_fds(pid: str) -> list[str]:
+    """What the interpreter's fds are, without the numbers the kernel gave their objects."""
+    fd_dir = pathlib.Path(f"/proc/{pid}/fd")
+    return sorted(f"{fd.name} {os.readlink(fd).split('[')[0]}" for fd in fd_dir.iterdir())
+
+
+def _is_dumpable(pid: str) -> bool:
+    """A process not dumpable has its /proc files owned by root, not by its uid."""
+    return os.stat(f"/proc/{pid}/mem").st_uid != 0
+
+
+def test_the_interpreter_keeps_nothing_of_ended_runs(warm: Sandbox) -> None:
+    """However its runs end (a crash, signals to pid 1, a fork tree, a cancel), the interpreter
+    holds the same fds during each run (none of an earlier one's) and stays not dumpable,
+    though every run's set-up makes its memory dumpable for a while."""
+    pid = _interpreter_status(warm)["Pid"]
+    seen = []
+
+    def observe_during_run() -> None:
+        control = Control()
+        source = "import time\nprint('started', flush=True)\ntime.sleep(60)\n"
+
+        def on_output(stream: object, text: str) -> None:
+            seen.append((_interpreter_fds(pid), _is_dumpable(pid)))
+            threading.Thread(target=control.cancel).start()
+
+        result = warm.run(Program("python", source), FAST, on_output=on_output, control=control)
+        assert result.status is ExecutionStatus.CANCELLED, result
+
+    observe_during_run()
+    run(warm, program("warm_corrupt", "python"))
+    run(warm, program("warm_signal_init", "python"))
+    run(warm, Program("python", "import os\nos.fork()\nos.fork()\nos.close(1)\nos._exit(3)"))
+    observe_during_run()
+    assert _interpreter_status(warm)["Pid"] == pid
+    assert seen[0] == seen[1], seen
+    assert seen[0][1] is False, seen
+
+
 def test_an_interpreter_given_no_run_filter_starts_no_run(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -171,6 +222,8 @@ def test_an_interpreter_given_no_run_filter_starts_no_run(
         slot.reset_warm()
         with pytest.raises(RunnerError, match="warm start: no seccomp filter"):
             sandbox.run(Program("python", "print('ran')"), FAST)
+        # the set-up ended while the interpreter's memory, which it shares, was dumpable
+        assert not _is_dumpable(_interpreter_status(sandbox)["Pid"])
 
 
 def test_a_run_corrupting_its_interpreter_leaves_the_next_intact(warm: Sandbox) -> None:

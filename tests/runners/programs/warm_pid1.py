@@ -19,12 +19,31 @@ def limits(pid: str) -> list[str]:
 fields = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")
 fields += ("Seccomp_filters",)
 reached = []
-for path, mode in (("/proc/1/mem", os.O_RDWR), ("/proc/1/cwd", os.O_RDONLY)):
+# what pid 1 holds (its memory, fds, environment, namespaces, files) is shut to a program of its
+# uid because it is not dumpable, and what it is (name, oom score, core filter) it cannot change
+shut = "mem environ maps smaps auxv stack syscall pagemap io timers personality exe cwd root fd"
+for name in (shut + " fdinfo map_files ns/user ns/pid ns/mnt").split():
     try:
-        os.close(os.open(path, mode))
-        reached.append(path)
+        os.close(os.open(f"/proc/1/{name}", os.O_RDONLY))
+        reached.append(f"read {name}")
     except OSError:
         pass
+for name, value in (
+    ("mem", "\0"),
+    ("comm", "x"),
+    ("oom_score_adj", "1000"),
+    ("coredump_filter", "0"),
+    ("clear_refs", "5"),
+    ("timerslack_ns", "1"),
+):
+    try:
+        with open(f"/proc/1/{name}", "w") as file:
+            file.write(value)
+        reached.append(f"wrote {name}")
+    except OSError:
+        pass
+with open("/proc/1/cmdline", "rb") as cmdline:
+    init_cmdline = cmdline.read().decode()
 print(
     json.dumps(
         {
@@ -32,6 +51,7 @@ print(
             "status": [{name: status(pid).get(name) for name in fields} for pid in ("1", "self")],
             "reached": reached,
             "init_rss_kb": int(status("1")["VmRSS"].split()[0]),
+            "init_cmdline": init_cmdline,
         }
     )
 )
