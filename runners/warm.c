@@ -432,6 +432,7 @@ struct run_setup {
     const struct request *req;
     int *fds;
     int error_r, error_w;
+    int report_r, report_w; /* init's word on the program's peak memory */
 };
 
 /* C: the run's pid 1, a vfork child of W in W's memory (W waits until C executes init or
@@ -444,6 +445,7 @@ static int set_up_run(void *arg) {
     const struct request *req = run->req;
     int *fds = run->fds, error_w = run->error_w;
     close(run->error_r);
+    close(run->report_r);
     close(control);
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     /* W's memory is not dumpable: its /proc files would be root's, and the maps below could
@@ -485,8 +487,8 @@ static int set_up_run(void *arg) {
     }
     close(go[0]);
     /* the run's pipes, the error pipe and the control socket are close-on-exec: init holds
-       only this fd, which it closes once it is not dumpable */
-    if (dup2(go[1], 0) < 0) fail(error_w, "dup2");
+       only these two */
+    if (dup2(go[1], 0) < 0 || dup2(run->report_w, 1) < 0) fail(error_w, "dup2");
     char pid_text[16];
     snprintf(pid_text, sizeof pid_text, "%d", (int)pid);
     char *const init_argv[] = {"livecode-init", pid_text, NULL};
@@ -525,14 +527,23 @@ static void run(int *fds, int n_fds) {
         free(buf);
         return;
     }
-    int pipe_fds[2];
+    int pipe_fds[2], report[2];
     if (pipe2(pipe_fds, O_CLOEXEC)) {
         reply("error pipe: %s", strerror(errno));
         explicit_bzero(buf, size);
         free(buf);
         return;
     }
-    struct run_setup setup = {&req, fds, pipe_fds[0], pipe_fds[1]};
+    /* never waited on: read once init and every process of the run are gone */
+    if (pipe2(report, O_CLOEXEC | O_NONBLOCK)) {
+        reply("error pipe: %s", strerror(errno));
+        close(pipe_fds[0]);
+        close(pipe_fds[1]);
+        explicit_bzero(buf, size);
+        free(buf);
+        return;
+    }
+    struct run_setup setup = {&req, fds, pipe_fds[0], pipe_fds[1], report[0], report[1]};
     uintptr_t stack_top = (below_caller() - C_STACK_GAP) & ~(uintptr_t)63;
     PyOS_BeforeFork();
     pid_t pid = clone(set_up_run, (void *)stack_top,
@@ -549,8 +560,10 @@ static void run(int *fds, int n_fds) {
     explicit_bzero(&req, sizeof req);
     free(buf);
     close(pipe_fds[1]);
+    close(report[1]);
     if (pid < 0) {
         close(pipe_fds[0]);
+        close(report[0]);
         reply("error clone: %s", strerror(errno));
         return;
     }
@@ -563,6 +576,7 @@ static void run(int *fds, int n_fds) {
         error[got] = 0;
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
+        close(report[0]);
         reply("error %s", error);
         explicit_bzero(error, sizeof error);
         return;
@@ -593,10 +607,17 @@ static void run(int *fds, int n_fds) {
     struct rusage usage;
     memset(&usage, 0, sizeof usage);
     while (wait4(pid, &status, 0, &usage) < 0 && errno == EINTR) {}
+    /* C's own peak is this memory's, which the kernel recorded when C executed init: the
+       program's is init's word, when init lived to say it (not when killed: a cancel, a
+       timeout) */
+    long maxrss = usage.ru_maxrss, reported = 0;
+    if (read(report[0], &reported, sizeof reported) == (ssize_t)sizeof reported && reported >= 0)
+        maxrss = reported;
+    close(report[0]);
     if (control < 0) _exit(0);
     reply("exit %d %lld %lld %ld", status,
           (long long)usage.ru_utime.tv_sec * 1000000 + usage.ru_utime.tv_usec,
-          (long long)usage.ru_stime.tv_sec * 1000000 + usage.ru_stime.tv_usec, usage.ru_maxrss);
+          (long long)usage.ru_stime.tv_sec * 1000000 + usage.ru_stime.tv_usec, maxrss);
 }
 
 /* How a run ended (the exit reply, formatted below run()'s frame, and the kernel's rusage and

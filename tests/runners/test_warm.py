@@ -378,6 +378,19 @@ def test_usage_is_the_runs_alone(warm: Sandbox, cold: Sandbox) -> None:
     assert result.cpu_time_ms is not None and result.cpu_time_ms >= int(result.stdout), result
 
 
+def test_the_peak_memory_is_the_programs_own(warm: Sandbox) -> None:
+    """The run's pid 1 executes init from the interpreter's memory, which leaves the
+    interpreter's peak as that process's own: the peak reported is still the program's, as
+    the program itself reads it at its end."""
+    own = Program(
+        "python", "import resource\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    for _ in range(3):
+        result, _ = run(warm, own)
+        assert result.status is ExecutionStatus.COMPLETED and result.memory_kb is not None, result
+        assert 0 <= result.memory_kb - int(result.stdout) <= 256, result
+
+
 def test_the_memory_limit_counts_the_run_alone(warm: Sandbox) -> None:
     """A run may use its memory limit, not less for the interpreter beside it, and not more."""
     limits = Limits(wall_timeout_s=20, memory_mb=96)
