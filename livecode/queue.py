@@ -392,9 +392,20 @@ class _WakingConsumer(_RedisConsumer):
         super().close()
 
     def ack(self, message: Any) -> None:
+        held_all = self._holds_all()
         super().ack(message)
-        self.wake.set()  # a slot is free: look again (worker threads call this)
+        if held_all:
+            self.wake.set()  # a slot is free: look again (worker threads call this)
 
     def nack(self, message: Any) -> None:
+        held_all = self._holds_all()
         super().nack(message)
-        self.wake.set()
+        if held_all:
+            self.wake.set()
+
+    def _holds_all(self) -> bool:
+        """Whether this consumer holds all the messages it may, and so fetched none since it
+        took the last: only then may a message wait for the slot an ack frees. Short of that, it
+        fetched until the queue was empty, and an enqueue wakes it; a fetch at every ack found
+        nothing most times (one Lua script a run, issue 14)."""
+        return bool(self.outstanding_message_count >= self.prefetch)
