@@ -23,6 +23,7 @@ from typing import Any
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import current_millis
 from dramatiq.middleware import Middleware, TimeLimit
 
 from livecode import metrics
@@ -292,10 +293,37 @@ class WakingRedisBroker(RedisBroker):
         redis_id = message.options.get("redis_message_id") or str(uuid.uuid4())
         message = message.copy(options={"redis_message_id": redis_id})
         self.emit_before("enqueue", message, delay)
-        self.do_enqueue(message.queue_name, redis_id, message.encode())
+        self._enqueue_and_wake(message.queue_name, redis_id, message.encode())
         self.emit_after("enqueue", message, delay)
-        self.client.publish(self.wake_channel, message.queue_name)
         return message
+
+    def _enqueue_and_wake(self, queue_name: str, redis_id: str, data: bytes) -> None:
+        """Dramatiq's enqueue (its dispatch script, called as `do_enqueue` calls it) and the
+        wake-up, in that order, in one round trip: one pipeline where there were two
+        commands, each a wait on Redis for the web process's thread (issue 14)."""
+        arguments = [
+            "enqueue",
+            current_millis(),
+            queue_name,
+            self.broker_id,
+            self.heartbeat_timeout,
+            self.dead_message_ttl,
+            self._should_do_maintenance("enqueue"),
+            self._max_unpack_size(),
+            redis_id,
+            data,
+        ]
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self.scripts["dispatch"].sha, 1, self.namespace, *arguments)
+            pipe.publish(self.wake_channel, queue_name)
+            enqueued, _ = pipe.execute(raise_on_error=False)
+        if isinstance(enqueued, redis.exceptions.NoScriptError):
+            # A Redis that lost its scripts (restarted without them): Dramatiq's own call
+            # loads the script again.
+            self.do_enqueue(queue_name, redis_id, data)
+            self.client.publish(self.wake_channel, queue_name)
+        elif isinstance(enqueued, Exception):
+            raise enqueued
 
     def missing(self, queue_name: str, due: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """The (execution id, attempt) pairs whose message is not stored any more: neither

@@ -67,6 +67,25 @@ def test_enqueue_wakes_idle_consumers_of_other_processes(redis_url: str) -> None
         consumer_side.close()
 
 
+def test_enqueue_reaches_a_redis_that_lost_its_scripts(redis_url: str) -> None:
+    """An enqueue sends Dramatiq's script by its hash; a Redis that no longer has it (flushed,
+    restarted) gets it loaded again, and the message arrives and wakes the consumer all the
+    same."""
+    received = threading.Event()
+    consumer = Queue(settings_for("redis", redis_url))
+    sender = Queue(settings_for("redis", redis_url))
+    try:
+        consumer.start_workers(lambda execution_id: received.set(), threads=1)
+        assert sender.broker is not None
+        sender.broker.client.script_flush()
+        sender.enqueue("after-a-flush")
+        assert received.wait(TIMEOUT)
+        wait_until(lambda: sender.missing([("after-a-flush", 1)]) != [], "the message is acked")
+    finally:
+        consumer.close()
+        sender.close()
+
+
 def test_in_process_close_lets_the_running_execution_finish_and_starts_no_other() -> None:
     """Embedded shutdown: what runs ends; what is still queued stays QUEUED in the store, for
     the next start to run."""
