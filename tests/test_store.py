@@ -305,6 +305,33 @@ def test_run_count_cap(store: Store) -> None:
     assert store.get_session(session.id).run_count == 3
 
 
+def test_queue_caps_refuse_a_session_run_and_count_nothing(store: Store) -> None:
+    """A full queue (Unavailable) or a creator with its QUEUED cap reached (RateLimited)
+    refuses a session's run before anything is written: the run is not counted either."""
+    session = _session(store)
+    _execution(store, session.id, created_by="tenant")
+    with pytest.raises(errors.Unavailable):
+        _execution(store, session.id, max_queued=1, max_runs_per_session=5)
+    with pytest.raises(errors.RateLimited) as caught:
+        _execution(store, session.id, created_by="tenant", max_queued_by_creator=1)
+    assert "at most 1 executions queued" in caught.value.message
+    assert _execution(store, session.id, created_by="other", max_queued_by_creator=1)
+    assert _row_count(store, executions) == 2
+    assert store.get_session(session.id).run_count == 2
+
+
+def test_a_session_run_takes_what_it_leaves_out_from_the_session(store: Store) -> None:
+    """Language and source left out are the session's as the run is counted; given, they are
+    the run's own."""
+    session = store.create_session("python", "print('session')")
+    own = _execution(store, session.id, language=None, source_code=None)
+    assert (own.language, own.source_code) == ("python", "print('session')")
+    stored = store.get_execution(own.id)
+    assert (stored.language, stored.source_code) == ("python", "print('session')")
+    given = _execution(store, session.id, language=None, source_code="print('given')")
+    assert store.get_execution(given.id).source_code == "print('given')"
+
+
 def test_run_count_cap_under_concurrency(store: Store) -> None:
     """Racing runs never exceed the cap."""
     session = _session(store)

@@ -70,7 +70,7 @@ COUNT_RUN = (
     .values(run_count=code_sessions.c.run_count + 1)
     .returning(code_sessions.c.language, code_sessions.c.source_code)
 )
-SESSION_EXISTS = sa.select(code_sessions.c.id).where(
+SESSION_RUNS = sa.select(code_sessions.c.run_count).where(
     code_sessions.c.id == sa.bindparam("b_session_id"),
     code_sessions.c.owner == sa.bindparam("b_owner"),
 )
@@ -100,6 +100,52 @@ BELOW_MAX_RUNNING = sa.or_(
     < executions.c.max_running,
 )
 _MOVE_STATEMENTS: dict[tuple[Any, ...], sa.Update] = {}
+_COUNTED_INSERTS: dict[tuple[bool, bool], sa.Insert] = {}
+_QUEUED = executions.c.status == sa.literal_column(f"'{ExecutionStatus.QUEUED.value}'")
+
+
+def counted_insert(queue_cap: bool, creator_cap: bool) -> sa.Insert:
+    """PostgreSQL: a session's run counted (COUNT_RUN's guard, and with `queue_cap` and
+    `creator_cap` the queue's and the creator's QUEUED below ``b_max_queued`` and
+    ``b_max_queued_by``) and the execution inserted, in one statement. Its binds are the
+    execution's columns (``language`` and ``source_code`` None: the session's) and COUNT_RUN's;
+    it returns the language and source inserted, and no row when a guard refused."""
+    statement = _COUNTED_INSERTS.get((queue_cap, creator_cap))
+    if statement is not None:
+        return statement
+    guards = [
+        code_sessions.c.id == sa.bindparam("b_session_id"),
+        code_sessions.c.owner == sa.bindparam("b_owner"),
+        code_sessions.c.run_count < sa.bindparam("b_cap"),
+    ]
+    queued = sa.select(sa.func.count()).select_from(executions)
+    if queue_cap:
+        guards.append(queued.where(_QUEUED).scalar_subquery() < sa.bindparam("b_max_queued"))
+    if creator_cap:
+        by_creator = executions.c.created_by == sa.bindparam("b_created_by")
+        guards.append(
+            queued.where(by_creator, _QUEUED).scalar_subquery() < sa.bindparam("b_max_queued_by")
+        )
+    counted = (
+        code_sessions.update()
+        .where(*guards)
+        .values(run_count=code_sessions.c.run_count + 1)
+        .returning(code_sessions.c.language, code_sessions.c.source_code)
+        .cte("counted")
+    )
+    values = [
+        sa.func.coalesce(sa.bindparam(column.name, type_=column.type), counted.c[column.name])
+        if column.name in ("language", "source_code")
+        else sa.bindparam(column.name, type_=column.type)
+        for column in executions.c
+    ]
+    statement = (
+        executions.insert()
+        .from_select(list(executions.c), sa.select(*values).select_from(counted))
+        .returning(executions.c.language, executions.c.source_code)
+    )
+    _COUNTED_INSERTS[queue_cap, creator_cap] = statement
+    return statement
 
 
 def _move_statement(
