@@ -1,9 +1,10 @@
 """Commands shared by the WebSocket, REST and SSE edges.
 
 Each validates (limits above the server's are refused), writes to the store, enqueues and
-publishes. All are sync and thread-safe; the async edges call them with one
-`run_in_threadpool`. Each acts for a `tenant` (auth.py found it): the store answers another
-owner's sessions and executions with NotFound, and the tenant's quotas apply.
+publishes. All are sync and thread-safe; the async edges call them with one thread hop
+(`run_in_threadpool`; a socket's `websocket.in_thread`). Each acts for a `tenant` (auth.py
+found it): the store answers another owner's sessions and executions with NotFound, and the
+tenant's quotas apply.
 """
 
 from __future__ import annotations

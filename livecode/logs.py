@@ -4,7 +4,7 @@ is about.
 What a line is about is set once where the work begins (`about(execution_id=...)` in the
 executor, the sweeper, the socket's handlers), in a context variable: every line logged inside,
 by any module (the store, the bus, runners), carries it. A thread gets its own context, and
-Starlette's threadpool copies the caller's, so it follows a request into its command.
+the edges' thread hops copy the caller's, so it follows a request into its command.
 """
 
 from __future__ import annotations

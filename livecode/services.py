@@ -4,15 +4,16 @@ A web process opens store, bus, queue, relay and commands; a worker process (and
 mode, which is both) also opens the sandbox and consumes the queue with an Executor.
 
 The threads each process runs. `livecode serve` (distributed): uvicorn's event loop (sockets,
-the relay, SSE) and anyio's thread pool, the one way the loop hops to blocking work
-(`run_in_threadpool`: commands, the store, bus history reads). `livecode worker`:
+the relay, SSE) and two thread pools, the ways the loop hops to blocking work: anyio's
+(`run_in_threadpool`: REST and SSE commands, the store, bus history reads) and the sockets'
+(`livecode-ws-command-N`, websocket.in_thread: a socket's commands). `livecode worker`:
 `LIVECODE_WORKER_THREADS` Dramatiq worker threads, each running one `Executor.execute` at a
 time with its output pump inline; Dramatiq's consumer thread; `broker-wake` (the Redis wake-up
 subscription that ends idle polling); `bus-control-reader` (cancel and stdin from the control
 channels); `heartbeat` (announces the worker for /health/workers); `leases` (renews the leases
 of the executions it runs); and `runners-pch`, once at start (the C++ precompiled header);
 with LIVECODE_METRICS_PORT, prometheus-client's HTTP server. Embedded `serve`: the event
-loop, the thread pool, `livecode-worker-N` threads reading the in-process queue, `leases` and
+loop, the thread pools, `livecode-worker-N` threads reading the in-process queue, `leases` and
 `runners-pch`; the local bus hands events to the loop with `call_soon_threadsafe`. Every
 process also runs a `sweeper` (sweeper.py), which does its pass when it holds the lock.
 """
