@@ -295,7 +295,11 @@ def encode(event: Mapping[str, Any] | list[Any]) -> str:
 
 
 def _encode(event: Mapping[str, Any] | list[Any]) -> str:
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(event)
+
+
+# Built once: json.dumps() builds an encoder per call when given options.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 class SharedEvent(dict[str, Any]):
@@ -307,9 +311,10 @@ class SharedEvent(dict[str, Any]):
 
     __slots__ = ("_text",)
 
-    def __init__(self, event: Mapping[str, Any]) -> None:
+    def __init__(self, event: Mapping[str, Any], text: str | None = None) -> None:
+        """`text`, when given, is the event's encoding already (encode() of it)."""
         super().__init__(event)
-        self._text: str | None = None
+        self._text: str | None = text
 
     @property
     def text(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import json
 import logging
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from livecode.bus import HISTORY_TTL_S, OnMessage
+from livecode.events import SharedEvent, encode
 
 __all__ = ["LocalBus"]
 
@@ -24,8 +26,11 @@ _CLOSED = None
 class LocalBus:
     """A thread-safe bus inside one process; history in memory with expiry.
 
-    Events are JSON-encoded on publish and decoded for each reader, so every reader gets its
-    own dict and the encoding matches RedisBus.
+    Events are JSON-encoded on publish, in the encoding the server sends (events.encode), so
+    that an event that could not cross Redis fails here too. Listeners and history readers
+    decode their own dicts; the relay's subscribers get a SharedEvent carrying that encoding,
+    neither decoded nor encoded again (a SharedEvent is never changed, so it may share the
+    publisher's nested values).
     """
 
     def __init__(self, *, history_ttl_s: float = HISTORY_TTL_S) -> None:
@@ -46,7 +51,7 @@ class LocalBus:
         keep_for_s: float | None = None,
     ) -> None:
         """Deliver to every subscriber and, with keep=True, append to history (atomically)."""
-        data = json.dumps(event, separators=(",", ":"))
+        data = encode(event)
         with self._lock:
             now = time.monotonic()
             self._drop_expired(now)
@@ -55,8 +60,11 @@ class LocalBus:
                 ttl_s = self._history_ttl_s if keep_for_s is None else keep_for_s
                 self._set_deadline(channel, now + ttl_s)
             # Delivering under the lock keeps delivery order equal to history order.
-            for subscriber in self._subscribers.get(channel, ()):
-                subscriber._deliver(channel, data)
+            subscribers = self._subscribers.get(channel)
+            if subscribers:
+                shared = SharedEvent(event, data)
+                for subscriber in subscribers:
+                    subscriber._deliver(channel, shared)
             for on_message in self._listeners.get(channel, ()):
                 try:
                     on_message(json.loads(data))
@@ -69,6 +77,13 @@ class LocalBus:
             self._drop_expired(time.monotonic())
             kept = list(self._history.get(channel, ()))
         return [json.loads(data) for data in kept]
+
+    def _shared_history(self, channel: str) -> list[dict[str, Any]]:
+        """The history as SharedEvents with their encoding, for the relay."""
+        with self._lock:
+            self._drop_expired(time.monotonic())
+            kept = list(self._history.get(channel, ()))
+        return [SharedEvent(json.loads(data), data) for data in kept]
 
     def expire(self, channel: str, after_s: float) -> None:
         """Drop the channel's history after_s seconds from now."""
@@ -138,61 +153,93 @@ class LocalBus:
 
 
 class _LocalSubscriber:
-    """An async subscription fed from any thread through loop.call_soon_threadsafe."""
+    """An async subscription fed from any thread: a deque, and a wake-up of the loop through
+    call_soon_threadsafe only when none is on its way already (events published back to back
+    wake it once). Not an asyncio.Queue: its loop checks and wake-ups were most of a
+    delivery's cost."""
 
     def __init__(self, bus: LocalBus) -> None:
         self._bus = bus
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
+        self._items: collections.deque[tuple[str, SharedEvent] | None] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._wake_pending = False  # set under the bus lock, cleared on the loop
         self._channels: set[str] = set()
         self._is_closed = False
 
     async def subscribe(self, *channels: str) -> None:
         """Subscribe; active when this returns."""
-        if self._is_closed:
-            raise RuntimeError("subscribe() called on a closed subscriber")
-        self._loop = asyncio.get_running_loop()
         for channel in channels:
-            if channel not in self._channels:
-                self._channels.add(channel)
-                self._bus._add_subscriber(channel, self)
+            self.subscribe_now(channel)
 
     async def unsubscribe(self, *channels: str) -> None:
         """Unsubscribe from the channels."""
         for channel in channels:
-            if channel in self._channels:
-                self._channels.discard(channel)
-                self._bus._remove_subscriber(channel, self)
+            self.unsubscribe_now(channel)
+
+    def subscribe_now(self, channel: str) -> None:
+        """Subscribe (SubscribesAtOnce); on the loop that reads this subscriber."""
+        if self._is_closed:
+            raise RuntimeError("subscribe() called on a closed subscriber")
+        self._loop = asyncio.get_running_loop()
+        if channel not in self._channels:
+            self._channels.add(channel)
+            self._bus._add_subscriber(channel, self)
+
+    def unsubscribe_now(self, channel: str) -> None:
+        """Unsubscribe (SubscribesAtOnce)."""
+        if channel in self._channels:
+            self._channels.discard(channel)
+            self._bus._remove_subscriber(channel, self)
 
     async def history(self, channel: str) -> list[dict[str, Any]]:
         """The bus's history of the channel: in memory, it answers at once."""
-        return self._bus.history(channel)
+        return self._bus._shared_history(channel)
 
     def __aiter__(self) -> _LocalSubscriber:
         return self
 
     async def __anext__(self) -> tuple[str, dict[str, Any]]:
-        item = await self._queue.get()
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = self._items[0]
         if item is _CLOSED:
-            self._queue.put_nowait(_CLOSED)  # every later __anext__ ends too
-            raise StopAsyncIteration
-        channel, data = item
-        return channel, json.loads(data)
+            raise StopAsyncIteration  # left in place: every later __anext__ ends too
+        self._items.popleft()
+        return item
 
     async def aclose(self) -> None:
-        """Close the subscription; iteration ends. Idempotent."""
+        """Close the subscription; iteration ends (after what was delivered). Idempotent."""
         if self._is_closed:
             return
         self._is_closed = True
         await self.unsubscribe(*self._channels)
-        self._queue.put_nowait(_CLOSED)
+        self._items.append(_CLOSED)
+        self._wake()
 
-    def _deliver(self, channel: str, data: str) -> None:
-        # Called by publish() from any thread, under the bus lock.
+    def _deliver(self, channel: str, event: SharedEvent) -> None:
+        # Called by publish() from any thread, under the bus lock. The item goes in before the
+        # flag is read: a wake-up on its way (flag set) finds it when it runs.
         loop = self._loop
         if loop is None:
             return
+        self._items.append((channel, event))
+        if self._wake_pending:
+            return
+        self._wake_pending = True
         try:
-            loop.call_soon_threadsafe(self._queue.put_nowait, (channel, data))
+            loop.call_soon_threadsafe(self._wake)
         except RuntimeError:  # the loop is closed: nobody is reading any more
             logger.debug("dropped an event on %s: subscriber loop closed", channel)
+
+    def _wake(self) -> None:
+        # On the loop. Cleared before the reader runs: an item delivered from now on schedules
+        # a wake-up of its own.
+        self._wake_pending = False
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
