@@ -35,7 +35,14 @@ from contextlib import asynccontextmanager
 from typing import Any, Final
 
 from livecode import metrics
-from livecode.bus import RESYNC, Bus, BusUnavailable, Subscriber, execution_channel
+from livecode.bus import (
+    RESYNC,
+    Bus,
+    BusUnavailable,
+    Subscriber,
+    SubscribesAtOnce,
+    execution_channel,
+)
 from livecode.errors import InternalError, Unavailable
 from livecode.events import SharedEvent, error_event
 
@@ -79,6 +86,8 @@ class Relay:
         self._follower_queue_size = follower_queue_size
         self._check_after_s = check_after_s
         self._subscriber: Subscriber | None = None
+        # The subscriber, when it subscribes at once: then no task and no lock per channel.
+        self._at_once: SubscribesAtOnce | None = None
         self._reader: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._channels: dict[str, _Channel] = {}
@@ -96,6 +105,8 @@ class Relay:
         if self._subscriber is not None:
             raise RuntimeError("Relay.start() called twice")
         self._subscriber = self._bus.subscriber()
+        if isinstance(self._subscriber, SubscribesAtOnce):
+            self._at_once = self._subscriber
         self._reader = asyncio.create_task(self._read(self._subscriber), name="relay-reader")
         self._watchdog = asyncio.create_task(self._watch(), name="relay-watchdog")
 
@@ -213,7 +224,13 @@ class Relay:
         follower = _Follower(queue_size or self._follower_queue_size)
         entry = self._channels.get(channel)
         if entry is None:
-            entry = _Channel(asyncio.ensure_future(self._subscribe(channel)))
+            if self._at_once is not None:
+                self._at_once.subscribe_now(channel)
+                subscribed = asyncio.get_running_loop().create_future()
+                subscribed.set_result(None)
+            else:
+                subscribed = asyncio.ensure_future(self._subscribe(channel))
+            entry = _Channel(subscribed)
             self._channels[channel] = entry
         entry.followers.add(follower)
         metrics.FOLLOWERS.inc()
@@ -235,6 +252,9 @@ class Relay:
         if entry.followers:
             return
         del self._channels[channel]
+        if self._at_once is not None:
+            self._at_once.unsubscribe_now(channel)
+            return
         task = asyncio.create_task(self._unsubscribe(channel, entry.subscribed))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -264,7 +284,8 @@ class Relay:
                 entry = self._channels.get(channel)
                 if entry is not None:
                     entry.heard_at = time.monotonic()
-                    shared = SharedEvent(event)  # one encoding for all its followers
+                    # One encoding for all its followers (an in-process bus's comes encoded).
+                    shared = event if type(event) is SharedEvent else SharedEvent(event)
                     for follower in entry.followers:
                         follower.push(shared)
         except Exception:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractContextManager
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, runtime_checkable
 
 from livecode.errors import Unavailable
 
@@ -28,6 +28,7 @@ __all__ = [
     "BusUnavailable",
     "OnMessage",
     "Subscriber",
+    "SubscribesAtOnce",
     "control_channel",
     "create_bus",
     "execution_channel",
@@ -101,6 +102,21 @@ class Subscriber(Protocol):
 
     async def aclose(self) -> None:
         """Close the subscription; iteration ends. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class SubscribesAtOnce(Protocol):
+    """A Subscriber whose subscriptions take effect at once, without I/O (the in-process
+    bus's): the relay subscribes inline, with no task and lock per channel (half the CPU of a
+    follow's start and end, which embedded mode pays once a run)."""
+
+    def subscribe_now(self, channel: str) -> None:
+        """Subscribe; active on return. On the subscriber's loop."""
+        ...
+
+    def unsubscribe_now(self, channel: str) -> None:
+        """Unsubscribe. On the subscriber's loop."""
         ...
 
 
