@@ -81,6 +81,23 @@ def test_expire_zero_drops_history_now(bus: Bus) -> None:
     assert bus.history("execution:e1") == []
 
 
+def test_the_in_process_bus_remembers_deadlines_by_channel_not_by_event() -> None:
+    """A busy embedded server publishes thousands of kept events a second, each pushing its
+    channel's deadline an hour on: what the bus keeps to expire them grows with the channels,
+    and the deadline of the last event still holds (an earlier one, set since, too)."""
+    bus = LocalBus(history_ttl_s=1.0)
+    for seq in range(1, 2001):
+        bus.publish("execution:busy", output(seq))
+    bus.publish("execution:short", output(1))
+    bus.expire("execution:short", 0.05)
+    assert len(bus._expiry_heap) <= 3, len(bus._expiry_heap)
+    wait_until(lambda: bus.history("execution:short") == [], "the shortened history expired")
+    assert len(bus.history("execution:busy")) == 2000
+    bus.publish("execution:busy", output(2001))  # its deadline moves on again
+    wait_until(lambda: bus.history("execution:busy") == [], "the busy history expired")
+    assert len(bus._expiry_heap) <= 1, bus._expiry_heap
+
+
 def test_listen_from_a_thread_receives(bus: Bus) -> None:
     """A worker thread listening on control:{id} gets what another thread publishes, in order,
     and nothing once its block has ended."""

@@ -139,17 +139,26 @@ class LocalBus:
                     del self._subscribers[channel]
 
     def _set_deadline(self, channel: str, deadline: float) -> None:
+        current = self._deadlines.get(channel)
         self._deadlines[channel] = deadline
-        heapq.heappush(self._expiry_heap, (deadline, channel))
+        # An entry a channel, not one an event (a busy server kept millions for an hour): a
+        # later deadline is found when the earlier entry comes due; only an earlier one needs
+        # an entry of its own.
+        if current is None or deadline < current:
+            heapq.heappush(self._expiry_heap, (deadline, channel))
 
     def _drop_expired(self, now: float) -> None:
         # The heap may hold stale deadlines; the dict holds the current one per channel.
         while self._expiry_heap and self._expiry_heap[0][0] <= now:
-            _, channel = heapq.heappop(self._expiry_heap)
+            due, channel = heapq.heappop(self._expiry_heap)
             deadline = self._deadlines.get(channel)
-            if deadline is not None and deadline <= now:
+            if deadline is None:
+                continue
+            if deadline <= now:
                 del self._deadlines[channel]
                 self._history.pop(channel, None)
+            elif deadline > due:  # moved later since this entry: it comes due then
+                heapq.heappush(self._expiry_heap, (deadline, channel))
 
 
 class _LocalSubscriber:
