@@ -12,6 +12,7 @@ exists (`missing`) and enqueue again what was lost (a Redis restarted without it
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import queue
 import threading
@@ -277,7 +278,21 @@ class WakingRedisBroker(RedisBroker):
         self.wake_channel = f"{self.namespace}:wake"
         self._wake_events: dict[str, list[threading.Event]] = {}
         self._listener: threading.Thread | None = None
+        self._listening: Any = None  # the listener's PubSub, for close() to end it
+        self._closed = threading.Event()
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close Redis connections, the wake-up listener's included: it stops, not retries."""
+        self._closed.set()
+        with self._lock:
+            listening = self._listening
+        if listening is not None:
+            with contextlib.suppress(Exception):
+                listening.close()  # the listener's blocked read fails, and it sees _closed
+        if self._listener is not None and self._listener is not threading.current_thread():
+            self._listener.join(5.0)
+        super().close()
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
@@ -368,9 +383,13 @@ class WakingRedisBroker(RedisBroker):
                 events.remove(event)
 
     def _listen(self) -> None:
-        while True:
+        while not self._closed.is_set():
             try:
                 pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                with self._lock:
+                    self._listening = pubsub
+                if self._closed.is_set():
+                    return
                 pubsub.subscribe(self.wake_channel)
                 for message in pubsub.listen():
                     queue_name = message["data"].decode()
@@ -378,10 +397,14 @@ class WakingRedisBroker(RedisBroker):
                         events = list(self._wake_events.get(queue_name, ()))
                     for event in events:
                         event.set()
-            except redis.RedisError as exc:
+            except Exception as exc:
+                if self._closed.is_set():
+                    return  # close() ended the read, however it failed
+                if not isinstance(exc, redis.RedisError):
+                    raise
                 # Consumers keep polling at the idle interval meanwhile; nothing is lost.
                 logger.warning("broker wake-up listener lost Redis (%s); retrying", exc)
-                time.sleep(1.0)
+                self._closed.wait(1.0)
 
 
 class _WakingConsumer(_RedisConsumer):

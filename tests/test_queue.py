@@ -67,6 +67,21 @@ def test_enqueue_wakes_idle_consumers_of_other_processes(redis_url: str) -> None
         consumer_side.close()
 
 
+def test_closing_the_queue_stops_its_wake_up_listener(redis_url: str) -> None:
+    """The listener (a thread of the broker's) ends with the queue: it does not go on
+    retrying, and logging that it lost Redis, for as long as the process lives."""
+    queue = Queue(settings_for("redis", redis_url))
+    broker = queue.broker
+    assert isinstance(broker, WakingRedisBroker)
+    broker.wake_event("executions")
+    wait_until(lambda: broker._listening is not None, "the listener subscribed")
+    listener = broker._listener
+    assert listener is not None and listener.is_alive()
+    queue.close()
+    listener.join(TIMEOUT)
+    assert not listener.is_alive()
+
+
 def test_enqueue_reaches_a_redis_that_lost_its_scripts(redis_url: str) -> None:
     """An enqueue sends Dramatiq's script by its hash; a Redis that no longer has it (flushed,
     restarted) gets it loaded again, and the message arrives and wakes the consumer all the
