@@ -73,17 +73,16 @@ class LocalBus:
 
     def history(self, channel: str) -> list[dict[str, Any]]:
         """Return the kept events of a channel, in publish order."""
-        with self._lock:
-            self._drop_expired(time.monotonic())
-            kept = list(self._history.get(channel, ()))
-        return [json.loads(data) for data in kept]
+        return [json.loads(data) for data in self._kept(channel)]
 
     def _shared_history(self, channel: str) -> list[dict[str, Any]]:
         """The history as SharedEvents with their encoding, for the relay."""
+        return [SharedEvent(json.loads(data), data) for data in self._kept(channel)]
+
+    def _kept(self, channel: str) -> list[str]:
         with self._lock:
             self._drop_expired(time.monotonic())
-            kept = list(self._history.get(channel, ()))
-        return [SharedEvent(json.loads(data), data) for data in kept]
+            return list(self._history.get(channel, ()))
 
     def expire(self, channel: str, after_s: float) -> None:
         """Drop the channel's history after_s seconds from now."""

@@ -620,7 +620,7 @@ class Store:
             self._refuse_when_full(conn, max_queued, max_queued_by_creator, execution.created_by)
             self._refuse_run(conn, execution.session_id, max_runs_per_session, execution.owner)
         # Nothing refuses it now: the queue was full a moment ago.
-        raise errors.Unavailable("the queue is full; try again shortly", retry_after=5.0)
+        raise _queue_full()
 
     def _refuse_when_full(
         self,
@@ -631,7 +631,7 @@ class Store:
     ) -> None:
         """Raise when the queue, or `created_by`'s part of it, is at its cap."""
         if max_queued is not None and self._count_in(conn, ExecutionStatus.QUEUED) >= max_queued:
-            raise errors.Unavailable("the queue is full; try again shortly", retry_after=5.0)
+            raise _queue_full()
         if max_queued_by_creator is not None and (
             self._fast.run(conn, statements.COUNT_QUEUED_BY, {"created_by": created_by})[0]["count"]
             >= max_queued_by_creator
@@ -670,6 +670,10 @@ class Store:
                 f"this session has used its {max_runs_per_session} runs; create a new session",
                 retry_after=RUNS_EXHAUSTED_RETRY_S,
             )
+
+
+def _queue_full() -> errors.Unavailable:
+    return errors.Unavailable("the queue is full; try again shortly", retry_after=5.0)
 
 
 def _run_cap(max_runs_per_session: int | None) -> int:
