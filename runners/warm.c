@@ -37,7 +37,7 @@
      -> "run" + fds stdin, stdout, stderr, source (memfd), request (memfd: "N\0(res\0soft\0hard\0)*N
         argc\0arg*")
      <- "pid N" or "error text"
-     -> "kill"                                   (optional)
+     -> "kill"                                   (optional; one after the run ended: ignored)
      <- "exit STATUS UTIME_US STIME_US MAXRSS_KIB" once C and so every process of the run is gone
    EOF on the socket: W kills a run under way and exits. */
 
@@ -699,6 +699,9 @@ int main(int argc, char **argv) {
             }
         }
         if (n == 3 && memcmp(msg, "run", 3) == 0) run(fds, n_fds);
+        /* a kill the spawner relayed as the run ended (a cancel that met the exit): its run is
+           gone, and an answer would be read as the next run's */
+        else if (n == 4 && memcmp(msg, "kill", 4) == 0 && n_fds == 0) {}
         else reply("error unknown request");
         forget_replies();
         for (int k = 0; k < n_fds; k++) close(fds[k]);
