@@ -70,7 +70,7 @@ class Bwrap:
         dev_dir: str | None,
         etc_files: Sequence[tuple[str, str]],
         seccomp_file: str | None,
-        warm_seccomp_file: str | None = None,
+        warm_seccomp_files: tuple[str, str] | None = None,
     ) -> None:
         self.executable = executable
         self.runtime_dir = runtime_dir
@@ -78,7 +78,8 @@ class Bwrap:
         self.dev_dir = dev_dir
         self.etc_files = tuple(etc_files)  # (host file, path in the sandbox), copied into /etc
         self.seccomp_file = seccomp_file  # None: no filter (no libseccomp here)
-        self.warm_seccomp_file = warm_seccomp_file  # the warm interpreter's (seccomp.py)
+        # the warm interpreter's filter and the one each of its runs stacks on it (seccomp.py)
+        self.warm_seccomp_files = warm_seccomp_files
 
     def launch(
         self,
@@ -92,7 +93,10 @@ class Bwrap:
 
         With `warm`, the start of a warm interpreter (launch_warm)."""
         argv = self._argv(stage, has_private_network, has_memory_cgroup, warm)
-        seccomp_file = self.warm_seccomp_file if warm else self.seccomp_file
+        seccomp_file = self.seccomp_file
+        if warm is not None:
+            assert self.warm_seccomp_files is not None, "launch_warm checks it"
+            seccomp_file = self.warm_seccomp_files[0]
         fds: list[int] = []
         try:
             if stage.source:  # else no fd: bwrap would hand an unused one to the program
@@ -127,9 +131,10 @@ class Bwrap:
     def launch_warm(self, warm: WarmBinaries, *, has_private_network: bool) -> Launch:
         """The start of a slot's warm interpreter (warm.c): a cold run's sandbox but for two
         things that let it give each run namespaces of its own: no --disable-userns, and the
-        warm filter, which allows unshare and mount (each run stacks the full filter on top).
-        Its fds after the launch's: the cold runs' filter, then the spawner's socket."""
-        if self.seccomp_file is None or self.warm_seccomp_file is None:
+        warm filter, which allows unshare and mount (each run stacks on it the rest of the cold
+        runs' filter). Its fds after the launch's: the filter its runs stack, then the
+        spawner's socket."""
+        if self.seccomp_file is None or self.warm_seccomp_files is None:
             raise RunnerError("warm start needs the seccomp filter")
         # the etc files, the warm filter, the interpreter and init (copied in), bwrap's options
         count = len(self.etc_files) + 4
@@ -151,7 +156,7 @@ class Bwrap:
         )
         assert len(launch.fds) == count
         try:
-            strict = os.open(self.seccomp_file, os.O_RDONLY | os.O_CLOEXEC)
+            strict = os.open(self.warm_seccomp_files[1], os.O_RDONLY | os.O_CLOEXEC)
         except BaseException:
             for fd in launch.fds:
                 os.close(fd)

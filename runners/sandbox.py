@@ -30,7 +30,7 @@ from runners.pool import SlotPool
 from runners.program import Program
 from runners.result import ExecutionStatus, Reason, Result, Stream
 from runners.runner import OnCaseOutput, Workspace, run_program
-from runners.seccomp import FILTER_VERSION as SECCOMP_VERSION, build_filter
+from runners.seccomp import FILTER_VERSION as SECCOMP_VERSION, Scope as SeccompScope, build_filter
 from runners.slot import SlotSetup
 from runners.stage import Stage
 from runners.warm import WarmConfig
@@ -81,6 +81,7 @@ class Sandbox:
         seccomp = os.path.join(self.work_root, f"seccomp-{SECCOMP_VERSION}.bpf")
         self._has_seccomp = config.mode == "bwrap" and build_filter(seccomp)
         warm_seccomp = os.path.join(self.work_root, f"seccomp-warm-{SECCOMP_VERSION}.bpf")
+        warm_run_seccomp = os.path.join(self.work_root, f"seccomp-warm-run-{SECCOMP_VERSION}.bpf")
         # warm start needs bwrap, the filter and root (a uid and cgroups of its own)
         warm_binary = (
             warm.build(self.work_root)
@@ -88,7 +89,8 @@ class Sandbox:
             else None
         )
         if warm_binary is not None:
-            build_filter(warm_seccomp, for_warm=True)
+            build_filter(warm_seccomp, SeccompScope.WARM)
+            build_filter(warm_run_seccomp, SeccompScope.WARM_RUN)
         self.cache = BinaryCache(os.path.join(self.work_root, "cache"), config.cache_bytes)
         self._bwrap: Bwrap | None = None
         if config.mode == "bwrap":
@@ -103,7 +105,9 @@ class Sandbox:
                     (os.path.join(self._runtime, "group"), "/etc/group"),
                 ),
                 seccomp_file=seccomp if self._has_seccomp else None,
-                warm_seccomp_file=warm_seccomp if warm_binary is not None else None,
+                warm_seccomp_files=(
+                    (warm_seccomp, warm_run_seccomp) if warm_binary is not None else None
+                ),
             )
         self._spawner = spawner.build(self.work_root)
         self._workspace = Workspace(

@@ -13,8 +13,9 @@
    memory, on W's stack below W's frames, while W waits, so the kernel copies W's memory once a
    run (for R), not twice. C mounts a fresh /proc, /tmp and /box, writes the source, leaves W's
    cwd for /, sets the run's limit of 0 user namespaces, then takes the run's rlimits, drops
-   every capability (bounding set included), sets no_new_privs, installs the cold runs' seccomp
-   filter on top of W's, is not dumpable, and only then forks R (pid 2), which inherits all of
+   every capability (bounding set included), sets no_new_privs, stacks on W's seccomp filter the
+   rest of the cold runs' (what W's allows for C: together they answer as the cold one does), is
+   not dumpable, and only then forks R (pid 2), which inherits all of
    that, and executes warm_init.c (a small static program: W resumes). R waits until that init
    says it is not dumpable, puts stdin/stdout/stderr on the run's pipes and goes back to Python:
    new sys.std* objects on the new fds, the run's sys.argv, and Py_RunMain, which runs
@@ -32,7 +33,7 @@
    (cancel, timeout) ends the whole run.
 
    Protocol on the control socket (SOCK_SEQPACKET, fd argv[1]); argv[2] is an fd holding the
-   cold runs' BPF filter:
+   BPF filter each run stacks on W's (seccomp.py, Scope.WARM_RUN):
      <- "ready"                                  once the interpreter is initialised
      -> "run" + fds stdin, stdout, stderr, source (memfd), request (memfd: "N\0(res\0soft\0hard\0)*N
         argc\0arg*")
@@ -157,8 +158,8 @@ struct request {
     int argc;
     char *args[MAX_ARGS];
 };
-/* Every capability gone for good (bounding and ambient sets too), no_new_privs, then the cold
-   runs' filter: stacked on W's, the stricter answer wins. */
+/* Every capability gone for good (bounding and ambient sets too), no_new_privs, then the run's
+   filter: stacked on W's, the stricter answer wins, and the two deny what the cold one does. */
 static void confine(int error_w) {
     for (int cap = 0; cap <= CAP_LAST_CAP; cap++)
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) && errno != EINVAL) fail(error_w, "capbset");
@@ -473,7 +474,7 @@ static int set_up_run(void *arg) {
     if (protect_proc()) fail(error_w, "read-only /proc/sys");
     if (setsid() < 0) fail(error_w, "setsid");
     /* C is held as R will be before any of R's code runs: the run's rlimits (C does nothing but
-       wait), no capability, no_new_privs, the cold filter; and not dumpable, for good */
+       wait), no capability, no_new_privs, the run's filter; and not dumpable, for good */
     apply_rlimits(req, error_w);
     confine(error_w);
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);

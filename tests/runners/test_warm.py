@@ -212,13 +212,16 @@ def test_the_interpreter_keeps_nothing_of_ended_runs(warm: Sandbox) -> None:
 def test_an_interpreter_given_no_run_filter_starts_no_run(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Should the cold runs' seccomp filter reach the interpreter empty, it starts no run
+    """Should the filter each run stacks reach the interpreter empty, it starts no run
     without one: the run fails as the sandbox's fault, with an error that says why."""
     with private_sandbox(slots=1) as sandbox:
         slot = sandbox._pool.slots[0]
         empty = tmp_path / "empty.bpf"
         empty.write_bytes(b"")
-        monkeypatch.setattr(slot._setup.bwrap, "seccomp_file", str(empty))
+        bwrap = slot._setup.bwrap
+        assert bwrap.warm_seccomp_files is not None
+        interpreters_filter, _ = bwrap.warm_seccomp_files
+        monkeypatch.setattr(bwrap, "warm_seccomp_files", (interpreters_filter, str(empty)))
         slot.reset_warm()
         with pytest.raises(RunnerError, match="warm start: no seccomp filter"):
             sandbox.run(Program("python", "print('ran')"), FAST)
@@ -429,3 +432,27 @@ def test_cancel_kills_every_process_of_the_run(warm: Sandbox) -> None:
     slot = warm._pool.slots[0]
     procs = pathlib.Path(slot.warm_cgroups["pids"], "cgroup.procs").read_text().split()
     assert len(procs) == WARM_PROCESSES + 1  # the interpreter's three and its spawner
+
+
+def test_a_warm_run_is_denied_what_a_cold_run_is(warm: Sandbox, cold: Sandbox) -> None:
+    """A warm run stacks on the interpreter's filter only what that one lets the interpreter do
+    (unshare, mount, umount2, clone of a user namespace): together they answer every denied call
+    as a cold run's one filter does."""
+    warm_result, _ = run(warm, program("seccomp_answers", "python"))
+    cold_result, _ = run(cold, program("seccomp_answers", "python"))
+    warm_lines = warm_result.stdout.splitlines()
+    assert warm_lines[-1] == "Seccomp_filters:\t2", warm_result
+    assert cold_result.stdout.splitlines()[-1] == "Seccomp_filters:\t1", cold_result
+    assert warm_lines[:-1] == cold_result.stdout.splitlines()[:-1]
+    assert warm_lines[:-1] == [
+        "unshare(0): EPERM",
+        "mount: EPERM",
+        "umount2: EPERM",
+        "keyctl: EPERM",
+        "bpf: EPERM",
+        "io_uring_setup: EPERM",
+        "ptrace: EPERM",
+        "clone3: ENOSYS",
+        "ioctl(TIOCSTI): EPERM",
+        "socket(AF_INET): EAFNOSUPPORT",
+    ]
