@@ -104,8 +104,8 @@ class Control:
                 self._wakes.remove(wake)
 
     def _wake_pump(self) -> None:
-        # Under the lock: once _detach() returns, no wake() is under way, so the pump may
-        # close its wake pipe without a late write landing on a reused fd number.
+        # Under the lock: once _detach() returns, no wake() is under way, so no late one
+        # reaches the next run of the pump's thread, which keeps its wake fd (pump.py).
         for wake in self._wakes:
             wake()
 

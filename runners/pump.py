@@ -10,10 +10,12 @@ same master, and Control.resize() resizes it.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import errno
 import fcntl
 import os
 import select
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -137,6 +139,31 @@ def make_pipe(*, large: bool) -> tuple[int, int]:
     return read_fd, write_fd
 
 
+class _WakeFd:
+    """A thread's eventfd that wakes its pump, kept for the thread's life: a pipe made and
+    closed for each run cost three syscalls, each of which let go of the GIL (issue 14).
+
+    A wake-up left over from an earlier run (none comes once Control._detach has returned, but
+    one may not have been read) wakes the next pump once, which then finds nothing to take.
+    """
+
+    def __init__(self) -> None:
+        self.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+
+    def __del__(self) -> None:  # the thread has ended
+        os.close(self.fd)
+
+
+_thread_wake = threading.local()
+
+
+def _wake_fd() -> int:
+    wake_fd: _WakeFd | None = getattr(_thread_wake, "fd", None)
+    if wake_fd is None:
+        wake_fd = _thread_wake.fd = _WakeFd()
+    return wake_fd.fd
+
+
 def pump(
     process: Process,
     pipes: Pipes,
@@ -155,7 +182,7 @@ def pump(
     sinks = {fd: _Sink(stream, output_limit_bytes) for fd, stream in pipes.outputs.items()}
     every_sink = list(sinks.values())
     outcome = Outcome(texts={}, truncated={}, report=None)
-    wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    wake_r = _wake_fd()
     poller = select.poll()
     pending = bytearray(pipes.stdin_data)
     keep_stdin_open = pipes.keep_stdin_open
@@ -167,9 +194,9 @@ def pump(
 
     def wake() -> None:
         try:
-            os.write(wake_w, b"!")
+            os.eventfd_write(wake_r, 1)
         except OSError:
-            pass  # already awake (pipe full) or run over (closed)
+            pass  # already awake (the counter is full)
 
     def kill() -> None:
         nonlocal killed_at
@@ -266,7 +293,8 @@ def pump(
                 if fd in sinks:
                     _read(fd, sinks, outcome, emit, kill, poller)
                 elif fd == wake_r:
-                    _drain(wake_r)
+                    with contextlib.suppress(BlockingIOError):  # read already
+                        os.eventfd_read(wake_r)  # resets the counter
                     take_control()
                 elif fd == stdin_fd:
                     if events & (select.POLLERR | select.POLLHUP):
@@ -294,8 +322,6 @@ def pump(
         close_stdin()
         for fd in list(sinks):
             os.close(fd)
-        os.close(wake_r)
-        os.close(wake_w)
     for sink in every_sink:
         outcome.texts[sink.stream] = "".join(sink.parts)
         outcome.truncated[sink.stream] = sink.is_truncated
@@ -331,11 +357,3 @@ def _read(
         emit(sink.stream, sink.release(now, force=True))
         outcome.output_limited = True
         kill()
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
