@@ -20,7 +20,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
-import functools
 import logging
 import time
 import uuid
@@ -32,6 +31,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from livecode import auth, browser, events, logs, metrics, protocol
 from livecode.bus import session_channel
 from livecode.errors import BadRequest, InternalError, LivecodeError, Unauthorized, Unavailable
+from livecode.queue import runs_after_reply
 from livecode.services import Services
 from livecode.tenants import Tenant
 
@@ -61,10 +61,46 @@ async def in_thread(function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwa
 
     Not Starlette's run_in_threadpool: anyio's checkpoints, cancel scopes and capacity limiter
     around each call took as much CPU again as the thread hop itself (issue 14: 67 against
-    33 us a call). Cancelling the caller does not wait for the command, which completes.
+    33 us a call); nor asyncio's run_in_executor, whose concurrent future is chained to the
+    loop's through callbacks and locks: the thread settles the loop's future itself. A run
+    the command queued in the in-process queue may then go on in this thread
+    (queue.runs_after_reply). Cancelling the caller does not wait for the command, which
+    completes.
     """
-    call = functools.partial(contextvars.copy_context().run, function, *args, **kwargs)
-    return await asyncio.get_running_loop().run_in_executor(_commands_pool, call)
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def call() -> None:
+        with runs_after_reply():
+            try:
+                result = context.run(function, *args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - raised to the caller
+                _settle_soon(loop, future, None, exc)
+            else:
+                _settle_soon(loop, future, result, None)
+
+    _commands_pool.submit(call)
+    return await future
+
+
+def _settle_soon(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[_T],
+    result: _T | None,
+    error: BaseException | None,
+) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(_settle, future, result, error)
+
+
+def _settle(future: asyncio.Future[_T], result: _T | None, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]
 
 
 class Sockets:
