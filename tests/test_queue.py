@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
 from livecode.config import Settings
-from livecode.queue import Queue, WakingRedisBroker
+from livecode.queue import Queue, WakingRedisBroker, runs_after_reply
 from tests.utils import TIMEOUT, wait_until
 
 
@@ -130,3 +131,64 @@ def test_in_process_close_lets_the_running_execution_finish_and_starts_no_other(
     assert not closing.is_alive()
     assert started == finished == ["execution-0"]
     assert in_process.worker_threads == 0
+
+
+def test_in_process_runs_queued_by_commands_run_in_their_threads_within_the_turns() -> None:
+    """A command that queues a run while a worker turn is free runs it in its own thread once
+    the command is done (runs_after_reply); never more runs at once than worker threads, the
+    rest wait for a turn; close() waits for a command's run too."""
+    in_process = Queue(settings_for("in-process", None))
+    lock = threading.Lock()
+    threads: dict[str, str] = {}
+    at_once = [0, 0]  # now, most
+    release = threading.Event()
+
+    def execute(execution_id: str) -> None:
+        with lock:
+            threads[execution_id] = threading.current_thread().name
+            at_once[0] += 1
+            at_once[1] = max(at_once)
+        release.wait(TIMEOUT)
+        if execution_id == "execution-9":
+            time.sleep(0.05)  # handed back, it takes a while to end: close() waits for it
+        with lock:
+            at_once[0] -= 1
+
+    def command(number: int, done: list[str]) -> None:
+        with runs_after_reply():
+            in_process.enqueue(f"execution-{number}")
+            done.append(f"execution-{number}")
+
+    in_process.start_workers(execute, threads=2)
+    done: list[str] = []
+    commands = [
+        threading.Thread(target=command, args=(n, done), name=f"command-{n}") for n in range(4)
+    ]
+    for thread in commands:
+        thread.start()
+    wait_until(lambda: len(threads) == 2, "two runs have started")
+    assert sorted(done) == [f"execution-{n}" for n in range(4)]
+    release.set()
+    wait_until(lambda: len(threads) == 4, "every run has started")
+    for thread in commands:
+        thread.join(TIMEOUT)
+    assert at_once[1] == 2
+    # Those that found a turn free ran in their command's thread, the others in a worker's.
+    by_command = [n for n in range(4) if threads[f"execution-{n}"] == f"command-{n}"]
+    assert len(by_command) >= 2
+    assert all(
+        threads[f"execution-{n}"].startswith("livecode-worker-")
+        for n in range(4)
+        if n not in by_command
+    )
+    release.clear()
+    late = threading.Thread(target=command, args=(9, done), name="command-9")
+    late.start()
+    wait_until(lambda: "execution-9" in threads, "a command's run has started")
+    assert threads["execution-9"] == "command-9"
+    # No grace: close() finds the command's run still going, has it handed back (here: ended),
+    # and waits for it.
+    in_process.close(timeout_s=0.0, on_timeout=release.set)
+    assert release.is_set(), "close() did not see the command's run"
+    assert at_once[0] == 0, "close() returned before the command's run ended"
+    late.join(TIMEOUT)
