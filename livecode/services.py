@@ -13,8 +13,10 @@ subscription that ends idle polling); `bus-control-reader` (cancel and stdin fro
 channels); `heartbeat` (announces the worker for /health/workers); `leases` (renews the leases
 of the executions it runs); and `runners-pch`, once at start (the C++ precompiled header);
 with LIVECODE_METRICS_PORT, prometheus-client's HTTP server. Embedded `serve`: the event
-loop, the thread pools, `livecode-worker-N` threads reading the in-process queue, `leases` and
-`runners-pch`; the local bus hands events to the loop with `call_soon_threadsafe`. Every
+loop, the thread pools, `livecode-worker-N` threads reading the in-process queue (a socket's
+command thread runs the run it queued itself while a worker thread would have sat idle:
+queue.runs_after_reply), `leases` and `runners-pch`; the local bus hands events to the loop
+with `call_soon_threadsafe`. Every
 process also runs a `sweeper` (sweeper.py), which does its pass when it holds the lock.
 """
 
