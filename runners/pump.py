@@ -150,8 +150,8 @@ class _WakeFd:
     def __init__(self) -> None:
         self.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
 
-    def __del__(self) -> None:  # the thread has ended
-        os.close(self.fd)
+    def __del__(self, close: Callable[[int], None] = os.close) -> None:
+        close(self.fd)  # the thread has ended (os.close bound early: also at interpreter exit)
 
 
 _thread_wake = threading.local()
@@ -196,7 +196,7 @@ def pump(
         try:
             os.eventfd_write(wake_r, 1)
         except OSError:
-            pass  # already awake (the counter is full)
+            pass  # the counter is full: awake already
 
     def kill() -> None:
         nonlocal killed_at
