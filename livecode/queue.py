@@ -191,9 +191,10 @@ class _LocalQueue:
     with that broker: at the next start the store's QUEUED executions are queued again.
 
     Each run takes one of `threads` turns, so that no more run at once than there are worker
-    threads (and sandbox slots). A socket's command that queues a run while a turn is free runs
-    it itself once its reply is on its way (`runs_after_reply`), instead of waking a worker
-    thread for it: one thread hand-off a run less.
+    threads (and sandbox slots). A socket's command that queues a run while a turn is free, and
+    no run queued before waits for one, runs it itself once its reply is on its way
+    (`runs_after_reply`), instead of waking a worker thread for it: one thread hand-off a run
+    less.
     """
 
     def __init__(self) -> None:
@@ -206,6 +207,7 @@ class _LocalQueue:
         self._held: collections.Counter[str] = collections.Counter()
         self._held_lock = threading.Lock()
         self._borrowed = 0  # runs under way in the threads of the commands that queued them
+        self._waiting = 0  # ids put on the queue that have no turn yet: none is overtaken
         self._borrowed_done = threading.Condition(self._held_lock)
 
     @property
@@ -217,10 +219,15 @@ class _LocalQueue:
         with self._held_lock:
             self._held[execution_id] += 1
             borrow = (
-                deferred is not None and not self._stopping and self._turns.acquire(blocking=False)
+                deferred is not None
+                and not self._stopping
+                and not self._waiting
+                and self._turns.acquire(blocking=False)
             )
             if borrow:
                 self._borrowed += 1
+            else:
+                self._waiting += 1
         if borrow:
             assert deferred is not None
             deferred.append((self, execution_id))
@@ -271,6 +278,8 @@ class _LocalQueue:
             if execution_id is None or self._stopping:
                 return  # one left queued stays QUEUED in the store: the next start runs it
             with self._turns:  # a command's run may hold this thread's turn a while
+                with self._held_lock:
+                    self._waiting -= 1
                 if self._stopping:
                     return
                 self._run(execute, execution_id)

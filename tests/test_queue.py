@@ -192,3 +192,32 @@ def test_in_process_runs_queued_by_commands_run_in_their_threads_within_the_turn
     assert release.is_set(), "close() did not see the command's run"
     assert at_once[0] == 0, "close() returned before the command's run ended"
     late.join(TIMEOUT)
+
+
+def test_in_process_a_command_does_not_overtake_a_run_waiting_for_a_turn() -> None:
+    """Queued runs keep their order: a command finding a turn free while a run queued before
+    waits for one (as for a moment after a run ends) queues its run behind it."""
+    in_process = Queue(settings_for("in-process", None))
+    ran_in: dict[str, str] = {}
+    done = threading.Event()
+
+    def execute(execution_id: str) -> None:
+        ran_in[execution_id] = threading.current_thread().name
+        done.set()
+
+    in_process.start_workers(execute, threads=1)
+    local = in_process._local
+    assert local is not None
+    with local._held_lock:
+        local._waiting += 1  # a run queued before, not yet given the free turn
+
+    def command() -> None:
+        with runs_after_reply():
+            in_process.enqueue("execution-late")
+
+    late = threading.Thread(target=command, name="command-late")
+    late.start()
+    late.join(TIMEOUT)
+    assert done.wait(TIMEOUT)
+    assert ran_in["execution-late"].startswith("livecode-worker-")
+    in_process.close()
