@@ -41,6 +41,7 @@ from livecode.bus import (
     BusUnavailable,
     Subscriber,
     SubscribesAtOnce,
+    SubscribesInOrder,
     execution_channel,
 )
 from livecode.errors import InternalError, Unavailable
@@ -88,6 +89,8 @@ class Relay:
         self._subscriber: Subscriber | None = None
         # The subscriber, when it subscribes at once: then no task and no lock per channel.
         self._at_once: SubscribesAtOnce | None = None
+        # Or when it sends subscribes in call order: then no task and no lock per channel either.
+        self._in_order: SubscribesInOrder | None = None
         self._reader: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._channels: dict[str, _Channel] = {}
@@ -107,6 +110,8 @@ class Relay:
         self._subscriber = self._bus.subscriber()
         if isinstance(self._subscriber, SubscribesAtOnce):
             self._at_once = self._subscriber
+        elif isinstance(self._subscriber, SubscribesInOrder):
+            self._in_order = self._subscriber
         self._reader = asyncio.create_task(self._read(self._subscriber), name="relay-reader")
         self._watchdog = asyncio.create_task(self._watch(), name="relay-watchdog")
 
@@ -228,6 +233,8 @@ class Relay:
                 self._at_once.subscribe_now(channel)
                 subscribed = asyncio.get_running_loop().create_future()
                 subscribed.set_result(None)
+            elif self._in_order is not None:
+                subscribed = self._in_order.subscribe_soon(channel)
             else:
                 subscribed = asyncio.ensure_future(self._subscribe(channel))
             entry = _Channel(subscribed)
@@ -254,6 +261,10 @@ class Relay:
         del self._channels[channel]
         if self._at_once is not None:
             self._at_once.unsubscribe_now(channel)
+            return
+        if self._in_order is not None:
+            _retrieve(entry.subscribed)
+            self._in_order.unsubscribe_soon(channel)
             return
         task = asyncio.create_task(self._unsubscribe(channel, entry.subscribed))
         self._tasks.add(task)
@@ -493,6 +504,15 @@ def _has_every_output(history: Sequence[Event]) -> bool:
 def _seq(event: Event) -> int:
     seq = event.get("seq")
     return seq if isinstance(seq, int) else 0
+
+
+def _retrieve(subscribed: asyncio.Future[None]) -> None:
+    """Mark a subscribe's failure as seen: its followers were told, or are gone."""
+    if subscribed.done():
+        if not subscribed.cancelled():
+            subscribed.exception()
+    else:
+        subscribed.add_done_callback(_retrieve)
 
 
 async def _close_quietly(events: AsyncIterator[Event]) -> None:

@@ -13,6 +13,7 @@ Two backends share the `Bus` protocol: `LocalBus` (one process, embedded mode) a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Final, Protocol, runtime_checkable
@@ -29,6 +30,7 @@ __all__ = [
     "OnMessage",
     "Subscriber",
     "SubscribesAtOnce",
+    "SubscribesInOrder",
     "control_channel",
     "create_bus",
     "execution_channel",
@@ -117,6 +119,21 @@ class SubscribesAtOnce(Protocol):
 
     def unsubscribe_now(self, channel: str) -> None:
         """Unsubscribe. On the subscriber's loop."""
+        ...
+
+
+@runtime_checkable
+class SubscribesInOrder(Protocol):
+    """A Subscriber that sends subscribes and unsubscribes as they are called, in that order,
+    on the connection its history reads go by (the Redis bus's): the relay subscribes with no
+    task and lock per channel."""
+
+    def subscribe_soon(self, channel: str) -> asyncio.Future[None]:
+        """Send a subscribe; the future is done once it is active (BusUnavailable if not)."""
+        ...
+
+    def unsubscribe_soon(self, channel: str) -> None:
+        """Unsubscribe: nothing more is yielded for the channel from now on."""
         ...
 
 

@@ -9,18 +9,23 @@ Keys and channels, under a prefix (default `livecode:`):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
 import json
 import logging
+import socket
+import ssl
 import threading
 import time
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, cast
 
+import hiredis
 import redis
-import redis.asyncio
 import redis.client
+import redis.connection
 import redis.exceptions
 
 from livecode.bus import (
@@ -37,8 +42,13 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "livecode:"
 SUBSCRIBE_TIMEOUT_S = 10.0
-# Connections of a server's subscriber for history reads (a follow's catch-up).
-HISTORY_READERS = 4
+CONNECT_TIMEOUT_S = 5.0
+# A subscriber's connection silent this long is pinged.
+HEALTH_CHECK_S = 30.0
+# How long an unsubscribe may wait to go out with the next command (a run's follow ends and the
+# next one begins within milliseconds under load: one write for both).
+UNSUBSCRIBE_BATCH_S = 0.05
+_NOT_ENOUGH_DATA: Any = object()
 _READ_TIMEOUT_S = 1.0
 _MAX_BACKOFF_S = 5.0
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
@@ -278,151 +288,427 @@ def _glob_escape(text: str) -> str:
 
 
 class _RedisSubscriber:
-    """An async subscription on one pub/sub connection, read by one background task.
+    """An async subscription on one RESP3 connection of its own, read by the loop itself.
 
-    The reader task survives a lost connection: it retries with backoff, redis-py subscribes
-    again on reconnect, and each channel then yields a RESYNC marker.
+    Pub/sub messages arrive on it as pushes and the history reads are answered on it too, in
+    the order they were sent: a history read sent after a subscribe is answered after that
+    subscribe took effect. Subscribes and unsubscribes are written as they come, in call order,
+    without a task or a lock each; unsubscribes wait (UNSUBSCRIBE_BATCH_S at most) to go out
+    with the next command. redis-py's asyncio pub/sub cost about a tenth of a web process's CPU
+    a run (a task and a confirmation a subscribe, a read with a timeout a message, a connection
+    of a pool a history read; issue 14). Needs Redis 6 or later (RESP3).
+
+    A lost connection is opened again with backoff, subscribes again, and each channel then
+    yields a RESYNC marker; a connection silent for HEALTH_CHECK_S is pinged, and closed when
+    Redis does not answer.
     """
 
     def __init__(self, url: str, prefix: str) -> None:
         self._prefix = prefix
-        client_name = f"{prefix}subscriber"
-        # Named, so that CLIENT LIST tells the subscribers apart: "{prefix}subscriber".
-        self._redis = redis.asyncio.Redis.from_url(
-            url, socket_connect_timeout=5, health_check_interval=30, client_name=client_name
-        )
-        self._pubsub = self._redis.pubsub()
-        # History reads on the loop: a thread hop per follow cost more CPU than the LRANGE
-        # (issue 14). A few connections of their own, however many sockets follow at once.
-        self._history_client = redis.asyncio.Redis(
-            connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
-                url,
-                max_connections=HISTORY_READERS,
-                timeout=SUBSCRIBE_TIMEOUT_S,
-                socket_connect_timeout=5,
-                health_check_interval=30,
-                client_name=f"{prefix}history-reader",
-            )
-        )
-        self._queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
+        self._raw_prefix = prefix.encode()
+        self._address = _Address.from_url(url)
+        self._client_name = f"{prefix}subscriber"  # CLIENT LIST tells it apart
+        self._connection: _Resp3Connection | None = None
+        self._connecting: asyncio.Task[_Resp3Connection] | None = None
+        self._maintainer: asyncio.Task[None] | None = None
+        # Channels subscribed, or to be once a connection is open.
         self._channels: set[str] = set()
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        # Per channel, the subscribes sent and not yet confirmed, oldest first.
+        self._waiters: dict[str, collections.deque[asyncio.Future[None]]] = {}
         self._resync: set[str] = set()
-        self._reader: asyncio.Task[None] | None = None
+        self._unsubscribing: list[str] = []  # to send with the next command
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._events: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
+        self._events_waiter: asyncio.Future[None] | None = None
         self._is_closed = False
 
     async def subscribe(self, *channels: str) -> None:
         """Subscribe; returns once Redis confirmed every channel (BusUnavailable otherwise)."""
         if self._is_closed:
             raise RuntimeError("subscribe() called on a closed subscriber")
-        loop = asyncio.get_running_loop()
-        waiters = []
-        for channel in channels:
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._waiters.setdefault(channel, []).append(waiter)
-            waiters.append(waiter)
+        await self._ready()
+        waiters = [self.subscribe_soon(channel) for channel in channels]
         try:
-            with unavailable_on_redis_errors():
-                await self._pubsub.subscribe(*(self._prefix + channel for channel in channels))
-            self._channels.update(channels)
-            if self._reader is None:
-                self._reader = asyncio.create_task(self._read(), name="redis-bus-reader")
-            try:
-                await asyncio.wait_for(asyncio.gather(*waiters), SUBSCRIBE_TIMEOUT_S)
-            except TimeoutError as exc:
-                raise BusUnavailable("Redis bus unavailable: subscribe not confirmed") from exc
-        finally:
-            for channel, waiter in zip(channels, waiters, strict=True):
-                pending = self._waiters.get(channel, [])
-                if waiter in pending:
-                    pending.remove(waiter)
-                if not pending:
-                    self._waiters.pop(channel, None)
+            await asyncio.wait_for(asyncio.gather(*waiters), SUBSCRIBE_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise BusUnavailable("Redis bus unavailable: subscribe not confirmed") from exc
+
+    def subscribe_soon(self, channel: str) -> asyncio.Future[None]:
+        """Send a subscribe (SubscribesInOrder); the future is done once it is active."""
+        if self._is_closed:
+            raise RuntimeError("subscribe_soon() called on a closed subscriber")
+        if channel in self._unsubscribing:  # not sent yet: it need not be
+            self._unsubscribing.remove(channel)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._channels.add(channel)
+        self._waiters.setdefault(channel, collections.deque()).append(waiter)
+        connection = self._connection
+        if connection is not None:
+            self._send(connection, _pack(b"SUBSCRIBE", self._prefix + channel))
+        else:  # the connection, once open, subscribes to every channel
+            self._connect_soon()
+            self._maintain()
+        return waiter
 
     async def unsubscribe(self, *channels: str) -> None:
         """Unsubscribe from the channels."""
-        self._channels.difference_update(channels)
-        self._resync.difference_update(channels)
-        if channels and not self._is_closed:
-            with unavailable_on_redis_errors():
-                await self._pubsub.unsubscribe(*(self._prefix + channel for channel in channels))
+        for channel in channels:
+            self.unsubscribe_soon(channel)
+        if self._connection is not None:
+            self._send(self._connection, b"")
+
+    def unsubscribe_soon(self, channel: str) -> None:
+        """Unsubscribe (SubscribesInOrder); sent with the next command, or soon."""
+        self._channels.discard(channel)
+        self._resync.discard(channel)
+        if self._connection is None or self._is_closed:
+            return  # a new connection subscribes only to what is in _channels
+        self._unsubscribing.append(channel)
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(
+                UNSUBSCRIBE_BATCH_S, self._flush_unsubscribes
+            )
 
     async def history(self, channel: str) -> list[dict[str, Any]]:
         """Return the kept events of a channel, in publish order."""
-        with unavailable_on_redis_errors():
-            # redis-py types its commands for both clients: this one's answer is awaitable.
-            reading = self._history_client.lrange(_history_key(self._prefix, channel), 0, -1)
-            kept = await cast(Awaitable[list[bytes]], reading)
+        connection = await self._ready()
+        key = _history_key(self._prefix, channel)
+        kept = await self._request(connection, _pack(b"LRANGE", key, 0, -1))
         return [json.loads(data) for data in kept]
 
     def __aiter__(self) -> _RedisSubscriber:
         return self
 
     async def __anext__(self) -> tuple[str, dict[str, Any]]:
-        item = await self._queue.get()
-        if item is None:
-            self._queue.put_nowait(None)  # every later __anext__ ends too
-            raise StopAsyncIteration
-        return item
+        while not self._events:
+            if self._is_closed:
+                raise StopAsyncIteration
+            self._events_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._events_waiter
+            finally:
+                self._events_waiter = None
+        return self._events.popleft()
 
     async def aclose(self) -> None:
         """Close the subscription and its connection; iteration ends. Idempotent."""
         if self._is_closed:
             return
         self._is_closed = True
-        if self._reader is not None:
-            self._reader.cancel()
-            try:
-                await self._reader
-            except asyncio.CancelledError:
-                pass
-        try:
-            await self._pubsub.aclose()
-            await self._redis.aclose()
-            await self._history_client.aclose()
-        except _REDIS_ERRORS:
-            logger.debug("error while closing the Redis subscriber", exc_info=True)
-        self._queue.put_nowait(None)
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        for task in (self._maintainer, self._connecting):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, BusUnavailable):
+                    await task
+        if self._connection is not None:
+            self._connection.close()
+        self._fail_waiters()
+        self._wake_reader()
 
-    async def _read(self) -> None:
+    async def _ready(self) -> _Resp3Connection:
+        """The open connection; BusUnavailable when one cannot be opened."""
+        connection = self._connection
+        if connection is not None:
+            return connection
+        self._maintain()
+        return await asyncio.shield(self._connect_soon())
+
+    def _send(self, connection: _Resp3Connection, command: bytes) -> None:
+        """Write a command without a reply, after the unsubscribes that wait (one write)."""
+        command = self._with_unsubscribes(command)
+        if command:
+            connection.write(command)
+
+    def _request(self, connection: _Resp3Connection, command: bytes) -> asyncio.Future[Any]:
+        """Write a command with a reply, after the unsubscribes that wait (one write)."""
+        return connection.request(self._with_unsubscribes(command))
+
+    def _with_unsubscribes(self, command: bytes) -> bytes:
+        if not self._unsubscribing:
+            return command
+        channels = [self._prefix + channel for channel in self._unsubscribing]
+        self._unsubscribing.clear()
+        # Answered by pushes alone: no reply to match with a request.
+        return _pack(b"UNSUBSCRIBE", *channels) + command
+
+    def _flush_unsubscribes(self) -> None:
+        self._flush_handle = None
+        if self._connection is not None:
+            self._send(self._connection, b"")
+
+    def _maintain(self) -> None:
+        if self._maintainer is None and not self._is_closed:
+            self._maintainer = asyncio.create_task(self._keep_open(), name="redis-bus-reader")
+
+    def _connect_soon(self) -> asyncio.Task[_Resp3Connection]:
+        if self._connecting is None:
+            self._connecting = asyncio.create_task(self._connect())
+            self._connecting.add_done_callback(self._connect_done)
+        return self._connecting
+
+    def _connect_done(self, task: asyncio.Task[_Resp3Connection]) -> None:
+        self._connecting = None
+        if task.cancelled() or task.exception() is not None:
+            self._fail_waiters()
+
+    async def _connect(self) -> _Resp3Connection:
+        loop = asyncio.get_running_loop()
+        connection = None
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                connection = await self._address.open(
+                    loop, lambda: _Resp3Connection(self._on_push, self._on_lost)
+                )
+                if self._is_closed:
+                    connection.close()
+                    raise BusUnavailable()
+                self._connection = connection
+                # Commands written from now on follow the handshake on the wire; if it fails,
+                # the connection is closed and they fail with it.
+                replies = [connection.request(self._address.hello(self._client_name))]
+                if self._address.db:
+                    replies.append(connection.request(_pack(b"SELECT", self._address.db)))
+                if self._channels:
+                    channels = [self._prefix + channel for channel in self._channels]
+                    connection.write(_pack(b"SUBSCRIBE", *channels))
+                await asyncio.gather(*replies)
+        except BaseException as exc:
+            if connection is not None:
+                connection.abort()
+                if self._connection is connection:
+                    self._connection = None
+            if isinstance(exc, (*_REDIS_ERRORS, TimeoutError, hiredis.ReplyError)):
+                logger.warning("Redis bus unavailable: %s", exc)
+                raise BusUnavailable() from exc
+            raise
+        return connection
+
+    def _on_lost(self, connection: _Resp3Connection, exc: Exception | None) -> None:
+        if self._connection is connection:
+            self._connection = None
+        self._unsubscribing.clear()
+        if self._is_closed:
+            return
+        if self._channels and not self._resync:
+            logger.warning("Redis bus connection lost, retrying: %s", exc or "closed by Redis")
+        self._resync.update(self._channels)
+        self._fail_waiters()
+
+    def _fail_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, {}
+        for pending in waiters.values():
+            for waiter in pending:
+                if not waiter.done():
+                    waiter.set_exception(BusUnavailable())
+
+    async def _keep_open(self) -> None:
+        """Open the connection again once lost (with backoff); ping it when silent."""
         backoff_s = 0.1
         while True:
-            try:
-                message = await self._pubsub.get_message(timeout=_READ_TIMEOUT_S)
-            except _REDIS_ERRORS as exc:
-                if not self._resync:
-                    logger.warning("Redis bus connection lost, retrying: %s", exc)
-                self._resync.update(self._channels)
-                await asyncio.sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, _MAX_BACKOFF_S)
+            connection = self._connection
+            if connection is None:
+                try:
+                    await asyncio.shield(self._connect_soon())
+                    backoff_s = 0.1
+                except BusUnavailable:
+                    await asyncio.sleep(backoff_s)
+                    backoff_s = min(backoff_s * 2, _MAX_BACKOFF_S)
                 continue
-            backoff_s = 0.1
-            if message is not None:
-                self._handle(message)
-
-    def _handle(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        raw_channel = message["channel"]
-        if isinstance(raw_channel, bytes):
-            raw_channel = raw_channel.decode()
-        channel = raw_channel.removeprefix(self._prefix)
-        if kind == "message":
             try:
-                event = json.loads(message["data"])
+                await asyncio.wait_for(asyncio.shield(connection.closed), HEALTH_CHECK_S)
+            except TimeoutError:
+                try:
+                    async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
+                        await self._request(connection, _pack(b"PING"))
+                except (TimeoutError, BusUnavailable, hiredis.ReplyError):
+                    logger.warning("Redis bus connection does not answer: closing it")
+                    connection.abort()
+
+    def _on_push(self, push: list[Any]) -> None:
+        kind = push[0]
+        if kind == b"message":
+            raw_channel = push[1]
+            channel = (
+                raw_channel[len(self._raw_prefix) :]
+                if raw_channel.startswith(self._raw_prefix)
+                else raw_channel
+            ).decode()
+            if channel not in self._channels:
+                return  # unsubscribed; its UNSUBSCRIBE may still be on its way
+            try:
+                event = json.loads(push[2])
             except ValueError:
                 logger.warning("dropped a message that is not JSON on %s", channel)
                 return
-            self._queue.put_nowait((channel, event))
-        elif kind == "subscribe":
-            for waiter in self._waiters.get(channel, ()):
+            self._deliver((channel, event))
+        elif kind == b"subscribe":
+            channel = push[1].decode().removeprefix(self._prefix)
+            pending = self._waiters.get(channel)
+            if pending:
+                waiter = pending.popleft()
+                if not pending:
+                    del self._waiters[channel]
                 if not waiter.done():
                     waiter.set_result(None)
-                    break
             if channel in self._resync:
                 self._resync.discard(channel)
                 if channel in self._channels:
                     logger.info("Redis bus resubscribed to %s", channel)
-                    self._queue.put_nowait((channel, {"type": RESYNC}))
+                    self._deliver((channel, {"type": RESYNC}))
+
+    def _deliver(self, item: tuple[str, dict[str, Any]]) -> None:
+        self._events.append(item)
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        waiter = self._events_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class _Resp3Connection(asyncio.Protocol):
+    """One RESP3 connection: each reply answers the oldest request, pushes go to on_push.
+
+    An error reply fails its request and closes the connection: the reply of a command sent
+    without a request (a SUBSCRIBE refused by an ACL) would otherwise answer the wrong one.
+    """
+
+    def __init__(
+        self,
+        on_push: Callable[[list[Any]], None],
+        on_lost: Callable[[_Resp3Connection, Exception | None], None],
+    ) -> None:
+        self._on_push = on_push
+        self._on_lost = on_lost
+        self._reader = hiredis.Reader(notEnoughData=_NOT_ENOUGH_DATA)
+        self._requests: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+    def write(self, data: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            raise BusUnavailable()
+        self._transport.write(data)
+
+    def request(self, command: bytes) -> asyncio.Future[Any]:
+        """Queue a command that has a reply; the caller writes it (with `write`)."""
+        if self._transport is None or self._transport.is_closing():
+            raise BusUnavailable()
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._requests.append(reply)
+        self._transport.write(command)
+        return reply
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        while True:
+            try:
+                reply = reader.gets()
+            except hiredis.ProtocolError:
+                logger.exception("Redis bus: a reply that cannot be parsed")
+                self.abort()
+                return
+            if reply is _NOT_ENOUGH_DATA:
+                return
+            if type(reply) is hiredis.PushNotification:
+                self._on_push(reply)
+            elif not self._requests:
+                logger.warning("Redis bus: a reply to no request (%r): closing", reply)
+                self.abort()
+                return
+            else:
+                request = self._requests.popleft()
+                if isinstance(reply, hiredis.ReplyError):
+                    if not request.done():
+                        request.set_exception(reply)
+                    self.abort()
+                    return
+                if not request.done():
+                    request.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        requests, self._requests = self._requests, collections.deque()
+        for request in requests:
+            if not request.done():
+                request.set_exception(BusUnavailable())
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self._on_lost(self, exc)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Address:
+    """Where a Redis URL points, and how to log in: what the subscriber's connection needs."""
+
+    host: str | None
+    port: int
+    path: str | None
+    db: int
+    username: str | None
+    password: str | None
+    ssl: ssl.SSLContext | None
+
+    @classmethod
+    def from_url(cls, url: str) -> _Address:
+        options = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+        context = None
+        if options.get("connection_class") is redis.connection.SSLConnection:
+            context = ssl.create_default_context()
+            if str(options.get("ssl_cert_reqs", "")).lower() == "none":
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+        return cls(
+            host=options.get("host"),
+            port=int(options.get("port") or 6379),
+            path=options.get("path"),
+            db=int(options.get("db") or 0),
+            username=options.get("username"),
+            password=options.get("password"),
+            ssl=context,
+        )
+
+    async def open(
+        self, loop: asyncio.AbstractEventLoop, factory: Callable[[], _Resp3Connection]
+    ) -> _Resp3Connection:
+        if self.path is not None:
+            _, connection = await loop.create_unix_connection(factory, self.path)
+        else:
+            _, connection = await loop.create_connection(
+                factory, self.host or "localhost", self.port, ssl=self.ssl
+            )
+        return connection
+
+    def hello(self, client_name: str) -> bytes:
+        arguments: list[Any] = [b"HELLO", 3]
+        if self.password is not None:
+            arguments += [b"AUTH", self.username or "default", self.password]
+        return _pack(*arguments, b"SETNAME", client_name)
+
+
+def _pack(*arguments: Any) -> bytes:
+    """A command in RESP."""
+    parts = [b"*%d\r\n" % len(arguments)]
+    for argument in arguments:
+        data = argument if isinstance(argument, bytes) else str(argument).encode()
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
 def _wait_for_subscribe(pubsub: redis.client.PubSub, name: str, timeout_s: float) -> None:
