@@ -141,7 +141,7 @@ class Relay:
         down (on entry, or from the iterator while reading the history).
         """
         channel = execution_channel(execution_id)
-        follower = await self._attach(channel)
+        follower = await self._attach(channel, reads_history=True)
         events = self._follow(execution_id, follower, since)
         try:
             yield events
@@ -223,7 +223,9 @@ class Relay:
         # server) the stored status at least tells the follower where the execution is.
         return history or stored
 
-    async def _attach(self, channel: str, queue_size: int | None = None) -> _Follower:
+    async def _attach(
+        self, channel: str, queue_size: int | None = None, *, reads_history: bool = False
+    ) -> _Follower:
         if self._subscriber is None or self._is_closed:
             raise RuntimeError("Relay is not running: await start() first, and not after close()")
         follower = _Follower(queue_size or self._follower_queue_size)
@@ -241,6 +243,11 @@ class Relay:
             self._channels[channel] = entry
         entry.followers.add(follower)
         metrics.FOLLOWERS.inc()
+        if reads_history and self._in_order is not None and not entry.subscribed.done():
+            # The history read that follows is answered once the subscribe took effect (or
+            # fails with it): subscribe and catch-up go to Redis in one write.
+            _retrieve(entry.subscribed)
+            return follower
         try:
             # Shielded: one follower giving up must not cancel a subscription others await.
             await asyncio.shield(entry.subscribed)

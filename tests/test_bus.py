@@ -242,6 +242,55 @@ async def test_subscriber_resyncs_after_a_lost_connection(redis_bus: RedisBus) -
     await subscriber.aclose()
 
 
+@pytest.mark.anyio
+async def test_a_history_read_sent_with_its_subscribe_misses_nothing(redis_bus: RedisBus) -> None:
+    """The Redis subscriber's history read, asked for before its subscribe was confirmed (one
+    write for both, as a follow sends them), still has or is followed by every event."""
+    channel = "execution:together"
+    publishing = threading.Event()
+
+    def publisher() -> None:
+        for seq in range(1, 1001):
+            redis_bus.publish(channel, output(seq))
+            publishing.set()
+
+    subscriber = redis_bus.subscriber()
+    await subscriber.subscribe("session:warm")  # an open connection, as a server's has
+    thread = threading.Thread(target=publisher)
+    thread.start()
+    assert publishing.wait(TIMEOUT)
+    subscribed = subscriber.subscribe_soon(channel)
+    history = await subscriber.history(channel)
+    assert subscribed.done()
+    seen = {event["seq"] for event in history}
+    with anyio.fail_after(TIMEOUT):
+        while len(seen) < 1000:
+            _, event = await subscriber.__anext__()
+            seen.add(event["seq"])
+    thread.join()
+    await subscriber.aclose()
+    assert seen == set(range(1, 1001))
+
+
+@pytest.mark.anyio
+async def test_a_channel_followed_again_before_its_unsubscribe_went_out(
+    redis_bus: RedisBus,
+) -> None:
+    """An unsubscribe waits for the next command; subscribing again meanwhile keeps the
+    channel, and an unsubscribed one yields nothing more, whenever Redis hears of it."""
+    subscriber = redis_bus.subscriber()
+    await subscriber.subscribe("session:again", "session:gone")
+    subscriber.unsubscribe_soon("session:again")
+    subscriber.unsubscribe_soon("session:gone")
+    redis_bus.publish("session:gone", {"n": 0}, keep=False)
+    await subscriber.subscribe("session:again")
+    redis_bus.publish("session:gone", {"n": 1}, keep=False)
+    redis_bus.publish("session:again", {"n": 2}, keep=False)
+    with anyio.fail_after(TIMEOUT):
+        assert await subscriber.__anext__() == ("session:again", {"n": 2})
+    await subscriber.aclose()
+
+
 def test_unreachable_redis_raises_bus_unavailable() -> None:
     """A down Redis gives BusUnavailable, not a redis-py error."""
     bus = RedisBus("redis://127.0.0.1:1")

@@ -316,8 +316,11 @@ class _RedisSubscriber:
         # Per channel, the subscribes sent and not yet confirmed, oldest first.
         self._waiters: dict[str, collections.deque[asyncio.Future[None]]] = {}
         self._resync: set[str] = set()
-        self._unsubscribing: list[str] = []  # to send with the next command
-        self._flush_handle: asyncio.TimerHandle | None = None
+        # Subscribes (with the prefix) and unsubscribes (without) to send with the next command.
+        self._subscribing: list[str] = []
+        self._unsubscribing: list[str] = []
+        self._send_handle: asyncio.Handle | None = None  # the subscribes' write, at the next turn
+        self._flush_handle: asyncio.TimerHandle | None = None  # the unsubscribes', at the latest
         self._events: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
         self._events_waiter: asyncio.Future[None] | None = None
         self._is_closed = False
@@ -342,9 +345,12 @@ class _RedisSubscriber:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._channels.add(channel)
         self._waiters.setdefault(channel, collections.deque()).append(waiter)
-        connection = self._connection
-        if connection is not None:
-            self._send(connection, _pack(b"SUBSCRIBE", self._prefix + channel))
+        if self._connection is not None:
+            # Sent at the loop's next turn, or with a history read asked for before it: a
+            # follow's subscribe and catch-up go in one write.
+            self._subscribing.append(self._prefix + channel)
+            if self._send_handle is None:
+                self._send_handle = asyncio.get_running_loop().call_soon(self._flush)
         else:  # the connection, once open, subscribes to every channel
             self._connect_soon()
             self._maintain()
@@ -354,8 +360,7 @@ class _RedisSubscriber:
         """Unsubscribe from the channels."""
         for channel in channels:
             self.unsubscribe_soon(channel)
-        if self._connection is not None:
-            self._send(self._connection, b"")
+        self._flush()
 
     def unsubscribe_soon(self, channel: str) -> None:
         """Unsubscribe (SubscribesInOrder); sent with the next command, or soon."""
@@ -366,7 +371,7 @@ class _RedisSubscriber:
         self._unsubscribing.append(channel)
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_later(
-                UNSUBSCRIBE_BATCH_S, self._flush_unsubscribes
+                UNSUBSCRIBE_BATCH_S, self._flush_late
             )
 
     async def history(self, channel: str) -> list[dict[str, Any]]:
@@ -395,8 +400,9 @@ class _RedisSubscriber:
         if self._is_closed:
             return
         self._is_closed = True
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
+        for handle in (self._flush_handle, self._send_handle):
+            if handle is not None:
+                handle.cancel()
         for task in (self._maintainer, self._connecting):
             if task is not None:
                 task.cancel()
@@ -415,28 +421,43 @@ class _RedisSubscriber:
         self._maintain()
         return await asyncio.shield(self._connect_soon())
 
-    def _send(self, connection: _Resp3Connection, command: bytes) -> None:
-        """Write a command without a reply, after the unsubscribes that wait (one write)."""
-        command = self._with_unsubscribes(command)
-        if command:
-            connection.write(command)
-
     def _request(self, connection: _Resp3Connection, command: bytes) -> asyncio.Future[Any]:
-        """Write a command with a reply, after the unsubscribes that wait (one write)."""
-        return connection.request(self._with_unsubscribes(command))
+        """Write a command with a reply, after the subscribes and unsubscribes that wait (one
+        write); those are answered by pushes alone, never by a reply to match."""
+        return connection.request(self._with_waiting(command))
 
-    def _with_unsubscribes(self, command: bytes) -> bytes:
-        if not self._unsubscribing:
-            return command
-        channels = [self._prefix + channel for channel in self._unsubscribing]
-        self._unsubscribing.clear()
-        # Answered by pushes alone: no reply to match with a request.
-        return _pack(b"UNSUBSCRIBE", *channels) + command
-
-    def _flush_unsubscribes(self) -> None:
-        self._flush_handle = None
+    def _flush(self) -> None:
+        """Write the subscribes and unsubscribes that wait."""
         if self._connection is not None:
-            self._send(self._connection, b"")
+            command = self._with_waiting(b"")
+            if command:
+                self._connection.write(command)
+
+    def _flush_late(self) -> None:
+        self._flush_handle = None
+        self._flush()
+
+    def _with_waiting(self, command: bytes) -> bytes:
+        if self._send_handle is not None:
+            self._send_handle.cancel()
+            self._send_handle = None
+        if self._flush_handle is not None and self._unsubscribing:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._subscribing and not self._unsubscribing:
+            return command
+        parts = []
+        # Subscribes first: an unsubscribe that waits came after them (one that came before a
+        # subscribe of its channel was dropped by that subscribe).
+        if self._subscribing:
+            parts.append(_pack(b"SUBSCRIBE", *self._subscribing))
+            self._subscribing.clear()
+        if self._unsubscribing:
+            channels = [self._prefix + channel for channel in self._unsubscribing]
+            parts.append(_pack(b"UNSUBSCRIBE", *channels))
+            self._unsubscribing.clear()
+        parts.append(command)
+        return b"".join(parts)
 
     def _maintain(self) -> None:
         if self._maintainer is None and not self._is_closed:
@@ -488,7 +509,12 @@ class _RedisSubscriber:
     def _on_lost(self, connection: _Resp3Connection, exc: Exception | None) -> None:
         if self._connection is connection:
             self._connection = None
+        self._subscribing.clear()  # a new connection subscribes to every channel
         self._unsubscribing.clear()
+        for handle in (self._flush_handle, self._send_handle):
+            if handle is not None:
+                handle.cancel()
+        self._flush_handle = self._send_handle = None
         if self._is_closed:
             return
         if self._channels and not self._resync:
