@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
+import redis
 
 from livecode.bus import (
     Bus,
@@ -289,6 +290,24 @@ async def test_a_channel_followed_again_before_its_unsubscribe_went_out(
     with anyio.fail_after(TIMEOUT):
         assert await subscriber.__anext__() == ("session:again", {"n": 2})
     await subscriber.aclose()
+
+
+def test_a_publish_outlives_a_redis_restart(redis_bus: RedisBus) -> None:
+    """Publishing after Redis dropped the bus's connections and forgot its scripts (as a
+    restart without persistence does) just works: nothing to retry for the caller."""
+    redis_bus.publish("execution:r1", output(1))
+    client = redis.Redis.from_url(require_redis())
+    try:
+        names = {f"{redis_bus.prefix}publisher"}
+        ids = [info["id"] for info in client.client_list() if info["name"] in names]
+        assert ids
+        for client_id in ids:
+            client.client_kill_filter(_id=client_id)
+        client.script_flush()
+    finally:
+        client.close()
+    redis_bus.publish("execution:r1", output(2))
+    assert [event["seq"] for event in redis_bus.history("execution:r1")] == [1, 2]
 
 
 def test_unreachable_redis_raises_bus_unavailable() -> None:

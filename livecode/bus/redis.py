@@ -84,6 +84,11 @@ class RedisBus:
         # One EVALSHA where MULTI, RPUSH, PEXPIRE, PUBLISH and EXEC were five commands: redis-py
         # packs and parses one, and a run publishes four or more kept events (issue 14).
         self._publish_kept = self._redis.register_script(_PUBLISH_KEPT)
+        # Connections of publish's own, the idle ones here (a pop and an append: atomic). A
+        # command straight on one costs 20 us of CPU, where the client's pool, retries and
+        # script object cost 42 (a run publishes four or more events; issue 14).
+        # (redis-py's Connection is untyped.)
+        self._idle: collections.deque[Any] = collections.deque()
         self._lock = threading.Lock()
         self._control_reader: _ControlReader | None = None
 
@@ -105,14 +110,17 @@ class RedisBus:
         data = json.dumps(event, separators=(",", ":"))
         with unavailable_on_redis_errors():
             if not keep:
-                self._redis.publish(self._prefix + channel, data)
+                self._call(_pack(b"PUBLISH", self._prefix + channel, data))
                 return
             # A rolling safety TTL: the history of an abandoned channel never lives forever.
             ttl_ms = self._history_ttl_ms if keep_for_s is None else int(keep_for_s * 1000)
-            self._publish_kept(
-                keys=[self._history_key(channel)],
-                args=[self._prefix + channel, data, max(ttl_ms, 1)],
-            )
+            keys = [self._history_key(channel)]
+            args: list[str | int] = [self._prefix + channel, data, max(ttl_ms, 1)]
+            try:
+                self._call(_pack(b"EVALSHA", self._publish_kept.sha, 1, *keys, *args))
+            except redis.exceptions.NoScriptError:
+                # A Redis that lost its scripts (restarted): the script object loads it again.
+                self._publish_kept(keys=keys, args=args)
 
     def history(self, channel: str) -> list[dict[str, Any]]:
         """Return the kept events of a channel, in publish order."""
@@ -166,10 +174,39 @@ class RedisBus:
             reader, self._control_reader = self._control_reader, None
         if reader is not None:
             reader.stop()
+        while self._idle:
+            self._idle.pop().disconnect()
         self._redis.close()
 
     def _history_key(self, channel: str) -> str:
         return _history_key(self._prefix, channel)
+
+    def _call(self, command: bytes) -> Any:
+        """Send a packed command on an idle connection of publish's own; return the reply."""
+        connection: Any
+        try:
+            connection = self._idle.pop()
+        except IndexError:
+            pool = self._redis.connection_pool
+            # Named, so that CLIENT LIST tells them apart: "{prefix}publisher".
+            options = {**pool.connection_kwargs, "client_name": f"{self._prefix}publisher"}
+            connection = pool.connection_class(**options)
+        try:
+            try:
+                connection.send_packed_command([command])
+                return connection.read_response()
+            except _REDIS_ERRORS:
+                # Once more on a new socket (redis-py closed this one): a connection idle since
+                # Redis restarted fails its first command, as the client's retry knew.
+                connection.send_packed_command([command])
+                return connection.read_response()
+        except redis.exceptions.ResponseError:
+            raise  # Redis answered: the connection is fine
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            self._idle.append(connection)
 
 
 class _ControlReader(threading.Thread):
