@@ -36,7 +36,7 @@ from livecode.bus import (
     OnMessage,
 )
 
-__all__ = ["RedisBus"]
+__all__ = ["PackedCommands", "RedisBus", "pack"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +84,8 @@ class RedisBus:
         # One EVALSHA where MULTI, RPUSH, PEXPIRE, PUBLISH and EXEC were five commands: redis-py
         # packs and parses one, and a run publishes four or more kept events (issue 14).
         self._publish_kept = self._redis.register_script(_PUBLISH_KEPT)
-        # Connections of publish's own, the idle ones here (a pop and an append: atomic). A
-        # command straight on one costs 20 us of CPU, where the client's pool, retries and
-        # script object cost 42 (a run publishes four or more events; issue 14).
-        # (redis-py's Connection is untyped.)
-        self._idle: collections.deque[Any] = collections.deque()
+        # A run publishes four or more events (issue 14).
+        self._commands = PackedCommands(self._redis, f"{prefix}publisher")
         self._lock = threading.Lock()
         self._control_reader: _ControlReader | None = None
 
@@ -110,14 +107,14 @@ class RedisBus:
         data = json.dumps(event, separators=(",", ":"))
         with unavailable_on_redis_errors():
             if not keep:
-                self._call(_pack(b"PUBLISH", self._prefix + channel, data))
+                self._commands.call_one(pack(b"PUBLISH", self._prefix + channel, data))
                 return
             # A rolling safety TTL: the history of an abandoned channel never lives forever.
             ttl_ms = self._history_ttl_ms if keep_for_s is None else int(keep_for_s * 1000)
             keys = [self._history_key(channel)]
             args: list[str | int] = [self._prefix + channel, data, max(ttl_ms, 1)]
             try:
-                self._call(_pack(b"EVALSHA", self._publish_kept.sha, 1, *keys, *args))
+                self._commands.call_one(pack(b"EVALSHA", self._publish_kept.sha, 1, *keys, *args))
             except redis.exceptions.NoScriptError:
                 # A Redis that lost its scripts (restarted): the script object loads it again.
                 self._publish_kept(keys=keys, args=args)
@@ -174,39 +171,68 @@ class RedisBus:
             reader, self._control_reader = self._control_reader, None
         if reader is not None:
             reader.stop()
-        while self._idle:
-            self._idle.pop().disconnect()
+        self._commands.close()
         self._redis.close()
 
     def _history_key(self, channel: str) -> str:
         return _history_key(self._prefix, channel)
 
-    def _call(self, command: bytes) -> Any:
-        """Send a packed command on an idle connection of publish's own; return the reply."""
+
+class PackedCommands:
+    """Packed commands sent straight on connections of their own, the idle ones kept here (a
+    pop and an append: atomic, so thread-safe). A command so costs about 20 us of CPU where
+    the client's pool, retries and script objects cost 42 (issue 14)."""
+
+    def __init__(self, client: redis.Redis, client_name: str) -> None:
+        self._client = client
+        self._client_name = client_name  # so that CLIENT LIST tells them apart
+        # (redis-py's Connection is untyped.)
+        self._idle: collections.deque[Any] = collections.deque()
+
+    def call(self, *commands: bytes) -> list[Any]:
+        """Send the commands in one write; return their replies, an error reply as its
+        exception (as a pipeline's execute(raise_on_error=False) does)."""
         connection: Any
         try:
             connection = self._idle.pop()
         except IndexError:
-            pool = self._redis.connection_pool
-            # Named, so that CLIENT LIST tells them apart: "{prefix}publisher".
-            options = {**pool.connection_kwargs, "client_name": f"{self._prefix}publisher"}
+            pool = self._client.connection_pool
+            options = {**pool.connection_kwargs, "client_name": self._client_name}
             connection = pool.connection_class(**options)
+        written = [b"".join(commands)]  # redis-py writes each item with its own syscall
         try:
             try:
-                connection.send_packed_command([command])
-                return connection.read_response()
+                connection.send_packed_command(written)
+                replies = [_reply(connection) for _ in commands]
             except _REDIS_ERRORS:
-                # Once more on a new socket (redis-py closed this one): a connection idle since
-                # Redis restarted fails its first command, as the client's retry knew.
-                connection.send_packed_command([command])
-                return connection.read_response()
-        except redis.exceptions.ResponseError:
-            raise  # Redis answered: the connection is fine
+                # Once more on a new socket (redis-py closed this one): a connection idle
+                # since Redis restarted fails its first command, as the client's retry knew.
+                connection.send_packed_command(written)
+                replies = [_reply(connection) for _ in commands]
         except BaseException:
             connection.disconnect()
             raise
         finally:
             self._idle.append(connection)
+        return replies
+
+    def call_one(self, command: bytes) -> Any:
+        """Send one command; return its reply, or raise its error reply."""
+        (reply,) = self.call(command)
+        if isinstance(reply, redis.exceptions.ResponseError):
+            raise reply
+        return reply
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().disconnect()
+
+
+def _reply(connection: Any) -> Any:
+    try:
+        return connection.read_response()
+    except redis.exceptions.ResponseError as exc:  # Redis answered: the connection is fine
+        return exc
 
 
 class _ControlReader(threading.Thread):
@@ -415,7 +441,7 @@ class _RedisSubscriber:
         """Return the kept events of a channel, in publish order."""
         connection = await self._ready()
         key = _history_key(self._prefix, channel)
-        kept = await self._request(connection, _pack(b"LRANGE", key, 0, -1))
+        kept = await self._request(connection, pack(b"LRANGE", key, 0, -1))
         return [json.loads(data) for data in kept]
 
     def __aiter__(self) -> _RedisSubscriber:
@@ -487,11 +513,11 @@ class _RedisSubscriber:
         # Subscribes first: an unsubscribe that waits came after them (one that came before a
         # subscribe of its channel was dropped by that subscribe).
         if self._subscribing:
-            parts.append(_pack(b"SUBSCRIBE", *self._subscribing))
+            parts.append(pack(b"SUBSCRIBE", *self._subscribing))
             self._subscribing.clear()
         if self._unsubscribing:
             channels = [self._prefix + channel for channel in self._unsubscribing]
-            parts.append(_pack(b"UNSUBSCRIBE", *channels))
+            parts.append(pack(b"UNSUBSCRIBE", *channels))
             self._unsubscribing.clear()
         parts.append(command)
         return b"".join(parts)
@@ -527,10 +553,10 @@ class _RedisSubscriber:
                 # the connection is closed and they fail with it.
                 replies = [connection.request(self._address.hello(self._client_name))]
                 if self._address.db:
-                    replies.append(connection.request(_pack(b"SELECT", self._address.db)))
+                    replies.append(connection.request(pack(b"SELECT", self._address.db)))
                 if self._channels:
                     channels = [self._prefix + channel for channel in self._channels]
-                    connection.write(_pack(b"SUBSCRIBE", *channels))
+                    connection.write(pack(b"SUBSCRIBE", *channels))
                 await asyncio.gather(*replies)
         except BaseException as exc:
             if connection is not None:
@@ -584,7 +610,7 @@ class _RedisSubscriber:
             except TimeoutError:
                 try:
                     async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
-                        await self._request(connection, _pack(b"PING"))
+                        await self._request(connection, pack(b"PING"))
                 except (TimeoutError, BusUnavailable, hiredis.ReplyError):
                     logger.warning("Redis bus connection does not answer: closing it")
                     connection.abort()
@@ -762,11 +788,11 @@ class _Address:
         arguments: list[Any] = [b"HELLO", 3]
         if self.password is not None:
             arguments += [b"AUTH", self.username or "default", self.password]
-        return _pack(*arguments, b"SETNAME", client_name)
+        return pack(*arguments, b"SETNAME", client_name)
 
 
-def _pack(*arguments: Any) -> bytes:
-    """A command in RESP."""
+def pack(*arguments: Any) -> bytes:
+    """A command in RESP, for PackedCommands (and the subscriber's connection)."""
     parts = [b"*%d\r\n" % len(arguments)]
     for argument in arguments:
         data = argument if isinstance(argument, bytes) else str(argument).encode()
