@@ -366,6 +366,9 @@ class WakingRedisBroker(RedisBroker):
         # The dispatch script called straight on connections of the broker's own: three calls a
         # run (enqueue, fetch, ack), each half the CPU of redis-py's script object (issue 14).
         self._commands = PackedCommands(self.client, f"{self.namespace}:broker")
+        # Per queue, (fetches so far, messages the queue held after the last): whether an ack
+        # must look again (_WakingConsumer).
+        self.fetched: dict[str, tuple[int, int]] = {}
 
     def close(self) -> None:
         """Close Redis connections, the wake-up listener's included: it stops, not retries."""
@@ -444,12 +447,21 @@ class WakingRedisBroker(RedisBroker):
                 self._max_unpack_size(),
                 *args,
             ]
-            try:
-                return self._commands.call_one(pack(b"EVALSHA", script.sha, 1, *keys, *arguments))
-            except redis.exceptions.NoScriptError:
+            call = pack(b"EVALSHA", script.sha, 1, *keys, *arguments)
+            if command == "fetch" and args[0] > 0:  # (a fetch of none is a heartbeat)
+                # With the queue's length after it, in the same round trip.
+                reply, left = self._commands.call(call, pack(b"LLEN", f"{keys[0]}:{queue_name}"))
+                fetches, _ = self.fetched.get(queue_name, (0, 0))
+                self.fetched[queue_name] = (fetches + 1, left if isinstance(left, int) else 1)
+            else:
+                (reply,) = self._commands.call(call)
+            if isinstance(reply, redis.exceptions.NoScriptError):
                 # A Redis that lost its scripts (restarted without them): the script object
                 # loads it again.
                 return script(args=arguments, keys=keys)
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
 
         return do_dispatch
 
@@ -530,15 +542,25 @@ class _WakingConsumer(_RedisConsumer):
         self.wake = broker.wake_event(queue_name)
         self._wait_first = False
         self._beat_at = time.monotonic() + BROKER_HEARTBEAT_S
+        # Whether a message may wait in Redis for a slot of ours: then an ack wakes us.
+        self._look_on_ack = False
 
     def __next__(self) -> Any:
         if not self.message_cache:
             if self._wait_first:
                 self.wake.wait(self.idle_s)
             self.wake.clear()  # before looking: a wake-up after this look stays set
+            # Set before looking at the slots, as an ack frees its slot before reading this:
+            # a wake-up that finds no slot free is passed on to the next ack, never lost.
+            self._look_on_ack = True
             if self.outstanding_message_count >= self.prefetch:
                 self._beat()
+        fetches, _ = self.broker.fetched.get(self.queue_name, (0, 0))
         message = super().__next__()  # asks Redis only when nothing is at hand
+        now_fetches, left = self.broker.fetched.get(self.queue_name, (0, 0))
+        if now_fetches != fetches:
+            # It fetched: only messages still in the queue can wait for a slot.
+            self._look_on_ack = left > 0
         # Nothing left at hand means the queue was empty or we hold all we may: look again
         # when a message is enqueued (by any process) or one of ours finishes, not at once.
         self._wait_first = not self.message_cache
@@ -556,20 +578,18 @@ class _WakingConsumer(_RedisConsumer):
         super().close()
 
     def ack(self, message: Any) -> None:
-        held_all = self._holds_all()
         super().ack(message)
-        if held_all:
-            self.wake.set()  # a slot is free: look again (worker threads call this)
+        self._slot_freed()
 
     def nack(self, message: Any) -> None:
-        held_all = self._holds_all()
         super().nack(message)
-        if held_all:
-            self.wake.set()
+        self._slot_freed()
 
-    def _holds_all(self) -> bool:
-        """Whether this consumer holds all the messages it may, and so fetched none since it
-        took the last: only then may a message wait for the slot an ack frees. Short of that, it
-        fetched until the queue was empty, and an enqueue wakes it; a fetch at every ack found
-        nothing most times (one Lua script a run, issue 14)."""
-        return bool(self.outstanding_message_count >= self.prefetch)
+    def _slot_freed(self) -> None:
+        """Look again (worker threads call this) only when a message may wait for the slot:
+        one was left in the queue by the last fetch, or a wake-up found every slot taken.
+        Else the queue was empty and the next enqueue wakes the consumer: a fetch at every
+        ack found nothing most times (a Lua script and a thread wake-up a run, issue 14)."""
+        if self._look_on_ack:
+            self._look_on_ack = False
+            self.wake.set()

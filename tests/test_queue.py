@@ -68,6 +68,36 @@ def test_enqueue_wakes_idle_consumers_of_other_processes(redis_url: str) -> None
         consumer_side.close()
 
 
+def test_messages_that_wait_for_a_slot_start_as_slots_free(redis_url: str) -> None:
+    """A consumer whose threads are all busy leaves messages in Redis: an ack fetches them
+    when the last fetch left some, or when a wake-up found no slot free (else they wait for
+    the idle poll, 5 s here: closing the queue waits that long too)."""
+    settings = Settings(redis_url=redis_url, broker_poll_ms=5_000)
+    consumer, sender = Queue(settings), Queue(settings)
+    started: list[str] = []
+    all_started, release = threading.Event(), threading.Event()
+
+    def execute(execution_id: str) -> None:
+        started.append(execution_id)
+        if len(started) == 8:
+            all_started.set()
+        release.wait(TIMEOUT)
+
+    try:
+        for number in range(4):  # the first fetch takes two and leaves two
+            sender.enqueue(f"waiting-{number}")
+        consumer.start_workers(execute, threads=2)
+        wait_until(lambda: len(started) == 2, "both threads busy")
+        for number in range(4, 8):  # their wake-ups find no slot free
+            sender.enqueue(f"waiting-{number}")
+        release.set()
+        assert all_started.wait(TIMEOUT)
+        assert sorted(started) == [f"waiting-{number}" for number in range(8)]
+    finally:
+        consumer.close()
+        sender.close()
+
+
 def test_closing_the_queue_stops_its_wake_up_listener(redis_url: str) -> None:
     """The listener (a thread of the broker's) ends with the queue: it does not go on
     retrying, and logging that it lost Redis, for as long as the process lives."""
