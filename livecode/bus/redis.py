@@ -494,7 +494,9 @@ class _RedisSubscriber:
         if self._connection is not None:
             command = self._with_waiting(b"")
             if command:
-                self._connection.write(command)
+                # A connection closing: it is opened again, and subscribes to every channel.
+                with contextlib.suppress(BusUnavailable):
+                    self._connection.write(command)
 
     def _flush_late(self) -> None:
         self._flush_handle = None
