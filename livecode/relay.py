@@ -243,9 +243,15 @@ class Relay:
             self._channels[channel] = entry
         entry.followers.add(follower)
         metrics.FOLLOWERS.inc()
-        if reads_history and self._in_order is not None and not entry.subscribed.done():
+        if (
+            reads_history
+            and self._in_order is not None
+            and self._in_order.is_connected
+            and not entry.subscribed.done()
+        ):
             # The history read that follows is answered once the subscribe took effect (or
-            # fails with it): subscribe and catch-up go to Redis in one write.
+            # fails with it): subscribe and catch-up go to Redis in one write. (Without a
+            # connection, a bus that is down fails the follow on entry, below.)
             _retrieve(entry.subscribed)
             return follower
         try:

@@ -136,6 +136,12 @@ class SubscribesInOrder(Protocol):
         """Unsubscribe: nothing more is yielded for the channel from now on."""
         ...
 
+    @property
+    def is_connected(self) -> bool:
+        """Whether its connection is open (else a subscribe waits for one, and fails when
+        the bus is down)."""
+        ...
+
 
 class Bus(Protocol):
     """Publish/subscribe with a per-channel history."""

@@ -419,6 +419,11 @@ class _RedisSubscriber:
             self._maintain()
         return waiter
 
+    @property
+    def is_connected(self) -> bool:
+        """Whether the connection is open (SubscribesInOrder)."""
+        return self._connection is not None
+
     async def unsubscribe(self, *channels: str) -> None:
         """Unsubscribe from the channels."""
         for channel in channels:
