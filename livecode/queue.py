@@ -45,6 +45,11 @@ BROKER_HEARTBEAT_S = 5.0
 BROKER_HEARTBEAT_TIMEOUT_S = 30.0
 # Threads still running once a shutdown's grace is over: how long they get to hand back.
 HAND_BACK_S = 10.0
+# Runs under way at once in the threads of the socket commands that queued them
+# (runs_after_reply); past that, worker threads take them. websocket.in_thread's pool has this
+# many threads beside its commands': were runs to take them all, the commands they wait for
+# (a stdin, a cancel) would wait for them in turn, until their wall time ran out.
+MOST_RUNS_AFTER_REPLY = 32
 
 
 class Queue:
@@ -223,6 +228,7 @@ class _LocalQueue:
                 deferred is not None
                 and not self._stopping
                 and not self._waiting
+                and self._borrowed < MOST_RUNS_AFTER_REPLY
                 and self._turns.acquire(blocking=False)
             )
             if borrow:

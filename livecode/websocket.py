@@ -31,7 +31,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from livecode import auth, browser, events, logs, metrics, protocol
 from livecode.bus import session_channel
 from livecode.errors import BadRequest, InternalError, LivecodeError, Unauthorized, Unavailable
-from livecode.queue import runs_after_reply
+from livecode.queue import MOST_RUNS_AFTER_REPLY, runs_after_reply
 from livecode.services import Services
 from livecode.tenants import Tenant
 
@@ -51,8 +51,9 @@ COMMAND_THREADS = 40
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+# Beside the commands, the runs they queued that go on in their threads (runs_after_reply).
 _commands_pool = concurrent.futures.ThreadPoolExecutor(
-    COMMAND_THREADS, thread_name_prefix="livecode-ws-command"
+    COMMAND_THREADS + MOST_RUNS_AFTER_REPLY, thread_name_prefix="livecode-ws-command"
 )
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
 import pytest
 
+from livecode import websocket
 from livecode.config import Settings
 from livecode.queue import Queue, WakingRedisBroker, runs_after_reply
 from tests.utils import TIMEOUT, wait_until
@@ -251,3 +253,33 @@ def test_in_process_a_command_does_not_overtake_a_run_waiting_for_a_turn() -> No
     assert done.wait(TIMEOUT)
     assert ran_in["execution-late"].startswith("livecode-worker-")
     in_process.close()
+
+
+def test_in_process_socket_commands_go_through_while_runs_they_queued_fill_the_worker_threads() -> (
+    None
+):
+    """However many worker threads there are, the runs that go on in the threads of the
+    socket commands that queued them never take every thread the sockets' commands need: a
+    stdin or a cancel for those runs still gets through."""
+    in_process = Queue(settings_for("in-process", None))
+    runs = websocket.COMMAND_THREADS + 1  # a turn for each, more than there are command threads
+    release = threading.Event()
+    started: list[str] = []
+
+    def execute(execution_id: str) -> None:
+        started.append(execution_id)
+        release.wait(3 * TIMEOUT)  # as a run that waits for its stdin, longer than the test
+
+    async def commands() -> None:
+        replies = [websocket.in_thread(in_process.enqueue, f"execution-{n}") for n in range(runs)]
+        await asyncio.wait_for(asyncio.gather(*replies), TIMEOUT)
+        await asyncio.to_thread(wait_until, lambda: len(started) == runs, "every run started")
+        # The command that lets the runs end (the stdin they wait for) gets a thread.
+        await asyncio.wait_for(websocket.in_thread(release.set), TIMEOUT)
+
+    in_process.start_workers(execute, threads=runs)
+    try:
+        asyncio.run(commands())
+    finally:
+        release.set()
+        in_process.close(timeout_s=TIMEOUT)
