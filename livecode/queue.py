@@ -208,7 +208,11 @@ class _LocalQueue:
         self._workers: list[threading.Thread] = []
         self._stopping = False
         self._execute: Callable[[str], None] | None = None
-        self._turns = threading.Semaphore(0)  # one a worker thread, from start()
+        # One turn a worker thread (from start()), free or handed to the worker threads that
+        # wait for one, the first first (not a semaphore: a thread that frees one could take
+        # it back at once for a run queued later than theirs). Under _held_lock, as the counts.
+        self._free_turns = 0
+        self._turn_waiters: collections.deque[threading.Event] = collections.deque()
         # Ids put and not yet done with (waiting, or at work): what `holds` answers from.
         self._held: collections.Counter[str] = collections.Counter()
         self._held_lock = threading.Lock()
@@ -229,9 +233,10 @@ class _LocalQueue:
                 and not self._stopping
                 and not self._waiting
                 and self._borrowed < MOST_RUNS_AFTER_REPLY
-                and self._turns.acquire(blocking=False)
+                and self._free_turns > 0
             )
             if borrow:
+                self._free_turns -= 1
                 self._borrowed += 1
             else:
                 self._waiting += 1
@@ -254,7 +259,7 @@ class _LocalQueue:
             )
             worker.start()
             self._workers.append(worker)
-            self._turns.release()
+            self._give_turn()
 
     def stop(self, timeout_s: float, on_timeout: Callable[[], None] | None = None) -> None:
         """Take nothing more; wait up to `timeout_s` for the running executions to end, then
@@ -284,12 +289,32 @@ class _LocalQueue:
             execution_id = self._pending.get()
             if execution_id is None or self._stopping:
                 return  # one left queued stays QUEUED in the store: the next start runs it
-            with self._turns:  # a command's run may hold this thread's turn a while
-                with self._held_lock:
-                    self._waiting -= 1
+            self._take_turn()  # a command's run may hold this thread's turn a while
+            try:
                 if self._stopping:
                     return
                 self._run(execute, execution_id)
+            finally:
+                self._give_turn()
+
+    def _take_turn(self) -> None:
+        """Wait for a turn: a free one, or the next one freed after those asked for before."""
+        with self._held_lock:
+            if self._free_turns > 0 and not self._turn_waiters:
+                self._free_turns -= 1
+                self._waiting -= 1
+                return
+            handed = threading.Event()
+            self._turn_waiters.append(handed)
+        handed.wait()  # _give_turn counted it
+
+    def _give_turn(self) -> None:
+        with self._held_lock:
+            if self._turn_waiters:
+                self._waiting -= 1
+                self._turn_waiters.popleft().set()
+            else:
+                self._free_turns += 1
 
     def _run_borrowed(self, execution_id: str) -> None:
         """A run whose turn `put` took for the command's thread, which now runs it."""
@@ -297,7 +322,7 @@ class _LocalQueue:
             if not self._stopping and self._execute is not None:
                 self._run(self._execute, execution_id)
         finally:
-            self._turns.release()
+            self._give_turn()
             with self._borrowed_done:
                 self._borrowed -= 1
                 self._borrowed_done.notify_all()

@@ -283,3 +283,41 @@ def test_in_process_socket_commands_go_through_while_runs_they_queued_fill_the_w
     finally:
         release.set()
         in_process.close(timeout_s=TIMEOUT)
+
+
+def test_in_process_a_run_waiting_for_a_turn_gets_the_next_one_free() -> None:
+    """A worker thread that took a run while a command's run held the turn it needs runs it
+    with the next turn that frees: the worker thread that freed it does not keep it for a run
+    queued later (which would overtake it for as long as the command's run goes on)."""
+    in_process = Queue(settings_for("in-process", None))
+    local = in_process._local
+    assert local is not None
+    gates = {name: threading.Event() for name in ("borrowed", "first", "waiting", "later")}
+    started: list[str] = []
+
+    def execute(execution_id: str) -> None:
+        started.append(execution_id)
+        gates[execution_id].wait(TIMEOUT)
+
+    def command() -> None:
+        with runs_after_reply():
+            in_process.enqueue("borrowed")
+
+    in_process.start_workers(execute, threads=2)
+    holder = threading.Thread(target=command, name="command")
+    try:
+        holder.start()
+        wait_until(lambda: started == ["borrowed"], "the command's run has started")
+        in_process.enqueue("first")  # the other turn
+        wait_until(lambda: started == ["borrowed", "first"], "a worker thread runs one")
+        in_process.enqueue("waiting")  # taken by the idle worker thread, which has no turn
+        wait_until(lambda: local._pending.empty(), "the run waiting for a turn was taken")
+        in_process.enqueue("later")
+        gates["first"].set()  # its turn frees
+        wait_until(lambda: len(started) == 3, "a third run has started")
+        assert started[2] == "waiting"
+    finally:
+        for gate in gates.values():
+            gate.set()
+        holder.join(TIMEOUT)
+        in_process.close(timeout_s=TIMEOUT)
