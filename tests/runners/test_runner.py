@@ -374,6 +374,22 @@ def test_exception_in_on_start_kills_the_run_and_propagates(sandbox: Sandbox) ->
     run(sandbox, Program("python", "print(2)"))  # nothing left behind, the slot works
 
 
+def test_runs_in_threads_that_end_leave_no_fd_open(sandbox: Sandbox) -> None:
+    """A run's thread may end after it (a test case's helper thread): what the run kept for
+    its thread (its pump's wake-up fd) goes with the thread."""
+    run(sandbox, Program("python", "print(1)"))  # whatever a first run opens for good
+    open_fds = len(os.listdir("/proc/self/fd"))
+    results: list[Result] = []
+    for _ in range(3):
+        thread = threading.Thread(
+            target=lambda: results.append(sandbox.run(Program("python", "print(2)"), FAST))
+        )
+        thread.start()
+        thread.join(TIMEOUT)
+    assert [result.stdout for result in results] == ["2\n"] * 3
+    assert len(os.listdir("/proc/self/fd")) == open_fds
+
+
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_output_limit_keeps_exactly_the_first_bytes(sandbox: Sandbox, language: str) -> None:
     """A program flooding stdout fails at the output limit, keeping exactly its first bytes."""
