@@ -64,3 +64,11 @@ class Limits:
                 raise ValueError(f"limit {key} must be positive, got {value!r}")
             changes[field] = min(float(value) if is_float_field else value, current)
         return replace(self, **changes)
+
+
+def cpu_limit_s(wall_timeout_s: float) -> int:
+    """A stage's RLIMIT_CPU: a second past its wall timeout. The slot's cgroup gives a program
+    one core at most, so the wall timeout ends a busy loop first; at exactly the wall timeout,
+    which of the two ended it was a race decided by milliseconds of scheduling (and the error
+    said one thing or the other). The limit stays for a sandbox without cgroups."""
+    return math.ceil(wall_timeout_s) + 1

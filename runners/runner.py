@@ -31,7 +31,7 @@ from runners.cache import BinaryCache
 from runners.control import Control
 from runners.errors import RunnerError
 from runners.languages import CXX_FLAGS, Language
-from runners.limits import Limits
+from runners.limits import Limits, cpu_limit_s
 from runners.program import Program
 from runners.pump import OnOutput, Outcome, Pipes, Process, make_pipe, pump
 from runners.result import ExecutionStatus, Reason, Result, Stream
@@ -395,7 +395,7 @@ class _Run:
             message = f"Execution exceeded {limits.wall_timeout_s:g} second timeout"
         elif report.signal == signal.SIGXCPU:
             status, reason = ExecutionStatus.TIMEOUT, Reason.TIMEOUT
-            message = f"Execution exceeded {limits.wall_timeout_s:g} seconds of CPU time"
+            message = f"Execution exceeded {cpu_limit_s(limits.wall_timeout_s)} seconds of CPU time"
         elif report.exit_code != 0 and (
             report.oom_killed
             or any(marker in stderr_text[-_OOM_TAIL_CHARS:] for marker in language.oom_markers)

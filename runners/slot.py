@@ -11,7 +11,6 @@ a warm spawner with a uid and cgroups of its own (warm.py).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import resource
 import shutil
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 
 from runners import host
 from runners.bwrap import Bwrap, Launch, launch_unsandboxed
+from runners.limits import cpu_limit_s
 from runners.spawner import Exit, Request, Spawner, SpawnerGone, memfd
 from runners.stage import ExitReport, Stage
 from runners.warm import (
@@ -335,7 +335,7 @@ class _Running:
 def _rlimits(
     stage: Stage, *, has_memcg: bool, copied_bytes: int = 0, is_warm: bool = False
 ) -> Sequence[tuple[int, int, int]]:
-    cpu_s = math.ceil(stage.wall_timeout_s)
+    cpu_s = cpu_limit_s(stage.wall_timeout_s)
     # bwrap copies the executables in under this limit too (a 20 MB binary would not fit);
     # the program's files stay capped by its tmpfs sizes as well
     file_bytes = max(stage.file_size_bytes, copied_bytes)

@@ -123,6 +123,22 @@ def test_wall_timeout_at_a_whole_second_says_so(sandbox: Sandbox) -> None:
     assert result.message == "Execution exceeded 1 second timeout"
 
 
+def test_a_busy_loop_ends_on_its_wall_timeout_not_its_cpu_limit(sandbox: Sandbox) -> None:
+    """A program busy on its one core meets the wall timeout first, and says so: its CPU
+    limit (RLIMIT_CPU, a backstop where there is no cgroup) is a second later. At the same
+    second, the two raced, and which error a run got depended on scheduling."""
+    source = (
+        "import resource\nprint(resource.getrlimit(resource.RLIMIT_CPU), flush=True)\n"
+        "while True: pass"
+    )
+    result, _ = run(sandbox, Program("python", source), Limits(wall_timeout_s=1))
+    assert result.stdout == "(2, 3)\n", result
+    assert (result.status, result.message) == (
+        ExecutionStatus.TIMEOUT,
+        "Execution exceeded 1 second timeout",
+    ), result
+
+
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_huge_files_stop_at_the_file_size_limit(sandbox: Sandbox, language: str) -> None:
     """Writing a huge file stops at the file size limit, and nothing reaches the host disk."""
