@@ -380,6 +380,34 @@ async def test_follower_survives_a_lost_redis_connection(
     assert received == events
 
 
+async def test_a_follow_given_up_while_redis_connects_stalls_no_later_one(
+    redis_bus: RedisBus, store: FakeStore
+) -> None:
+    """A client gone before the relay's Redis connection was open (as when Redis comes back)
+    leaves the next follower of that execution working: it enters and gets every event."""
+    relay = Relay(redis_bus, store.load_final)
+    await relay.start()  # its connection opens with the first follow
+
+    async def enter() -> None:
+        async with relay.follow("e1"):
+            pass
+
+    events = execution_events("e1", 3)
+    try:
+        given_up = asyncio.ensure_future(enter())
+        await asyncio.sleep(0)  # it waits for the connection
+        given_up.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await given_up
+        with anyio.fail_after(TIMEOUT):
+            async with relay.follow("e1") as followed:
+                publish(redis_bus, events)
+                received = await collect(followed)
+    finally:
+        await relay.close()
+    assert received == events
+
+
 async def test_a_history_with_a_hole_is_never_a_silent_gap(
     bus: Bus, relay: Relay, store: FakeStore
 ) -> None:

@@ -18,7 +18,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -435,7 +435,10 @@ class _RedisSubscriber:
         self._channels.discard(channel)
         self._resync.discard(channel)
         if self._connection is None or self._is_closed:
-            return  # a new connection subscribes only to what is in _channels
+            # A new connection subscribes only to what is in _channels, once each: its
+            # confirmation must not answer this subscribe, but the channel's next one.
+            _fail(self._waiters.pop(channel, ()))
+            return
         self._unsubscribing.append(channel)
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_later(
@@ -595,9 +598,7 @@ class _RedisSubscriber:
     def _fail_waiters(self) -> None:
         waiters, self._waiters = self._waiters, {}
         for pending in waiters.values():
-            for waiter in pending:
-                if not waiter.done():
-                    waiter.set_exception(BusUnavailable())
+            _fail(pending)
 
     async def _keep_open(self) -> None:
         """Open the connection again once lost (with backoff); ping it when silent."""
@@ -796,6 +797,12 @@ class _Address:
         if self.password is not None:
             arguments += [b"AUTH", self.username or "default", self.password]
         return pack(*arguments, b"SETNAME", client_name)
+
+
+def _fail(waiters: Iterable[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_exception(BusUnavailable())
 
 
 def pack(*arguments: Any) -> bytes:
