@@ -231,16 +231,12 @@ class Relay:
         follower = _Follower(queue_size or self._follower_queue_size)
         entry = self._channels.get(channel)
         if entry is None:
-            if self._at_once is not None:
-                self._at_once.subscribe_now(channel)
-                subscribed = asyncio.get_running_loop().create_future()
-                subscribed.set_result(None)
-            elif self._in_order is not None:
-                subscribed = self._in_order.subscribe_soon(channel)
-            else:
-                subscribed = asyncio.ensure_future(self._subscribe(channel))
-            entry = _Channel(subscribed)
+            entry = _Channel(self._subscribe_soon(channel))
             self._channels[channel] = entry
+        elif _failed(entry.subscribed):
+            # Lost with a connection while a follower that stays went on on the next one
+            # (which subscribes to every channel): not a reason to fail those who join it.
+            entry.subscribed = self._subscribe_soon(channel)
         entry.followers.add(follower)
         metrics.FOLLOWERS.inc()
         if (
@@ -261,6 +257,16 @@ class Relay:
             self._detach(channel, follower)
             raise
         return follower
+
+    def _subscribe_soon(self, channel: str) -> asyncio.Future[None]:
+        if self._at_once is not None:
+            self._at_once.subscribe_now(channel)
+            subscribed = asyncio.get_running_loop().create_future()
+            subscribed.set_result(None)
+            return subscribed
+        if self._in_order is not None:
+            return self._in_order.subscribe_soon(channel)
+        return asyncio.ensure_future(self._subscribe(channel))
 
     def _detach(self, channel: str, follower: _Follower) -> None:
         # Sync, so that it runs even in a cancelled task; the unsubscribe runs in the background.
@@ -517,6 +523,10 @@ def _has_every_output(history: Sequence[Event]) -> bool:
 def _seq(event: Event) -> int:
     seq = event.get("seq")
     return seq if isinstance(seq, int) else 0
+
+
+def _failed(subscribed: asyncio.Future[None]) -> bool:
+    return subscribed.done() and (subscribed.cancelled() or subscribed.exception() is not None)
 
 
 def _retrieve(subscribed: asyncio.Future[None]) -> None:

@@ -408,6 +408,36 @@ async def test_a_follow_given_up_while_redis_connects_stalls_no_later_one(
     assert received == events
 
 
+async def test_a_subscribe_lost_with_its_connection_fails_no_later_follower(
+    redis_bus: RedisBus, store: FakeStore
+) -> None:
+    """A follow whose subscribe was lost with the connection, before it read the history,
+    goes on on the next connection; a second follower of that execution then joins it, rather
+    than failing for as long as the first one stays."""
+    relay = Relay(redis_bus, store.load_final)
+    await relay.start()
+    events = execution_events("e1", 3)
+    try:
+        async with relay.listen("session:warm"):  # an open connection, as a server's has
+            async with relay.follow("e1") as first:
+                assert kill_redis_clients(f"{redis_bus.prefix}subscriber")
+                subscribed = relay._channels["execution:e1"].subscribed  # the one sent
+                with anyio.fail_after(TIMEOUT):
+                    while not subscribed.done():  # failed with the connection
+                        await asyncio.sleep(0.01)
+                iterator = aiter(first)
+                publish(redis_bus, events[:2])
+                with anyio.fail_after(TIMEOUT):
+                    received = [await anext(iterator) for _ in range(2)]
+                async with relay.follow("e1") as second:
+                    publish(redis_bus, events[2:])
+                    received += await collect(iterator)
+                    assert await collect(second) == events
+    finally:
+        await relay.close()
+    assert received == events
+
+
 async def test_a_history_with_a_hole_is_never_a_silent_gap(
     bus: Bus, relay: Relay, store: FakeStore
 ) -> None:
