@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import queue
+import shutil
+import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -21,7 +25,7 @@ from livecode.bus import (
 )
 from livecode.bus.local import LocalBus
 from livecode.bus.redis import RedisBus
-from tests.utils import TIMEOUT, kill_redis_clients, require_redis, wait_until
+from tests.utils import TIMEOUT, free_port, kill_redis_clients, require_redis, wait_until
 
 
 def output(seq: int) -> dict[str, Any]:
@@ -308,6 +312,80 @@ def test_a_publish_outlives_a_redis_restart(redis_bus: RedisBus) -> None:
         client.close()
     redis_bus.publish("execution:r1", output(2))
     assert [event["seq"] for event in redis_bus.history("execution:r1")] == [1, 2]
+
+
+@pytest.fixture
+def tls_redis_url(tmp_path: Path) -> Iterator[str]:
+    """A redis-server of its own over TLS, its certificate signed by a CA of the test's: the
+    URL names the CA file (`ssl_ca_certs`), as one for a self-hosted Redis does."""
+    binary, openssl = shutil.which("redis-server"), shutil.which("openssl")
+    if binary is None or openssl is None:
+        pytest.skip("needs redis-server and openssl")
+
+    def run(*arguments: str) -> None:
+        subprocess.run([openssl, *arguments], cwd=tmp_path, check=True, capture_output=True)
+
+    run(
+        *"req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=ca -keyout ca.key".split(),
+        "-out",
+        "ca.pem",
+    )
+    run(
+        *"req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key".split(),
+        "-out",
+        "server.csr",
+    )
+    (tmp_path / "ext.cnf").write_text("subjectAltName=DNS:localhost\n")
+    run(
+        *"x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1".split(),
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        + ["--tls-cert-file", "server.pem", "--tls-key-file", "server.key"]
+        + ["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no", "--logfile", ""],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"rediss://localhost:{port}/0?ssl_ca_certs={tmp_path / 'ca.pem'}"
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+
+    def pings() -> bool:
+        if process.poll() is not None:
+            pytest.skip("redis-server without TLS")
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    try:
+        wait_until(pings, "the TLS redis-server answers")
+        yield url
+    finally:
+        client.close()
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.anyio
+async def test_a_rediss_url_with_its_own_ca_serves_followers(tls_redis_url: str) -> None:
+    """`rediss://` with the CA in the URL (`ssl_ca_certs`): the server's subscriber verifies
+    Redis with that CA, as publishing does, and followers get their events."""
+    bus = RedisBus(tls_redis_url)
+    subscriber = bus.subscriber()
+    try:
+        with anyio.fail_after(TIMEOUT):
+            await subscriber.subscribe("execution:tls")
+            bus.publish("execution:tls", output(1))
+            assert await subscriber.history("execution:tls") == [output(1)]
+            assert await subscriber.__anext__() == ("execution:tls", output(1))
+    finally:
+        await subscriber.aclose()
+        bus.close()
 
 
 def test_unreachable_redis_raises_bus_unavailable() -> None:

@@ -766,11 +766,9 @@ class _Address:
     def from_url(cls, url: str) -> _Address:
         options = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
         context = None
-        if options.get("connection_class") is redis.connection.SSLConnection:
-            context = ssl.create_default_context()
-            if str(options.get("ssl_cert_reqs", "")).lower() == "none":
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
+        connection_class = options.pop("connection_class", None)
+        if connection_class is redis.connection.SSLConnection:
+            context = _ssl_context(connection_class(**options))  # type: ignore[no-untyped-call]
         return cls(
             host=options.get("host"),
             port=int(options.get("port") or 6379),
@@ -797,6 +795,30 @@ class _Address:
         if self.password is not None:
             arguments += [b"AUTH", self.username or "default", self.password]
         return pack(*arguments, b"SETNAME", client_name)
+
+
+def _ssl_context(options: Any) -> ssl.SSLContext:
+    """The TLS of redis-py's connection for the same URL (its `ssl_*` query arguments read as
+    redis-py reads them: a CA file, a client certificate, `ssl_cert_reqs`...), as its
+    SSLConnection builds it when it connects."""
+    context = ssl.create_default_context()
+    context.check_hostname = options.check_hostname
+    context.verify_mode = options.cert_reqs
+    if options.certfile or options.keyfile:
+        context.load_cert_chain(
+            certfile=options.certfile,
+            keyfile=options.keyfile,
+            password=options.certificate_password,
+        )
+    if options.ca_certs is not None or options.ca_path is not None or options.ca_data is not None:
+        context.load_verify_locations(
+            cafile=options.ca_certs, capath=options.ca_path, cadata=options.ca_data
+        )
+    if options.ssl_min_version is not None:
+        context.minimum_version = options.ssl_min_version
+    if options.ssl_ciphers:
+        context.set_ciphers(options.ssl_ciphers)
+    return context
 
 
 def _fail(waiters: Iterable[asyncio.Future[None]]) -> None:
