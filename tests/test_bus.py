@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,14 @@ from livecode.bus import (
 )
 from livecode.bus.local import LocalBus
 from livecode.bus.redis import RedisBus
-from tests.utils import TIMEOUT, free_port, kill_redis_clients, require_redis, wait_until
+from tests.utils import (
+    TIMEOUT,
+    free_port,
+    kill_redis_clients,
+    own_redis,
+    require_redis,
+    wait_until,
+)
 
 
 def output(seq: int) -> dict[str, Any]:
@@ -294,6 +303,37 @@ async def test_a_channel_followed_again_before_its_unsubscribe_went_out(
     with anyio.fail_after(TIMEOUT):
         assert await subscriber.__anext__() == ("session:again", {"n": 2})
     await subscriber.aclose()
+
+
+@pytest.mark.anyio
+async def test_followers_catching_up_at_once_keep_the_subscriber_connection() -> None:
+    """History reads are answered on the subscriber's pub/sub connection, which Redis closes
+    once its unread replies pass the pub/sub output limit: 40 followers catching up on a long
+    run at once, while the loop is busy elsewhere, stay under it (reads wait their turn)."""
+    with own_redis() as server:
+        admin = server.client()
+        admin.config_set("client-output-buffer-limit", "pubsub 16mb 16mb 0")
+        admin.close()
+        bus = RedisBus(server.url, prefix="livecode:test:catch-up:")
+        for seq in range(1, 257):  # 1 MiB of output kept
+            bus.publish("execution:long", {**output(seq), "data": "x" * 4096})
+        subscriber = bus.subscriber()
+        try:
+            await subscriber.subscribe("execution:long")
+            reads = [asyncio.ensure_future(subscriber.history("execution:long")) for _ in range(40)]
+            await asyncio.sleep(0)  # the reads that may go out do
+            time.sleep(1.0)  # the loop busy elsewhere: the replies wait in Redis
+            with anyio.fail_after(TIMEOUT):
+                histories = await asyncio.gather(*reads, return_exceptions=True)
+            answers = [
+                len(history) if isinstance(history, list) else repr(history)
+                for history in histories
+            ]
+            assert answers == [256] * 40
+        finally:
+            with anyio.fail_after(TIMEOUT):
+                await subscriber.aclose()
+            bus.close()
 
 
 def test_a_publish_outlives_a_redis_restart(redis_bus: RedisBus) -> None:

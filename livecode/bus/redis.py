@@ -48,6 +48,11 @@ HEALTH_CHECK_S = 30.0
 # How long an unsubscribe may wait to go out with the next command (a run's follow ends and the
 # next one begins within milliseconds under load: one write for both).
 UNSUBSCRIBE_BATCH_S = 0.05
+# History reads answered on the subscriber's connection and not yet read: Redis closes a pub/sub
+# client whose unread replies pass its limit (client-output-buffer-limit pubsub, 32 MB by
+# default), and many followers catching up on long runs at once (a reconnect's RESYNC makes
+# every follower do so) would pass it, again at each reconnect. The others wait their turn.
+HISTORY_READS_IN_FLIGHT = 8
 _NOT_ENOUGH_DATA: Any = object()
 _READ_TIMEOUT_S = 1.0
 _MAX_BACKOFF_S = 5.0
@@ -387,6 +392,8 @@ class _RedisSubscriber:
         self._events: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
         self._events_waiter: asyncio.Future[None] | None = None
         self._is_closed = False
+        # Free at once when a read is free: a follow's subscribe and read still go in one write.
+        self._history_reads = asyncio.Semaphore(HISTORY_READS_IN_FLIGHT)
 
     async def subscribe(self, *channels: str) -> None:
         """Subscribe; returns once Redis confirmed every channel (BusUnavailable otherwise)."""
@@ -447,9 +454,10 @@ class _RedisSubscriber:
 
     async def history(self, channel: str) -> list[dict[str, Any]]:
         """Return the kept events of a channel, in publish order."""
-        connection = await self._ready()
-        key = _history_key(self._prefix, channel)
-        kept = await self._request(connection, pack(b"LRANGE", key, 0, -1))
+        async with self._history_reads:
+            connection = await self._ready()
+            key = _history_key(self._prefix, channel)
+            kept = await self._request(connection, pack(b"LRANGE", key, 0, -1))
         return [json.loads(data) for data in kept]
 
     def __aiter__(self) -> _RedisSubscriber:
