@@ -198,27 +198,43 @@ async def test_subscriber_stops_after_unsubscribe_and_aclose(bus: Bus) -> None:
 async def test_subscribe_then_history_misses_nothing(bus: Bus) -> None:
     """Subscribed first, then history read: every event is in one or the other (or both)."""
     channel = "execution:race"
-    publishing = threading.Event()
-
-    def publisher() -> None:
-        for seq in range(1, 1001):
-            bus.publish(channel, output(seq))
-            publishing.set()
-
-    thread = threading.Thread(target=publisher)
-    thread.start()
-    assert publishing.wait(TIMEOUT)  # subscribe while the events are being published
+    publishing = _publishing(bus, channel)  # subscribe while the events are being published
     subscriber = bus.subscriber()
     await subscriber.subscribe(channel)
     history = await anyio.to_thread.run_sync(bus.history, channel)
+    assert await _seqs_seen(subscriber, history, publishing) == set(range(1, PUBLISHED + 1))
+
+
+PUBLISHED = 1000
+
+
+def _publishing(bus: Bus, channel: str) -> threading.Thread:
+    """A thread publishing PUBLISHED output events on the channel, once it has begun."""
+    begun = threading.Event()
+
+    def publisher() -> None:
+        for seq in range(1, PUBLISHED + 1):
+            bus.publish(channel, output(seq))
+            begun.set()
+
+    thread = threading.Thread(target=publisher)
+    thread.start()
+    assert begun.wait(TIMEOUT)
+    return thread
+
+
+async def _seqs_seen(
+    subscriber: Any, history: list[dict[str, Any]], publishing: threading.Thread
+) -> set[int]:
+    """The seqs in the history and the subscription, once the subscription has them all."""
     seen = {event["seq"] for event in history}
     with anyio.fail_after(TIMEOUT):
-        while len(seen) < 1000:
+        while len(seen) < PUBLISHED:
             _, event = await subscriber.__anext__()
             seen.add(event["seq"])
-    thread.join()
+    publishing.join()
     await subscriber.aclose()
-    assert seen == set(range(1, 1001))
+    return seen
 
 
 @pytest.mark.anyio
@@ -261,29 +277,13 @@ async def test_a_history_read_sent_with_its_subscribe_misses_nothing(redis_bus: 
     """The Redis subscriber's history read, asked for before its subscribe was confirmed (one
     write for both, as a follow sends them), still has or is followed by every event."""
     channel = "execution:together"
-    publishing = threading.Event()
-
-    def publisher() -> None:
-        for seq in range(1, 1001):
-            redis_bus.publish(channel, output(seq))
-            publishing.set()
-
     subscriber = redis_bus.subscriber()
     await subscriber.subscribe("session:warm")  # an open connection, as a server's has
-    thread = threading.Thread(target=publisher)
-    thread.start()
-    assert publishing.wait(TIMEOUT)
+    publishing = _publishing(redis_bus, channel)
     subscribed = subscriber.subscribe_soon(channel)
     history = await subscriber.history(channel)
     assert subscribed.done()
-    seen = {event["seq"] for event in history}
-    with anyio.fail_after(TIMEOUT):
-        while len(seen) < 1000:
-            _, event = await subscriber.__anext__()
-            seen.add(event["seq"])
-    thread.join()
-    await subscriber.aclose()
-    assert seen == set(range(1, 1001))
+    assert await _seqs_seen(subscriber, history, publishing) == set(range(1, PUBLISHED + 1))
 
 
 @pytest.mark.anyio
