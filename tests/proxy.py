@@ -12,8 +12,11 @@ from collections.abc import Iterator
 class Proxy:
     """Forwards every connection made to `url` to the upstream port, until cut."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, *, lose_replies_to: bytes | None = None) -> None:
         self.upstream_port = upstream_port
+        # A request holding these bytes gets no reply: the client's connection is reset when
+        # the reply comes, as when a network drops after the server did the work.
+        self.lose_replies_to = lose_replies_to
         self.accepted = 0  # connections accepted so far
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
@@ -55,13 +58,25 @@ class Proxy:
             with self._lock:
                 self.accepted += 1
                 self._pairs.append((client, upstream))
-            for source, target in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pipe, args=(source, target), daemon=True).start()
+            if self.lose_replies_to is None:
+                for source, target in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=_pipe, args=(source, target), daemon=True).start()
+            else:
+                asked = threading.Event()
+                threading.Thread(
+                    target=_pipe_watching,
+                    args=(client, upstream, self.lose_replies_to, asked),
+                    daemon=True,
+                ).start()
+                threading.Thread(
+                    target=_pipe_unless_asked, args=(upstream, client, asked), daemon=True
+                ).start()
 
 
 @contextlib.contextmanager
-def proxy_to(upstream_url: str) -> Iterator[Proxy]:
-    proxy = Proxy(int(upstream_url.rsplit(":", 1)[1]))
+def proxy_to(upstream_url: str, *, lose_replies_to: bytes | None = None) -> Iterator[Proxy]:
+    port = upstream_url.rsplit(":", 1)[1].split("/", 1)[0]
+    proxy = Proxy(int(port), lose_replies_to=lose_replies_to)
     try:
         yield proxy
     finally:
@@ -75,6 +90,32 @@ def _pipe(source: socket.socket, target: socket.socket) -> None:
         target.shutdown(socket.SHUT_WR)  # pass an orderly end (FIN) on
     except OSError:
         _reset(target)
+
+
+def _pipe_watching(
+    source: socket.socket, target: socket.socket, marker: bytes, seen: threading.Event
+) -> None:
+    try:
+        while data := source.recv(65536):
+            if marker in data:
+                seen.set()
+            target.sendall(data)
+    except OSError:
+        pass
+    _reset(target)
+
+
+def _pipe_unless_asked(
+    source: socket.socket, target: socket.socket, asked: threading.Event
+) -> None:
+    try:
+        while data := source.recv(65536):
+            if asked.is_set():
+                break
+            target.sendall(data)
+    except OSError:
+        pass
+    _reset(target)
 
 
 def _reset(sock: socket.socket) -> None:

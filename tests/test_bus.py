@@ -26,7 +26,8 @@ from livecode.bus import (
     session_channel,
 )
 from livecode.bus.local import LocalBus
-from livecode.bus.redis import RedisBus
+from livecode.bus.redis import PackedCommands, RedisBus, pack
+from tests.proxy import proxy_to
 from tests.utils import (
     TIMEOUT,
     free_port,
@@ -352,6 +353,25 @@ def test_a_publish_outlives_a_redis_restart(redis_bus: RedisBus) -> None:
         client.close()
     redis_bus.publish("execution:r1", output(2))
     assert [event["seq"] for event in redis_bus.history("execution:r1")] == [1, 2]
+
+
+def test_a_command_whose_reply_is_lost_runs_once(redis_url: str) -> None:
+    """A command that ran in Redis but whose reply never came back fails to its caller, and is
+    not sent again: Dramatiq's fetch run twice would leave messages held by a live worker."""
+    key = "livecode:test:packed:once"
+    direct = redis.Redis.from_url(redis_url)
+    with proxy_to(redis_url, lose_replies_to=b"INCR") as proxy:
+        proxied = redis.Redis.from_url(f"redis://127.0.0.1:{proxy.port}/1")
+        commands = PackedCommands(proxied, "livecode:test:packed")
+        try:
+            with pytest.raises(redis.ConnectionError):
+                commands.call(pack(b"INCR", key))
+            assert direct.get(key) == b"1"
+        finally:
+            commands.close()
+            proxied.close()
+            direct.delete(key)
+            direct.close()
 
 
 @pytest.fixture

@@ -196,30 +196,38 @@ class PackedCommands:
 
     def call(self, *commands: bytes) -> list[Any]:
         """Send the commands in one write; return their replies, an error reply as its
-        exception (as a pipeline's execute(raise_on_error=False) does)."""
-        connection: Any
+        exception (as a pipeline's execute(raise_on_error=False) does).
+
+        Sent once, never again on failure: a command may have run in Redis before its reply
+        was lost, and Dramatiq's fetch run twice leaves messages held by a live worker for
+        good. A connection that went stale while idle (Redis restarted, or closed it) is
+        seen before sending, as the client's pool sees it."""
+        connection = self._connection()
         try:
-            connection = self._idle.pop()
-        except IndexError:
-            pool = self._client.connection_pool
-            options = {**pool.connection_kwargs, "client_name": self._client_name}
-            connection = pool.connection_class(**options)
-        written = [b"".join(commands)]  # redis-py writes each item with its own syscall
-        try:
-            try:
-                connection.send_packed_command(written)
-                replies = [_reply(connection) for _ in commands]
-            except _REDIS_ERRORS:
-                # Once more on a new socket (redis-py closed this one): a connection idle
-                # since Redis restarted fails its first command, as the client's retry knew.
-                connection.send_packed_command(written)
-                replies = [_reply(connection) for _ in commands]
+            connection.send_packed_command([b"".join(commands)])  # one write, not one a command
+            replies = [_reply(connection) for _ in commands]
         except BaseException:
             connection.disconnect()
             raise
         finally:
             self._idle.append(connection)
         return replies
+
+    def _connection(self) -> Any:  # (redis-py's Connection is untyped)
+        try:
+            connection = self._idle.pop()
+        except IndexError:
+            pool = self._client.connection_pool
+            options = {**pool.connection_kwargs, "client_name": self._client_name}
+            return pool.connection_class(**options)
+        try:
+            # An idle connection has nothing to read unless Redis closed it (or, never here,
+            # a reply was left unread): then a new socket, before anything is sent on it.
+            if connection.can_read():
+                connection.disconnect()
+        except _REDIS_ERRORS:
+            connection.disconnect()  # it connects again when sending
+        return connection
 
     def call_one(self, command: bytes) -> Any:
         """Send one command; return its reply, or raise its error reply."""
