@@ -220,12 +220,7 @@ class PackedCommands:
             pool = self._client.connection_pool
             options = {**pool.connection_kwargs, "client_name": self._client_name}
             return pool.connection_class(**options)
-        try:
-            # An idle connection has nothing to read unless Redis closed it (or, never here,
-            # a reply was left unread): then a new socket, before anything is sent on it.
-            if connection.can_read():
-                connection.disconnect()
-        except _REDIS_ERRORS:
+        if _went_stale(connection):
             connection.disconnect()  # it connects again when sending
         return connection
 
@@ -239,6 +234,26 @@ class PackedCommands:
     def close(self) -> None:
         while self._idle:
             self._idle.pop().disconnect()
+
+
+def _went_stale(connection: Any) -> bool:
+    """Whether an idle connection has something to read: Redis closed it (or, never here, a
+    reply was left unread). One peek, where the client's can_read costs three syscalls."""
+    sock = connection._sock
+    if sock is None:
+        return False
+    if isinstance(sock, ssl.SSLSocket):  # (no recv flags on TLS)
+        try:
+            return bool(connection.can_read())
+        except _REDIS_ERRORS:
+            return True
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)  # b"" at EOF: stale too
+    except BlockingIOError:
+        return False
+    except OSError:
+        pass
+    return True
 
 
 def _reply(connection: Any) -> Any:
