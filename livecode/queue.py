@@ -50,6 +50,9 @@ HAND_BACK_S = 10.0
 # many threads beside its commands': were runs to take them all, the commands they wait for
 # (a stdin, a cancel) would wait for them in turn, until their wall time ran out.
 MOST_RUNS_AFTER_REPLY = 32
+# How often an idle worker thread looks whether it was told to stop: Dramatiq's threads wait
+# for work no longer than that, so a shutdown does not wait out the broker's idle poll.
+WORKER_THREAD_POLL_MS = 1000
 
 
 class Queue:
@@ -72,6 +75,7 @@ class Queue:
             namespace="livecode-dramatiq",
             middleware=middleware,
             heartbeat_timeout=int(BROKER_HEARTBEAT_TIMEOUT_S * 1000),
+            idle_poll_ms=settings.broker_poll_ms,
         )
         # a run with test cases runs its program once per case, each with the wall time
         longest_s = settings.wall_timeout_s * settings.max_cases + settings.compile_timeout_s
@@ -135,7 +139,7 @@ class Queue:
                 self.broker,
                 queues={QUEUE_NAME},
                 worker_threads=threads,
-                worker_timeout=self.settings.broker_poll_ms,
+                worker_timeout=min(self.settings.broker_poll_ms, WORKER_THREAD_POLL_MS),
             )
             # Take no more messages than there are threads to run them (Dramatiq's default is
             # twice that): a message held here waits for a free thread while another worker
@@ -168,6 +172,12 @@ class Queue:
             if on_timeout is not None and any(thread.is_alive() for thread in threads):
                 on_timeout()
                 _join(threads, HAND_BACK_S)
+            # A consumer waits for work up to the idle poll: told to stop, then woken, it
+            # ends now, and so the Worker's stop does not wait that long for it.
+            for consumer in self._worker.consumers.values():
+                consumer.stop()
+            assert isinstance(self.broker, WakingRedisBroker)
+            self.broker.wake_consumers()
             self._worker.stop(timeout=int(HAND_BACK_S * 1000))
             self._worker = None
         assert self.broker is not None
@@ -386,8 +396,10 @@ class WakingRedisBroker(RedisBroker):
     about one Redis round trip while the idle poll can stay slow (LIVECODE_BROKER_POLL_MS).
     """
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *, idle_poll_ms: int, **options: Any) -> None:
         super().__init__(**options)
+        # How long an idle consumer waits for a wake-up before it looks in Redis anyway.
+        self.idle_poll_s = idle_poll_ms / 1000
         self.wake_channel = f"{self.namespace}:wake"
         self._wake_events: dict[str, list[threading.Event]] = {}
         self._listener: threading.Thread | None = None
@@ -530,6 +542,13 @@ class WakingRedisBroker(RedisBroker):
                 self._listener.start()
         return event
 
+    def wake_consumers(self) -> None:
+        """Wake every consumer of this process, as an enqueue on its queue would."""
+        with self._lock:
+            events = [event for events in self._wake_events.values() for event in events]
+        for event in events:
+            event.set()
+
     def forget_wake_event(self, queue_name: str, event: threading.Event) -> None:
         """Stop setting `event` (its consumer is closed: Dramatiq makes a new one after each
         lost connection)."""
@@ -569,7 +588,7 @@ class _WakingConsumer(_RedisConsumer):
     ) -> None:
         # The parent's own back-off sleep is kept to 1 ms; the idle wait happens on the event.
         super().__init__(broker, queue_name, prefetch, 1)
-        self.idle_s = timeout / 1000
+        self.idle_s = broker.idle_poll_s
         self.wake = broker.wake_event(queue_name)
         self._wait_first = False
         self._beat_at = time.monotonic() + BROKER_HEARTBEAT_S
