@@ -15,10 +15,17 @@ from runners.limits import Limits
 from runners.program import Case, Program
 from runners.result import ExecutionStatus, Reason, Result, Stream, Verdict
 from runners.sandbox import Sandbox, SandboxConfig
-from runners.terminal import MAX_COLS as MAX_TERMINAL_COLS, MAX_ROWS as MAX_TERMINAL_ROWS
+from runners.terminal import (
+    DEFAULT_COLS as DEFAULT_TERMINAL_COLS,
+    DEFAULT_ROWS as DEFAULT_TERMINAL_ROWS,
+    MAX_COLS as MAX_TERMINAL_COLS,
+    MAX_ROWS as MAX_TERMINAL_ROWS,
+)
 from runners.warm import WarmConfig
 
 __all__ = [
+    "DEFAULT_TERMINAL_COLS",
+    "DEFAULT_TERMINAL_ROWS",
     "MAX_TERMINAL_COLS",
     "MAX_TERMINAL_ROWS",
     "Case",

@@ -222,6 +222,9 @@ class Execution(_Value):
         "memory_kb",
         "attempt",
         "interactive",
+        "tty",
+        "cols",
+        "rows",
         "error",
         "queued_at",
         "started_at",
@@ -245,6 +248,10 @@ class Execution(_Value):
     memory_kb: int | None
     attempt: int | None
     interactive: bool
+    tty: bool
+    # A tty run's terminal size when its program started (None without tty).
+    cols: int | None
+    rows: int | None
     error: str | None
     queued_at: str | None
     started_at: str | None
@@ -270,6 +277,9 @@ class Execution(_Value):
         memory_kb: int | None = None,
         attempt: int | None = None,
         interactive: bool = False,
+        tty: bool = False,
+        cols: int | None = None,
+        rows: int | None = None,
         error: str | None = None,
         queued_at: str | None = None,
         started_at: str | None = None,
@@ -294,6 +304,9 @@ class Execution(_Value):
             memory_kb=memory_kb,
             attempt=attempt,
             interactive=interactive,
+            tty=tty,
+            cols=cols,
+            rows=rows,
             error=error,
             queued_at=queued_at,
             started_at=started_at,

@@ -21,7 +21,14 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, computed_field
 
-from runners import ExecutionStatus, Reason, Stream, Verdict
+from runners import (
+    DEFAULT_TERMINAL_COLS,
+    DEFAULT_TERMINAL_ROWS,
+    ExecutionStatus,
+    Reason,
+    Stream,
+    Verdict,
+)
 
 __all__ = [
     "OUTCOME_FIELDS",
@@ -167,6 +174,26 @@ class Execution(_Record):
     # A tty run's terminal size when its program starts, as asked (None: 80x24).
     tty_cols: Private[int | None] = None
     tty_rows: Private[int | None] = None
+
+    # Sent under the names the run asked with, the default included: a client that opens a
+    # tty run later (the playground after a reload) sizes its terminal as the program began.
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def cols(self) -> int | None:
+        """A tty run's terminal columns when its program started (as asked, or 80); a resize
+        leaves it."""
+        if not self.tty:
+            return None
+        return DEFAULT_TERMINAL_COLS if self.tty_cols is None else self.tty_cols
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def rows(self) -> int | None:
+        """A tty run's terminal rows when its program started (as asked, or 24); a resize leaves
+        it."""
+        if not self.tty:
+            return None
+        return DEFAULT_TERMINAL_ROWS if self.tty_rows is None else self.tty_rows
 
     @property
     def is_final(self) -> bool:
