@@ -165,6 +165,24 @@ def test_subscribe_late_gets_everything_from_since(embedded_server: LiveServer) 
     assert "".join(e.data for e in outputs(everything)) == TICKS_OUTPUT
 
 
+def test_a_tty_runs_execution_has_its_starting_size(embedded_server: LiveServer) -> None:
+    """The Execution of a tty run (started over REST: the client starts none) has tty and the
+    size its terminal started with; that of a run without tty has neither."""
+    body = {"language": "python", "source_code": "print('hi')", "tty": True, "cols": 100}
+    with embedded_server.client() as http:
+        tty_id = http.post("/executions", json={**body, "rows": 30}).json()["execution_id"]
+    with client_of(embedded_server) as client:
+        with_tty = client.subscribe(tty_id).wait()
+        without = client.execute("python", "print('hi')")
+    assert (with_tty.status, with_tty.tty, with_tty.cols, with_tty.rows) == (
+        "COMPLETED",
+        True,
+        100,
+        30,
+    )
+    assert (without.tty, without.cols, without.rows) == (False, None, None)
+
+
 def test_errors_raise_the_server_error_classes(embedded_server: LiveServer) -> None:
     """Each error answer raises its class, with the server's message, and the socket stays."""
     with client_of(embedded_server) as client:

@@ -70,6 +70,40 @@ def test_a_tty_run_starts_at_the_size_it_asked_for(server: LiveServer) -> None:
         assert [e["execution_id"] for e in listed] == [execution["execution_id"]]
 
 
+def test_a_tty_runs_execution_says_its_starting_size(server: LiveServer) -> None:
+    """A tty run's execution says the size its terminal started with, as `cols` and `rows`:
+    the size asked, or 80x24 when none was; a run without tty has neither. Each such
+    execution is what the OpenAPI document says an Execution is."""
+    source = "import os\nprint(tuple(os.get_terminal_size()) if os.isatty(1) else 'no tty')"
+    run = {"language": "python", "source_code": source}
+    with server.client() as client:
+        schema = client.get("/openapi.json").json()["components"]
+        execution_schema = OAS30Validator({**schema["schemas"]["Execution"], "components": schema})
+        asked = client.post(
+            "/executions?wait=true", json={**run, "tty": True, "cols": 100, "rows": 30}
+        )
+        assert asked.status_code == 200, asked.text
+        assert asked.json()["stdout"] == "(100, 30)\r\n"
+        got = client.get(f"/executions/{asked.json()['execution_id']}").json()
+        assert (got["tty"], got["cols"], got["rows"]) == (True, 100, 30)
+        assert asked.json()["cols"] == 100 and asked.json()["rows"] == 30
+        session = client.post("/code-sessions", json=run).json()
+        queued = client.post(f"/code-sessions/{session['session_id']}/run", json={"tty": True})
+        by_default = wait_final(client, queued.json()["execution_id"])
+        assert by_default["stdout"] == "(80, 24)\r\n"
+        assert (by_default["cols"], by_default["rows"]) == (80, 24)
+        queued = client.post(f"/code-sessions/{session['session_id']}/run", json={})
+        without_tty = wait_final(client, queued.json()["execution_id"])
+        assert without_tty["stdout"] == "no tty\n", without_tty
+        assert {"tty", "cols", "rows"}.isdisjoint(without_tty), without_tty
+        listed = client.get(f"/executions/session/{session['session_id']}").json()
+        assert [(e.get("cols"), e.get("rows")) for e in listed] == [(None, None), (80, 24)]
+        described = set(schema["schemas"]["Execution"]["properties"])
+        for execution in (got, by_default, without_tty, *listed):
+            assert set(execution) <= described, set(execution) - described
+            assert not list(execution_schema.iter_errors(execution)), execution
+
+
 def test_a_one_shot_run_with_cases(server: LiveServer) -> None:
     """POST /executions with cases answers (wait=true) with one result per case; past
     LIVECODE_MAX_CASES it is a 422, and cases whose stdin adds up to more than the stdin

@@ -506,6 +506,40 @@ async def test_resize_reaches_a_tty_run(server: LiveServer) -> None:
     assert seen[-1]["stdout"] == "(120, 40)\r\nSIGWINCH (100, 30)\r\n"
 
 
+async def test_a_tty_runs_execution_keeps_its_starting_size_after_a_resize(
+    server: LiveServer,
+) -> None:
+    """`finished` of a tty run says the size its program started with (cols, rows as asked),
+    also after a resize reached the program, and so do a late subscriber's `finished` and
+    REST; without a size asked, 80x24; without tty, no size at all."""
+    async with ws_connect(server) as ws:
+        session = await create(ws, SIZE_THEN_SIGWINCH)
+        execution_id = await run(ws, session["id"], tty=True, cols=100, rows=30)
+        seen: list[dict] = []
+        while "(100, 30)\r\n" not in joined(seen, "stdout"):
+            seen.append(await ws.recv())
+        resize = {"type": "resize", "execution_id": execution_id, "cols": 50, "rows": 20}
+        assert await answers_to(ws, resize) == []
+        finished = (await ws.until("finished", execution_id))[-1]
+        assert finished["stdout"] == "(100, 30)\r\nSIGWINCH (50, 20)\r\n"
+        assert (finished["tty"], finished["cols"], finished["rows"]) == (True, 100, 30)
+        await ws.send({"type": "subscribe", "execution_id": execution_id})
+        replayed = (await ws.until("finished", execution_id))[-1]
+        assert (replayed["cols"], replayed["rows"]) == (100, 30)
+        sized = await create(ws, "import os\nprint(tuple(os.get_terminal_size()))")
+        default_id = await run(ws, sized["id"], tty=True)
+        by_default = (await ws.until("finished", default_id))[-1]
+        assert by_default["stdout"] == "(80, 24)\r\n"
+        assert (by_default["cols"], by_default["rows"]) == (80, 24)
+        plain_id = await run(ws, (await create(ws, "print('no tty')"))["id"])
+        plain = (await ws.until("finished", plain_id))[-1]
+        assert plain["stdout"] == "no tty\n", plain
+        assert {"tty", "cols", "rows"}.isdisjoint(plain), plain
+    with server.client() as client:
+        stored = client.get(f"/executions/{execution_id}").json()
+    assert (stored["cols"], stored["rows"]) == (100, 30)
+
+
 async def test_a_runs_terminal_size_is_checked(server: LiveServer) -> None:
     """cols and rows past 1..1000, one without the other, or without tty: bad_request, the
     socket stays open and no execution is made."""
