@@ -160,3 +160,30 @@ def test_a_reload_shows_a_tty_run_in_the_terminal(page: Page, playground: LiveSe
     wait_final(page)
     expect(page.get_by_role("region", name="Terminal")).to_be_visible()
     assert screen(page)[:2] == ["progress 100% ##########", "done"], screen(page)
+
+
+def test_a_reload_shows_a_tty_run_at_the_size_its_program_started_with(
+    page: Page, playground: LiveServer
+) -> None:
+    """A tty run opened again is drawn at its starting size (the execution's cols and rows),
+    the size its output was written for, not at the size of a wider window since."""
+    page.set_viewport_size({"width": 960, "height": 640})
+    open_playground(page, playground.url)
+    run_in_terminal(page, "print('#' * 70)\n")
+    wait_final(page)
+    session_id = page.url.split("#/s/")[1].split("/")[0]
+    with playground.client() as client:
+        execution = client.get(f"/executions/session/{session_id}").json()[0]
+    cols, rows = str(execution["cols"]), str(execution["rows"])
+    assert int(cols) < 70, cols  # the run's line wrapped in the narrow window
+    terminal = page.get_by_role("region", name="Terminal")
+    page.set_viewport_size({"width": 1600, "height": 900})
+    expect(terminal).not_to_have_attribute("data-cols", cols)  # a finished run's view follows
+
+    page.reload()
+    expect(page.locator("html")).to_have_attribute("data-ready", "true")
+
+    wait_final(page)
+    expect(terminal).to_have_attribute("data-cols", cols)
+    expect(terminal).to_have_attribute("data-rows", rows)
+    assert screen(page)[:2] == ["#" * int(cols), "#" * (70 - int(cols))], screen(page)

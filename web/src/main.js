@@ -194,12 +194,7 @@ async function route() {
       }
     : executions[0];
   // The latest execution is shown again, followed live if it still runs: a reload keeps it.
-  if (wanted) {
-    runs.open(wanted.execution_id, {
-      interactive: Boolean(wanted.interactive),
-      tty: Boolean(wanted.tty),
-    });
-  }
+  if (wanted) runs.open(wanted);
 }
 
 function startDraft(language) {

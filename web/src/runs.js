@@ -2,7 +2,8 @@
 // feed an interactive one, resume after a reconnect, and list the session's past executions.
 // A tty execution's console is the terminal (web/src/terminal.js): keystrokes are its stdin,
 // and its size is the run's `cols` and `rows` (the program starts with it), then sent with
-// `resize` whenever it changes.
+// `resize` whenever it changes. A tty execution opened again is shown at most at the size its
+// program started with (the execution's `cols` and `rows`).
 //
 // The shown execution's events (README, "WebSocket /ws"): status, output {stream, seq, data}
 // with seq 1, 2, ... and finished. `lastSeq` is the last output shown: a resumed follow
@@ -51,6 +52,7 @@ export class Runs {
       const message = {type: "run", session_id: this.session.id, interactive};
       if (tty) {
         // The program starts with the view's size: the terminal is shown (and fitted) first.
+        this.terminal.sizeAtMost(null);
         this._showConsole(true);
         Object.assign(message, {tty: true, cols: this.terminal.cols, rows: this.terminal.rows});
       }
@@ -63,7 +65,7 @@ export class Runs {
         this._showConsole(); // the shown execution's again
         throw error;
       }
-      this._show(reply.execution_id, {interactive, tty, follow: false});
+      this._show(reply.execution_id, {interactive, tty, size: null, follow: false});
       this.shown.status = reply.status;
       // Resized while the run was on its way (its resizes were not this run's yet).
       if (tty && (this.terminal.cols !== message.cols || this.terminal.rows !== message.rows)) {
@@ -87,9 +89,15 @@ export class Runs {
     );
   }
 
-  /** Show an execution from the start (its events replayed, then live if it still runs). */
-  open(executionId, {interactive = false, tty = false} = {}) {
-    this._show(executionId, {interactive, tty, follow: true});
+  /** Show an execution (its JSON, or just {execution_id}) from the start: its events
+   * replayed, then live if it still runs. */
+  open(execution) {
+    this._show(execution.execution_id, {
+      interactive: Boolean(execution.interactive),
+      tty: Boolean(execution.tty),
+      size: startingSize(execution),
+      follow: true,
+    });
   }
 
   /** Show nothing (a new session). */
@@ -184,22 +192,18 @@ export class Runs {
       .filter(Boolean)
       .join(" · ");
     button.append(status, detail);
-    button.addEventListener("click", () =>
-      this.open(execution.execution_id, {
-        interactive: Boolean(execution.interactive),
-        tty: Boolean(execution.tty),
-      }),
-    );
+    button.addEventListener("click", () => this.open(execution));
     item.append(button);
     return item;
   }
 
-  _show(executionId, {interactive, tty, follow}) {
+  _show(executionId, {interactive, tty, size, follow}) {
     const previous = this.shown;
     if (previous && previous.id !== executionId && !previous.isFinal) {
       this.connection.send({type: "unsubscribe", execution_id: previous.id});
     }
     this.shown = {id: executionId, lastSeq: 0, attempt: 0, interactive, tty, isFinal: false};
+    if (tty) this.terminal.sizeAtMost(size);
     this._showConsole();
     this.console.clear();
     this.onShown(executionId, !follow);
@@ -303,6 +307,12 @@ export class Runs {
       if (interactive) this.el.line.focus();
     }
   }
+}
+
+/** The size a tty execution's program started with, {cols, rows}; null when it does not say. */
+function startingSize(execution) {
+  const {cols, rows} = execution;
+  return Number.isInteger(cols) && Number.isInteger(rows) ? {cols, rows} : null;
 }
 
 /** The final line: status, reason, exit code, time and memory. */

@@ -4,7 +4,9 @@
 // writes it (\r, cursor moves, colours), and a keyboard: what is typed here goes to the
 // program as `stdin` (the terminal in the sandbox echoes it, so nothing is written here), and
 // the size the fit addon gives the view is sent with `resize`. The xterm view is made the first
-// time a tty run is shown, and kept.
+// time a tty run is shown, and kept. A run opened again (from the list, after a reload) is
+// shown at the size its program started with (the execution's `cols` and `rows`), the size its
+// output was written for, at most what the view holds: a wider one would be cut off.
 //
 // The page's CSP allows style elements only with its nonce: xterm adds three (its scrollbar,
 // its cell size and its colours) with no way to pass one, so `withStyleNonce` gives every style
@@ -30,6 +32,7 @@ export class TerminalConsole {
     this.onResize = onResize;
     this.terminal = null;
     this.fit = null;
+    this.runSize = null; // {cols, rows}: the most the view takes (null: all the box holds)
   }
 
   get cols() {
@@ -72,12 +75,23 @@ export class TerminalConsole {
     this.terminal.write(`${atLineStart ? "" : "\r\n"}\x1b[${colour}m${text}\x1b[0m\x1b[?25l`);
   }
 
-  /** Fit the view to its container (no-op while hidden: a hidden box has no size). */
+  /** From now on, the view is at most `size` ({cols, rows}, a run's starting size), or fits its
+   * box (null). */
+  sizeAtMost(size) {
+    this.runSize = size;
+    this.resize();
+  }
+
+  /** Fit the view to its container, within `runSize` (no-op while hidden: a hidden box has no
+   * size). */
   resize() {
     if (!this.fit || this.element.hidden) return;
     const size = this.fit.proposeDimensions();
     if (!size || !Number.isFinite(size.cols) || !Number.isFinite(size.rows)) return;
-    if (size.cols !== this.terminal.cols || size.rows !== this.terminal.rows) this.fit.fit();
+    const cols = this.runSize ? Math.min(size.cols, this.runSize.cols) : size.cols;
+    const rows = this.runSize ? Math.min(size.rows, this.runSize.rows) : size.rows;
+    if (cols === this.terminal.cols && rows === this.terminal.rows) return;
+    this.terminal.resize(cols, rows);
   }
 
   /** The colours follow the page's theme (its CSS variables). */
