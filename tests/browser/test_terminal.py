@@ -42,6 +42,14 @@ def expect_on_screen(page: Page, pattern: str) -> None:
     )
 
 
+def starting_size(page: Page, server: LiveServer) -> tuple[str, str]:
+    """The cols and rows of the latest execution of the page's session, as REST says them."""
+    session_id = page.url.split("#/s/")[1].split("/")[0]
+    with server.client() as client:
+        execution = client.get(f"/executions/session/{session_id}").json()[0]
+    return str(execution["cols"]), str(execution["rows"])
+
+
 def test_progress_bar_updates_in_place(page: Page, playground: LiveServer) -> None:
     """A \\r progress bar leaves one line, its last state, on the screen; not one per update."""
     open_playground(page, playground.url)
@@ -171,10 +179,7 @@ def test_a_reload_shows_a_tty_run_at_the_size_its_program_started_with(
     open_playground(page, playground.url)
     run_in_terminal(page, "print('#' * 70)\n")
     wait_final(page)
-    session_id = page.url.split("#/s/")[1].split("/")[0]
-    with playground.client() as client:
-        execution = client.get(f"/executions/session/{session_id}").json()[0]
-    cols, rows = str(execution["cols"]), str(execution["rows"])
+    cols, rows = starting_size(page, playground)
     assert int(cols) < 70, cols  # the run's line wrapped in the narrow window
     terminal = page.get_by_role("region", name="Terminal")
     page.set_viewport_size({"width": 1600, "height": 900})
@@ -187,3 +192,35 @@ def test_a_reload_shows_a_tty_run_at_the_size_its_program_started_with(
     expect(terminal).to_have_attribute("data-cols", cols)
     expect(terminal).to_have_attribute("data-rows", rows)
     assert screen(page)[:2] == ["#" * int(cols), "#" * (70 - int(cols))], screen(page)
+
+
+def test_a_reload_gives_a_running_tty_run_the_size_it_is_drawn_at(
+    page: Page, playground: LiveServer
+) -> None:
+    """A tty run still going on when the page is reloaded is drawn at its starting size, and its
+    program gets that size too (with `resize`), so what it draws next fits the view."""
+    page.set_viewport_size({"width": 960, "height": 640})
+    open_playground(page, playground.url)
+    run_in_terminal(
+        page,
+        "import os, signal\n"
+        "signal.signal(signal.SIGWINCH, lambda *_: print('size', *os.get_terminal_size()))\n"
+        "input('ready ')\n",
+    )
+    expect_on_screen(page, r"ready ")
+    cols, rows = starting_size(page, playground)
+    terminal = page.get_by_role("region", name="Terminal")
+    page.set_viewport_size({"width": 1600, "height": 900})
+    expect(terminal).not_to_have_attribute("data-cols", cols)
+    wider = terminal.get_attribute("data-cols")
+    expect_on_screen(page, rf"size {wider} \d+")  # a run started here follows the view
+
+    page.reload()
+    expect(page.locator("html")).to_have_attribute("data-ready", "true")
+
+    expect(terminal).to_have_attribute("data-cols", cols)
+    expect(terminal).to_have_attribute("data-rows", rows)
+    expect_on_screen(page, rf"size {cols} {rows}")
+    terminal.click()
+    page.keyboard.press("Enter")
+    wait_final(page)
