@@ -455,4 +455,12 @@ def test_a_warm_run_is_denied_what_a_cold_run_is(warm: Sandbox, cold: Sandbox) -
         "clone3: ENOSYS",
         "ioctl(TIOCSTI): EPERM",
         "socket(AF_INET): EAFNOSUPPORT",
+        "open_tree: EPERM",
+        "userfaultfd: EPERM",
+        "personality: EPERM",
+        "kcmp: EPERM",
+        "process_vm_readv: EPERM",
+        "pidfd_getfd: EPERM",
+        "perf_event_open: EPERM",
+        "name_to_handle_at: EPERM",
     ]
