@@ -160,6 +160,17 @@ def test_only_unix_sockets_can_be_made(sandbox: Sandbox) -> None:
     assert result.stdout == f"socket: {socket.AF_UNIX}\nsocketpair: {socket.AF_UNIX}\n", result
 
 
+def test_the_32_bit_system_call_entry_is_closed(sandbox: Sandbox) -> None:
+    """A system call made through int 0x80, with i386's numbers (which no rule of the filter
+    names), kills the program before the kernel runs it, warm or cold."""
+    result, _ = run(sandbox, program("syscall_32bit", "python"))
+    assert (result.status, result.signal, result.stdout) == (
+        ExecutionStatus.FAILED,
+        signal.SIGSYS,
+        "started\n",
+    ), result
+
+
 _ARGS_PROGRAM = "import sys\nprint(len(sys.argv) - 1, sum(map(len, sys.argv[1:])))"
 
 
