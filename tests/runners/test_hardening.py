@@ -153,6 +153,52 @@ def test_memory_held_by_no_process_never_kills_the_spawner(
     assert slot.spawner.process.pid == spawner
 
 
+_NEEDS_90_MIB = (
+    "data = bytearray(90 << 20)\ndata[::4096] = b'x' * len(data[::4096])\nprint('allocated')\n"
+)
+
+
+def _collect_unix_garbage() -> None:
+    """Run the kernel's collector of Unix sockets in flight: it runs when one is released."""
+    for end in socket.socketpair():
+        end.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a memory cgroup counts what no process holds")
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="HOLE (escape review): memfds (or tmpfs files, sockets) left in flight in a cycle of "
+    "Unix sockets outlive the run, charged to the slot's memory cgroup, until some Unix socket "
+    "is released anywhere on the host; the next runs of the slot, any tenant's, lose that much "
+    "of their limit (or fail to start: the limit cannot be set below the usage)",
+)
+def test_memory_a_run_leaves_in_flight_is_not_the_next_runs_loss(
+    crowded_sandbox: Sandbox,
+) -> None:
+    """Memory a run leaves that no process holds (memfds in flight in a cycle of Unix sockets)
+    is freed by the time the run has ended: the next run of the slot allocates what it could
+    before."""
+    limits = Limits(wall_timeout_s=10, memory_mb=128, output_limit_bytes=16384)
+    slot = crowded_sandbox._pool.slots[0]
+    cgroups = slot.warm_cgroups if crowded_sandbox.measures()["warm_python"] else slot.cgroups
+    usage = pathlib.Path(cgroups["memory"], "memory.usage_in_bytes")
+    before, _ = run(crowded_sandbox, Program("python", _NEEDS_90_MIB), limits)
+    assert (before.status, before.stdout) == (ExecutionStatus.COMPLETED, "allocated\n"), before
+    base = int(usage.read_text())
+    left, _ = run(crowded_sandbox, program("inflight_leave", "python"), limits)
+    # read at once: the kernel frees the leftover whenever a Unix socket anywhere is released
+    kept = int(usage.read_text()) - base
+    try:
+        assert left.stdout == "left 105 MiB\n", left
+        assert kept < 32 << 20, f"{kept >> 20} MiB of the ended run still charged to its slot"
+        after, _ = run(crowded_sandbox, Program("python", _NEEDS_90_MIB), limits)
+        assert (after.status, after.stdout) == (ExecutionStatus.COMPLETED, "allocated\n"), after
+    finally:  # the tests after this one get their limits whole
+        _collect_unix_garbage()
+        wait_until(lambda: int(usage.read_text()) < base + (32 << 20), "the leftover was freed")
+
+
 def test_only_unix_sockets_can_be_made(sandbox: Sandbox) -> None:
     """A program can make Unix sockets only, of no other family."""
     result, _ = run(sandbox, program("socket_families", "python"))
