@@ -365,6 +365,38 @@ def test_a_program_reaches_no_terminal_but_its_own(sandbox: Sandbox) -> None:
         os.close(host_slave)
 
 
+_TYPE_WITH_HIGH_BITS = """
+import ctypes, errno, termios
+attrs = termios.tcgetattr(0)
+attrs[3] &= ~termios.ECHO  # what is typed shows only in what this prints
+termios.tcsetattr(0, termios.TCSANOW, attrs)
+libc = ctypes.CDLL(None, use_errno=True)
+char = ctypes.c_char(b"x")
+for request in (0x5412, 0x1_0000_5412, 0xFFFF_FFFF_0000_5412):  # TIOCSTI, then high bits set
+    answer = libc.syscall(16, 0, ctypes.c_ulong(request), ctypes.byref(char))
+    print(hex(request), "typed" if answer == 0 else errno.errorcode[ctypes.get_errno()])
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="HOLE (escape review; the run's own terminal only): the filter compares ioctl's "
+    "request as 64 bits, the kernel reads its low 32: TIOCSTI with a high bit set passes",
+)
+def test_typing_into_the_terminal_is_refused_however_the_request_is_written(
+    sandbox: Sandbox,
+) -> None:
+    """TIOCSTI is refused whatever the request's upper 32 bits, which the kernel ignores."""
+    result = sandbox.run(Program("python", _TYPE_WITH_HIGH_BITS, tty=True), FAST)
+    assert_nothing_left(sandbox)
+    assert result.stdout.replace("\r\n", "\n").splitlines() == [
+        "0x5412 EPERM",
+        "0x100005412 EPERM",
+        "0xffffffff00005412 EPERM",
+    ], result
+
+
 def test_a_run_without_tty_has_no_terminal_at_all(sandbox: Sandbox) -> None:
     """Hostile, without tty: no terminal can be opened; /dev/tty names none."""
     result = sandbox.run(program("tty_escape", "python"), Limits(wall_timeout_s=10))
