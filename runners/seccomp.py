@@ -30,7 +30,7 @@ _DENIED = (
 # socket() and socketpair() with any other family fail with EAFNOSUPPORT
 _ALLOWED_FAMILY = socket.AF_UNIX
 # part of the filter's file name: a work root built with an older rule set gets a new filter
-FILTER_VERSION = 2
+FILTER_VERSION = 3
 _CLONE_NEWUSER = 0x10000000
 _TIOCSTI = 0x5412
 # what the warm interpreter (warm.c) needs to give each run namespaces of its own
@@ -80,7 +80,9 @@ def build_filter(path: str, scope: Scope = Scope.WHOLE) -> bool:
     deny(errno.EPERM, "clone", new_user, warm_needs=True)
     # clone3 passes flags in memory that BPF cannot read: ENOSYS makes glibc fall back to clone
     deny(errno.ENOSYS, "clone3")
-    deny(errno.EPERM, "ioctl", seccomp.Arg(1, seccomp.EQ, _TIOCSTI))
+    # The kernel reads ioctl's request as 32 bits and BPF compares 64: TIOCSTI with a high bit
+    # set must not pass, so only the low half is compared.
+    deny(errno.EPERM, "ioctl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, _TIOCSTI))
     directory = os.path.dirname(path)
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=".seccomp-")
     try:

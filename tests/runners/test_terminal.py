@@ -378,12 +378,6 @@ for request in (0x5412, 0x1_0000_5412, 0xFFFF_FFFF_0000_5412):  # TIOCSTI, then 
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="HOLE (escape review; the run's own terminal only): the filter compares ioctl's "
-    "request as 64 bits, the kernel reads its low 32: TIOCSTI with a high bit set passes",
-)
 def test_typing_into_the_terminal_is_refused_however_the_request_is_written(
     sandbox: Sandbox,
 ) -> None:
