@@ -5,6 +5,12 @@ Reads stdout/stderr in large chunks against the wall deadline, decodes UTF-8 inc
 feeds stdin (initial bytes, then interactive writes and EOF), and obeys Control.cancel(). A tty
 run's terminal is one output stream read from its master, its keystrokes are written to the
 same master, and Control.resize() resizes it.
+
+The run ends with its exit report, not with EOF on its outputs. A program can keep their write
+ends open after every process of the run is gone (in flight in a cycle of Unix sockets, which
+only the kernel's collector of such sockets closes, whenever some Unix socket anywhere is
+released), so EOF may never come. No process can write to them any more either: what they hold
+when the report has come is all they will ever hold, so the pump reads that without waiting.
 """
 
 from __future__ import annotations
@@ -41,7 +47,9 @@ OnOutput = Callable[[Stream, str], None]
 class Process(Protocol):
     """A started program as the pump sees it."""
 
-    def fileno(self) -> int: ...  # readable when the exit report is available
+    # readable when the exit report is available: once no process of the run is left, so
+    # nothing writes to the run's outputs any more
+    def fileno(self) -> int: ...
     def kill(self) -> None: ...
     def read_report(self) -> object: ...
 
@@ -271,8 +279,12 @@ def pump(
         if preface is not None:
             emit(*preface)
         while sinks or outcome.report is None:
+            # Polled after the report had come, an output that is not readable is empty for
+            # good: its EOF need not come (the module docstring says why it may never). Not
+            # in the poll that brought the report: it may have looked at the outputs first.
+            has_ended = outcome.report is not None
             now = time.monotonic()
-            if killed_at is None and now >= deadline:
+            if killed_at is None and not has_ended and now >= deadline:
                 outcome.timed_out = True
                 kill()
             if killed_at is not None and now - killed_at > _KILL_GRACE_S:
@@ -281,7 +293,7 @@ def pump(
             for sink in every_sink:
                 if sink.held:
                     limit = min(limit, sink.held_since + _HOLD_S)
-            timeout_ms = max(0, int((limit - now) * 1000) + 1)
+            timeout_ms = 0 if has_ended else max(0, int((limit - now) * 1000) + 1)
             if stdin_fd is not None:
                 if pending:
                     poller.modify(stdin_fd, select.POLLOUT)
@@ -289,7 +301,8 @@ def pump(
                     close_stdin()
                 else:
                     poller.modify(stdin_fd, 0)  # still notified of POLLERR (reader gone)
-            for fd, events in poller.poll(timeout_ms):
+            ready = poller.poll(timeout_ms)
+            for fd, events in ready:
                 if fd in sinks:
                     _read(fd, sinks, outcome, emit, kill, poller)
                 elif fd == wake_r:
@@ -313,6 +326,10 @@ def pump(
                     outcome.report = process.read_report()
                     poller.unregister(fd)
                     close_stdin()
+            if has_ended:
+                readable = {fd for fd, _events in ready}
+                for fd in [fd for fd in sinks if fd not in readable]:
+                    _end(fd, sinks, emit, poller)
             now = time.monotonic()
             for sink in every_sink:
                 emit(sink.stream, sink.release(now))
@@ -343,17 +360,25 @@ def _read(
         if exc.errno == errno.EAGAIN:
             return
         data = b""
-    now = time.monotonic()
     if not data:
-        sink.hold(sink.finish(), now)
-        emit(sink.stream, sink.release(now, force=True))
-        poller.unregister(fd)
-        os.close(fd)
-        del sinks[fd]
+        _end(fd, sinks, emit, poller)
         return
+    now = time.monotonic()
     text, passed = sink.feed(data)
     sink.hold(text, now)
     if passed:
         emit(sink.stream, sink.release(now, force=True))
         outcome.output_limited = True
         kill()
+
+
+def _end(
+    fd: int, sinks: dict[int, _Sink], emit: Callable[[Stream, str], None], poller: select.poll
+) -> None:
+    """The output of `fd` is complete: pass on what is held, close the fd."""
+    sink = sinks.pop(fd)
+    now = time.monotonic()
+    sink.hold(sink.finish(), now)
+    emit(sink.stream, sink.release(now, force=True))
+    poller.unregister(fd)
+    os.close(fd)
