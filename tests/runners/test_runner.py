@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import pathlib
 import threading
@@ -418,3 +419,29 @@ def test_stderr_limit_is_per_stream(sandbox: Sandbox) -> None:
     assert result.stderr_truncated and not result.stdout_truncated
     assert result.stderr == "e" * FAST.output_limit_bytes
     assert result.stdout == "ok\n"
+
+
+# both write at once, so their writes may interleave (beyond PIPE_BUF a pipe write is not atomic)
+_LAST_WORDS = """import os
+pid = os.fork()
+who = b"child" if pid == 0 else b"parent"
+os.write(2, who * 1000)
+os.write(1, b"x" * 600_000 + who + b"\\n")
+if pid:
+    os.waitpid(pid, 0)
+"""
+
+
+def test_what_a_program_and_its_child_write_as_they_end_arrives_whole(sandbox: Sandbox) -> None:
+    """Output a program and its child write just before they both exit, together more than the
+    pipe holds, all arrives, run after run."""
+    limits = Limits(wall_timeout_s=10, output_limit_bytes=2 << 20)
+    for _ in range(5):
+        result, _ = run(sandbox, Program("python", _LAST_WORDS), limits)
+        assert result.status is ExecutionStatus.COMPLETED, result
+        assert collections.Counter(result.stdout) == collections.Counter(
+            "x" * 1_200_000 + "child\nparent\n"
+        )
+        assert collections.Counter(result.stderr) == collections.Counter(
+            "child" * 1000 + "parent" * 1000
+        )
