@@ -323,9 +323,15 @@ class _Running:
 
     def read_report(self) -> ExitReport:
         try:
-            self._report = _exit_report(self._spawner.read_exit(), is_bwrap=self._is_bwrap)
+            ended = self._spawner.read_exit()
         finally:
             self._slot.cleanup_run()
+        if ended.left_behind:
+            logger.warning(
+                "slot %d: what a run left in flight was not freed in time; resetting the slot",
+                self._slot.index,
+            )
+        self._report = _exit_report(ended, is_bwrap=self._is_bwrap)
         return self._report
 
     def wait(self) -> ExitReport:

@@ -44,12 +44,17 @@
 #define MAX_REQUEST (16 << 20)
 /* what the spawner's own pages may grow by over its start-up figure (own_usage) */
 #define OWN_SLACK (8LL << 20)
+/* the longest wait for the kernel to free what a run left in flight (collect_left) */
+#define LEFT_WAIT_MS 2000
 
 static int sock;
 static char *cg_memory, *cg_pids, *cg_cpuacct;
 static long long own_usage; /* the memory cgroup's usage before any run: ours */
 static char *cg_all[MAX_CGROUPS];
 static int n_cg;
+static int sockstat = -1; /* /proc/self/net/sockstat of our network namespace (the runs'), or -1 */
+static int own_sockets;   /* the sockets of that namespace that are ours (a warm spawner's with
+                             its interpreter), not a run's */
 static char msg[MSG_BYTES + 1];
 
 static void reply(const char *fmt, ...) {
@@ -185,6 +190,70 @@ static int private_network(void) {
         close(s);
     }
     return 1;
+}
+
+/* The sockets of our network namespace not yet freed (any process's, in flight or not, closed
+   but still referenced); -1 if unknown. One read, ~4 us: /proc/net/unix would list them, but
+   walks every bucket of the namespace's table (~27 us) */
+static int sockets_in_use(void) {
+    char buf[4096];
+    ssize_t n = pread(sockstat, buf, sizeof buf - 1, 0);
+    if (n < 0) return -1;
+    buf[n] = 0;
+    int used;
+    return sscanf(buf, "sockets: used %d", &used) == 1 ? used : -1;
+}
+
+static void sleep_ms(long ms) {
+    struct timespec pause = {ms / 1000, (ms % 1000) * 1000000};
+    while (nanosleep(&pause, &pause) && errno == EINTR) {}
+}
+
+static long long elapsed_ms(const struct timespec *since) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - since->tv_sec) * 1000LL + (now.tv_nsec - since->tv_nsec) / 1000000;
+}
+
+/* A run can leave memfds, files and sockets bound to an abstract name in flight in a cycle of
+   Unix sockets (each queued in another's receive queue) and exit: no process holds them, and
+   the kernel frees them only when its collector runs, which a Unix socket's release anywhere on
+   the host schedules. Until then their memory stays charged to our cgroup, a loss to the next
+   runs' limits, and their abstract names stay connectable from our network namespace, which
+   the next runs share. Such a cycle keeps its sockets in use in our namespace: none but ours
+   in use (one read, the normal case) means nothing was left. Otherwise release a socket of our
+   own to schedule the collector until they are gone, then wait for our memory cgroup's usage
+   to come back to our own (reclaiming the page cache the run left). 0 once back; -1 when not
+   within LEFT_WAIT_MS: the slot must not run anything more in our cgroups and namespace. */
+static int collect_left(void) {
+    if (sockstat < 0) return 0;
+    int count = sockets_in_use();
+    if (count <= own_sockets) return count < 0 ? -1 : 0;
+    struct timespec started;
+    clock_gettime(CLOCK_MONOTONIC, &started);
+    while (count > own_sockets) {
+        if (elapsed_ms(&started) > LEFT_WAIT_MS) return -1;
+        int pair[2];
+        if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, pair) == 0) {
+            close(pair[0]);
+            close(pair[1]); /* the collector runs from a workqueue, its closes deferred a tick */
+        }
+        sleep_ms(2);
+        if ((count = sockets_in_use()) < 0) return -1;
+    }
+    if (!cg_memory) return 0;
+    for (int emptied = 0;; sleep_ms(2)) {
+        long long usage;
+        if (read_ll(cg_memory, "memory.usage_in_bytes", &usage)) return -1;
+        if (usage <= own_usage + OWN_SLACK) return 0;
+        int late = elapsed_ms(&started) > LEFT_WAIT_MS;
+        if (emptied == 0 || (late && emptied == 1)) {
+            write_ll(cg_memory, "memory.force_empty", 0); /* reclaimable: not the run's loss */
+            emptied++;
+        } else if (late) {
+            return -1;
+        }
+    }
 }
 
 static void kill_uid(int uid) {
@@ -373,9 +442,10 @@ static int set_limits(long long memory, long long pids_max, struct measure *m) {
     return 0;
 }
 
-/* The exit report of a run, with what the cgroups measured since set_limits */
+/* The exit report of a run, with what the cgroups measured since set_limits and whether what
+   it left in flight is still there (collect_left) */
 static void report(int status, long long utime_us, long long stime_us, long maxrss,
-                   const struct measure *m) {
+                   const struct measure *m, int left) {
     long long cpu_ns = -1, peak = -1, oom = 0;
     if (cg_cpuacct && m->cpu_before >= 0 && read_ll(cg_cpuacct, "cpuacct.usage", &cpu_ns) == 0)
         cpu_ns -= m->cpu_before;
@@ -388,8 +458,8 @@ static void report(int status, long long utime_us, long long stime_us, long maxr
             peak = -1;
         oom = oom_kills() > m->oom_before;
     }
-    reply("exit %d %lld %lld %ld %lld %lld %lld", status, utime_us, stime_us, maxrss, cpu_ns,
-          peak, oom);
+    reply("exit %d %lld %lld %ld %lld %lld %lld %d", status, utime_us, stime_us, maxrss, cpu_ns,
+          peak, oom, left);
 }
 
 /* Start one run, wait for it and report; 0 when the Sandbox went away meanwhile */
@@ -460,7 +530,7 @@ static int run(char *buf, size_t size, int *fds, int *n_fds) {
     if (alive)
         report(status, (long long)total.ru_utime.tv_sec * 1000000 + total.ru_utime.tv_usec,
                (long long)total.ru_stime.tv_sec * 1000000 + total.ru_stime.tv_usec, maxrss,
-               &m);
+               &m, collect_left() != 0);
     return alive;
 }
 
@@ -494,6 +564,7 @@ static void kill_warm(void) {
     warm_sock = -1;
     if (warm_pid > 0) kill(warm_pid, SIGKILL);
     warm_pid = -1;
+    own_sockets = 0;
     struct rusage ignored;
     memset(&ignored, 0, sizeof ignored);
     long maxrss = 0;
@@ -564,6 +635,8 @@ static void start_warm(char *buf, size_t size, int *fds, int *n_fds) {
         return;
     }
     warm_count = count_procs();
+    /* ours and the interpreter's */
+    if (sockstat >= 0 && (own_sockets = sockets_in_use()) < 0) own_sockets = 0;
     /* from now on our own usage includes the interpreter's: runs are measured above it */
     if (cg_memory && read_ll(cg_memory, "memory.usage_in_bytes", &own_usage)) own_usage = 0;
     reply("ready");
@@ -651,7 +724,7 @@ static int warm_run(char *buf, size_t size, int *fds, int *n_fds) {
         reply("gone");
         return 1;
     }
-    report(status, utime_us, stime_us, maxrss, &m);
+    report(status, utime_us, stime_us, maxrss, &m, collect_left() != 0);
     /* C's death ended every process of the run; one more here is a way out of its namespace:
        the interpreter is not trusted with another run */
     if (count_procs() != warm_count) kill_warm();
@@ -713,7 +786,9 @@ int main(int argc, char **argv) {
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
     sigprocmask(SIG_BLOCK, &chld, NULL); /* taken with sigtimedwait while reaping */
-    reply(private_network() ? "ready netns" : "ready");
+    int has_network = private_network();
+    if (has_network) sockstat = open("/proc/self/net/sockstat", O_RDONLY | O_CLOEXEC);
+    reply(has_network ? "ready netns" : "ready");
     for (;;) {
         char control[CMSG_SPACE(sizeof(int) * MAX_FDS)];
         struct iovec iov = {msg, MSG_BYTES};

@@ -11,9 +11,10 @@ SOCK_SEQPACKET socket, one message each, fields separated by NUL bytes (empty = 
     <- "ready" or "ready netns"      once, at start
     <- "pid N"                       or "error text" when the exec failed
     -> "kill"                        (optional, any time before the exit report)
-    <- "exit STATUS UTIME_US STIME_US MAXRSS_KIB CPU_NS MEMORY_PEAK OOM"
+    <- "exit STATUS UTIME_US STIME_US MAXRSS_KIB CPU_NS MEMORY_PEAK OOM LEFT"
        after every process is reaped; CPU_NS (cpuacct) and MEMORY_PEAK (memory cgroup, bytes
-       over the spawner's own usage) are -1 without those cgroups, OOM is 1 after an OOM kill
+       over the spawner's own usage) are -1 without those cgroups, OOM is 1 after an OOM kill,
+       LEFT is 1 when what the run left in flight in Unix sockets was not freed in time (below)
 
 A warm spawner (one more per slot, with a uid and cgroups of its own) hosts the slot's warm
 Python interpreter (warm.c) and starts Python runs by forking it::
@@ -30,6 +31,12 @@ At start the spawner enters a network namespace of its own (when root), answerin
 netns", and sets its oom_score_adj to -1000 (its runs get 1000): the OOM killer never picks it.
 Before each run it sets the memory limit (memory_bytes plus its own usage) and pids.max.
 Closing our end of the socket (EOF) makes it kill any run and exit.
+
+Before each exit report it makes the kernel free what the run left in flight in a cycle of Unix
+sockets (memfds, files, sockets bound to an abstract name: no process holds them), which would
+otherwise stay charged to the slot's memory cgroup and reachable from the network namespace the
+next runs share, and waits (bounded) until its memory cgroup's usage is back to its own. LEFT=1
+says it is not: the spawner is not trusted with another run, and its slot is reset.
 """
 
 from __future__ import annotations
@@ -82,6 +89,7 @@ class Exit:
     cpu_ns: int  # -1 without a cpuacct cgroup
     memory_peak_bytes: int  # -1 without a memory cgroup
     oom_killed: bool
+    left_behind: bool  # what the run left in flight is still charged or reachable
 
 
 def build(work_root: str) -> str:
@@ -264,12 +272,14 @@ class Spawner:
         reply = self._receive()
         fields = reply.split()
         try:
-            if fields[:1] != [b"exit"] or len(fields) != 8:
+            if fields[:1] != [b"exit"] or len(fields) != 9:
                 raise ValueError(reply)
-            status, utime_us, stime_us, maxrss, cpu_ns, peak, oom = map(int, fields[1:])
+            status, utime_us, stime_us, maxrss, cpu_ns, peak, oom, left = map(int, fields[1:])
         except ValueError:
             raise self._anomaly(f"sent {reply[:200]!r}") from None
         self.in_flight = False
+        if left:  # its cgroups and network namespace hold what the run left: not another run
+            self.is_broken = True
         return Exit(
             status=status,
             utime_us=utime_us,
@@ -278,6 +288,7 @@ class Spawner:
             cpu_ns=cpu_ns,
             memory_peak_bytes=peak,
             oom_killed=bool(oom),
+            left_behind=bool(left),
         )
 
     def kill(self) -> None:
