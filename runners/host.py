@@ -29,6 +29,9 @@ _MAX_SLOT_INDEX = 1000
 _CGROUP_ROOT = "/sys/fs/cgroup"
 _CGROUP_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
 _CPU_PERIOD_US = 100_000  # quota = period: at most one core per run
+# what a memory cgroup without processes may keep charged once reclaimed (kernel objects of its
+# past runs); more is memory that no process holds and no reclaim frees
+_CHARGED_WHEN_EMPTY_BYTES = 4 << 20
 # where the sandbox's /dev is prepared: in the host's /dev, under a name that says whose it is
 # and its layout (a new layout gets a new name)
 _DEV_PARENT = "/dev"
@@ -166,19 +169,34 @@ def make_cgroups(index: int, kind: str = "slot") -> dict[str, str]:
         try:
             os.makedirs(directory, exist_ok=True)
             kill_leftovers(directory)  # a crashed previous owner of this slot
-            if controller == "cpu":
-                _write(directory, "cpu.cfs_period_us", _CPU_PERIOD_US)
-                _write(directory, "cpu.cfs_quota_us", _CPU_PERIOD_US)
-            if controller == "memory":
-                try:
-                    _write(directory, "memory.swappiness", 0)
-                except OSError:
-                    pass
+            _configure(controller, directory)
         except OSError as exc:
             logger.warning("cgroup %s unavailable for slot %d: %s", controller, index, exc)
             continue
         made[controller] = directory
     return made
+
+
+def renew_if_charged(cgroups: dict[str, str]) -> None:
+    """Give the slot a new memory cgroup (at the same path) when its own, once its processes are
+    gone, keeps memory charged that reclaim does not free: memory no process holds, such as what
+    a run left in flight in Unix sockets, which every later run of the slot would pay for. The
+    old cgroup lives on out of sight until the kernel frees that memory."""
+    directory = cgroups.get("memory")
+    if directory is None:
+        return
+    try:
+        _write(directory, "memory.force_empty", 0)
+        with open(os.path.join(directory, "memory.usage_in_bytes")) as usage:
+            charged = int(usage.read())
+        if charged <= _CHARGED_WHEN_EMPTY_BYTES:
+            return
+        logger.warning("renewing memory cgroup %s: %d MiB charged to it", directory, charged >> 20)
+        os.rmdir(directory)
+        os.mkdir(directory)
+        _configure("memory", directory)
+    except OSError as exc:
+        logger.warning("cannot renew memory cgroup %s: %s", directory, exc)
 
 
 def kill_leftovers(directory: str) -> bool:
@@ -240,6 +258,17 @@ def _is_prepared_dev(directory: str) -> bool:
         )
     except OSError:
         return False
+
+
+def _configure(controller: str, directory: str) -> None:
+    if controller == "cpu":
+        _write(directory, "cpu.cfs_period_us", _CPU_PERIOD_US)
+        _write(directory, "cpu.cfs_quota_us", _CPU_PERIOD_US)
+    if controller == "memory":
+        try:
+            _write(directory, "memory.swappiness", 0)
+        except OSError:
+            pass
 
 
 def _write(directory: str, name: str, value: int) -> None:

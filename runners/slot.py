@@ -119,6 +119,7 @@ class Slot:
             self.warm_spawner.kill()
             self.warm_spawner = None
         self._sweep(self.warm_cgroups, self.warm_uid)
+        host.renew_if_charged(self.warm_cgroups)
 
     def disable_warm(self) -> None:
         """Python runs start cold from now on (the warm interpreter failed its probe)."""
@@ -131,6 +132,7 @@ class Slot:
             self.spawner.kill()
             self.spawner = None
         self._sweep(self.cgroups, self.uid)
+        host.renew_if_charged(self.cgroups)
         self.cleanup_run()
         self._start_spawner()
 

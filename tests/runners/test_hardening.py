@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -190,6 +191,37 @@ def test_memory_a_run_leaves_in_flight_is_not_the_next_runs_loss(
     finally:  # the tests after this one get their limits whole
         _collect_unix_garbage()
         wait_until(lambda: int(usage.read_text()) < base + (32 << 20), "the leftover was freed")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a memory cgroup counts what no process holds")
+def test_a_reset_slot_runs_with_no_memory_left_charged_to_it(crowded_sandbox: Sandbox) -> None:
+    """Memory left charged to a slot's memory cgroup that no process holds, and that reclaim
+    cannot free, is not charged to the slot any more once it is reset (as it is when what a run
+    left in flight is not freed in time): its next run starts with it gone."""
+    slot = crowded_sandbox._pool.slots[0]
+    is_warm = crowded_sandbox.measures()["warm_python"]
+    spawner = _python_spawner(crowded_sandbox)
+    memory = pathlib.Path((slot.warm_cgroups if is_warm else slot.cgroups)["memory"])
+    with tempfile.NamedTemporaryFile(dir="/dev/shm") as left:
+        # tmpfs pages, charged to the cgroup of the process that wrote them, which then exits
+        subprocess.run(
+            [
+                "/bin/sh",
+                "-c",
+                f'echo $$ > "$1/cgroup.procs" && head -c {64 << 20} /dev/zero >"$2"',
+                "sh",
+                str(memory),
+                left.name,
+            ],
+            check=True,
+        )
+        assert int((memory / "memory.usage_in_bytes").read_text()) >= 64 << 20
+        spawner.is_broken = True  # as after an exit report saying LEFT
+        slot.settle()
+        result, _ = run(crowded_sandbox, Program("python", "print('next')"))
+        assert (result.status, result.stdout) == (ExecutionStatus.COMPLETED, "next\n"), result
+        usage = int((memory / "memory.usage_in_bytes").read_text())
+        assert usage < 32 << 20, f"{usage >> 20} MiB charged to the slot after its reset"
 
 
 def test_a_socket_a_run_leaves_in_flight_is_not_the_next_runs_to_reach(
