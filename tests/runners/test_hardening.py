@@ -12,7 +12,6 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -32,7 +31,7 @@ from runners import (
 from runners.cache import BinaryCache
 from runners.spawner import Spawner
 from tests.runners.conftest import FAST, assert_nothing_left, program, requires_bwrap, run
-from tests.utils import TIMEOUT_SCALE, wait_until
+from tests.utils import wait_until
 
 pytestmark = requires_bwrap
 
