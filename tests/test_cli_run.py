@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -44,6 +46,27 @@ def popen(server: LiveServer, *args: str, cwd: Path) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+@contextlib.contextmanager
+def sigint_as_a_terminal_gives_it() -> Iterator[None]:
+    """The processes started in the block get SIGINT at its default, as a shell's foreground
+    job does, however these tests were started.
+
+    A test run started in the background without job control (`(pytest &)`, `nohup pytest &`,
+    `bash -c 'pytest & wait'`) ignores SIGINT, and a child inherits that: Python then installs
+    no KeyboardInterrupt handler, and a Ctrl-C never reaches `livecode run`, which runs on for
+    the program's 60 s (subprocess.Popen resets SIGPIPE, never SIGINT). A handler of ours
+    instead is reset to the default by the child's exec.
+    """
+    if signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def write(directory: Path, name: str, source: str) -> str:
@@ -205,7 +228,8 @@ def test_an_unreachable_server_is_exit_69(tmp_path: Path) -> None:
 def test_ctrl_c_cancels_the_run(embedded_server: LiveServer, tmp_path: Path) -> None:
     """SIGINT: the run is cancelled on the server and livecode exits 130."""
     name = write(tmp_path, "sleep.py", "import time\nprint('started', flush=True)\ntime.sleep(60)")
-    process = popen(embedded_server, "run", "--json", name, cwd=tmp_path)
+    with sigint_as_a_terminal_gives_it():
+        process = popen(embedded_server, "run", "--json", name, cwd=tmp_path)
     assert process.stdout is not None
     try:
         execution_id = json.loads(process.stdout.readline())["execution_id"]
