@@ -413,6 +413,20 @@ struct measure {
     long long memory, baseline, oom_before, cpu_before;
 };
 
+/* set_memory_limit, waiting (bounded) while it fails with EBUSY: more is charged than the new
+   limit and reclaim frees none of it. That is what an earlier run left, which the kernel frees
+   late, from workqueues: its IPC namespace's System V segments, say. It is not the next run's
+   to pay for by failing to start. */
+static int set_memory_limit_waiting(long long limit) {
+    struct timespec started;
+    clock_gettime(CLOCK_MONOTONIC, &started);
+    while (set_memory_limit(limit)) {
+        if (errno != EBUSY || elapsed_ms(&started) > LEFT_WAIT_MS) return -1;
+        sleep_ms(2);
+    }
+    return 0;
+}
+
 /* Set the memory limit and pids.max of the next run and take its starting figures; on failure
    the error is replied and -1 returned */
 static int set_limits(long long memory, long long pids_max, struct measure *m) {
@@ -425,8 +439,8 @@ static int set_limits(long long memory, long long pids_max, struct measure *m) {
            reclaims that cache under pressure. */
         /* the peak is measured from the usage once the limit is set: setting it may reclaim */
         if (read_ll(cg_memory, "memory.usage_in_bytes", &m->baseline) ||
-            set_memory_limit(memory + (m->baseline < own_usage + OWN_SLACK
-                                           ? m->baseline : own_usage + OWN_SLACK)) ||
+            set_memory_limit_waiting(memory + (m->baseline < own_usage + OWN_SLACK
+                                                   ? m->baseline : own_usage + OWN_SLACK)) ||
             write_ll(cg_memory, "memory.max_usage_in_bytes", 0) ||
             read_ll(cg_memory, "memory.usage_in_bytes", &m->baseline)) {
             reply("error cannot set the memory cgroup: %s", strerror(errno));

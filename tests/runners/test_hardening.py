@@ -279,15 +279,6 @@ print("left")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only a memory cgroup counts what no process holds")
-@pytest.mark.xfail(
-    strict=True,
-    raises=RunnerError,
-    reason="BUG (pre-existing, found reviewing ed36b25): a System V shared memory segment a run "
-    "leaves in its IPC namespace stays charged to the slot until the kernel frees that "
-    "namespace from a workqueue after the run's end (~0.1 s); the spawner checks memory only "
-    "after sockets left in flight, so the next run, asking for a lower limit, cannot start "
-    "(EBUSY setting the limit)",
-)
 def test_shared_memory_a_run_leaves_is_not_the_next_runs_loss(crowded_sandbox: Sandbox) -> None:
     """A System V shared memory segment a run leaves (its IPC namespace's, gone with it) does
     not keep the next run of the slot from starting with its own, lower, memory limit."""
