@@ -16,6 +16,12 @@ for percent in range(0, 101, 10):
     time.sleep(0.05)
 print("\\ndone")
 """
+# prints the terminal's size at each SIGWINCH, and waits at a prompt
+SIZE_ON_SIGWINCH = """\
+import os, signal
+signal.signal(signal.SIGWINCH, lambda *_: print('size', *os.get_terminal_size()))
+input('ready ')
+"""
 
 
 def run_in_terminal(page: Page, source: str) -> None:
@@ -135,12 +141,7 @@ def test_colours_pass_the_pages_policy(page: Page, playground: LiveServer) -> No
 def test_a_smaller_view_resizes_the_programs_terminal(page: Page, playground: LiveServer) -> None:
     """When the window shrinks, the program gets SIGWINCH and the view's new size."""
     open_playground(page, playground.url)
-    run_in_terminal(
-        page,
-        "import os, signal\n"
-        "signal.signal(signal.SIGWINCH, lambda *_: print('size', *os.get_terminal_size()))\n"
-        "input('ready ')\n",
-    )
+    run_in_terminal(page, SIZE_ON_SIGWINCH)
     expect_on_screen(page, r"ready ")
     terminal = page.get_by_role("region", name="Terminal")
     before = terminal.get_attribute("data-cols")
@@ -201,12 +202,7 @@ def test_a_reload_gives_a_running_tty_run_the_size_it_is_drawn_at(
     program gets that size too (with `resize`), so what it draws next fits the view."""
     page.set_viewport_size({"width": 960, "height": 640})
     open_playground(page, playground.url)
-    run_in_terminal(
-        page,
-        "import os, signal\n"
-        "signal.signal(signal.SIGWINCH, lambda *_: print('size', *os.get_terminal_size()))\n"
-        "input('ready ')\n",
-    )
+    run_in_terminal(page, SIZE_ON_SIGWINCH)
     expect_on_screen(page, r"ready ")
     cols, rows = starting_size(page, playground)
     terminal = page.get_by_role("region", name="Terminal")
