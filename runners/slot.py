@@ -160,7 +160,12 @@ class Slot:
         os.close(self.lock_fd)
 
     def _start_spawner(self) -> None:
-        self.spawner = Spawner(self._setup.spawner, self.cgroups, self.index)
+        self.spawner = Spawner(
+            self._setup.spawner,
+            self.cgroups,
+            self.index,
+            is_sandboxed=self._setup.bwrap is not None,
+        )
 
     def _start_once(self, stage: Stage, stdio: tuple[int, int, int]) -> _Running:
         spawner = self.spawner
@@ -244,7 +249,7 @@ class Slot:
         assert bwrap is not None and binaries is not None
         if not self.warm_cgroups:
             self.warm_cgroups = host.make_cgroups(self.index, "warm")
-        spawner = Spawner(self._setup.spawner, self.warm_cgroups, self.index)
+        spawner = Spawner(self._setup.spawner, self.warm_cgroups, self.index, is_sandboxed=True)
         try:
             launch = bwrap.launch_warm(binaries, has_private_network=spawner.has_private_network)
             null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)

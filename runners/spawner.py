@@ -150,13 +150,17 @@ class Spawner:
     to be trusted with another run, and its slot replaces it.
     """
 
-    def __init__(self, binary: str, cgroups: Mapping[str, str], slot_index: int) -> None:
+    def __init__(
+        self, binary: str, cgroups: Mapping[str, str], slot_index: int, *, is_sandboxed: bool
+    ) -> None:
         self.slot_index = slot_index
         self.is_broken = False
         self.in_flight = False  # a run was requested and its exit report not yet read
         self._sock: socket.socket | None = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         specs = [f"{controller}={path}" for controller, path in cgroups.items()]
+        if not is_sandboxed:  # what its runs leave is not looked for: they reach the host
+            specs.append("unsandboxed")
         try:
             self.process = subprocess.Popen(
                 [binary, str(theirs.fileno()), *specs],

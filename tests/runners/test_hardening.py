@@ -224,15 +224,6 @@ def test_a_reset_slot_runs_with_no_memory_left_charged_to_it(crowded_sandbox: Sa
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the spawner has a network namespace as root only")
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG (review of ed36b25): the spawner takes any socket of its network namespace "
-    "still in use for one the run left in flight, but the end a host process accepts of the "
-    "run's connection to its Unix socket is counted in the run's namespace: held after the "
-    "run (mode 'none', where a run reaches the host's sockets), it delays the exit report "
-    "2 s (a run under a 1 s timeout ends as TIMEOUT) and resets the slot, every such run",
-)
 def test_a_connection_a_host_service_keeps_is_not_a_leftover_of_the_run() -> None:
     """Unsandboxed (mode "none"), a program may talk to a service of the host over its Unix
     socket; the service keeping its end of the connection a while after the program has ended
