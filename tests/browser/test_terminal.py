@@ -193,6 +193,10 @@ def test_a_reload_shows_a_tty_run_at_the_size_its_program_started_with(
     expect(terminal).to_have_attribute("data-cols", cols)
     expect(terminal).to_have_attribute("data-rows", rows)
     assert screen(page)[:2] == ["#" * int(cols), "#" * (70 - int(cols))], screen(page)
+    # the view around the smaller grid has the terminal's background, not xterm's black
+    background = "e => getComputedStyle(e).backgroundColor"
+    around = page.locator("#terminal .xterm-viewport").evaluate(background)
+    assert around == terminal.evaluate(background) != "rgb(0, 0, 0)", around
 
 
 def test_a_reload_gives_a_running_tty_run_the_size_it_is_drawn_at(
