@@ -176,7 +176,7 @@ class Queue:
             # ends now, and so the Worker's stop does not wait that long for it.
             for consumer in self._worker.consumers.values():
                 consumer.stop()
-            assert isinstance(self.broker, WakingRedisBroker)
+            assert self.broker is not None
             self.broker.wake_consumers()
             self._worker.stop(timeout=int(HAND_BACK_S * 1000))
             self._worker = None

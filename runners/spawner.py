@@ -29,14 +29,17 @@ Python interpreter (warm.c) and starts Python runs by forking it::
 
 At start the spawner enters a network namespace of its own (when root), answering "ready
 netns", and sets its oom_score_adj to -1000 (its runs get 1000): the OOM killer never picks it.
-Before each run it sets the memory limit (memory_bytes plus its own usage) and pids.max.
-Closing our end of the socket (EOF) makes it kill any run and exit.
+Before each run it sets the memory limit (memory_bytes plus its own usage) and pids.max; a
+limit below what an earlier run left charged (freed late by the kernel, e.g. with the run's IPC
+namespace) waits for it, bounded. Closing our end of the socket (EOF) makes it kill any run and
+exit.
 
 Before each exit report it makes the kernel free what the run left in flight in a cycle of Unix
 sockets (memfds, files, sockets bound to an abstract name: no process holds them), which would
 otherwise stay charged to the slot's memory cgroup and reachable from the network namespace the
 next runs share, and waits (bounded) until its memory cgroup's usage is back to its own. LEFT=1
-says it is not: the spawner is not trusted with another run, and its slot is reset.
+says it is not: the spawner is not trusted with another run, and its slot is reset. Given the
+argument "unsandboxed" (mode "none", whose runs reach the host's Unix sockets), it skips this.
 """
 
 from __future__ import annotations

@@ -493,17 +493,25 @@ async def test_resize_reaches_a_tty_run(server: LiveServer) -> None:
     """A tty run's program reads the run's cols and rows at its start (whenever it starts), and
     a resize sends it SIGWINCH with the new size."""
     async with ws_connect(server) as ws:
-        session = await create(ws, SIZE_THEN_SIGWINCH)
-        execution_id = await run(ws, session["id"], tty=True, cols=120, rows=40)
-        seen: list[dict] = []
-        while "(120, 40)\r\n" not in joined(seen, "stdout"):
-            seen.append(await ws.recv())
-        answers = await answers_to(
-            ws, {"type": "resize", "execution_id": execution_id, "cols": 100, "rows": 30}
-        )
+        execution_id, answers = await _tty_run_resized(ws, (120, 40), (100, 30))
         assert answers == []
-        seen += await ws.until("finished", execution_id)
+        seen = await ws.until("finished", execution_id)
     assert seen[-1]["stdout"] == "(120, 40)\r\nSIGWINCH (100, 30)\r\n"
+
+
+async def _tty_run_resized(
+    ws: Socket, size: tuple[int, int], new_size: tuple[int, int]
+) -> tuple[str, list[dict]]:
+    """Start SIZE_THEN_SIGWINCH in a terminal of `size`; once it printed that, resize it to
+    `new_size`: its execution id, and the answers to the resize."""
+    session = await create(ws, SIZE_THEN_SIGWINCH)
+    execution_id = await run(ws, session["id"], tty=True, cols=size[0], rows=size[1])
+    seen: list[dict] = []
+    while f"{size}\r\n" not in joined(seen, "stdout"):
+        seen.append(await ws.recv())
+    resize = {"type": "resize", "execution_id": execution_id}
+    answers = await answers_to(ws, {**resize, "cols": new_size[0], "rows": new_size[1]})
+    return execution_id, answers
 
 
 async def test_a_tty_runs_execution_keeps_its_starting_size_after_a_resize(
@@ -513,13 +521,8 @@ async def test_a_tty_runs_execution_keeps_its_starting_size_after_a_resize(
     also after a resize reached the program, and so do a late subscriber's `finished` and
     REST; without a size asked, 80x24; without tty, no size at all."""
     async with ws_connect(server) as ws:
-        session = await create(ws, SIZE_THEN_SIGWINCH)
-        execution_id = await run(ws, session["id"], tty=True, cols=100, rows=30)
-        seen: list[dict] = []
-        while "(100, 30)\r\n" not in joined(seen, "stdout"):
-            seen.append(await ws.recv())
-        resize = {"type": "resize", "execution_id": execution_id, "cols": 50, "rows": 20}
-        assert await answers_to(ws, resize) == []
+        execution_id, answers = await _tty_run_resized(ws, (100, 30), (50, 20))
+        assert answers == []
         finished = (await ws.until("finished", execution_id))[-1]
         assert finished["stdout"] == "(100, 30)\r\nSIGWINCH (50, 20)\r\n"
         assert (finished["tty"], finished["cols"], finished["rows"]) == (True, 100, 30)
