@@ -14,7 +14,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import WebSocketRoute
 
-from livecode import auth, browser, compat, events, health, openapi, playground, rest, sse
+from livecode import (
+    auth,
+    browser,
+    compat,
+    events,
+    health,
+    openapi,
+    playground,
+    rest,
+    sse,
+    wsdirect,
+)
 from livecode.config import Settings
 from livecode.errors import InternalError, LivecodeError
 from livecode.relay import Relay
@@ -66,6 +77,7 @@ def create_app(settings: Settings, *, consume: bool | None = None) -> Starlette:
             *compat.routes(settings),
         ],
         middleware=[
+            Middleware(wsdirect.ServerSend),  # first: it keeps the server's own send
             Middleware(browser.SecurityHeaders),
             browser.cors_middleware(settings.allowed_origins),
             Middleware(auth.Authentication),

@@ -194,6 +194,8 @@ def server_config(settings: Settings, app: ASGIApp, **overrides: Any) -> uvicorn
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level.lower(),
+        # The protocol wsdirect writes for (uvicorn's "auto" picks it too, while it exists).
+        "ws": "websockets-sansio",
         "ws_max_size": WS_MAX_FRAME_BYTES,
         # Events are small and latency matters more than bytes: deflate cost CPU per message.
         "ws_per_message_deflate": False,

@@ -41,6 +41,7 @@ __all__ = [
     "QUEUE_ERRORS",
     "QUEUE_WAIT",
     "RELAY_LAG",
+    "RELAY_WRITTEN",
     "RUNNING_EXECUTIONS",
     "RUN_DURATION",
     "SANDBOX_OVERHEAD",
@@ -109,8 +110,13 @@ FOLLOWERS = Gauge(
 )
 RELAY_LAG = Histogram(
     "livecode_relay_lag_seconds",
-    "From an event read off the bus to its follower taking it (the server's own delay).",
+    "From an event read off the bus to its follower taking it (the server's own delay); an "
+    "event written straight to sockets counts once, with the delay of its last socket.",
     buckets=_SHORT,
+)
+RELAY_WRITTEN = Counter(
+    "livecode_relay_written_total",
+    "Live events the relay wrote straight to a WebSocket, one per socket, without its task.",
 )
 # -- dependencies ----------------------------------------------------------------------------
 STORE_ERRORS = Counter(

@@ -9,6 +9,10 @@
 3. go live, dropping any output with seq <= the last seq sent (the overlap between history and
    live events) and anything after `finished`, which ends the iterator.
 
+A follower that can write an event at once (a WebSocket: `write_now`) is handed its next output
+by the reader itself while it waits with nothing queued: one frame for all, no task wake-up
+(issue 14). Everything else goes through its queue.
+
 A slow follower never blocks the others: each has a bounded queue. On overflow its live events
 are dropped until it drains its queue, then it re-syncs from the history (same steps 2-3), so it
 still gets every event. A gap in live output (events lost by the bus, e.g. a Redis reconnect)
@@ -47,7 +51,7 @@ from livecode.bus import (
 from livecode.errors import InternalError, Unavailable
 from livecode.events import SharedEvent, error_event
 
-__all__ = ["FOLLOWER_QUEUE_SIZE", "Relay"]
+__all__ = ["FOLLOWER_QUEUE_SIZE", "Relay", "WriteNow"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +64,9 @@ Event = Mapping[str, Any]
 # The stored events of an execution: all of them, ending with `finished`, once it is final;
 # before that its current `status` alone (or nothing, or None).
 LoadFinal = Callable[[str], Awaitable[Sequence[Event] | None]]
+# Sends a live event at once, from the reader (no await, no exception), or returns False
+# having sent nothing: then it is queued as any other.
+WriteNow = Callable[[SharedEvent], bool]
 
 # Markers a follower's get() returns; compared by identity, never sent.
 _CLOSED: Final[Event] = {"type": "relay.closed"}
@@ -133,15 +140,19 @@ class Relay:
 
     @asynccontextmanager
     async def follow(
-        self, execution_id: str, since: int = 0
+        self, execution_id: str, since: int = 0, *, write_now: WriteNow | None = None
     ) -> AsyncIterator[AsyncIterator[Event]]:
         """Follow an execution: events with output seq > since, then live ones, to `finished`.
 
-        Safe to cancel: leaving the block unsubscribes. Raises BusUnavailable when the bus is
-        down (on entry, or from the iterator while reading the history).
+        With `write_now`, live output next in order that arrives while the iterator waits with
+        nothing queued goes to write_now instead, unless it returns False; the iterator never
+        yields what it sent. Safe to cancel: leaving the block unsubscribes. Raises
+        BusUnavailable when the bus is down (on entry, or from the iterator while reading the
+        history).
         """
         channel = execution_channel(execution_id)
         follower = await self._attach(channel, reads_history=True)
+        follower.write_now = write_now
         events = self._follow(execution_id, follower, since)
         try:
             yield events
@@ -170,6 +181,7 @@ class Relay:
         self, execution_id: str, follower: _Follower, since: int
     ) -> AsyncIterator[Event]:
         sent = _Sent(since)
+        follower.sent = sent
         for event in await self._catch_up(execution_id, follower, sent):
             yield event
         while not sent.is_finished:
@@ -316,8 +328,13 @@ class Relay:
                     entry.heard_at = time.monotonic()
                     # One encoding for all its followers (an in-process bus's comes encoded).
                     shared = event if type(event) is SharedEvent else SharedEvent(event)
+                    written = 0
                     for follower in entry.followers:
-                        follower.push(shared)
+                        written += follower.offer(shared)
+                    if written:
+                        metrics.RELAY_WRITTEN.inc(written)
+                        # Once, not per socket: observing is a tenth of a direct write's cost.
+                        metrics.RELAY_LAG.observe(time.monotonic() - entry.heard_at)
         except Exception:
             logger.exception("relay stopped reading the bus")
         # Reading ended: nothing more will arrive, so end every follower rather than hang.
@@ -378,7 +395,7 @@ class _Follower:
     1,000 times a chunk, and the Queue's bookkeeping was a tenth of that cost (issue 14).
     """
 
-    __slots__ = ("_events", "_size", "_waiter", "is_closed", "is_overflowed")
+    __slots__ = ("_events", "_size", "_waiter", "is_closed", "is_overflowed", "sent", "write_now")
 
     def __init__(self, size: int) -> None:
         # Each event with when it was read off the bus, for livecode_relay_lag_seconds.
@@ -387,6 +404,30 @@ class _Follower:
         self._waiter: asyncio.Future[None] | None = None
         self.is_overflowed = False
         self.is_closed = False
+        # Set by a follow: what it sent, and how to send an event without its task.
+        self.sent: _Sent | None = None
+        self.write_now: WriteNow | None = None
+
+    def offer(self, event: SharedEvent) -> bool:
+        """Hand a live event to write_now, or else queue it; return whether it was written.
+
+        Only while the follow waits in get() (so it has sent all it took, and nothing is
+        queued), and only the output it expects next: anything else needs the follow's steps.
+        """
+        waiter = self._waiter
+        sent = self.sent
+        if (
+            waiter is not None
+            and not waiter.done()  # a cancelled follow's waiter is cancelled: done
+            and self.write_now is not None
+            and sent is not None
+            and sent.is_next_output(event)
+            and self.write_now(event)
+        ):
+            sent.last_seq += 1
+            return True
+        self.push(event)
+        return False
 
     def push(self, event: Event) -> None:
         """Queue a live event; on overflow drop it and every next one until re-synced."""
@@ -435,6 +476,14 @@ class _Sent:
         self.last_seq = since
         self.is_finished = False
         self._seen: set[Any] = set()
+
+    def is_next_output(self, event: Event) -> bool:
+        """Return whether the event is the output to send next."""
+        return (
+            not self.is_finished
+            and event.get("type") == "output"
+            and _seq(event) == self.last_seq + 1
+        )
 
     def is_gap(self, event: Event) -> bool:
         """Return whether the event is output beyond the next seq."""

@@ -32,8 +32,10 @@ from livecode import auth, browser, events, logs, metrics, protocol
 from livecode.bus import session_channel
 from livecode.errors import BadRequest, InternalError, LivecodeError, Unauthorized, Unavailable
 from livecode.queue import MOST_RUNS_AFTER_REPLY, runs_after_reply
+from livecode.relay import WriteNow
 from livecode.services import Services
 from livecode.tenants import Tenant
+from livecode.wsdirect import DirectWriter
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +194,10 @@ class Connection:
         self.id = uuid.uuid4().hex
         # Set when a write failed: the client is gone, or the socket was closed.
         self._is_gone = asyncio.Event()
+        direct = DirectWriter.for_socket(websocket)
+        self._write_now: WriteNow | None = None
+        if direct is not None:
+            self._write_now = lambda event: not self._is_gone.is_set() and direct.write(event)
         self.follows: dict[str, asyncio.Task[None]] = {}
         self.sessions: dict[str, asyncio.Task[None]] = {}
         # Flood control: a token bucket refilled at ws_messages_per_s, holding two seconds' worth.
@@ -378,7 +384,8 @@ class Connection:
     async def _relay_execution(self, execution_id: str, since: int) -> None:
         try:
             assert self.services.relay is not None  # set by the lifespan before any socket
-            async with self.services.relay.follow(execution_id, since) as stream:
+            follow = self.services.relay.follow(execution_id, since, write_now=self._write_now)
+            async with follow as stream:
                 async for event in stream:
                     if event.get("type") == "error":  # the relay ended this follow: say which
                         event = {**event, "execution_id": execution_id}

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from livecode import events
 from livecode.config import Settings
@@ -117,6 +118,81 @@ async def test_every_follower_gets_every_byte_and_a_stalled_one_holds_nobody_bac
         assert [e["seq"] for e in chunks] == list(range(1, len(chunks) + 1))
         assert got[-1] == finished
     assert all(got == received[0] for got in received)  # the same events, every one
+
+
+SIZES = (1, 300, 70_000, 5)  # a frame's length in 7 bits, then in 16, then in 64, then 7
+PACED = f"""\
+import sys, time
+sys.stdin.readline()
+for size in {SIZES}:
+    print("é" * (size // 2) + "x" * (size % 2), end="", flush=True)
+    time.sleep(0.2)
+"""
+PACED_OUTPUT = "".join("é" * (size // 2) + "x" * (size % 2) for size in SIZES)
+
+
+async def test_followers_that_keep_up_have_their_output_written_straight(
+    server: LiveServer,
+) -> None:
+    """Output reaches followers that keep up without their tasks: the relay writes one frame
+    to every socket (livecode_relay_written_total counts them), and every size arrives as it
+    would have otherwise, in order, byte for byte."""
+    written_before = _relay_written(server)
+    received = await _follow_paced_run(server, followers=3)
+    for got in received:
+        assert joined(got, "stdout") == PACED_OUTPUT
+        assert got[-1]["type"] == "finished" and got[-1]["stdout"] == PACED_OUTPUT
+    assert all(got == received[0] for got in received)
+    sockets = 3 + 1  # and the one that ran it, which follows its run
+    assert _relay_written(server) - written_before == sockets * len(outputs(received[0]))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # that protocol is deprecated,
+@pytest.mark.filterwarnings("ignore:The `websockets` implementation is deprecated")  # twice
+async def test_a_server_without_the_protocol_it_writes_for_sends_the_asgi_way(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Under another uvicorn WebSocket protocol (its older websockets one), followers get the same events, through their
+    tasks: nothing is written straight."""
+    with run_server(embedded_settings(tmp_path_factory), ws="websockets") as legacy_server:
+        written_before = _relay_written(legacy_server)
+        received = await _follow_paced_run(legacy_server, followers=2)
+        assert _relay_written(legacy_server) == written_before
+    for got in received:
+        assert joined(got, "stdout") == PACED_OUTPUT
+
+
+async def _follow_paced_run(server: LiveServer, *, followers: int) -> list[list[dict[str, Any]]]:
+    """The events each of `followers` sockets got of a PACED run, to `finished`."""
+    async with ws_connect(server) as control:
+        created = await control.request(
+            {"type": "create", "language": "python", "source_code": PACED}
+        )
+        queued = await control.request(
+            {"type": "run", "session_id": created["session"]["id"], "interactive": True}
+        )
+        execution_id = queued["execution_id"]
+        watching = [_Follower(server, execution_id) for _ in range(followers)]
+        tasks = [asyncio.create_task(follower.follow()) for follower in watching]
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                await asyncio.gather(*(follower.running.wait() for follower in watching))
+            await control.send({"type": "stdin", "execution_id": execution_id, "data": "go\n"})
+            async with asyncio.timeout(TIMEOUT):
+                return await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+
+def _relay_written(server: LiveServer) -> float:
+    with server.client() as client:
+        answer = client.get("/metrics")
+    answer.raise_for_status()
+    (family,) = (
+        f for f in text_string_to_metric_families(answer.text) if f.name == "livecode_relay_written"
+    )
+    return family.samples[0].value
 
 
 class _Follower:

@@ -14,6 +14,7 @@ import pytest
 
 from livecode.bus import Bus, Subscriber, execution_channel
 from livecode.bus.redis import RedisBus
+from livecode.events import SharedEvent
 from livecode.relay import Relay
 from tests.utils import TIMEOUT, kill_redis_clients
 
@@ -252,6 +253,76 @@ async def test_followers_joining_while_the_worker_publishes(bus: Bus, relay: Rel
     thread.join()
     for since, received in results:
         assert_complete(received, events, since=since)
+
+
+async def test_write_now_sends_live_output_and_the_iterator_the_rest(
+    bus: Bus, relay: Relay
+) -> None:
+    """Followers that can write at once (WebSocket) get live output written by the relay, the
+    rest through their iterator; one that refuses some, or is busy, gets them queued: each
+    still gets every event once, in order, whichever way it came."""
+    events = execution_events("e1", 2000)
+    rng = random.Random(11)
+
+    async def follower(delay_s: float, since: int, refuse: float) -> tuple[int, list[Event], int]:
+        received: list[Event] = []
+        written = 0
+
+        def write_now(event: SharedEvent) -> bool:
+            nonlocal written
+            assert event["type"] == "output"  # status and finished go the follow's way
+            if rng.random() < refuse:
+                return False  # as a socket whose buffer is full
+            received.append(event)
+            written += 1
+            return True
+
+        await asyncio.sleep(delay_s)  # joins at a random moment of the run: what is tested
+        async with relay.follow("e1", since=since, write_now=write_now) as followed:
+            with anyio.fail_after(TIMEOUT):
+                async for event in followed:
+                    received.append(event)
+                    if rng.random() < 0.05:
+                        await asyncio.sleep(0.001)  # busy: meanwhile, events are queued
+        return since, received, written
+
+    thread = in_thread(publish, bus, events, pause_every=50)
+    results = await asyncio.gather(
+        *(
+            follower(rng.uniform(0, 0.1), rng.choice([0, 0, 500, 1999]), rng.choice([0, 0.3]))
+            for _ in range(30)
+        )
+    )
+    thread.join()
+    for since, received, _ in results:
+        assert_complete(received, events, since=since)
+    # Both ways were taken: written at once, and through the iterator.
+    outputs = sum(len([e for e in received if e["type"] == "output"]) for _, received, _ in results)
+    written = sum(written for _, _, written in results)
+    assert 0 < written < outputs, (written, outputs)
+
+
+async def test_write_now_never_writes_past_a_gap(bus: Bus, relay: Relay) -> None:
+    """Live output after a hole is not written at once: the follow handles the hole (here the
+    history lacks it too, so it ends with `output lost`, never a silent gap)."""
+    events = execution_events("e1", 3)
+    written: list[Event] = []
+
+    def write_now(event: SharedEvent) -> bool:
+        written.append(event)
+        return True
+
+    publish(bus, events[:2])  # status, seq 1
+    async with relay.follow("e1", write_now=write_now) as followed:
+        iterator = aiter(followed)
+        with anyio.fail_after(TIMEOUT):
+            head = [await anext(iterator) for _ in range(2)]
+        # seq 2 lost on its way (a Redis reconnect), seq 3 arrives live
+        bus.publish(execution_channel("e1"), events[3], keep=False)
+        rest = await collect(followed)
+    assert head == events[:2]
+    assert written == []
+    assert [event["type"] for event in rest] == ["error"] and rest[0]["message"] == "output lost"
 
 
 async def test_slow_follower_resyncs_without_blocking_others(

@@ -308,19 +308,13 @@ class LiveServer:
 
 @contextlib.contextmanager
 def run_server(
-    settings: Settings, *, consume: bool | None = None, port: int | None = None
+    settings: Settings, *, consume: bool | None = None, port: int | None = None, **config: Any
 ) -> Iterator[LiveServer]:
     """uvicorn serving create_app(settings) in a thread of this process, on `port` (a server
-    restarted on the same port) or a free one."""
+    restarted on the same port) or a free one; `config` overrides uvicorn's settings."""
     port = port or free_port()
-    config = server_config(
-        settings,
-        create_app(settings, consume=consume),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="on",
-    )
+    options = {"host": "127.0.0.1", "port": port, "log_level": "warning", "lifespan": "on"}
+    config = server_config(settings, create_app(settings, consume=consume), **(options | config))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
