@@ -422,10 +422,17 @@ class _Follower:
             and self.write_now is not None
             and sent is not None
             and sent.is_next_output(event)
-            and self.write_now(event)
         ):
-            sent.last_seq += 1
-            return True
+            try:
+                written = self.write_now(event)
+            except Exception:
+                # It runs in the reader of every follower: this one alone goes the slow way.
+                logger.exception("writing to a follower at once failed; queueing its events")
+                self.write_now = None
+                written = False
+            if written:
+                sent.last_seq += 1
+                return True
         self.push(event)
         return False
 

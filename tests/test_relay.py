@@ -325,6 +325,30 @@ async def test_write_now_never_writes_past_a_gap(bus: Bus, relay: Relay) -> None
     assert [event["type"] for event in rest] == ["error"] and rest[0]["message"] == "output lost"
 
 
+async def test_a_write_now_that_raises_fails_no_follower(
+    bus: Bus, relay: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """write_now runs in the reader that serves every follower: one that raises has its
+    events queued from then on, and neither it nor any other follower misses one."""
+    events = execution_events("e1", 20)
+    calls = 0
+
+    def broken(event: SharedEvent) -> bool:
+        nonlocal calls
+        calls += 1
+        raise OSError("a socket's write failed")
+
+    async with (
+        relay.follow("e1", write_now=broken) as broken_follow,
+        relay.follow("e1", write_now=lambda event: False) as other,
+    ):
+        thread = in_thread(publish, bus, events, pause_every=2)
+        received = await asyncio.gather(collect(broken_follow), collect(other))
+    thread.join()
+    assert received == [events, events]
+    assert calls == 1 and "writing to a follower at once failed" in caplog.text
+
+
 async def test_slow_follower_resyncs_without_blocking_others(
     bus: Bus, store: FakeStore, caplog: pytest.LogCaptureFixture
 ) -> None:
