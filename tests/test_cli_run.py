@@ -246,6 +246,45 @@ def test_ctrl_c_cancels_the_run(embedded_server: LiveServer, tmp_path: Path) -> 
     assert (execution["status"], execution["stdout"]) == ("CANCELLED", "started\n")
 
 
+# `livecode run` with a Ctrl-C that lands at the worst moment: while the client takes the run's
+# `finished` event off its inbox, before handing it on.
+CTRL_C_AS_FINISHED_IS_TAKEN = """\
+import signal, sys
+from livecode import cli
+from livecode.client import state
+
+add = state.Transcript.add
+
+def add_then_ctrl_c(self, event):
+    add(self, event)
+    if type(event).__name__ == "Finished":
+        signal.raise_signal(signal.SIGINT)
+
+state.Transcript.add = add_then_ctrl_c
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_as_the_run_finishes_needs_no_second_one(
+    embedded_server: LiveServer, tmp_path: Path
+) -> None:
+    """A Ctrl-C that lands as the client takes `finished` loses no event: livecode shows the
+    end and exits 130 at once, where it used to wait for the end again, until a second one."""
+    name = write(tmp_path, "hello.py", "print('hello')")
+    with sigint_as_a_terminal_gives_it():
+        done = subprocess.run(
+            [sys.executable, "-c", CTRL_C_AS_FINISHED_IS_TAKEN, "run", "--json", name],
+            env=livecode_env({"LIVECODE_SERVER": embedded_server.url}),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+    assert done.returncode == 130, done.stderr
+    shown = [json.loads(line) for line in done.stdout.splitlines()]
+    assert shown[-1]["type"] == "finished" and shown[-1]["stdout"] == "hello\n"
+
+
 def test_a_closed_stdout_stops_the_run(embedded_server: LiveServer, tmp_path: Path) -> None:
     """`livecode run ... | head -1`: the program is stopped, as SIGPIPE would stop it."""
     name = write(

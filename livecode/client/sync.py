@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["Client", "Run"]
 
 _OPENING_ERRORS = (OSError, EOFError, wire.ProtocolError, wire.Refused)
+# Put in a run's inbox by Run.interrupt(): events() raises KeyboardInterrupt there, once.
+_INTERRUPT = KeyboardInterrupt()
 
 
 class Client:
@@ -333,6 +335,8 @@ class Run:
             except Empty:
                 message = f"execution {self.execution_id} did not finish in time"
                 raise TimeoutError(message) from None
+            if item is _INTERRUPT:
+                raise KeyboardInterrupt
             if isinstance(item, BaseException):
                 self._inbox.put(item)  # raised again by the next call, too
                 raise item
@@ -340,6 +344,15 @@ class Run:
             if isinstance(item, Finished):
                 self.result = item.execution
             yield item
+
+    def interrupt(self) -> None:
+        """Make events() raise KeyboardInterrupt once, after the events received so far.
+
+        Safe in a signal handler (SimpleQueue.put is reentrant). Python's own SIGINT raises
+        wherever the main thread is: between events() taking an event and handing it on, the
+        event is lost, and a lost Finished leaves events() waiting for good.
+        """
+        self._inbox.put(_INTERRUPT)
 
     def wait(self, timeout_s: float | None = None) -> Execution:
         """Read the remaining events; return the final execution."""

@@ -29,14 +29,17 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import json
 import os
 import select
+import signal
 import stat
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
 
 # typing costs `livecode run` 3 ms of start, and type checkers read this constant as its own.
 TYPE_CHECKING = False
@@ -268,22 +271,31 @@ def _text(data: bytes) -> str:
 
 def _follow(run: Run, printer: _Printer) -> int:
     """Show the run's events until it finishes; Ctrl-C cancels it (twice: leave at once)."""
-    is_interrupted = False
-    while run.result is None:
-        try:
-            for event in run.events():
-                printer.show(event)
-        except KeyboardInterrupt:
-            if is_interrupted:
-                return EXIT_INTERRUPTED
-            is_interrupted = True
-            print("\nlivecode: cancelling (Ctrl-C again to leave now)", file=sys.stderr)
-            run.cancel()
-        except BrokenPipeError:
-            # Nobody reads our stdout any more (`| head`): stop the program, as SIGPIPE would.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
-            run.cancel()
-            return EXIT_BROKEN_PIPE
+    interrupts = 0
+
+    def on_interrupt(signum: int, frame: FrameType | None) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts > 1:
+            raise KeyboardInterrupt  # leave now, wherever we are
+        run.interrupt()  # between two events: none is lost
+
+    with _interrupts_handled_by(on_interrupt):
+        while run.result is None:
+            try:
+                for event in run.events():
+                    printer.show(event)
+            except KeyboardInterrupt:
+                if interrupts > 1:
+                    return EXIT_INTERRUPTED
+                print("\nlivecode: cancelling (Ctrl-C again to leave now)", file=sys.stderr)
+                run.cancel()
+            except BrokenPipeError:
+                # Nobody reads our stdout any more (`| head`): stop the program, as SIGPIPE would.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+                run.cancel()
+                return EXIT_BROKEN_PIPE
+    is_interrupted = interrupts > 0
     if is_interrupted:
         return EXIT_INTERRUPTED
     reason = run.result.reason
@@ -291,6 +303,20 @@ def _follow(run: Run, printer: _Printer) -> int:
         detail = run.result.error if reason == "internal_error" and run.result.error else ""
         printer.notice(_MESSAGES[reason] + (f": {detail}" if detail else ""))
     return exit_code(run.result)
+
+
+@contextlib.contextmanager
+def _interrupts_handled_by(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """SIGINT calls `handler` in the block, where Python's own would raise KeyboardInterrupt
+    (not where it is ignored: started in the background, we stay deaf to it)."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class _Printer:
