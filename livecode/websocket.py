@@ -178,6 +178,8 @@ class Connection:
     whole (uvicorn frames and writes a message without awaiting in between), and it waits only
     while the client's buffer is full: then the follows of a slow socket stop reading their
     relay queues, which fill and re-sync them (relay.py) while every other socket goes on.
+    A follow that keeps up has even its live output written without its task: by the relay's
+    reader, one frame for all (wsdirect.py).
     """
 
     def __init__(self, websocket: WebSocket, services: Services, tenant: Tenant | None) -> None:
