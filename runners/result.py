@@ -61,6 +61,11 @@ class Result:
     case, no compile_output, and a verdict when the case had an expected output and completed);
     its own stdout/stderr are theirs joined in order, and its status is that of its first case
     that did not complete (cases.summarize).
+
+    `terminal_size` is a tty run's (cols, rows) when its program started: the Program's
+    terminal_size, or 80x24, unless a Control.resize() came before the start (then the last
+    one). None for a run without a terminal: no tty, or a program that never started
+    (cancelled first, or a compile error).
     """
 
     status: ExecutionStatus
@@ -78,6 +83,7 @@ class Result:
     message: str | None = None
     verdict: Verdict | None = None
     cases: tuple[Result, ...] = ()
+    terminal_size: tuple[int, int] | None = None
 
     @classmethod
     def without_output(cls, status: ExecutionStatus, reason: Reason, message: str) -> Result:

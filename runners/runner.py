@@ -361,8 +361,9 @@ class _Run:
     ) -> Result:
         language, limits = self.language, self.limits
         started = time.monotonic()
+        terminal_size: tuple[int, int] | None = None
         if stage.tty_init is not None:
-            outcome, report = self._start_in_terminal(
+            outcome, report, terminal_size = self._start_in_terminal(
                 stage, stdin=stdin, interactive=interactive, on_output=on_output, preface=preface
             )
         else:
@@ -420,6 +421,7 @@ class _Run:
             cpu_time_ms=report.cpu_time_ms,
             memory_kb=report.memory_kb,
             message=message,
+            terminal_size=terminal_size,
         )
 
     def _start_and_pump(
@@ -467,11 +469,12 @@ class _Run:
         interactive: bool,
         on_output: OnOutput | None,
         preface: tuple[Stream, str] | None,
-    ) -> tuple[Outcome, ExitReport]:
+    ) -> tuple[Outcome, ExitReport, tuple[int, int] | None]:
         """Start a tty stage: ttyinit gets a socket as stdin, and its (and bwrap's) messages
         go to a pipe read as stderr; the terminal's master it sends back is read as stdout and
-        takes the keystrokes. Raises RunnerError when no terminal came (after the sandbox has
-        ended), unless the run was cancelled meanwhile."""
+        takes the keystrokes. Returns the pump's outcome, the exit report and the terminal's
+        size when the program started (None: it never got one). Raises RunnerError when no
+        terminal came (after the sandbox has ended), unless the run was cancelled meanwhile."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         errors_r, errors_w = make_pipe(large=False)
         try:
@@ -517,7 +520,9 @@ class _Run:
             raise RunnerError(f"cannot give the program a terminal: {detail}")
         outcome.texts.setdefault(Stream.STDOUT, "")
         outcome.truncated.setdefault(Stream.STDOUT, False)
-        return outcome, report
+        # accept() set `size` before letting the program exec: it is the size the program
+        # started with (a resize after that reached it as SIGWINCH).
+        return outcome, report, (size if master is not None else None)
 
     def _pump(
         self,

@@ -93,10 +93,11 @@ def test_stdin_stdout_and_stderr_are_a_terminal(sandbox: Sandbox, language: str)
 
 
 def test_without_tty_nothing_is_a_terminal(sandbox: Sandbox) -> None:
-    """A run without tty has pipes, as before, and no TERM."""
+    """A run without tty has pipes, as before, no TERM, and its Result no terminal size."""
     source = "import os\nprint([os.isatty(fd) for fd in (0, 1, 2)], os.environ.get('TERM'))"
     result = sandbox.run(Program("python", source), FAST)
     assert result.stdout == "[False, False, False] None\n"
+    assert result.terminal_size is None
 
 
 def test_stderr_is_the_same_terminal_in_order(sandbox: Sandbox) -> None:
@@ -177,34 +178,39 @@ def test_stdin_given_at_the_start_is_typed_then_ended(sandbox: Sandbox) -> None:
 
 
 def test_the_default_size_is_80_by_24(sandbox: Sandbox) -> None:
-    """A terminal nobody resized is 80 columns by 24 rows."""
+    """A terminal nobody resized is 80 columns by 24 rows, and its Result says so."""
     source = "import os\nprint(tuple(os.get_terminal_size()))"
-    assert run_tty(sandbox, Program("python", source, tty=True)).stdout == "(80, 24)\r\n"
+    result = run_tty(sandbox, Program("python", source, tty=True))
+    assert (result.stdout, result.terminal_size) == ("(80, 24)\r\n", (80, 24))
 
 
 def test_a_size_asked_before_the_start_is_the_size_at_the_start(sandbox: Sandbox) -> None:
-    """A resize sent before the program starts is the size it reads first (no SIGWINCH race)."""
+    """A resize sent before the program starts is the size it reads first (no SIGWINCH race),
+    and the size its Result says it started with."""
     control = Control()
     control.resize(132, 43)
     source = "import os\nprint(tuple(os.get_terminal_size()))"
     result = run_tty(sandbox, Program("python", source, tty=True), control=control)
-    assert result.stdout == "(132, 43)\r\n"
+    assert (result.stdout, result.terminal_size) == ("(132, 43)\r\n", (132, 43))
 
 
 def test_the_programs_terminal_size_is_the_size_at_the_start(sandbox: Sandbox) -> None:
-    """A program given a terminal size reads it first, with no resize needed."""
+    """A program given a terminal size reads it first, with no resize needed; its Result says
+    it started with it."""
     source = "import os\nprint(tuple(os.get_terminal_size()))"
-    prog = Program("python", source, tty=True, terminal_size=(132, 43))
-    assert run_tty(sandbox, prog).stdout == "(132, 43)\r\n"
+    result = run_tty(sandbox, Program("python", source, tty=True, terminal_size=(132, 43)))
+    assert (result.stdout, result.terminal_size) == ("(132, 43)\r\n", (132, 43))
 
 
 def test_a_resize_before_the_start_wins_over_the_programs_size(sandbox: Sandbox) -> None:
-    """A resize is asked after the run was: before the start, it replaces the run's size."""
+    """A resize is asked after the run was: before the start, it replaces the run's size, in
+    what the program reads and in what its Result says it started with."""
     control = Control()
     control.resize(100, 30)
     source = "import os\nprint(tuple(os.get_terminal_size()))"
     prog = Program("python", source, tty=True, terminal_size=(132, 43))
-    assert run_tty(sandbox, prog, control=control).stdout == "(100, 30)\r\n"
+    result = run_tty(sandbox, prog, control=control)
+    assert (result.stdout, result.terminal_size) == ("(100, 30)\r\n", (100, 30))
 
 
 @pytest.mark.parametrize(
@@ -226,7 +232,8 @@ def test_a_terminal_size_out_of_bounds_or_without_tty_is_refused(
 
 
 def test_resize_reaches_the_program(sandbox: Sandbox) -> None:
-    """A resize while the program runs sends it SIGWINCH, and it reads the new size."""
+    """A resize while the program runs sends it SIGWINCH, and it reads the new size; its
+    Result still says the size it started with."""
     control = Control()
     chunks = Chunks()
 
@@ -240,6 +247,20 @@ def test_resize_reaches_the_program(sandbox: Sandbox) -> None:
                          control=control)  # fmt: skip
     assert result.status is ExecutionStatus.COMPLETED, result
     assert result.stdout == "(80, 24)\r\nSIGWINCH (100, 30)\r\n"
+    assert result.terminal_size == (80, 24)
+
+
+def test_a_tty_program_that_never_started_has_no_terminal_size(sandbox: Sandbox) -> None:
+    """A tty run that fails to compile, or is cancelled before it starts, never had a terminal:
+    its Result has no terminal size."""
+    broken = Program("c++", "int main( {", tty=True, terminal_size=(100, 30))
+    failed = sandbox.run(broken, FAST)
+    assert (failed.reason, failed.terminal_size) == (Reason.COMPILE_ERROR, None), failed
+    control = Control()
+    control.resize(120, 40)
+    control.cancel()
+    cancelled = sandbox.run(Program("python", "print(1)", tty=True), FAST, control=control)
+    assert (cancelled.reason, cancelled.terminal_size) == (Reason.CANCELLED, None), cancelled
 
 
 def test_resize_out_of_bounds_is_refused() -> None:
