@@ -174,8 +174,9 @@ class Commands:
 
     def resize(self, execution_id: str, cols: int, rows: int, *, tenant: Tenant = LOCAL) -> None:
         """Resize a tty execution's terminal (its program gets SIGWINCH). One that reaches the
-        worker before the program starts replaces the run's `cols`/`rows`; the size a program
-        must read at its start is the run's own `cols`/`rows`, which no race can miss."""
+        worker before the program starts is the size it starts with instead of the run's
+        `cols`/`rows` (and the execution says so once it has ended); whether it does is a race,
+        so a size the program must read at its start goes in the run itself."""
         execution = self.store.get_execution(execution_id, owner=tenant.owner)
         if execution.is_final:
             raise Conflict(f"execution {execution_id} has finished")

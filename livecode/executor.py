@@ -51,7 +51,8 @@ CLAIM_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0)
 # What one attempt's enqueue gets: (execution id, attempt it starts).
 Enqueue = Callable[..., None]
 _T = TypeVar("_T")
-# The Outcome fields that runners.Result names its own way (the SPEC's names are the store's).
+# The Outcome fields that runners.Result names its own way (the SPEC's names are the store's);
+# tty_cols and tty_rows come from its terminal_size (_outcome).
 _RESULT_NAMES = {"execution_time_ms": "wall_time_ms", "error_message": "message"}
 _RESULT_FIELDS = frozenset(field.name for field in dataclasses.fields(Result))
 
@@ -462,6 +463,10 @@ def _outcome(result: Result, streamed: _Streamed) -> dict[str, Any]:
     for stream, name in STREAM_FIELDS.items():
         outcome[name] = streamed.text(stream)
     outcome["chunks"] = streamed.index
+    # The size a tty run's program started with: a resize that reached the worker before the
+    # start replaced the one asked. A run whose program never started keeps the size asked.
+    if result.terminal_size is not None:
+        outcome["tty_cols"], outcome["tty_rows"] = result.terminal_size
     # one per test case (Result names them alike, but they are runners' Results), else none
     outcome["cases"] = [
         _case_result(index, case, streamed) for index, case in enumerate(result.cases)

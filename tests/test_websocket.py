@@ -543,6 +543,36 @@ async def test_a_tty_runs_execution_keeps_its_starting_size_after_a_resize(
     assert (stored["cols"], stored["rows"]) == (100, 30)
 
 
+async def test_a_resize_before_the_start_is_the_size_the_execution_says_it_started_with(
+    server: LiveServer,
+) -> None:
+    """A resize that reaches a tty run while it waits for a worker is the size its program
+    starts with, and the size `finished` and REST then say it started with."""
+    async with ws_connect(server) as ws:
+        # Given every worker thread busy, so that the tty run waits, QUEUED
+        sleeper = await create(ws, "import time\ntime.sleep(60)")
+        busy = {await run(ws, sleeper["id"]) for _ in range(server.settings.worker_threads)}
+        running: set[str] = set()
+        while running != busy:
+            event = await ws.recv()
+            if event["type"] == "status" and event["status"] == "RUNNING":
+                running.add(event["execution_id"])
+        sized = await create(ws, "import os\nprint(tuple(os.get_terminal_size()))")
+        execution_id = await run(ws, sized["id"], tty=True, cols=100, rows=30)
+        resize = {"type": "resize", "execution_id": execution_id, "cols": 120, "rows": 40}
+        assert await answers_to(ws, resize) == []
+        # When a worker is free again
+        for busy_id in busy:
+            await ws.send({"type": "cancel", "execution_id": busy_id})
+        finished = (await ws.until("finished", execution_id))[-1]
+    # Then the program started at the resized size, and the execution says so
+    assert finished["stdout"] == "(120, 40)\r\n", finished
+    assert (finished["cols"], finished["rows"]) == (120, 40)
+    with server.client() as client:
+        stored = client.get(f"/executions/{execution_id}").json()
+    assert (stored["cols"], stored["rows"]) == (120, 40)
+
+
 async def test_a_runs_terminal_size_is_checked(server: LiveServer) -> None:
     """cols and rows past 1..1000, one without the other, or without tty: bad_request, the
     socket stays open and no execution is made."""

@@ -249,7 +249,8 @@ class Execution(_Value):
     attempt: int | None
     interactive: bool
     tty: bool
-    # A tty run's terminal size when its program started (None without tty).
+    # A tty run's terminal size when its program started (known once it has ended; while it
+    # runs, the size asked), None without tty.
     cols: int | None
     rows: int | None
     error: str | None

@@ -6,9 +6,9 @@ from the same fields. So a new column of an execution is three edits: ``tables.p
 here, ``schema.sql``. What a field's annotation says beyond its type:
 
 - ``Private[...]``: stored, never sent;
-- ``Outcome[...]``: written once, by ``Store.finish()``, when the execution ends (the executor
-  fills each from the ``runners.Result`` attribute of that name; executor.py lists the two
-  that Result names otherwise);
+- ``Outcome[...]``: written by ``Store.finish()``, when the execution ends (the executor fills
+  each from the ``runners.Result`` attribute of that name; executor.py lists those that Result
+  names otherwise); ``tty_cols``/``tty_rows`` are also written when it is queued, as asked;
 - ``Mark.SENT_WHEN_FINAL`` / ``Mark.SENT_WHEN_TRUE``: sent only then. A None is never sent:
   fields not yet known are omitted, as in the reference API.
 """
@@ -171,17 +171,20 @@ class Execution(_Record):
     # Who ran it ("key:NAME" or "addr:ADDRESS"), and how many of theirs may run at once.
     created_by: Private[str] = ""
     max_running: Private[int | None] = None
-    # A tty run's terminal size when its program starts, as asked (None: 80x24).
-    tty_cols: Private[int | None] = None
-    tty_rows: Private[int | None] = None
+    # A tty run's terminal size (None: 80x24): as asked when it is queued; once it has ended,
+    # the size its program started with, which a resize that reached the worker before the
+    # start replaced (the runner's Result.terminal_size, written in the same UPDATE).
+    tty_cols: Private[Outcome[int | None]] = None
+    tty_rows: Private[Outcome[int | None]] = None
 
     # Sent under the names the run asked with, the default included: a client that opens a
     # tty run later (the playground after a reload) sizes its terminal as the program began.
     @computed_field  # type: ignore[prop-decorator]
     @property
     def cols(self) -> int | None:
-        """A tty run's terminal columns when its program started (as asked, or 80); a resize
-        leaves it."""
+        """A tty run's terminal columns when its program started: as asked (or 80), unless a
+        resize reached the worker before the start, known once the run has ended (while it
+        runs, as asked); a resize after the start leaves it."""
         if not self.tty:
             return None
         return DEFAULT_TERMINAL_COLS if self.tty_cols is None else self.tty_cols
@@ -189,8 +192,9 @@ class Execution(_Record):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def rows(self) -> int | None:
-        """A tty run's terminal rows when its program started (as asked, or 24); a resize leaves
-        it."""
+        """A tty run's terminal rows when its program started: as asked (or 24), unless a
+        resize reached the worker before the start, known once the run has ended (while it
+        runs, as asked); a resize after the start leaves it."""
         if not self.tty:
             return None
         return DEFAULT_TERMINAL_ROWS if self.tty_rows is None else self.tty_rows
