@@ -199,7 +199,8 @@ class Connection:
         direct = DirectWriter.for_socket(websocket)
         self._write_now: WriteNow | None = None
         if direct is not None:
-            self._write_now = lambda event: not self._is_gone.is_set() and direct.write(event)
+            is_gone = self._is_gone  # not self: the follower's callback must not hold the socket
+            self._write_now = lambda event: not is_gone.is_set() and direct.write(event)
         self.follows: dict[str, asyncio.Task[None]] = {}
         self.sessions: dict[str, asyncio.Task[None]] = {}
         # Flood control: a token bucket refilled at ws_messages_per_s, holding two seconds' worth.

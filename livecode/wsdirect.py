@@ -40,9 +40,15 @@ class ServerSend:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            scope[_SERVER_SEND] = send
-        await self.app(scope, receive, send)
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        scope[_SERVER_SEND] = send
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            # The protocol holds the scope: a cycle that only the collector would break.
+            del scope[_SERVER_SEND]
 
 
 class DirectWriter:
