@@ -48,7 +48,7 @@ class ServerSend:
             await self.app(scope, receive, send)
         finally:
             # The protocol holds the scope: a cycle that only the collector would break.
-            del scope[_SERVER_SEND]
+            scope.pop(_SERVER_SEND, None)
 
 
 class DirectWriter:
