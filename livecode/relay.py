@@ -335,6 +335,9 @@ class Relay:
                         metrics.RELAY_WRITTEN.inc(written)
                         # Once, not per socket: observing is a tenth of a direct write's cost.
                         metrics.RELAY_LAG.observe(time.monotonic() - entry.heard_at)
+                        # One round of writes per loop iteration, as the follow tasks did: a
+                        # burst must not hold the loop for k x followers writes.
+                        await asyncio.sleep(0)
         except Exception:
             logger.exception("relay stopped reading the bus")
         # Reading ended: nothing more will arrive, so end every follower rather than hang.
