@@ -266,6 +266,9 @@ async def test_write_now_sends_live_output_and_the_iterator_the_rest(
     still gets every event once, in order, whichever way it came."""
     events = execution_events("e1", 2000)
     rng = random.Random(11)
+    # Not an assert inside write_now: the relay catches what write_now raises, logs it and
+    # queues (0a6479d), so such an assert could never fail this test.
+    misdirected: list[Event] = []
 
     async def follower(delay_s: float, since: int, refuse: float) -> tuple[int, list[Event], int]:
         received: list[Event] = []
@@ -273,7 +276,8 @@ async def test_write_now_sends_live_output_and_the_iterator_the_rest(
 
         def write_now(event: SharedEvent) -> bool:
             nonlocal written
-            assert event["type"] == "output"  # status and finished go the follow's way
+            if event["type"] != "output":  # status and finished go the follow's way
+                misdirected.append(event)
             if rng.random() < refuse:
                 return False  # as a socket whose buffer is full
             received.append(event)
@@ -299,6 +303,7 @@ async def test_write_now_sends_live_output_and_the_iterator_the_rest(
     thread.join()
     for since, received, _ in results:
         assert_complete(received, events, since=since)
+    assert misdirected == []
     # Both ways were taken: written at once, and through the iterator.
     outputs = sum(len([e for e in received if e["type"] == "output"]) for _, received, _ in results)
     written = sum(written for _, _, written in results)
