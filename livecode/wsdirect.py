@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Final
 
 from starlette.types import ASGIApp, Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketState
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
@@ -54,9 +54,10 @@ class ServerSend:
 class DirectWriter:
     """Writes events to one socket's transport, as uvicorn's own send would frame them."""
 
-    __slots__ = ("_protocol",)
+    __slots__ = ("_protocol", "_websocket")
 
-    def __init__(self, protocol: WebSocketsSansIOProtocol) -> None:
+    def __init__(self, websocket: WebSocket, protocol: WebSocketsSansIOProtocol) -> None:
+        self._websocket = websocket
         self._protocol = protocol
 
     @classmethod
@@ -65,14 +66,17 @@ class DirectWriter:
         protocol = getattr(websocket.scope.get(_SERVER_SEND), "__self__", None)
         if not isinstance(protocol, WebSocketsSansIOProtocol) or protocol.conn.extensions:
             return None
-        return cls(protocol)
+        return cls(websocket, protocol)
 
     def write(self, event: SharedEvent) -> bool:
         """Write the event's frame now; False, writing nothing, when the socket cannot take it
         at once (closing, or its buffer above the high-water mark: then the ASGI send waits)."""
         protocol = self._protocol
         if (
-            protocol.close_sent
+            # The app has decided to close (a revoked key, say), though its close frame may
+            # still wait for a full buffer: nothing more goes out before it.
+            self._websocket.application_state is not WebSocketState.CONNECTED
+            or protocol.close_sent
             or protocol.disconnected
             or not protocol.writable.is_set()
             or protocol.conn.state is not State.OPEN

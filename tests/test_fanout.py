@@ -121,11 +121,11 @@ async def test_every_follower_gets_every_byte_and_a_stalled_one_holds_nobody_bac
 
 
 SIZES = (1, 300, 70_000, 5)  # a frame's length in 7 bits, then in 16, then in 64, then 7
-PACED = f"""\
+PACED = """\
 import sys, time
 sys.stdin.readline()
-for size in {SIZES}:
-    print("é" * (size // 2) + "x" * (size % 2), end="", flush=True)
+for size in {sizes}:
+    print("{letter}" * (size // 2) + "x" * (size % 2), end="", flush=True)
     time.sleep(0.2)
 """
 PACED_OUTPUT = "".join("é" * (size // 2) + "x" * (size % 2) for size in SIZES)
@@ -162,11 +162,28 @@ async def test_a_server_without_the_protocol_it_writes_for_sends_the_asgi_way(
         assert joined(got, "stdout") == PACED_OUTPUT
 
 
-async def _follow_paced_run(server: LiveServer, *, followers: int) -> list[list[dict[str, Any]]]:
-    """The events each of `followers` sockets got of a PACED run, to `finished`."""
+async def test_followers_of_two_runs_at_once_get_their_own_output(server: LiveServer) -> None:
+    """Two runs printing at the same time, each followed by its own sockets: every follower
+    gets its run's output and none of the other's (one frame is built per event, for all)."""
+    first, second = await asyncio.gather(
+        _follow_paced_run(server, followers=2, letter="a"),
+        _follow_paced_run(server, followers=2, letter="b"),
+    )
+    for got, letter in [*((got, "a") for got in first), *((got, "b") for got in second)]:
+        expected = "".join(letter * (size // 2) + "x" * (size % 2) for size in SIZES)
+        assert joined(got, "stdout") == expected
+        assert {event["execution_id"] for event in got} == {got[-1]["execution_id"]}
+
+
+async def _follow_paced_run(
+    server: LiveServer, *, followers: int, letter: str = "é"
+) -> list[list[dict[str, Any]]]:
+    """The events each of `followers` sockets got of a PACED run printing `letter`s, to
+    `finished`."""
+    source = PACED.format(sizes=SIZES, letter=letter)
     async with ws_connect(server) as control:
         created = await control.request(
-            {"type": "create", "language": "python", "source_code": PACED}
+            {"type": "create", "language": "python", "source_code": source}
         )
         queued = await control.request(
             {"type": "run", "session_id": created["session"]["id"], "interactive": True}

@@ -1,4 +1,4 @@
-"""wsdirect (review): what a closed socket leaves behind."""
+"""wsdirect: what a closed socket leaves behind."""
 
 from __future__ import annotations
 
