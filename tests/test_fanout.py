@@ -23,6 +23,7 @@ from livecode.config import Settings
 from tests.utils import (
     TIMEOUT,
     LiveServer,
+    Socket,
     distributed_env,
     embedded_settings,
     joined,
@@ -80,13 +81,7 @@ async def test_every_follower_gets_every_byte_and_a_stalled_one_holds_nobody_bac
 ) -> None:
     """50 sockets follow a run, byte for byte; one that reads nothing does not hold them up."""
     async with ws_connect(server) as control:
-        created = await control.request(
-            {"type": "create", "language": "python", "source_code": PROGRAM}
-        )
-        queued = await control.request(
-            {"type": "run", "session_id": created["session"]["id"], "interactive": True}
-        )
-        execution_id = queued["execution_id"]
+        execution_id = await _run_interactive(control, PROGRAM)
         # Given a follower that subscribes and then reads nothing (a tiny receive buffer),
         stalled = await _stalled_follower(server, execution_id)
         # and 50 that read everything,
@@ -182,13 +177,7 @@ async def _follow_paced_run(
     `finished`."""
     source = PACED.format(sizes=SIZES, letter=letter)
     async with ws_connect(server) as control:
-        created = await control.request(
-            {"type": "create", "language": "python", "source_code": source}
-        )
-        queued = await control.request(
-            {"type": "run", "session_id": created["session"]["id"], "interactive": True}
-        )
-        execution_id = queued["execution_id"]
+        execution_id = await _run_interactive(control, source)
         watching = [_Follower(server, execution_id) for _ in range(followers)]
         tasks = [asyncio.create_task(follower.follow()) for follower in watching]
         try:
@@ -200,6 +189,15 @@ async def _follow_paced_run(
         finally:
             for task in tasks:
                 task.cancel()
+
+
+async def _run_interactive(control: Socket, source: str) -> str:
+    """Run python `source` (which waits for a line of stdin first); return the execution id."""
+    created = await control.request({"type": "create", "language": "python", "source_code": source})
+    queued = await control.request(
+        {"type": "run", "session_id": created["session"]["id"], "interactive": True}
+    )
+    return str(queued["execution_id"])
 
 
 def _relay_written(server: LiveServer) -> float:
