@@ -40,7 +40,8 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 # (700, 10, 10) had its collector traverse them all every few chunks of a run followed by
 # 1,000 sockets: 7 full collections of up to 167 ms and ~1.2 s of GC in one such benchmark,
 # landing inside the writes of a chunk (issue 14, fan-out p99). Collected 14x less often, what
-# was allocated before serving frozen out of every collection.
+# was allocated before serving frozen out of every collection. A worker process likewise: its
+# runs/s moved within the noise (B/A 1.057 and 0.988, the order swapped, session 10).
 GC_THRESHOLDS = (10_000, 20, 10)
 # A key's name: the tenant, in the store's `owner` columns and in logs.
 KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -180,10 +181,16 @@ def _serve(settings: Settings) -> int:
             settings.port,
         )
     app = create_app(settings)
-    gc.set_threshold(*GC_THRESHOLDS)
-    gc.freeze()  # modules, settings, the app: never garbage, never traversed again
+    _collect_rarely()
     _announcing_server(server_config(settings, app)).run()
     return 0
+
+
+def _collect_rarely() -> None:
+    """GC_THRESHOLDS, and what the process has made so far (modules, settings, the app or the
+    services) frozen: never garbage, never traversed again."""
+    gc.set_threshold(*GC_THRESHOLDS)
+    gc.freeze()
 
 
 def server_config(settings: Settings, app: ASGIApp, **overrides: Any) -> uvicorn.Config:
@@ -407,6 +414,7 @@ def _work(settings: Settings) -> int:
         logger.error("%s", services.sandbox_error)
         services.close()
         return 1
+    _collect_rarely()
     logger.info("worker ready: %d threads", settings.worker_threads)
     stop.wait()
     logger.info(
