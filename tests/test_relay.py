@@ -304,10 +304,50 @@ async def test_write_now_sends_live_output_and_the_iterator_the_rest(
     for since, received, _ in results:
         assert_complete(received, events, since=since)
     assert misdirected == []
-    # Both ways were taken: written at once, and through the iterator.
-    outputs = sum(len([e for e in received if e["type"] == "output"]) for _, received, _ in results)
-    written = sum(written for _, _, written in results)
-    assert 0 < written < outputs, (written, outputs)
+
+
+@pytest.mark.parametrize("accepts", [True, False], ids=["writes", "refuses"])
+async def test_write_now_takes_each_output_a_waiting_follower_expects(
+    bus: Bus, relay: Relay, accepts: bool
+) -> None:
+    """A follower waiting for its next event has each output handed to write_now, and never
+    through its iterator, which gets status and finished; one whose write_now refuses gets
+    them all through its iterator. (Events published one at a time, each once the last has
+    arrived: which way they take does not depend on the machine's pace.)"""
+    events = execution_events("e1", 20)
+    written: list[Event] = []
+    iterated: list[Event] = []
+    arrived = asyncio.Event()
+
+    def write_now(event: SharedEvent) -> bool:
+        if accepts:
+            written.append(event)
+            arrived.set()
+        return accepts
+
+    bus.publish(execution_channel("e1"), events[0])  # RUNNING, read from the history
+    async with relay.follow("e1", write_now=write_now) as followed:
+
+        async def iterate() -> None:
+            async for event in followed:
+                iterated.append(event)
+                arrived.set()  # then back to waiting for the next, before the test goes on
+
+        iterating = asyncio.create_task(iterate())
+        with anyio.fail_after(TIMEOUT):
+            await arrived.wait()
+        for event in events[1:]:
+            arrived.clear()
+            bus.publish(execution_channel("e1"), event)
+            with anyio.fail_after(TIMEOUT):
+                await arrived.wait()
+        with anyio.fail_after(TIMEOUT):
+            await iterating
+    outputs = [event for event in events if event["type"] == "output"]
+    if accepts:
+        assert (written, iterated) == (outputs, [events[0], events[-1]])
+    else:
+        assert (written, iterated) == ([], events)
 
 
 async def test_write_now_never_writes_past_a_gap(bus: Bus, relay: Relay) -> None:
