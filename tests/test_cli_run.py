@@ -16,7 +16,15 @@ import pytest
 
 from livecode.client.models import Execution
 from livecode.client.terminal import EXIT_CODES, exit_code
-from tests.utils import REPO, TIMEOUT, LiveServer, free_port, livecode_env
+from tests.utils import (
+    REPO,
+    TIMEOUT,
+    LiveServer,
+    free_port,
+    livecode_env,
+    wait_final,
+    wait_until,
+)
 
 
 def livecode(
@@ -283,6 +291,35 @@ def test_ctrl_c_as_the_run_finishes_needs_no_second_one(
     assert done.returncode == 130, done.stderr
     shown = [json.loads(line) for line in done.stdout.splitlines()]
     assert shown[-1]["type"] == "finished" and shown[-1]["stdout"] == "hello\n"
+
+
+def test_ctrl_c_cancels_the_run_while_nobody_reads_stdout(
+    embedded_server: LiveServer, tmp_path: Path
+) -> None:
+    """`livecode run ... | less`, less not reading on: a Ctrl-C cancels the run at once, though
+    livecode waits to write output the pipe has no room for."""
+    name = write(
+        tmp_path,
+        "chatty.py",
+        "import time\nfor _ in range(3000):\n    print('x' * 30, flush=True)\ntime.sleep(60)",
+    )
+    with sigint_as_a_terminal_gives_it():
+        process = popen(embedded_server, "run", "--json", name, cwd=tmp_path)
+    assert process.stdout is not None
+    try:
+        execution_id = json.loads(process.stdout.readline())["execution_id"]
+        wchan = Path(f"/proc/{process.pid}/wchan")
+        wait_until(lambda: "pipe_write" in wchan.read_text(), "livecode waits on a full pipe")
+        process.send_signal(signal.SIGINT)
+        with httpx.Client(base_url=embedded_server.url, timeout=TIMEOUT) as client:
+            assert wait_final(client, execution_id)["status"] == "CANCELLED"
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+        assert process.returncode == 130
+        assert json.loads(stdout.splitlines()[-1])["status"] == "CANCELLED"
+        assert "cancelling" in stderr
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_a_closed_stdout_stops_the_run(embedded_server: LiveServer, tmp_path: Path) -> None:
