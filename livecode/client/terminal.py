@@ -272,20 +272,28 @@ def _text(data: bytes) -> str:
 def _follow(run: Run, printer: _Printer) -> int:
     """Show the run's events until it finishes; Ctrl-C cancels it (twice: leave at once)."""
     interrupts = 0
+    is_showing = False
 
     def on_interrupt(signum: int, frame: FrameType | None) -> None:
         nonlocal interrupts
         interrupts += 1
         if interrupts > 1:
             raise KeyboardInterrupt  # leave now, wherever we are
+        if is_showing:
+            # The event is ours already, and a write to a pipe nobody reads (`| less`) may
+            # never end: the marker would wait behind it, and the run go on to its limit.
+            raise KeyboardInterrupt
         run.interrupt()  # between two events: none is lost
 
     with _interrupts_handled_by(on_interrupt):
         while run.result is None:
             try:
                 for event in run.events():
+                    is_showing = run.result is None  # `finished` is shown whole
                     printer.show(event)
+                    is_showing = False
             except KeyboardInterrupt:
+                is_showing = False
                 if interrupts > 1:
                     return EXIT_INTERRUPTED
                 print("\nlivecode: cancelling (Ctrl-C again to leave now)", file=sys.stderr)
