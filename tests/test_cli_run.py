@@ -322,6 +322,61 @@ def test_ctrl_c_cancels_the_run_while_nobody_reads_stdout(
         process.wait()
 
 
+# `livecode run` with a Ctrl-C that lands as the server's answer to `run` arrives: the
+# execution exists, and the CLI holds no Run yet. It says which session it made.
+CTRL_C_AS_THE_RUN_IS_QUEUED = """\
+import signal, sys
+from livecode import cli
+from livecode.client import sync
+
+create_session, run_init = sync.Client.create_session, sync.Run.__init__
+
+def create_and_tell(self, *args, **kwargs):
+    session = create_session(self, *args, **kwargs)
+    print("session", session.id, file=sys.stderr, flush=True)
+    return session
+
+def init_then_ctrl_c(self, *args, **kwargs):
+    signal.raise_signal(signal.SIGINT)
+    run_init(self, *args, **kwargs)
+
+sync.Client.create_session = create_and_tell
+sync.Run.__init__ = init_then_ctrl_c
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_as_the_run_is_queued_cancels_it(
+    embedded_server: LiveServer, tmp_path: Path
+) -> None:
+    """A Ctrl-C before livecode has the run in hand (its `run` answered, nothing shown yet)
+    still cancels it: it used to leave it running, watched by nobody, to its time limit."""
+    name = write(tmp_path, "sleep.py", "import time\ntime.sleep(60)")
+    with sigint_as_a_terminal_gives_it():
+        done = subprocess.run(
+            [sys.executable, "-c", CTRL_C_AS_THE_RUN_IS_QUEUED, "run", name],
+            env=livecode_env({"LIVECODE_SERVER": embedded_server.url}),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+    assert done.returncode == 130, done.stderr
+    session_id = done.stderr.split("session ", 1)[1].split()[0]
+    with httpx.Client(base_url=embedded_server.url, timeout=TIMEOUT) as client:
+
+        def final_executions() -> list[dict[str, object]] | None:
+            runs = client.get(f"/executions/session/{session_id}").json()
+            return (
+                runs
+                if runs and all(r["status"] not in ("QUEUED", "RUNNING") for r in runs)
+                else None
+            )
+
+        executions = wait_until(final_executions, "the run to end", timeout=TIMEOUT / 2)
+    assert [execution["status"] for execution in executions] == ["CANCELLED"]
+
+
 def test_a_closed_stdout_stops_the_run(embedded_server: LiveServer, tmp_path: Path) -> None:
     """`livecode run ... | head -1`: the program is stopped, as SIGPIPE would stop it."""
     name = write(

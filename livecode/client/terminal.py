@@ -227,8 +227,11 @@ def _run(args: argparse.Namespace) -> int:
     limits = None
     if args.timeout_s is not None or args.memory_mb is not None:
         limits = Limits(timeout_s=args.timeout_s, memory_mb=args.memory_mb)
-    with Client(args.server, api_key=args.key) as client:
+    interrupts = _Interrupts()
+    with _interrupts_handled_by(interrupts), Client(args.server, api_key=args.key) as client:
         session = client.create_session(language, source)
+        if interrupts.count:
+            return EXIT_INTERRUPTED  # nothing runs yet
         run = client.run(
             session.id,
             stdin=stdin,
@@ -236,9 +239,14 @@ def _run(args: argparse.Namespace) -> int:
             limits=limits,
             interactive=is_interactive,
         )
+        interrupts.run = run
+        if interrupts.count:
+            # Came while the run was being queued: it runs, and nobody would watch it.
+            run.cancel()
+            return EXIT_INTERRUPTED
         if is_interactive:
             threading.Thread(target=_forward_stdin, args=(run,), daemon=True).start()
-        return _follow(run, _Printer(args.json))
+        return _follow(run, _Printer(args.json), interrupts)
 
 
 def _stdin(args: argparse.Namespace) -> tuple[str | None, bool]:
@@ -269,48 +277,51 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
-def _follow(run: Run, printer: _Printer) -> int:
+def _follow(run: Run, printer: _Printer, interrupts: _Interrupts) -> int:
     """Show the run's events until it finishes; Ctrl-C cancels it (twice: leave at once)."""
-    interrupts = 0
-    is_showing = False
-
-    def on_interrupt(signum: int, frame: FrameType | None) -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts > 1:
-            raise KeyboardInterrupt  # leave now, wherever we are
-        if is_showing:
-            # The event is ours already, and a write to a pipe nobody reads (`| less`) may
-            # never end: the marker would wait behind it, and the run go on to its limit.
-            raise KeyboardInterrupt
-        run.interrupt()  # between two events: none is lost
-
-    with _interrupts_handled_by(on_interrupt):
-        while run.result is None:
-            try:
-                for event in run.events():
-                    is_showing = run.result is None  # `finished` is shown whole
-                    printer.show(event)
-                    is_showing = False
-            except KeyboardInterrupt:
-                is_showing = False
-                if interrupts > 1:
-                    return EXIT_INTERRUPTED
-                print("\nlivecode: cancelling (Ctrl-C again to leave now)", file=sys.stderr)
-                run.cancel()
-            except BrokenPipeError:
-                # Nobody reads our stdout any more (`| head`): stop the program, as SIGPIPE would.
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
-                run.cancel()
-                return EXIT_BROKEN_PIPE
-    is_interrupted = interrupts > 0
-    if is_interrupted:
+    while run.result is None:
+        try:
+            for event in run.events():
+                interrupts.is_showing = run.result is None  # `finished` is shown whole
+                printer.show(event)
+                interrupts.is_showing = False
+        except KeyboardInterrupt:
+            interrupts.is_showing = False
+            if interrupts.count > 1:
+                return EXIT_INTERRUPTED
+            print("\nlivecode: cancelling (Ctrl-C again to leave now)", file=sys.stderr)
+            run.cancel()
+        except BrokenPipeError:
+            # Nobody reads our stdout any more (`| head`): stop the program, as SIGPIPE would.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+            run.cancel()
+            return EXIT_BROKEN_PIPE
+    if interrupts.count:
         return EXIT_INTERRUPTED
     reason = run.result.reason
     if reason in _MESSAGES:
         detail = run.result.error if reason == "internal_error" and run.result.error else ""
         printer.notice(_MESSAGES[reason] + (f": {detail}" if detail else ""))
     return exit_code(run.result)
+
+
+class _Interrupts:
+    """Ctrl-C in `livecode run`: a SIGINT handler. The first cancels the run: between two
+    events (Run.interrupt), so that none is lost, or out of a write of one, which a pipe
+    nobody reads (`| less`) may never end; before the run is queued, once it is. The second
+    leaves at once, wherever we are."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.run: Run | None = None
+        self.is_showing = False  # an event taken from the run is being written
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        if self.count > 1 or self.is_showing:
+            raise KeyboardInterrupt
+        if self.run is not None:
+            self.run.interrupt()
 
 
 @contextlib.contextmanager
