@@ -77,6 +77,11 @@ def sigint_as_a_terminal_gives_it() -> Iterator[None]:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+# How `livecode run` ends after a Ctrl-C: by SIGINT, as Python does after one it does not catch
+# (subprocess's returncode; a shell's $? is 130, terminal.EXIT_INTERRUPTED).
+INTERRUPTED = -signal.SIGINT
+
+
 def write(directory: Path, name: str, source: str) -> str:
     (directory / name).write_text(source)
     return name
@@ -234,7 +239,8 @@ def test_an_unreachable_server_is_exit_69(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_cancels_the_run(embedded_server: LiveServer, tmp_path: Path) -> None:
-    """SIGINT: the run is cancelled on the server and livecode exits 130."""
+    """SIGINT: the run is cancelled on the server, and livecode ends by SIGINT (a shell shows
+    130, and a script that ran it stops)."""
     name = write(tmp_path, "sleep.py", "import time\nprint('started', flush=True)\ntime.sleep(60)")
     with sigint_as_a_terminal_gives_it():
         process = popen(embedded_server, "run", "--json", name, cwd=tmp_path)
@@ -244,7 +250,7 @@ def test_ctrl_c_cancels_the_run(embedded_server: LiveServer, tmp_path: Path) -> 
         while json.loads(process.stdout.readline())["type"] != "output":
             pass
         process.send_signal(signal.SIGINT)
-        assert process.wait(TIMEOUT) == 130
+        assert process.wait(TIMEOUT) == INTERRUPTED
     finally:
         process.kill()
         process.wait()
@@ -277,7 +283,7 @@ def test_ctrl_c_as_the_run_finishes_needs_no_second_one(
     embedded_server: LiveServer, tmp_path: Path
 ) -> None:
     """A Ctrl-C that lands as the client takes `finished` loses no event: livecode shows the
-    end and exits 130 at once, where it used to wait for the end again, until a second one."""
+    end and ends at once, where it used to wait for the end again, until a second one."""
     name = write(tmp_path, "hello.py", "print('hello')")
     with sigint_as_a_terminal_gives_it():
         done = subprocess.run(
@@ -288,7 +294,7 @@ def test_ctrl_c_as_the_run_finishes_needs_no_second_one(
             text=True,
             timeout=TIMEOUT,
         )
-    assert done.returncode == 130, done.stderr
+    assert done.returncode == INTERRUPTED, done.stderr
     shown = [json.loads(line) for line in done.stdout.splitlines()]
     assert shown[-1]["type"] == "finished" and shown[-1]["stdout"] == "hello\n"
 
@@ -314,7 +320,7 @@ def test_ctrl_c_cancels_the_run_while_nobody_reads_stdout(
         with httpx.Client(base_url=embedded_server.url, timeout=TIMEOUT) as client:
             assert wait_final(client, execution_id)["status"] == "CANCELLED"
         stdout, stderr = process.communicate(timeout=TIMEOUT)
-        assert process.returncode == 130
+        assert process.returncode == INTERRUPTED
         assert json.loads(stdout.splitlines()[-1])["status"] == "CANCELLED"
         assert "cancelling" in stderr
     finally:
@@ -361,7 +367,7 @@ def test_ctrl_c_as_the_run_is_queued_cancels_it(
             text=True,
             timeout=TIMEOUT,
         )
-    assert done.returncode == 130, done.stderr
+    assert done.returncode == INTERRUPTED, done.stderr
     session_id = done.stderr.split("session ", 1)[1].split()[0]
     with httpx.Client(base_url=embedded_server.url, timeout=TIMEOUT) as client:
 
@@ -375,6 +381,35 @@ def test_ctrl_c_as_the_run_is_queued_cancels_it(
 
         executions = wait_until(final_executions, "the run to end", timeout=TIMEOUT / 2)
     assert [execution["status"] for execution in executions] == ["CANCELLED"]
+
+
+def test_ctrl_c_stops_the_script_that_ran_livecode(
+    embedded_server: LiveServer, tmp_path: Path
+) -> None:
+    """A Ctrl-C at a terminal reaches the script and livecode; bash stops the script only
+    when its child ended by SIGINT (a child that exits 130 handled it, says bash): so the
+    line after `livecode run` never runs."""
+    name = write(tmp_path, "sleep.py", "import time\nprint('started', flush=True)\ntime.sleep(60)")
+    script = f"{sys.executable} -m livecode run {name}; echo went on after $?"
+    with sigint_as_a_terminal_gives_it():
+        shell = subprocess.Popen(
+            ["bash", "-c", script],
+            env=livecode_env({"LIVECODE_SERVER": embedded_server.url}),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # a process group of its own, as a terminal's job
+        )
+    assert shell.stdout is not None
+    try:
+        assert shell.stdout.readline() == "started\n"
+        os.killpg(shell.pid, signal.SIGINT)  # what Ctrl-C at its terminal does
+        assert shell.wait(TIMEOUT) == INTERRUPTED
+        assert "went on" not in shell.stdout.read()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait()
 
 
 def test_a_closed_stdout_stops_the_run(embedded_server: LiveServer, tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ program did. What else can end a run gets an exit code of its own and one line o
     123     output_limit: the program wrote more than the server keeps
     124     timeout (as timeout(1))
     125     memory_limit
-    130     interrupted with Ctrl-C: the run was cancelled
+    130     interrupted with Ctrl-C: the run was cancelled (we end by SIGINT, as Python does
+            after a Ctrl-C it does not catch: a shell shows 130, a script stops)
     141     our stdout was closed (`| head`): the run was cancelled, as SIGPIPE would end it
     2       usage: bad arguments, an unreadable file, an unknown extension, or a request the
             server refused (bad_request, too_large, not_found, conflict)
@@ -135,7 +136,24 @@ def split_program_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Carry out `run` or `languages`; return the exit status."""
+    """Carry out `run` or `languages`; return the exit status (interrupted: see below)."""
+    status = _carry_out(args)
+    if status == EXIT_INTERRUPTED:
+        _die_of_sigint()
+    return status
+
+
+def _die_of_sigint() -> None:
+    """End as SIGINT would have ended us, once the run is cancelled: a shell then shows 130,
+    and a script that ran us stops too (bash goes on after a child that merely exits 130).
+    Python ends so after an uncaught KeyboardInterrupt; we caught it to cancel the run.
+    Nothing is flushed: each event was as it was shown, and a flush to a pipe nobody reads
+    would never end."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def _carry_out(args: argparse.Namespace) -> int:
     from livecode.client.errors import ConnectionLost, LivecodeError
 
     try:
