@@ -28,13 +28,19 @@ from tests.utils import (
 
 
 def livecode(
-    server: LiveServer | str, *args: str, cwd: Path, **options: object
+    server: LiveServer | str,
+    *args: str,
+    cwd: Path,
+    script: str | None = None,
+    **options: object,
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m livecode ARGS` against `server`, its stdin /dev/null unless `input` is given."""
+    """`python -m livecode ARGS` against `server`, its stdin /dev/null unless `input` is given;
+    with `script`, `python -c SCRIPT ARGS` (the CLI with something injected)."""
     url = server if isinstance(server, str) else server.url
     options.setdefault("stdin", subprocess.DEVNULL if "input" not in options else None)
+    command = ["-m", "livecode"] if script is None else ["-c", script]
     return subprocess.run(  # type: ignore[call-overload, no-any-return]
-        [sys.executable, "-m", "livecode", *args],
+        [sys.executable, *command, *args],
         env=livecode_env({"LIVECODE_SERVER": url}),
         cwd=cwd,
         capture_output=True,
@@ -286,13 +292,8 @@ def test_ctrl_c_as_the_run_finishes_needs_no_second_one(
     end and ends at once, where it used to wait for the end again, until a second one."""
     name = write(tmp_path, "hello.py", "print('hello')")
     with sigint_as_a_terminal_gives_it():
-        done = subprocess.run(
-            [sys.executable, "-c", CTRL_C_AS_FINISHED_IS_TAKEN, "run", "--json", name],
-            env=livecode_env({"LIVECODE_SERVER": embedded_server.url}),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
+        done = livecode(
+            embedded_server, "run", "--json", name, cwd=tmp_path, script=CTRL_C_AS_FINISHED_IS_TAKEN
         )
     assert done.returncode == INTERRUPTED, done.stderr
     shown = [json.loads(line) for line in done.stdout.splitlines()]
@@ -359,13 +360,8 @@ def test_ctrl_c_as_the_run_is_queued_cancels_it(
     still cancels it: it used to leave it running, watched by nobody, to its time limit."""
     name = write(tmp_path, "sleep.py", "import time\ntime.sleep(60)")
     with sigint_as_a_terminal_gives_it():
-        done = subprocess.run(
-            [sys.executable, "-c", CTRL_C_AS_THE_RUN_IS_QUEUED, "run", name],
-            env=livecode_env({"LIVECODE_SERVER": embedded_server.url}),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
+        done = livecode(
+            embedded_server, "run", name, cwd=tmp_path, script=CTRL_C_AS_THE_RUN_IS_QUEUED
         )
     assert done.returncode == INTERRUPTED, done.stderr
     session_id = done.stderr.split("session ", 1)[1].split()[0]
