@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from livecode.config import Settings
 from tests.test_rest import LIMIT_SETTINGS
 from tests.utils import (
     LiveServer,
     Socket,
+    distributed_env,
     embedded_settings,
     joined,
     outputs,
+    own_database,
+    own_redis,
+    run_process,
     run_server,
     wait_final,
+    wait_until_http_ok,
     ws_connect,
 )
 
@@ -543,15 +551,36 @@ async def test_a_tty_runs_execution_keeps_its_starting_size_after_a_resize(
     assert (stored["cols"], stored["rows"]) == (100, 30)
 
 
+@pytest.mark.parametrize("mode", ["embedded", "distributed"])
 async def test_a_resize_before_the_start_is_the_size_the_execution_says_it_started_with(
-    server: LiveServer,
+    mode: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """A resize that reaches a tty run while it waits for a worker is the size its program
     starts with, and the size `finished` and REST then say it started with."""
+    with _one_worker_thread(mode, tmp_path_factory) as server:
+        await _resize_while_queued(server)
+
+
+@contextlib.contextmanager
+def _one_worker_thread(mode: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server with one worker thread, and a store and queue of its own: no other test's run
+    can hold that thread, or take it."""
+    if mode == "embedded":
+        with run_server(embedded_settings(tmp_path_factory, worker_threads=1)) as server:
+            yield server
+        return
+    with own_redis() as redis_server, own_database() as database:
+        env = {**distributed_env(database, redis_server.url), "LIVECODE_WORKER_THREADS": "1"}
+        with run_process(["worker"], env), run_server(Settings.from_env(env)) as server:
+            wait_until_http_ok(f"{server.url}/health/workers")
+            yield server
+
+
+async def _resize_while_queued(server: LiveServer) -> None:
     async with ws_connect(server) as ws:
-        # Given every worker thread busy, so that the tty run waits, QUEUED
+        # Given the one worker thread busy, so that the tty run waits, QUEUED
         sleeper = await create(ws, "import time\ntime.sleep(60)")
-        busy = {await run(ws, sleeper["id"]) for _ in range(server.settings.worker_threads)}
+        busy = {await run(ws, sleeper["id"])}
         running: set[str] = set()
         while running != busy:
             event = await ws.recv()

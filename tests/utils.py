@@ -242,9 +242,11 @@ def free_port() -> int:
 
 
 def embedded_settings(tmp_path_factory: pytest.TempPathFactory, **overrides: object) -> Settings:
-    """Embedded mode (SQLite in a fresh directory, in-process queue and bus), two workers."""
+    """Embedded mode (SQLite in a fresh directory, in-process queue and bus), two workers
+    unless `overrides` say otherwise."""
     database = tmp_path_factory.mktemp("embedded") / "livecode.db"
-    return Settings(database_url=f"sqlite:///{database}", worker_threads=2, **overrides)  # type: ignore[arg-type]
+    options = {"database_url": f"sqlite:///{database}", "worker_threads": 2} | overrides
+    return Settings(**options)  # type: ignore[arg-type]
 
 
 def distributed_env(postgres_database: str, redis_url: str) -> dict[str, str]:
