@@ -19,14 +19,12 @@ from tests.utils import (
     POSTGRESQL_URL,
     SCHEMA_SQL,
     LiveServer,
-    distributed_env,
     embedded_settings,
     free_port,
     missing_service,
+    own_distributed_server,
     private_redis_url,
-    run_process,
     run_server,
-    wait_until_http_ok,
 )
 
 pytest_plugins = ["tests.conftest_store", "tests.conftest_bus"]
@@ -94,12 +92,10 @@ def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSe
 
 
 @pytest.fixture(scope="module")
-def distributed_server(postgres_database: str, redis_url: str) -> Iterator[LiveServer]:
-    """A server in this process (no workers) and a separate `livecode worker` process."""
-    env = distributed_env(postgres_database, redis_url)
-    settings = Settings.from_env(env)
-    with run_process(["worker"], env), run_server(settings) as server:
-        wait_until_http_ok(f"{server.url}/health/workers")  # the worker process has reported
+def distributed_server() -> Iterator[LiveServer]:
+    """A server in this process (no workers) and a separate `livecode worker` process, with a
+    PostgreSQL database and a redis-server of their own (own_distributed_server)."""
+    with own_distributed_server() as server:
         yield server
 
 

@@ -23,11 +23,13 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_chunks_reach_a_socket_on_another_server_process(
-    distributed_server: LiveServer, postgres_database: str, redis_url: str
+    distributed_server: LiveServer,
 ) -> None:
     """Run on server A (this process); follow from server B (another process); worker is a third."""
     port = free_port()
-    env = {**distributed_env(postgres_database, redis_url), "LIVECODE_PORT": str(port)}
+    settings = distributed_server.settings
+    assert settings.redis_url is not None
+    env = {**distributed_env(settings.database_url, settings.redis_url), "LIVECODE_PORT": str(port)}
     other = LiveServer(f"http://127.0.0.1:{port}", Settings.from_env(env))
     source = "import time\nfor i in range(6):\n    print('beat', i)\n    time.sleep(0.2)\n"
     with run_process(["serve"], env, ready_url=f"{other.url}/health"):

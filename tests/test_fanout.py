@@ -19,18 +19,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from livecode import events
-from livecode.config import Settings
 from tests.utils import (
     TIMEOUT,
     LiveServer,
     Socket,
-    distributed_env,
     embedded_settings,
     joined,
     outputs,
-    run_process,
+    own_distributed_server,
     run_server,
-    wait_until_http_ok,
     ws_connect,
 )
 
@@ -65,14 +62,7 @@ def server(
         with run_server(settings) as embedded:
             yield embedded
         return
-    env = {
-        **distributed_env(
-            request.getfixturevalue("postgres_database"), request.getfixturevalue("redis_url")
-        ),
-        "LIVECODE_OUTPUT_LIMIT_BYTES": str(OUTPUT_LIMIT_BYTES),
-    }
-    with run_process(["worker"], env), run_server(Settings.from_env(env)) as distributed:
-        wait_until_http_ok(f"{distributed.url}/health/workers")  # the worker has reported
+    with own_distributed_server(LIVECODE_OUTPUT_LIMIT_BYTES=str(OUTPUT_LIMIT_BYTES)) as distributed:
         yield distributed
 
 

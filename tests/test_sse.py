@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from tests.utils import TIMEOUT, LiveServer, joined, outputs
+from livecode.config import Settings
+from tests.utils import TIMEOUT, LiveServer, free_port, joined, outputs, run_server
 
 SOURCE = "import time\nfor i in range(5):\n    print('n', i)\n    time.sleep(0.1)\n"
 
@@ -75,17 +76,18 @@ def test_an_event_source_that_saw_finished_gets_204(server: LiveServer) -> None:
     assert again.status_code == 204
 
 
-def test_sse_with_redis_down_is_503(
-    distributed_server: LiveServer, server_without_redis: LiveServer
-) -> None:
+def test_sse_with_redis_down_is_503(distributed_server: LiveServer) -> None:
     """Both servers share one database; the second one's Redis is not there."""
     with distributed_server.client() as client:
         execution_id = client.post(
             "/executions?wait=true", json={"language": "python", "source_code": "print(1)"}
         ).json()["execution_id"]
-    answer = httpx.get(
-        f"{server_without_redis.url}/executions/{execution_id}/events", timeout=TIMEOUT
-    )
+    no_redis = f"redis://127.0.0.1:{free_port()}/0"
+    settings = Settings(database_url=distributed_server.settings.database_url, redis_url=no_redis)
+    with run_server(settings) as server_without_redis:
+        answer = httpx.get(
+            f"{server_without_redis.url}/executions/{execution_id}/events", timeout=TIMEOUT
+        )
     assert answer.status_code == 503 and answer.json()["error"]["code"] == "unavailable"
     assert int(answer.headers["Retry-After"]) >= 1
 

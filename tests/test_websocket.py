@@ -13,21 +13,16 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from livecode.config import Settings
 from tests.test_rest import LIMIT_SETTINGS
 from tests.utils import (
     LiveServer,
     Socket,
-    distributed_env,
     embedded_settings,
     joined,
     outputs,
-    own_database,
-    own_redis,
-    run_process,
+    own_distributed_server,
     run_server,
     wait_final,
-    wait_until_http_ok,
     ws_connect,
 )
 
@@ -569,11 +564,8 @@ def _one_worker_thread(mode: str, tmp_path_factory: pytest.TempPathFactory) -> I
         with run_server(embedded_settings(tmp_path_factory, worker_threads=1)) as server:
             yield server
         return
-    with own_redis() as redis_server, own_database() as database:
-        env = {**distributed_env(database, redis_server.url), "LIVECODE_WORKER_THREADS": "1"}
-        with run_process(["worker"], env), run_server(Settings.from_env(env)) as server:
-            wait_until_http_ok(f"{server.url}/health/workers")
-            yield server
+    with own_distributed_server(LIVECODE_WORKER_THREADS="1") as server:
+        yield server
 
 
 async def _resize_while_queued(server: LiveServer) -> None:

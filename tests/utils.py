@@ -541,6 +541,18 @@ def own_redis() -> Iterator[RedisServer]:
 
 
 @contextlib.contextmanager
+def own_distributed_server(**env: str) -> Iterator[LiveServer]:
+    """A server in this process and a `livecode worker` process (LIVECODE_* `env` added), with
+    a PostgreSQL database and a redis-server of their own: no other test's runs, left queued
+    or retried by a sweeper in a shared store, reach this worker and hold its threads."""
+    with own_redis() as redis_server, own_database() as database:
+        full_env = {**distributed_env(database, redis_server.url), **env}
+        with run_process(["worker"], full_env), run_server(Settings.from_env(full_env)) as server:
+            wait_until_http_ok(f"{server.url}/health/workers")  # the worker process has reported
+            yield server
+
+
+@contextlib.contextmanager
 def own_database(*, schema: bool = True, base_url: str | None = None) -> Iterator[str]:
     """A new PostgreSQL database (with schema.sql applied unless told not to), dropped after.
 
