@@ -196,11 +196,10 @@ class Connection:
         self.id = uuid.uuid4().hex
         # Set when a write failed: the client is gone, or the socket was closed.
         self._is_gone = asyncio.Event()
+        # DirectWriter refuses a socket that is closing or gone, as _write finds it: no check
+        # of _is_gone on top, in a path taken once per follower per chunk.
         direct = DirectWriter.for_socket(websocket)
-        self._write_now: WriteNow | None = None
-        if direct is not None:
-            is_gone = self._is_gone  # not self: the follower's callback must not hold the socket
-            self._write_now = lambda event: not is_gone.is_set() and direct.write(event)
+        self._write_now: WriteNow | None = direct.write if direct is not None else None
         self.follows: dict[str, asyncio.Task[None]] = {}
         self.sessions: dict[str, asyncio.Task[None]] = {}
         # Flood control: a token bucket refilled at ws_messages_per_s, holding two seconds' worth.
